@@ -1,0 +1,146 @@
+/*
+ * backends/cpu/cpu_attention.c — fused multi-head self-attention, forward and backward.
+ *
+ * Layout (timm): qkv (b, t, 3, nh, hs); head h of token i has q at
+ * qkv[(bi*t + i)*3C + h*hs], k at +C, v at +2C, with C = nh*hs and row stride 3C.
+ * out (b, t, C) holds the heads concatenated; lse (b, nh, t) the log-sum-exp of
+ * each scaled score row.
+ *
+ * Forward: one task per (batch, head, block of CPU_ATT_BLOCK query rows). The
+ * task computes the block's scores S = scale * Q K^T (rows x t) in per-thread
+ * scratch with cblas_sgemm, turns them into probabilities in place (two-pass
+ * softmax: max, then exp and sum), writes lse, and multiplies P V straight into
+ * out. No (t, t) matrix exists beyond one block.
+ *
+ * Backward (flash-attention style, probabilities recomputed from lse): one
+ * task per (batch, head) walks its query blocks in order:
+ *   P  = exp(scale * Q K^T - lse)        dP = dO V^T
+ *   D  = rowsum(dO * O)                  dS = P * (dP - D)
+ *   dQ += scale * dS K     dK += scale * dS^T Q     dV += P^T dO
+ * accumulating into dqkv with beta = 1 GEMMs. Each (batch, head) slice of dqkv
+ * is written by one task only, in block order, so results do not depend on the
+ * thread count.
+ */
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+
+#include <cblas.h>
+
+#include "cpu_internal.h"
+
+static ex_status check_args(int64_t b, int64_t t, int64_t nh, int64_t hs) {
+    CPU_ARG(b >= 0 && t >= 0 && nh >= 0 && hs >= 0, "cpu: attention: negative size");
+    CPU_ARG(t <= INT_MAX && nh * hs <= INT_MAX / 3, "cpu: attention: sizes beyond the BLAS int range");
+    return EX_OK;
+}
+
+ex_status cpu_attention_fwd(void *vctx, float *out /* (b, t, nh*hs) */, float *lse /* (b, nh, t) */,
+                            const float *qkv /* (b, t, 3, nh, hs) */, int64_t b, int64_t t, int64_t nh,
+                            int64_t hs, float scale) {
+    cpu_ctx *ctx = vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0) return EX_OK;
+    CPU_ARG(out && lse && qkv, "cpu: attention_fwd: NULL pointer");
+    const int64_t C = nh * hs, ld = 3 * C;
+    const int64_t nqb = (t + CPU_ATT_BLOCK - 1) / CPU_ATT_BLOCK, ntask = b * nh * nqb;
+    float *scratch = NULL;
+    EX_CHECK(cpu_attn_scratch(ctx, (size_t)(CPU_ATT_BLOCK * t), &scratch));
+    cpu_set_blas_threads(ctx);
+    const size_t slot = ctx->attn_slot;
+    const int64_t work = b * nh * t * t * (hs > 0 ? hs : 1);
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > CPU_PAR_MIN)
+    for (int64_t task = 0; task < ntask; task++) {
+        const int64_t bi = task / (nh * nqb), h = (task / nqb) % nh, qb = task % nqb;
+        const int64_t i0 = qb * CPU_ATT_BLOCK, rows = t - i0 < CPU_ATT_BLOCK ? t - i0 : CPU_ATT_BLOCK;
+        float *S = scratch + (size_t)omp_get_thread_num() * slot; /* (rows, t) */
+        const float *q = qkv + (bi * t + i0) * ld + h * hs;
+        const float *k = qkv + bi * t * ld + C + h * hs;
+        const float *v = k + C;
+        float *l = lse + (bi * nh + h) * t + i0;
+        if (hs > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)t, (blasint)hs, scale, q,
+                        (blasint)ld, k, (blasint)ld, 0.0f, S, (blasint)t);
+        else
+            for (int64_t j = 0; j < rows * t; j++) S[j] = 0.0f;
+        for (int64_t r = 0; r < rows; r++) {
+            float *s = S + r * t;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < t; j++) mx = s[j] > mx ? s[j] : mx;
+            double sum = 0.0;
+            for (int64_t j = 0; j < t; j++) {
+                float e = expf(s[j] - mx);
+                s[j] = e;
+                sum += e;
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int64_t j = 0; j < t; j++) s[j] *= inv;
+            l[r] = mx + (float)log(sum);
+        }
+        if (hs > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)hs, (blasint)t, 1.0f, S,
+                        (blasint)t, v, (blasint)ld, 0.0f, out + (bi * t + i0) * C + h * hs, (blasint)C);
+    }
+    return EX_OK;
+}
+
+ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, const float *dout /* (b, t, nh*hs) */,
+                            const float *out /* (b, t, nh*hs) */, const float *lse /* (b, nh, t) */,
+                            const float *qkv /* (b, t, 3, nh, hs) */, int64_t b, int64_t t, int64_t nh,
+                            int64_t hs, float scale) {
+    cpu_ctx *ctx = vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
+    CPU_ARG(dqkv && dout && out && lse && qkv, "cpu: attention_bwd: NULL pointer");
+    const int64_t C = nh * hs, ld = 3 * C;
+    const int64_t nqb = (t + CPU_ATT_BLOCK - 1) / CPU_ATT_BLOCK, ntask = b * nh;
+    float *scratch = NULL;
+    EX_CHECK(cpu_attn_scratch(ctx, (size_t)(2 * CPU_ATT_BLOCK * t + CPU_ATT_BLOCK), &scratch));
+    cpu_set_blas_threads(ctx);
+    const size_t slot = ctx->attn_slot;
+    const int64_t work = b * nh * t * t * hs;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > CPU_PAR_MIN)
+    for (int64_t task = 0; task < ntask; task++) {
+        const int64_t bi = task / nh, h = task % nh;
+        float *P = scratch + (size_t)omp_get_thread_num() * slot; /* (rows, t) */
+        float *dS = P + CPU_ATT_BLOCK * t;                        /* (rows, t) */
+        float *D = dS + CPU_ATT_BLOCK * t;                        /* (rows) */
+        const float *k = qkv + bi * t * ld + C + h * hs, *v = k + C;
+        float *dk = dqkv + bi * t * ld + C + h * hs, *dv = dk + C;
+        for (int64_t qb = 0; qb < nqb; qb++) {
+            const int64_t i0 = qb * CPU_ATT_BLOCK, rows = t - i0 < CPU_ATT_BLOCK ? t - i0 : CPU_ATT_BLOCK;
+            const float *q = qkv + (bi * t + i0) * ld + h * hs;
+            const float *o = out + (bi * t + i0) * C + h * hs, *dO = dout + (bi * t + i0) * C + h * hs;
+            const float *l = lse + (bi * nh + h) * t + i0;
+            float *dq = dqkv + (bi * t + i0) * ld + h * hs;
+            /* P = exp(scale q k^T - lse) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)t, (blasint)hs, scale, q,
+                        (blasint)ld, k, (blasint)ld, 0.0f, P, (blasint)t);
+            for (int64_t r = 0; r < rows; r++) {
+                float *p = P + r * t;
+                const float lr = l[r];
+                for (int64_t j = 0; j < t; j++) p[j] = expf(p[j] - lr);
+                double dsum = 0.0;
+                for (int64_t d = 0; d < hs; d++) dsum += (double)dO[r * C + d] * (double)o[r * C + d];
+                D[r] = (float)dsum;
+            }
+            /* dP = dO v^T, then dS = P * (dP - D) in place */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)t, (blasint)hs, 1.0f, dO,
+                        (blasint)C, v, (blasint)ld, 0.0f, dS, (blasint)t);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *p = P + r * t;
+                float *ds = dS + r * t;
+                const float dr = D[r];
+                for (int64_t j = 0; j < t; j++) ds[j] = p[j] * (ds[j] - dr);
+            }
+            /* dq += scale dS k;  dk += scale dS^T q;  dv += P^T dO */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)hs, (blasint)t, scale, dS,
+                        (blasint)t, k, (blasint)ld, 1.0f, dq, (blasint)ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)t, (blasint)hs, (blasint)rows, scale, dS,
+                        (blasint)t, q, (blasint)ld, 1.0f, dk, (blasint)ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)t, (blasint)hs, (blasint)rows, 1.0f, P,
+                        (blasint)t, dO, (blasint)C, 1.0f, dv, (blasint)ld);
+        }
+    }
+    return EX_OK;
+}

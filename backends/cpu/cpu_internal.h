@@ -1,0 +1,148 @@
+/*
+ * backends/cpu/cpu_internal.h — shared declarations of the fp32 CPU backend.
+ *
+ * The backend is split into one file per family of ops; this header holds the
+ * context every op receives, the helpers they share and the prototypes of the
+ * op functions that cpu_backend.c puts into the vtable.
+ *
+ * Determinism rule: no result may depend on the number of threads. Work is
+ * split across threads only along dimensions whose elements are computed
+ * independently (rows, column blocks, (batch, head) pairs); every reduction is
+ * done by one thread in a fixed order, or over fixed chunks whose boundaries
+ * depend only on the sizes, combined in index order. No float atomics.
+ */
+#ifndef EXPLORA_CPU_INTERNAL_H
+#define EXPLORA_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "explora/backend.h"
+
+/* The backend context (one per ex_backend). Not safe for concurrent calls
+ * from several caller threads: ops share the scratch buffers. */
+typedef struct cpu_ctx {
+    int threads;            /* OpenMP threads used by every op (and OpenBLAS) */
+    /* Attention scratch: `threads` slots of attn_slot floats each, grown only
+     * when a larger size is needed. */
+    float *attn_scratch;
+    size_t attn_slot;
+    /* General scratch (permutation sort keys), grown only when needed. */
+    void *scratch;
+    size_t scratch_bytes;
+} cpu_ctx;
+
+/* Loops with fewer elements (or multiply-adds) than this run on one thread:
+ * starting a team costs more than it saves. Affects speed only, never results. */
+#define CPU_PAR_MIN ((int64_t)32768)
+
+/* Width of the column blocks used for column sums (bias, LayerNorm weights,
+ * LayerScale, mask token): each block is summed over all rows by one thread. */
+#define CPU_COL_BLOCK ((int64_t)64)
+
+/* Query rows per attention block. */
+#define CPU_ATT_BLOCK ((int64_t)32)
+
+/* Validation shorthand: ops receive no ex_err, so the message only documents
+ * the condition; the status code is what the caller sees. */
+#define CPU_ARG(cond, ...) EX_ENSURE((cond), NULL, EX_E_INVALID, __VA_ARGS__)
+
+/* Make the calling thread's OpenMP/OpenBLAS thread count equal ctx->threads
+ * before a top-level cblas call (OpenBLAS's OpenMP build follows the calling
+ * thread's omp_get_max_threads()). */
+void cpu_set_blas_threads(const cpu_ctx *ctx);
+
+/* General scratch of at least `bytes` bytes (grown, never shrunk). */
+ex_status cpu_scratch(cpu_ctx *ctx, size_t bytes, void **out);
+
+/* Attention scratch: `floats` per thread; *base points at slot 0, slot i at
+ * *base + i * ctx->attn_slot. */
+ex_status cpu_attn_scratch(cpu_ctx *ctx, size_t floats, float **base);
+
+/* --- lifecycle and memory (cpu_backend.c) ---------------------------------------- */
+ex_status cpu_init(const ex_cfg_section *cfg, void **ctx, ex_err *err);
+void cpu_shutdown(void *ctx);
+ex_status cpu_device_info(void *ctx, ex_device_info *out);
+int cpu_supports_op(void *ctx, ex_op op, ex_dtype dtype);
+ex_status cpu_alloc(void *ctx, size_t bytes, void **ptr, ex_err *err);
+void cpu_free(void *ctx, void *ptr);
+ex_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes, ex_copy_kind kind);
+ex_status cpu_fill(void *ctx, float *dst, float value, int64_t n);
+ex_status cpu_synchronize(void *ctx);
+
+/* --- cpu_gemm.c ---------------------------------------------------------------- */
+ex_status cpu_gemm(void *ctx, const ex_gemm_desc *d);
+
+/* --- cpu_elementwise.c ------------------------------------------------------------ */
+ex_status cpu_bias_add_fwd(void *ctx, float *out, const float *bias, int64_t n, int64_t c);
+ex_status cpu_bias_add_bwd(void *ctx, float *dbias, const float *dout, int64_t n, int64_t c);
+ex_status cpu_binary(void *ctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n);
+ex_status cpu_axpby(void *ctx, float *y, float alpha, const float *x, float beta, int64_t n);
+ex_status cpu_channel_scale_fwd(void *ctx, float *out, const float *inp, const float *gamma, int64_t n,
+                                int64_t c);
+ex_status cpu_channel_scale_bwd(void *ctx, float *dinp, float *dgamma, const float *dout, const float *inp,
+                                const float *gamma, int64_t n, int64_t c);
+ex_status cpu_row_scale_fwd(void *ctx, float *out, const float *inp, const float *s, int64_t n, int64_t c);
+ex_status cpu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout, const float *inp,
+                            const float *s, int64_t n, int64_t c);
+ex_status cpu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
+
+/* --- cpu_norm.c ------------------------------------------------------------------ */
+ex_status cpu_layernorm_fwd(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+                            const float *w, const float *b, int64_t n, int64_t c, float eps);
+ex_status cpu_layernorm_bwd(void *ctx, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean, const float *rstd,
+                            int64_t n, int64_t c);
+ex_status cpu_softmax_fwd(void *ctx, float *out, const float *inp, int64_t n, int64_t c, float scale);
+ex_status cpu_softmax_bwd(void *ctx, float *dinp, const float *out, const float *dout, int64_t n, int64_t c,
+                          float scale);
+
+/* --- cpu_activation.c -------------------------------------------------------------- */
+ex_status cpu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cpu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
+ex_status cpu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cpu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
+
+/* --- cpu_attention.c ---------------------------------------------------------------- */
+ex_status cpu_attention_fwd(void *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                            int64_t nh, int64_t hs, float scale);
+ex_status cpu_attention_bwd(void *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                            const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
+/* --- cpu_gather.c ------------------------------------------------------------------- */
+ex_status cpu_gather_rows(void *ctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m,
+                          int64_t t, int64_t c);
+ex_status cpu_scatter_add_rows(void *ctx, float *dinp, const float *dout, const int32_t *idx, int64_t b,
+                               int64_t m, int64_t t, int64_t c);
+ex_status cpu_mask_rows_fwd(void *ctx, float *out, const float *inp, const uint8_t *mask, const float *token,
+                            int64_t n, int64_t c);
+ex_status cpu_mask_rows_bwd(void *ctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask,
+                            int64_t n, int64_t c);
+ex_status cpu_patchify_fwd(void *ctx, float *out, const float *img, int64_t b, int64_t ch, int64_t h,
+                           int64_t w, int64_t p, ex_patch_order order);
+ex_status cpu_patchify_bwd(void *ctx, float *dimg, const float *dout, int64_t b, int64_t ch, int64_t h,
+                           int64_t w, int64_t p, ex_patch_order order);
+ex_status cpu_copy2d(void *ctx, float *dst, int64_t dst_ld, const float *src, int64_t src_ld, int64_t rows,
+                     int64_t cols);
+
+/* --- cpu_loss.c --------------------------------------------------------------------- */
+ex_status cpu_xent_fwd(void *ctx, float *losses, float *probs, const float *logits, const int32_t *labels,
+                       const float *targets, int64_t n, int64_t v);
+ex_status cpu_xent_bwd(void *ctx, float *dlogits, const float *dlosses, const float *probs,
+                       const int32_t *labels, const float *targets, int64_t n, int64_t v);
+ex_status cpu_l2norm_fwd(void *ctx, float *out, float *norms, const float *inp, int64_t n, int64_t c,
+                         float eps);
+ex_status cpu_l2norm_bwd(void *ctx, float *dinp, const float *dout, const float *inp, const float *norms,
+                         int64_t n, int64_t c, float eps);
+
+/* --- cpu_optim.c -------------------------------------------------------------------- */
+ex_status cpu_adamw(void *ctx, float *p, const float *g, float *m, float *v, int64_t n,
+                    const ex_adamw_params *h);
+ex_status cpu_ema(void *ctx, float *teacher, const float *student, float momentum, int64_t n);
+
+/* --- cpu_rng.c ---------------------------------------------------------------------- */
+ex_status cpu_rng_uniform(void *ctx, float *out, int64_t n, float lo, float hi, ex_rng *rng);
+ex_status cpu_rng_normal(void *ctx, float *out, int64_t n, float mean, float std, ex_rng *rng);
+ex_status cpu_rng_permutation(void *ctx, int32_t *out, int64_t n, ex_rng *rng);
+
+#endif /* EXPLORA_CPU_INTERNAL_H */

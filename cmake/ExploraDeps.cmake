@@ -1,0 +1,35 @@
+# ExploraDeps.cmake — find the system libraries explora builds on (all from Debian).
+# scripts/install-deps.sh installs every one of them.
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS C)
+
+# iniparser 4.1 ships no pkg-config or CMake file: headers live in <iniparser/...>.
+find_path(INIPARSER_INCLUDE_DIR iniparser.h PATH_SUFFIXES iniparser REQUIRED)
+find_library(INIPARSER_LIBRARY iniparser REQUIRED)
+add_library(explora_dep_iniparser INTERFACE IMPORTED)
+target_include_directories(explora_dep_iniparser INTERFACE ${INIPARSER_INCLUDE_DIR})
+target_link_libraries(explora_dep_iniparser INTERFACE ${INIPARSER_LIBRARY})
+
+pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
+
+# OpenBLAS: we want the OpenMP build, so that OpenBLAS and our own OpenMP loops
+# share one thread pool. Debian's pthread build wins the SONAME alternative
+# when both are installed, so point at the openmp directory and bake it into
+# the rpath (see docs/DEPENDENCIES.md).
+set(EXPLORA_OPENBLAS_OPENMP_DIR /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp)
+find_library(OPENBLAS_LIBRARY openblas HINTS ${EXPLORA_OPENBLAS_OPENMP_DIR} NO_DEFAULT_PATH)
+if(NOT OPENBLAS_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS (OpenMP build) not found in ${EXPLORA_OPENBLAS_OPENMP_DIR}. "
+                      "Install it with: apt-get install libopenblas-openmp-dev (or run scripts/install-deps.sh)")
+endif()
+find_path(OPENBLAS_INCLUDE_DIR cblas.h
+  HINTS /usr/include/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+if(NOT OPENBLAS_INCLUDE_DIR)
+  find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas REQUIRED)
+endif()
+get_filename_component(EXPLORA_OPENBLAS_LIBDIR ${OPENBLAS_LIBRARY} DIRECTORY)
+add_library(explora_dep_openblas INTERFACE IMPORTED)
+target_include_directories(explora_dep_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
+target_link_libraries(explora_dep_openblas INTERFACE ${OPENBLAS_LIBRARY})
+target_link_options(explora_dep_openblas INTERFACE "-Wl,-rpath,${EXPLORA_OPENBLAS_LIBDIR}")

@@ -1,0 +1,30 @@
+/*
+ * core/cli/cli.h — shared pieces of the explora command-line interface.
+ * The CLI is the only part of explora that prints errors and exits.
+ */
+#ifndef EXPLORA_CLI_H
+#define EXPLORA_CLI_H
+
+#include "explora/session.h"
+
+/* Exit codes. */
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+typedef struct cli_args {
+    const char *verb;
+    ex_session_options session;
+    const char *positional[16];
+    int npositional;
+    const char *keys_of;  /* plugins --keys NAME */
+    int show;             /* data --show N */
+    int verbose;
+} cli_args;
+
+/* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
+int cli_report(const cli_args *a, const ex_err *err);
+
+int cli_plugins(const cli_args *a);
+int cli_check(const cli_args *a);
+int cli_data(const cli_args *a);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * core/cli/cli_check.c — `explora check CONFIG`: validate the whole config
+ * (unknown sections and keys, types, ranges, plugins) and start its backend.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cli_check(const cli_args *a) {
+    if (a->npositional != 1) {
+        fprintf(stderr, "explora: error: usage: explora check CONFIG.ini [--set section.key=value ...]\n");
+        return CLI_USAGE;
+    }
+    ex_session s;
+    ex_err err;
+    ex_err_clear(&err);
+    ex_session_options opt = a->session;
+    opt.config_path = a->positional[0];
+    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
+    int rc = CLI_OK;
+    ex_backend be;
+    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
+        rc = cli_report(a, &err);
+    } else {
+        ex_device_info info = {0};
+        if (be.vt.device_info && be.vt.device_info(be.ctx, &info) == EX_OK)
+            printf("backend %s: %s\n", be.name, info.name);
+        else
+            printf("backend %s\n", be.name);
+        printf("effective config:\n");
+        if (ex_config_write(s.config, stdout, &err) != EX_OK) rc = cli_report(a, &err);
+        ex_backend_destroy(&be);
+        if (rc == CLI_OK) printf("config %s is valid.\n", a->positional[0]);
+    }
+    ex_session_close(&s);
+    return rc;
+}

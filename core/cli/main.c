@@ -1,0 +1,122 @@
+/*
+ * core/cli/main.c — `explora VERB [options]`: argument parsing and dispatch.
+ *
+ * Options every verb accepts:
+ *   --set section.key=value   override a config value (repeatable)
+ *   --plugin-path DIR         search DIR for plugins first (repeatable)
+ *   -v, --verbose             show where in explora an error was raised
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "explora %s — parameter-efficient extended pre-training of vision transformers\n"
+            "\n"
+            "usage: explora VERB [CONFIG.ini] [options]\n"
+            "\n"
+            "verbs:\n"
+            "  plugins [--keys NAME]   list the plugins found (kind, name, version, path) and every\n"
+            "                          rejected file with the reason; --keys NAME documents the\n"
+            "                          config keys of plugin NAME ('core' for the core sections)\n"
+            "  check CONFIG            validate a whole config: sections, keys, values, plugins;\n"
+            "                          start its backend and report the device\n"
+            "  data CONFIG [--show N]  open the dataset of [data] and describe it and N samples\n"
+            "  version                 print the version and ABI\n"
+            "  help                    this text\n"
+            "\n"
+            "options:\n"
+            "  --set section.key=value  override a config value (repeatable)\n"
+            "  --plugin-path DIR        search DIR for plugins first (repeatable); see also\n"
+            "                           EXPLORA_PLUGIN_PATH (':'-separated)\n"
+            "  -v, --verbose            more detail in errors\n",
+            EXPLORA_VERSION);
+}
+
+int cli_report(const cli_args *a, const ex_err *err) {
+    fprintf(stderr, "explora: error: %s\n", err->msg[0] ? err->msg : ex_status_name(err->code));
+    if (a && a->verbose && err->src_file) fprintf(stderr, "  (raised at %s:%d)\n", err->src_file, err->src_line);
+    return (err->code == EX_E_CONFIG || err->code == EX_E_INVALID) ? CLI_USAGE : CLI_FAILED;
+}
+
+static int need_value(int argc, char **argv, int i) {
+    if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+        fprintf(stderr, "explora: error: option %s needs a value. Run 'explora help'.\n", argv[i]);
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, cli_args *a) {
+    memset(a, 0, sizeof *a);
+    a->show = 3;
+    if (argc < 2) return 0;
+    a->verb = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "--set") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            if (a->session.nsets == EX_SESSION_MAX_SETS) {
+                fprintf(stderr, "explora: error: more than %d --set options.\n", EX_SESSION_MAX_SETS);
+                return 0;
+            }
+            a->session.sets[a->session.nsets++] = argv[++i];
+        } else if (strncmp(s, "--set=", 6) == 0) {
+            if (a->session.nsets == EX_SESSION_MAX_SETS) return 0;
+            a->session.sets[a->session.nsets++] = s + 6;
+        } else if (strcmp(s, "--plugin-path") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            if (a->session.ndirs == EX_SESSION_MAX_DIRS) {
+                fprintf(stderr, "explora: error: more than %d --plugin-path options.\n", EX_SESSION_MAX_DIRS);
+                return 0;
+            }
+            a->session.plugin_dirs[a->session.ndirs++] = argv[++i];
+        } else if (strcmp(s, "--keys") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->keys_of = argv[++i];
+        } else if (strcmp(s, "--show") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v > 1000000) {
+                fprintf(stderr, "explora: error: --show '%s' is not a count between 0 and 1000000.\n", argv[i]);
+                return 0;
+            }
+            a->show = (int)v;
+        } else if (strcmp(s, "-v") == 0 || strcmp(s, "--verbose") == 0) {
+            a->verbose = 1;
+        } else if (s[0] == '-' && s[1] != '\0') {
+            fprintf(stderr, "explora: error: unknown option '%s'. Run 'explora help'.\n", s);
+            return 0;
+        } else {
+            if (a->npositional == 16) return 0;
+            a->positional[a->npositional++] = s;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    cli_args a;
+    if (!parse_args(argc, argv, &a)) {
+        if (argc < 2) usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *v = a.verb;
+    if (strcmp(v, "help") == 0 || strcmp(v, "--help") == 0 || strcmp(v, "-h") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(v, "version") == 0 || strcmp(v, "--version") == 0) {
+        printf("explora %s (plugin ABI %d.%d)\n", EXPLORA_VERSION, EX_ABI_MAJOR, EX_ABI_MINOR);
+        return CLI_OK;
+    }
+    if (strcmp(v, "plugins") == 0) return cli_plugins(&a);
+    if (strcmp(v, "check") == 0) return cli_check(&a);
+    if (strcmp(v, "data") == 0) return cli_data(&a);
+    fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
+    return CLI_USAGE;
+}

@@ -1,0 +1,217 @@
+/*
+ * core/src/backend.c — the backend handle: creation from a plugin, the list of
+ * mandatory vtable slots, op names, and checked helpers such as the fp32
+ * linear layer built on the backend's GEMM (see explora/backend.h).
+ */
+#include "explora/backend.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "explora/plugin.h"
+
+static const char *k_op_names[EX_OP_COUNT] = {
+    [EX_OP_GEMM] = "gemm",
+    [EX_OP_BIAS_ADD_FWD] = "bias_add_fwd",
+    [EX_OP_BIAS_ADD_BWD] = "bias_add_bwd",
+    [EX_OP_LAYERNORM_FWD] = "layernorm_fwd",
+    [EX_OP_LAYERNORM_BWD] = "layernorm_bwd",
+    [EX_OP_GELU_FWD] = "gelu_fwd",
+    [EX_OP_GELU_BWD] = "gelu_bwd",
+    [EX_OP_SILU_FWD] = "silu_fwd",
+    [EX_OP_SILU_BWD] = "silu_bwd",
+    [EX_OP_SOFTMAX_FWD] = "softmax_fwd",
+    [EX_OP_SOFTMAX_BWD] = "softmax_bwd",
+    [EX_OP_ATTENTION_FWD] = "attention_fwd",
+    [EX_OP_ATTENTION_BWD] = "attention_bwd",
+    [EX_OP_BINARY] = "binary",
+    [EX_OP_AXPBY] = "axpby",
+    [EX_OP_CHANNEL_SCALE_FWD] = "channel_scale_fwd",
+    [EX_OP_CHANNEL_SCALE_BWD] = "channel_scale_bwd",
+    [EX_OP_ROW_SCALE_FWD] = "row_scale_fwd",
+    [EX_OP_ROW_SCALE_BWD] = "row_scale_bwd",
+    [EX_OP_REDUCE] = "reduce",
+    [EX_OP_GATHER_ROWS] = "gather_rows",
+    [EX_OP_SCATTER_ADD_ROWS] = "scatter_add_rows",
+    [EX_OP_MASK_ROWS_FWD] = "mask_rows_fwd",
+    [EX_OP_MASK_ROWS_BWD] = "mask_rows_bwd",
+    [EX_OP_XENT_FWD] = "xent_fwd",
+    [EX_OP_XENT_BWD] = "xent_bwd",
+    [EX_OP_L2NORM_FWD] = "l2norm_fwd",
+    [EX_OP_L2NORM_BWD] = "l2norm_bwd",
+    [EX_OP_ADAMW] = "adamw",
+    [EX_OP_EMA] = "ema",
+    [EX_OP_RNG_UNIFORM] = "rng_uniform",
+    [EX_OP_RNG_NORMAL] = "rng_normal",
+    [EX_OP_RNG_PERMUTATION] = "rng_permutation",
+    [EX_OP_PATCHIFY_FWD] = "patchify_fwd",
+    [EX_OP_PATCHIFY_BWD] = "patchify_bwd",
+    [EX_OP_COPY2D] = "copy2d",
+};
+
+const char *ex_op_name(ex_op op) { return (unsigned)op < EX_OP_COUNT ? k_op_names[op] : "?"; }
+
+/* Mandatory slots, by name and offset. device_info is the only optional one in ABI 1.0. */
+#define SLOT(f) {#f, offsetof(ex_backend_vtable, f)}
+static const struct {
+    const char *name;
+    size_t offset;
+} k_mandatory[] = {
+    SLOT(init),          SLOT(shutdown),         SLOT(supports_op),       SLOT(alloc),
+    SLOT(free),          SLOT(copy),             SLOT(fill),              SLOT(synchronize),
+    SLOT(gemm),          SLOT(bias_add_fwd),     SLOT(bias_add_bwd),      SLOT(layernorm_fwd),
+    SLOT(layernorm_bwd), SLOT(gelu_fwd),         SLOT(gelu_bwd),          SLOT(silu_fwd),
+    SLOT(silu_bwd),      SLOT(softmax_fwd),      SLOT(softmax_bwd),       SLOT(attention_fwd),
+    SLOT(attention_bwd), SLOT(binary),           SLOT(axpby),             SLOT(channel_scale_fwd),
+    SLOT(channel_scale_bwd), SLOT(row_scale_fwd), SLOT(row_scale_bwd),    SLOT(reduce),
+    SLOT(gather_rows),   SLOT(scatter_add_rows), SLOT(mask_rows_fwd),     SLOT(mask_rows_bwd),
+    SLOT(xent_fwd),      SLOT(xent_bwd),         SLOT(l2norm_fwd),        SLOT(l2norm_bwd),
+    SLOT(adamw),         SLOT(ema),              SLOT(rng_uniform),       SLOT(rng_normal),
+    SLOT(rng_permutation), SLOT(patchify_fwd),   SLOT(patchify_bwd),      SLOT(copy2d),
+};
+#undef SLOT
+
+int ex_backend_vtable_missing(const ex_backend_vtable *vt, size_t known_size, char *buf, size_t cap) {
+    int missing = 0;
+    size_t len = 0;
+    if (cap) buf[0] = '\0';
+    for (size_t i = 0; i < sizeof k_mandatory / sizeof k_mandatory[0]; i++) {
+        void *slot = NULL;
+        if (k_mandatory[i].offset + sizeof(void *) <= known_size)
+            memcpy(&slot, (const char *)vt + k_mandatory[i].offset, sizeof slot);
+        if (slot) continue;
+        missing++;
+        if (len < cap) len += (size_t)snprintf(buf + len, cap - len, "%s%s", missing > 1 ? ", " : "", k_mandatory[i].name);
+    }
+    return missing;
+}
+
+ex_status ex_backend_create(ex_backend *be, const struct ex_plugin *plugin, const ex_cfg_section *cfg, ex_err *err) {
+    memset(be, 0, sizeof *be);
+    EX_ENSURE(plugin && plugin->desc.kind == EX_PLUGIN_BACKEND, err, EX_E_INVALID,
+              "plugin '%s' is not a backend", plugin ? plugin->desc.name : "(null)");
+    snprintf(be->name, sizeof be->name, "%s", plugin->desc.name);
+    be->vt = plugin->vtable_copy.backend;
+    ex_status st = be->vt.init(cfg, &be->ctx, err);
+    if (st != EX_OK) {
+        ex_err_prefix(err, "backend '%s' (%s): ", be->name, plugin->path);
+        memset(be, 0, sizeof *be);
+        return st;
+    }
+    return EX_OK;
+}
+
+void ex_backend_destroy(ex_backend *be) {
+    if (be->vt.shutdown && be->ctx) be->vt.shutdown(be->ctx);
+    memset(be, 0, sizeof *be);
+}
+
+ex_status ex_be_alloc(ex_backend *be, size_t bytes, void **ptr, ex_err *err) {
+    ex_status st = be->vt.alloc(be->ctx, bytes, ptr, err);
+    if (st != EX_OK && err && !err->msg[0])
+        ex_err_set(err, st, __FILE__, __LINE__, "backend '%s' could not allocate %zu bytes", be->name, bytes);
+    return st;
+}
+
+void ex_be_free(ex_backend *be, void *ptr) {
+    if (ptr) be->vt.free(be->ctx, ptr);
+}
+
+ex_status ex_be_upload(ex_backend *be, void *dst, const void *host, size_t bytes, ex_err *err) {
+    ex_status st = be->vt.copy(be->ctx, dst, host, bytes, EX_COPY_H2D);
+    EX_ENSURE(st == EX_OK, err, st, "backend '%s': host-to-device copy of %zu bytes failed", be->name, bytes);
+    return EX_OK;
+}
+
+ex_status ex_be_download(ex_backend *be, void *host, const void *src, size_t bytes, ex_err *err) {
+    ex_status st = be->vt.copy(be->ctx, host, src, bytes, EX_COPY_D2H);
+    EX_ENSURE(st == EX_OK, err, st, "backend '%s': device-to-host copy of %zu bytes failed", be->name, bytes);
+    return EX_OK;
+}
+
+ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
+    EX_ENSURE(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, err, EX_E_SHAPE,
+              "gemm: bad sizes m=%lld n=%lld k=%lld batch=%lld", (long long)d->m, (long long)d->n,
+              (long long)d->k, (long long)d->batch);
+    EX_ENSURE(be->vt.supports_op(be->ctx, EX_OP_GEMM, d->a_dtype) && be->vt.supports_op(be->ctx, EX_OP_GEMM, d->b_dtype),
+              err, EX_E_UNSUPPORTED, "backend '%s' has no GEMM for %s x %s inputs", be->name,
+              ex_dtype_name(d->a_dtype), ex_dtype_name(d->b_dtype));
+    ex_status st = be->vt.gemm(be->ctx, d);
+    EX_ENSURE(st == EX_OK, err, st, "backend '%s': gemm (m=%lld n=%lld k=%lld batch=%lld) failed", be->name,
+              (long long)d->m, (long long)d->n, (long long)d->k, (long long)d->batch);
+    return EX_OK;
+}
+
+ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const float *w, const float *bias,
+                           int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+    /* out (n, oc) = inp (n, ic) @ w^T, w stored (oc, ic) as in torch.nn.Linear */
+    ex_gemm_desc d = {0};
+    d.trans_a = 0;
+    d.trans_b = 1;
+    d.m = n;
+    d.n = oc;
+    d.k = ic;
+    d.alpha = 1.0f;
+    d.beta = 0.0f;
+    d.a = inp;
+    d.a_dtype = EX_F32;
+    d.lda = ic;
+    d.b = w;
+    d.b_dtype = EX_F32;
+    d.ldb = ic;
+    d.c = out;
+    d.ldc = oc;
+    d.batch = 1;
+    EX_CHECK(ex_be_gemm(be, &d, err));
+    if (bias) {
+        ex_status st = be->vt.bias_add_fwd(be->ctx, out, bias, n, oc);
+        EX_ENSURE(st == EX_OK, err, st, "backend '%s': bias_add_fwd failed", be->name);
+    }
+    return EX_OK;
+}
+
+ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                           const float *w, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+    if (dinp) { /* dinp (n, ic) += dout (n, oc) @ w (oc, ic) */
+        ex_gemm_desc d = {0};
+        d.m = n;
+        d.n = ic;
+        d.k = oc;
+        d.alpha = 1.0f;
+        d.beta = 1.0f;
+        d.a = dout;
+        d.a_dtype = EX_F32;
+        d.lda = oc;
+        d.b = w;
+        d.b_dtype = EX_F32;
+        d.ldb = ic;
+        d.c = dinp;
+        d.ldc = ic;
+        d.batch = 1;
+        EX_CHECK(ex_be_gemm(be, &d, err));
+    }
+    if (dw) { /* dw (oc, ic) += dout^T (oc, n) @ inp (n, ic) */
+        ex_gemm_desc d = {0};
+        d.trans_a = 1;
+        d.m = oc;
+        d.n = ic;
+        d.k = n;
+        d.alpha = 1.0f;
+        d.beta = 1.0f;
+        d.a = dout;
+        d.a_dtype = EX_F32;
+        d.lda = oc;
+        d.b = inp;
+        d.b_dtype = EX_F32;
+        d.ldb = ic;
+        d.c = dw;
+        d.ldc = ic;
+        d.batch = 1;
+        EX_CHECK(ex_be_gemm(be, &d, err));
+    }
+    if (dbias) {
+        ex_status st = be->vt.bias_add_bwd(be->ctx, dbias, dout, n, oc);
+        EX_ENSURE(st == EX_OK, err, st, "backend '%s': bias_add_bwd failed", be->name);
+    }
+    return EX_OK;
+}

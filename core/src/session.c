@@ -1,0 +1,140 @@
+/*
+ * core/src/session.c — config + registry + whole-config validation (see explora/session.h).
+ */
+#include "explora/session.h"
+
+#include <string.h>
+
+#include "explora/fileio.h"
+
+static const ex_key_spec k_run_keys[] = {
+    {"seed", EX_KEY_INT, "0", 0, 9.2e18, NULL, "seed of every random stream of the run"},
+    {"out", EX_KEY_PATH, "runs/default", EX_NORANGE, NULL, "run directory: effective config, metrics, checkpoints"},
+    EX_KEY_END,
+};
+
+static const ex_key_spec k_plugins_keys[] = {
+    {"path", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
+     "directories searched for plugins before EXPLORA_PLUGIN_PATH and the defaults (comma-separated)"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_core_run_keys(void) { return k_run_keys; }
+const ex_key_spec *ex_core_plugins_keys(void) { return k_plugins_keys; }
+
+/* Sections that select a plugin: section name, plugin kind, default plugin name. */
+static const struct {
+    const char *section;
+    ex_plugin_kind kind;
+    const char *default_name;
+} k_plugin_sections[] = {
+    {"backend", EX_PLUGIN_BACKEND, "cpu"},
+    {"data", EX_PLUGIN_DATASET, NULL},
+};
+#define N_PLUGIN_SECTIONS (sizeof k_plugin_sections / sizeof k_plugin_sections[0])
+
+/* Directory of the file that set section.key ("." for --set overrides). */
+static void origin_dir(const ex_config *c, const char *section, const char *key, char *out, size_t cap) {
+    const char *o = ex_config_origin(c, section, key);
+    if (!o || strcmp(o, "--set") == 0) {
+        snprintf(out, cap, ".");
+        return;
+    }
+    char file[4096];
+    snprintf(file, sizeof file, "%s", o);
+    char *colon = strrchr(file, ':'); /* "file:line" */
+    if (colon) *colon = '\0';
+    ex_path_dirname(file, out, cap);
+}
+
+ex_status ex_session_open(ex_session *s, const ex_session_options *opt, ex_err *err) {
+    memset(s, 0, sizeof *s);
+    ex_status st;
+    if (opt->config_path)
+        EX_CHECK_GOTO(ex_config_load(&s->config, opt->config_path, err), st, fail);
+    else
+        EX_CHECK_GOTO(ex_config_new(&s->config, err), st, fail);
+    for (int i = 0; i < opt->nsets; i++) EX_CHECK_GOTO(ex_config_set(s->config, opt->sets[i], err), st, fail);
+
+    EX_CHECK_GOTO(ex_registry_new(&s->registry, err), st, fail);
+    for (int i = 0; i < opt->ndirs; i++) EX_CHECK_GOTO(ex_registry_add_dir(s->registry, opt->plugin_dirs[i], err), st, fail);
+    if (ex_config_has_section(s->config, "plugins")) {
+        EX_CHECK_GOTO(ex_config_validate_section(s->config, "plugins", k_plugins_keys, NULL, err), st, fail);
+        ex_cfg_section view = {s->config, "plugins", k_plugins_keys};
+        const char *items[EX_SESSION_MAX_DIRS];
+        char buf[8192];
+        int n = 0;
+        EX_CHECK_GOTO(ex_cfg_string_list(&view, "path", items, EX_SESSION_MAX_DIRS, &n, buf, sizeof buf, err), st, fail);
+        char base[4096], dir[4096];
+        origin_dir(s->config, "plugins", "path", base, sizeof base);
+        for (int i = 0; i < n; i++) { /* relative to the config file, like every other path */
+            EX_CHECK_GOTO(ex_path_join(base, items[i], dir, sizeof dir, err), st, fail);
+            EX_CHECK_GOTO(ex_registry_add_dir(s->registry, dir, err), st, fail);
+        }
+    }
+    EX_CHECK_GOTO(ex_registry_add_default_dirs(s->registry, err), st, fail);
+    EX_CHECK_GOTO(ex_registry_scan(s->registry, err), st, fail);
+    return EX_OK;
+fail:
+    ex_session_close(s);
+    return st;
+}
+
+void ex_session_close(ex_session *s) {
+    if (s->config) ex_config_free(s->config);
+    if (s->registry) ex_registry_free(s->registry);
+    memset(s, 0, sizeof *s);
+}
+
+ex_status ex_session_plugin(const ex_session *s, const char *section, ex_plugin_kind kind, const char *default_name,
+                            const ex_plugin **plugin, ex_cfg_section *view, ex_err *err) {
+    const char *name = ex_config_raw(s->config, section, "name");
+    if (!name) {
+        EX_ENSURE(default_name, err, EX_E_CONFIG,
+                  "[%s] needs 'name = <%s plugin>'. Run 'explora plugins' to list the %s plugins available.", section,
+                  ex_plugin_kind_name(kind), ex_plugin_kind_name(kind));
+        name = default_name;
+    }
+    ex_status st = ex_registry_find(s->registry, kind, name, plugin, err);
+    if (st != EX_OK) {
+        const char *origin = ex_config_origin(s->config, section, "name");
+        ex_err_prefix(err, "%s%s[%s] name = %s: ", origin ? origin : "", origin ? ": " : "", section, name);
+        return st;
+    }
+    view->config = s->config;
+    view->section = section;
+    view->specs = (*plugin)->desc.keys;
+    return EX_OK;
+}
+
+static const ex_key_spec k_no_keys[] = {EX_KEY_END};
+
+ex_status ex_session_validate(const ex_session *s, ex_err *err) {
+    const char *known[N_PLUGIN_SECTIONS + 3];
+    int nk = 0;
+    known[nk++] = "run";
+    known[nk++] = "plugins";
+    for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) known[nk++] = k_plugin_sections[i].section;
+    known[nk] = NULL;
+    EX_CHECK(ex_config_check_sections(s->config, known, err));
+    if (ex_config_has_section(s->config, "run"))
+        EX_CHECK(ex_config_validate_section(s->config, "run", k_run_keys, NULL, err));
+    static const char *const name_key[] = {"name", NULL};
+    for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) {
+        const char *sec = k_plugin_sections[i].section;
+        if (!ex_config_has_section(s->config, sec)) continue;
+        const ex_plugin *p = NULL;
+        ex_cfg_section view;
+        EX_CHECK(ex_session_plugin(s, sec, k_plugin_sections[i].kind, k_plugin_sections[i].default_name, &p, &view, err));
+        EX_CHECK(ex_config_validate_section(s->config, sec, p->desc.keys ? p->desc.keys : k_no_keys, name_key, err));
+    }
+    return EX_OK;
+}
+
+ex_status ex_session_backend(const ex_session *s, ex_backend *be, ex_err *err) {
+    const ex_plugin *p = NULL;
+    ex_cfg_section view;
+    EX_CHECK(ex_session_plugin(s, "backend", EX_PLUGIN_BACKEND, "cpu", &p, &view, err));
+    if (!view.specs) view.specs = k_no_keys;
+    return ex_backend_create(be, p, &view, err);
+}

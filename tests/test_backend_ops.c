@@ -1,0 +1,1213 @@
+/*
+ * tests/test_backend_ops.c — the cpu backend's forward and non-gradient ops
+ * (gemm, bias, LayerNorm, activations, softmax, attention, elementwise,
+ * reduce, gathers, masking, losses, optimiser, rng, patchify, copy2d, memory)
+ * against naive double-precision references written here, at odd sizes.
+ *
+ * The backend is loaded twice through the plugin path, with `threads = 1` and
+ * `threads = 2`. Every case runs on both and appends everything it produced
+ * to a byte buffer; the two buffers must be bitwise identical, so no op's
+ * result may depend on the thread count (the larger sizes of each case are
+ * chosen to make the parallel paths run). The backward ops are covered for
+ * this too (their values are checked in test_gradcheck.c).
+ */
+#include "test_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKEND "cpu"
+
+/* ------------------------------------------------------------------------------
+ * Fixtures and helpers
+ * ------------------------------------------------------------------------------ */
+
+typedef struct env {
+    ex_backend be[2]; /* threads = 1, threads = 2 */
+    ex_registry *reg[2];
+} env;
+
+static int group_setup(void **state) {
+    env *e = calloc(1, sizeof *e);
+    assert_non_null(e);
+    ext_backend_open(BACKEND, "threads = 1\n", &e->be[0], &e->reg[0]);
+    ext_backend_open(BACKEND, "threads = 2\n", &e->be[1], &e->reg[1]);
+    *state = e;
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    env *e = *state;
+    if (!e) return 0;
+    ext_backend_close(&e->be[0], e->reg[0]);
+    ext_backend_close(&e->be[1], e->reg[1]);
+    free(e);
+    return 0;
+}
+
+/* Host and device allocations of one case, freed together. */
+#define SCOPE_MAX 160
+typedef struct scope {
+    ex_backend *be;
+    void *host[SCOPE_MAX];
+    int nh;
+    void *dev[SCOPE_MAX];
+    int nd;
+} scope;
+
+static void *h_alloc(scope *s, size_t bytes) {
+    assert_true(s->nh < SCOPE_MAX);
+    void *p = calloc(1, bytes ? bytes : 1);
+    assert_non_null(p);
+    s->host[s->nh++] = p;
+    return p;
+}
+static float *hf(scope *s, size_t n) { return h_alloc(s, n * sizeof(float)); }
+static double *hd(scope *s, size_t n) { return h_alloc(s, n * sizeof(double)); }
+
+static void *d_alloc(scope *s, size_t bytes) {
+    assert_true(s->nd < SCOPE_MAX);
+    void *p = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(s->be->vt.alloc(s->be->ctx, bytes ? bytes : 1, &p, &err), &err);
+    s->dev[s->nd++] = p;
+    return p;
+}
+/* A device copy of `bytes` bytes of host data. */
+static void *up(scope *s, const void *host, size_t bytes) {
+    void *d = d_alloc(s, bytes);
+    if (bytes) assert_int_equal(s->be->vt.copy(s->be->ctx, d, host, bytes, EX_COPY_H2D), EX_OK);
+    return d;
+}
+static float *upf(scope *s, const float *host, size_t n) { return up(s, host, n * sizeof(float)); }
+/* Download into a new host buffer. */
+static float *down(scope *s, const void *dev, size_t n) {
+    float *h = hf(s, n);
+    if (n) assert_int_equal(s->be->vt.copy(s->be->ctx, h, dev, n * sizeof(float), EX_COPY_D2H), EX_OK);
+    return h;
+}
+static void scope_end(scope *s) {
+    for (int i = 0; i < s->nd; i++) s->be->vt.free(s->be->ctx, s->dev[i]);
+    for (int i = 0; i < s->nh; i++) free(s->host[i]);
+    s->nd = s->nh = 0;
+}
+
+static float *rnd(scope *s, size_t n, uint64_t seed, float lo, float hi) {
+    float *x = hf(s, n);
+    ext_fill_uniform(x, n, seed, lo, hi);
+    return x;
+}
+
+/* |got - ref| <= atol + rtol |ref| with a double reference. */
+static void expect_close(const float *got, const double *ref, size_t n, double atol, double rtol, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= atol + rtol * fabs(ref[i])))
+            fail_msg("%s: element %zu: got %.9g, expected %.9g (|diff| %.3g)", what, i, (double)got[i], ref[i], d);
+    }
+}
+
+/* Output bytes of a case, for the threads = 1 vs 2 comparison. */
+typedef struct obuf {
+    unsigned char *d;
+    size_t len, cap;
+} obuf;
+
+static void ob_put(obuf *o, const void *p, size_t bytes) {
+    if (o->len + bytes > o->cap) {
+        size_t cap = o->cap ? o->cap : 4096;
+        while (cap < o->len + bytes) cap *= 2;
+        o->d = realloc(o->d, cap);
+        assert_non_null(o->d);
+        o->cap = cap;
+    }
+    memcpy(o->d + o->len, p, bytes);
+    o->len += bytes;
+}
+static void ob_f(obuf *o, const float *p, size_t n) { ob_put(o, p, n * sizeof(float)); }
+
+typedef void (*op_case)(ex_backend *be, obuf *ob);
+
+/* Run a case on the 1-thread and the 2-thread backend; outputs must match bit for bit. */
+static void both(void **state, op_case fn, const char *what) {
+    env *e = *state;
+    obuf a = {0}, b = {0};
+    fn(&e->be[0], &a);
+    fn(&e->be[1], &b);
+    assert_true(a.len > 0);
+    if (a.len != b.len) fail_msg("%s: output sizes differ between threads = 1 and 2", what);
+    for (size_t i = 0; i < a.len; i++)
+        if (a.d[i] != b.d[i]) {
+            size_t w = i / 4 * 4;
+            float fa, fb;
+            memcpy(&fa, a.d + w, 4);
+            memcpy(&fb, b.d + w, 4);
+            fail_msg("%s: threads = 1 and threads = 2 differ at byte %zu (as float: %.9g vs %.9g)", what, i,
+                     (double)fa, (double)fb);
+        }
+    free(a.d);
+    free(b.d);
+}
+
+#define OK(expr) assert_int_equal((expr), EX_OK)
+#define CALL(be, op, ...) (be)->vt.op((be)->ctx, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------------
+ * Lifecycle, capabilities, memory
+ * ------------------------------------------------------------------------------ */
+
+static void test_supports_and_info(void **state) {
+    env *e = *state;
+    for (int k = 0; k < 2; k++) {
+        ex_backend *be = &e->be[k];
+        for (int op = 0; op < EX_OP_COUNT; op++) {
+            if (be->vt.supports_op(be->ctx, (ex_op)op, EX_F32) != 1)
+                fail_msg("supports_op(%s, F32) is not 1", ex_op_name((ex_op)op));
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_BF16), 0);
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F16), 0);
+        }
+        assert_int_equal(be->vt.supports_op(be->ctx, EX_OP_COUNT, EX_F32), 0);
+        assert_non_null(be->vt.device_info);
+        ex_device_info info;
+        OK(be->vt.device_info(be->ctx, &info));
+        assert_int_equal(info.threads, k + 1); /* the `threads` key was read */
+        assert_true(strncmp(info.name, "cpu: ", 5) == 0);
+        assert_non_null(strstr(info.name, "OpenBLAS"));
+        assert_true(info.total_memory > 0);
+    }
+}
+
+static void test_memory(void **state) {
+    env *e = *state;
+    ex_backend *be = &e->be[1];
+    ex_err err;
+    ex_err_clear(&err);
+    const size_t sizes[] = {0, 1, 3, 256, 1000, 1 << 20};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        void *p = NULL;
+        EXT_OK(be->vt.alloc(be->ctx, sizes[s], &p, &err), &err);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 256, 0);
+        be->vt.free(be->ctx, p);
+    }
+    be->vt.free(be->ctx, NULL);
+
+    const int64_t n = 1001;
+    float *h = malloc(n * sizeof(float)), *back = malloc(n * sizeof(float));
+    assert_non_null(h);
+    assert_non_null(back);
+    ext_fill_uniform(h, (size_t)n, 5, -1, 1);
+    void *d1 = NULL, *d2 = NULL;
+    EXT_OK(be->vt.alloc(be->ctx, n * sizeof(float), &d1, &err), &err);
+    EXT_OK(be->vt.alloc(be->ctx, n * sizeof(float), &d2, &err), &err);
+    OK(be->vt.copy(be->ctx, d1, h, n * sizeof(float), EX_COPY_H2D));
+    OK(be->vt.copy(be->ctx, d2, d1, n * sizeof(float), EX_COPY_D2D));
+    OK(be->vt.copy(be->ctx, back, d2, n * sizeof(float), EX_COPY_D2H));
+    assert_memory_equal(back, h, n * sizeof(float));
+    OK(be->vt.copy(be->ctx, back, d2, 0, EX_COPY_D2H));
+    OK(be->vt.fill(be->ctx, d1, -2.5f, n - 1));
+    OK(be->vt.copy(be->ctx, back, d1, n * sizeof(float), EX_COPY_D2H));
+    for (int64_t i = 0; i < n - 1; i++) assert_true(back[i] == -2.5f);
+    assert_true(back[n - 1] == h[n - 1]); /* fill wrote exactly n elements */
+    OK(be->vt.fill(be->ctx, d1, 1.0f, 0));
+    OK(be->vt.synchronize(be->ctx));
+    assert_int_equal(be->vt.fill(be->ctx, d1, 1.0f, -1), EX_E_INVALID);
+    be->vt.free(be->ctx, d1);
+    be->vt.free(be->ctx, d2);
+    free(h);
+    free(back);
+}
+
+/* ------------------------------------------------------------------------------
+ * GEMM
+ * ------------------------------------------------------------------------------ */
+
+typedef struct gemm_cfg {
+    int64_t m, n, k, batch;
+    float alpha, beta;
+    int64_t pad; /* extra elements per row (lda > cols) and between batch items */
+} gemm_cfg;
+
+static void gemm_one_case(ex_backend *be, obuf *ob, int ta, int tb, gemm_cfg g, uint64_t seed) {
+    scope s = {.be = be};
+    const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
+    const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
+    const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
+    const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
+    const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+    float *A = rnd(&s, na, seed, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
+    if (g.beta == 0.0f)
+        for (size_t i = 0; i < nc; i++) C0[i] = NAN; /* beta = 0: C must be written, not read */
+    float *dA = upf(&s, A, na), *dB = upf(&s, B, nb), *dC = upf(&s, C0, nc);
+    ex_gemm_desc d = {0};
+    d.trans_a = ta;
+    d.trans_b = tb;
+    d.m = g.m;
+    d.n = g.n;
+    d.k = g.k;
+    d.alpha = g.alpha;
+    d.beta = g.beta;
+    d.a = dA;
+    d.a_dtype = EX_F32;
+    d.lda = lda;
+    d.stride_a = sa;
+    d.b = dB;
+    d.b_dtype = EX_F32;
+    d.ldb = ldb;
+    d.stride_b = sb;
+    d.c = dC;
+    d.ldc = ldc;
+    d.stride_c = sc;
+    d.batch = g.batch;
+    OK(be->vt.gemm(be->ctx, &d));
+    float *C = down(&s, dC, nc);
+    char what[256];
+    for (int64_t bi = 0; bi < g.batch; bi++) {
+        const float *a = A + bi * sa, *b = B + bi * sb;
+        for (int64_t i = 0; i < g.m; i++)
+            for (int64_t j = 0; j < g.n; j++) {
+                double acc = 0.0;
+                for (int64_t l = 0; l < g.k; l++) {
+                    double av = ta ? a[l * lda + i] : a[i * lda + l];
+                    double bv = tb ? b[j * ldb + l] : b[l * ldb + j];
+                    acc += av * bv;
+                }
+                double ref = (double)g.alpha * acc;
+                if (g.beta != 0.0f) ref += (double)g.beta * C0[bi * sc + i * ldc + j];
+                snprintf(what, sizeof what, "gemm ta=%d tb=%d m=%lld n=%lld k=%lld batch %lld (%lld,%lld)", ta, tb,
+                         (long long)g.m, (long long)g.n, (long long)g.k, (long long)bi, (long long)i, (long long)j);
+                expect_close(&C[bi * sc + i * ldc + j], &ref, 1, 2e-5 * (1.0 + sqrt((double)g.k)), 1e-5, what);
+            }
+    }
+    /* nothing outside the m x n blocks was touched (compare bits: NaN != NaN) */
+    for (int64_t bi = 0; bi < g.batch; bi++)
+        for (int64_t x = 0; x < sc; x++) {
+            int64_t i = x / ldc, j = x % ldc;
+            if (i < g.m && j < g.n) continue;
+            if (memcmp(&C[bi * sc + x], &C0[bi * sc + x], sizeof(float)) != 0)
+                fail_msg("gemm wrote outside C at batch %lld offset %lld", (long long)bi, (long long)x);
+        }
+    ob_f(ob, C, nc);
+    scope_end(&s);
+}
+
+static const gemm_cfg k_gemm_cfgs[] = {
+    {7, 13, 11, 1, 1.0f, 0.0f, 0},       /* plain, beta = 0 over NaN */
+    {7, 13, 11, 3, 0.75f, 0.5f, 3},      /* batch, strides, lda > cols, alpha and beta */
+    {5, 9, 1, 2, -2.0f, 1.0f, 1},        /* k = 1, accumulate */
+    {1, 17, 5, 2, 1.0f, 0.25f, 2},       /* a single row */
+    {97, 131, 67, 2, 1.25f, 0.0f, 2},    /* large enough for OpenBLAS to use threads */
+    {40, 24, 300, 4, 0.5f, -1.0f, 1},    /* long k */
+    {4, 6, 0, 2, 1.0f, 0.5f, 1},         /* k = 0: C = beta C */
+    {4, 6, 0, 2, 1.0f, 0.0f, 1},         /* k = 0, beta = 0: zeros */
+    {3, 5, 4, 2, 0.0f, 2.0f, 0},         /* alpha = 0 */
+};
+
+static void gemm_cases(ex_backend *be, obuf *ob) {
+    uint64_t seed = 100;
+    for (size_t c = 0; c < sizeof k_gemm_cfgs / sizeof *k_gemm_cfgs; c++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) gemm_one_case(be, ob, ta, tb, k_gemm_cfgs[c], seed += 3);
+}
+
+static void test_gemm(void **state) { both(state, gemm_cases, "gemm"); }
+
+static void test_gemm_errors(void **state) {
+    env *e = *state;
+    ex_backend *be = &e->be[1];
+    float a[64] = {0}, b[64] = {0}, c[64] = {0};
+    ex_gemm_desc d = {0};
+    d.m = 4;
+    d.n = 4;
+    d.k = 4;
+    d.alpha = 1.0f;
+    d.a = a;
+    d.lda = 4;
+    d.b = b;
+    d.ldb = 4;
+    d.c = c;
+    d.ldc = 4;
+    d.batch = 1;
+    d.a_dtype = d.b_dtype = EX_F32;
+    OK(be->vt.gemm(be->ctx, &d));
+    d.a_dtype = EX_BF16;
+    assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_UNSUPPORTED);
+    d.a_dtype = EX_F32;
+    d.b_dtype = EX_F16;
+    assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_UNSUPPORTED);
+    d.b_dtype = EX_F32;
+    d.lda = 3; /* < k */
+    assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_INVALID);
+    d.lda = 4;
+    d.batch = 0;
+    assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_INVALID);
+    d.batch = 1;
+    d.m = -1;
+    assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_INVALID);
+    assert_int_equal(be->vt.gemm(be->ctx, NULL), EX_E_INVALID);
+}
+
+/* ------------------------------------------------------------------------------
+ * Bias, LayerNorm, activations, softmax
+ * ------------------------------------------------------------------------------ */
+
+static const int64_t k_rows[2][2] = {{7, 13}, {300, 257}}; /* odd (n, c), and large enough for threads */
+
+static void bias_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++) {
+        scope s = {.be = be};
+        const int64_t n = k_rows[z][0], c = k_rows[z][1];
+        float *x = rnd(&s, n * c, 11 + z, -1, 1), *bias = rnd(&s, c, 12 + z, -1, 1);
+        float *dx = upf(&s, x, n * c), *db = upf(&s, bias, c);
+        OK(CALL(be, bias_add_fwd, dx, db, n, c));
+        float *y = down(&s, dx, n * c);
+        double *ref = hd(&s, n * c);
+        for (int64_t i = 0; i < n * c; i++) ref[i] = (double)x[i] + bias[i % c];
+        expect_close(y, ref, n * c, 1e-6, 1e-6, "bias_add_fwd");
+        ob_f(ob, y, n * c);
+        scope_end(&s);
+    }
+}
+static void test_bias_add(void **state) { both(state, bias_cases, "bias_add_fwd"); }
+
+static void layernorm_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++)
+        for (int affine = 0; affine < 4; affine++) { /* bit 0: w, bit 1: b */
+            scope s = {.be = be};
+            const int64_t n = k_rows[z][0], c = k_rows[z][1];
+            const float eps = 1e-5f;
+            float *x = rnd(&s, n * c, 21 + z, -1, 3), *w = rnd(&s, c, 22, 0.5f, 1.5f), *b = rnd(&s, c, 23, -1, 1);
+            float *dx = upf(&s, x, n * c), *dw = upf(&s, w, c), *db = upf(&s, b, c);
+            float *dy = d_alloc(&s, n * c * sizeof(float)), *dm = d_alloc(&s, n * sizeof(float)),
+                  *dr = d_alloc(&s, n * sizeof(float));
+            OK(CALL(be, layernorm_fwd, dy, dm, dr, dx, (affine & 1) ? dw : NULL, (affine & 2) ? db : NULL, n, c, eps));
+            float *y = down(&s, dy, n * c), *mean = down(&s, dm, n), *rstd = down(&s, dr, n);
+            double *ry = hd(&s, n * c), *rm = hd(&s, n), *rr = hd(&s, n);
+            for (int64_t i = 0; i < n; i++) {
+                double mu = 0, var = 0;
+                for (int64_t j = 0; j < c; j++) mu += x[i * c + j];
+                mu /= (double)c;
+                for (int64_t j = 0; j < c; j++) var += (x[i * c + j] - mu) * (x[i * c + j] - mu);
+                var /= (double)c; /* population variance */
+                double rs = 1.0 / sqrt(var + eps);
+                rm[i] = mu;
+                rr[i] = rs;
+                for (int64_t j = 0; j < c; j++) {
+                    double v = (x[i * c + j] - mu) * rs;
+                    if (affine & 1) v *= w[j];
+                    if (affine & 2) v += b[j];
+                    ry[i * c + j] = v;
+                }
+            }
+            expect_close(y, ry, n * c, 1e-5, 1e-5, "layernorm_fwd out");
+            expect_close(mean, rm, n, 1e-6, 1e-6, "layernorm_fwd mean");
+            expect_close(rstd, rr, n, 1e-6, 1e-6, "layernorm_fwd rstd");
+            ob_f(ob, y, n * c);
+            ob_f(ob, mean, n);
+            ob_f(ob, rstd, n);
+            scope_end(&s);
+        }
+}
+static void test_layernorm(void **state) { both(state, layernorm_cases, "layernorm_fwd"); }
+
+static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+static double silu_ref(double x) { return x / (1.0 + exp(-x)); }
+
+static void activation_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {91, 100003};
+    for (int z = 0; z < 2; z++)
+        for (int f = 0; f < 2; f++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                scope s = {.be = be};
+                const int64_t n = sizes[z];
+                float *x = rnd(&s, n, 31 + z, -6, 6);
+                float *dx = upf(&s, x, n), *dy = inplace ? dx : d_alloc(&s, n * sizeof(float));
+                if (f == 0)
+                    OK(CALL(be, gelu_fwd, dy, dx, n));
+                else
+                    OK(CALL(be, silu_fwd, dy, dx, n));
+                float *y = down(&s, dy, n);
+                double *ref = hd(&s, n);
+                for (int64_t i = 0; i < n; i++) ref[i] = f == 0 ? gelu_ref(x[i]) : silu_ref(x[i]);
+                expect_close(y, ref, n, 1e-6, 1e-5, f == 0 ? "gelu_fwd" : "silu_fwd");
+                ob_f(ob, y, n);
+                scope_end(&s);
+            }
+}
+static void test_activations(void **state) { both(state, activation_cases, "gelu/silu fwd"); }
+
+static void softmax_cases(ex_backend *be, obuf *ob) {
+    const float scales[] = {0.37f, -1.3f, 2.0f};
+    for (int z = 0; z < 2; z++)
+        for (int sc = 0; sc < 3; sc++) {
+            scope s = {.be = be};
+            const int64_t n = k_rows[z][0], c = k_rows[z][1];
+            float *x = rnd(&s, n * c, 41 + z, -100, 100); /* exp(scale*x - max x) overflows: max of scale*x needed */
+            float *dx = upf(&s, x, n * c), *dy = d_alloc(&s, n * c * sizeof(float));
+            OK(CALL(be, softmax_fwd, dy, dx, n, c, scales[sc]));
+            float *y = down(&s, dy, n * c);
+            double *ref = hd(&s, n * c);
+            for (int64_t i = 0; i < n; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < c; j++) mx = fmax(mx, (double)scales[sc] * x[i * c + j]);
+                for (int64_t j = 0; j < c; j++) sum += exp((double)scales[sc] * x[i * c + j] - mx);
+                for (int64_t j = 0; j < c; j++) ref[i * c + j] = exp((double)scales[sc] * x[i * c + j] - mx) / sum;
+            }
+            expect_close(y, ref, n * c, 1e-7, 2e-5, "softmax_fwd");
+            ob_f(ob, y, n * c);
+            scope_end(&s);
+        }
+}
+static void test_softmax(void **state) { both(state, softmax_cases, "softmax_fwd"); }
+
+/* ------------------------------------------------------------------------------
+ * Attention
+ * ------------------------------------------------------------------------------ */
+
+/* Naive attention in double: qkv (b, t, 3, nh, hs) -> out (b, t, nh*hs), lse (b, nh, t). */
+static void ref_attention(const float *qkv, double *out, double *lse, int64_t b, int64_t t, int64_t nh, int64_t hs,
+                          double scale) {
+    const int64_t C = nh * hs;
+    double *srow = malloc((size_t)t * sizeof(double));
+    assert_non_null(srow);
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t h = 0; h < nh; h++)
+            for (int64_t i = 0; i < t; i++) {
+                const float *q = qkv + ((bi * t + i) * 3 + 0) * C + h * hs;
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < t; j++) {
+                    const float *k = qkv + ((bi * t + j) * 3 + 1) * C + h * hs;
+                    double d = 0;
+                    for (int64_t x = 0; x < hs; x++) d += (double)q[x] * k[x];
+                    srow[j] = scale * d;
+                    mx = fmax(mx, srow[j]);
+                }
+                double sum = 0;
+                for (int64_t j = 0; j < t; j++) sum += exp(srow[j] - mx);
+                double l = mx + log(sum);
+                lse[(bi * nh + h) * t + i] = l;
+                for (int64_t x = 0; x < hs; x++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < t; j++) acc += exp(srow[j] - l) * qkv[((bi * t + j) * 3 + 2) * C + h * hs + x];
+                    out[(bi * t + i) * C + h * hs + x] = acc;
+                }
+            }
+    free(srow);
+}
+
+static const int64_t k_att[][4] = {{2, 11, 3, 5}, {2, 70, 2, 8}, {1, 1, 1, 4}, {3, 33, 2, 7}}; /* b, t, nh, hs */
+
+static void attention_cases(ex_backend *be, obuf *ob) {
+    for (size_t z = 0; z < sizeof k_att / sizeof *k_att; z++) {
+        scope s = {.be = be};
+        const int64_t b = k_att[z][0], t = k_att[z][1], nh = k_att[z][2], hs = k_att[z][3], C = nh * hs;
+        const float scale = 1.0f / sqrtf((float)hs);
+        float *qkv = rnd(&s, b * t * 3 * C, 51 + z, -2, 2);
+        float *dq = upf(&s, qkv, b * t * 3 * C), *dout = d_alloc(&s, b * t * C * sizeof(float)),
+              *dl = d_alloc(&s, b * nh * t * sizeof(float));
+        OK(CALL(be, attention_fwd, dout, dl, dq, b, t, nh, hs, scale));
+        float *out = down(&s, dout, b * t * C), *lse = down(&s, dl, b * nh * t);
+        double *rout = hd(&s, b * t * C), *rlse = hd(&s, b * nh * t);
+        ref_attention(qkv, rout, rlse, b, t, nh, hs, scale);
+        expect_close(out, rout, b * t * C, 1e-5, 1e-5, "attention_fwd out");
+        expect_close(lse, rlse, b * nh * t, 1e-5, 1e-5, "attention_fwd lse");
+        ob_f(ob, out, b * t * C);
+        ob_f(ob, lse, b * nh * t);
+        scope_end(&s);
+    }
+}
+static void test_attention(void **state) { both(state, attention_cases, "attention_fwd"); }
+
+/* ------------------------------------------------------------------------------
+ * Elementwise and reduce
+ * ------------------------------------------------------------------------------ */
+
+static void binary_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {91, 100003};
+    for (int z = 0; z < 2; z++)
+        for (int op = 0; op < 4; op++)
+            for (int alias = 0; alias < 3; alias++) { /* 0: separate out, 1: out = a, 2: out = b */
+                scope s = {.be = be};
+                const int64_t n = sizes[z];
+                float *a = rnd(&s, n, 61 + z, -2, 2), *b = rnd(&s, n, 62 + z, 0.5f, 2.5f);
+                float *da = upf(&s, a, n), *db = upf(&s, b, n);
+                float *dy = alias == 1 ? da : alias == 2 ? db : d_alloc(&s, n * sizeof(float));
+                OK(CALL(be, binary, (ex_binary_op)op, dy, da, db, n));
+                float *y = down(&s, dy, n);
+                double *ref = hd(&s, n);
+                for (int64_t i = 0; i < n; i++) {
+                    double x = a[i], w = b[i];
+                    ref[i] = op == EX_BIN_ADD ? x + w : op == EX_BIN_SUB ? x - w : op == EX_BIN_MUL ? x * w : x / w;
+                }
+                expect_close(y, ref, n, 1e-7, 1e-6, "binary");
+                ob_f(ob, y, n);
+                scope_end(&s);
+            }
+}
+static void test_binary(void **state) { both(state, binary_cases, "binary"); }
+
+static void axpby_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {91, 100003};
+    const float betas[] = {0.0f, 1.0f, 0.3f};
+    for (int z = 0; z < 2; z++)
+        for (int k = 0; k < 3; k++) {
+            scope s = {.be = be};
+            const int64_t n = sizes[z];
+            const float alpha = -0.7f, beta = betas[k];
+            float *x = rnd(&s, n, 71 + z, -2, 2), *y0 = rnd(&s, n, 72 + z, -2, 2);
+            if (beta == 0.0f)
+                for (int64_t i = 0; i < n; i++) y0[i] = NAN; /* not read */
+            float *dx = upf(&s, x, n), *dy = upf(&s, y0, n);
+            OK(CALL(be, axpby, dy, alpha, dx, beta, n));
+            float *y = down(&s, dy, n);
+            double *ref = hd(&s, n);
+            for (int64_t i = 0; i < n; i++) ref[i] = (double)alpha * x[i] + (beta != 0.0f ? (double)beta * y0[i] : 0.0);
+            expect_close(y, ref, n, 1e-6, 1e-6, "axpby");
+            ob_f(ob, y, n);
+            scope_end(&s);
+        }
+}
+static void test_axpby(void **state) { both(state, axpby_cases, "axpby"); }
+
+static void scale_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++)
+        for (int per_row = 0; per_row < 2; per_row++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                scope s = {.be = be};
+                const int64_t n = k_rows[z][0], c = k_rows[z][1];
+                float *x = rnd(&s, n * c, 81 + z, -2, 2), *g = rnd(&s, per_row ? n : c, 82 + z, -1, 1);
+                float *dx = upf(&s, x, n * c), *dg = upf(&s, g, per_row ? n : c);
+                float *dy = inplace ? dx : d_alloc(&s, n * c * sizeof(float));
+                if (per_row)
+                    OK(CALL(be, row_scale_fwd, dy, dx, dg, n, c));
+                else
+                    OK(CALL(be, channel_scale_fwd, dy, dx, dg, n, c));
+                float *y = down(&s, dy, n * c);
+                double *ref = hd(&s, n * c);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < c; j++) ref[i * c + j] = (double)x[i * c + j] * g[per_row ? i : j];
+                expect_close(y, ref, n * c, 1e-7, 1e-6, per_row ? "row_scale_fwd" : "channel_scale_fwd");
+                ob_f(ob, y, n * c);
+                scope_end(&s);
+            }
+}
+static void test_scales(void **state) { both(state, scale_cases, "channel/row scale"); }
+
+static void reduce_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {7, 8193, 100003, 3000017};
+    for (int z = 0; z < 4; z++)
+        for (int op = 0; op < 4; op++) {
+            scope s = {.be = be};
+            const int64_t n = sizes[z];
+            float *x = rnd(&s, n, 91 + z, -1, 3);
+            float *dx = upf(&s, x, n), *dy = d_alloc(&s, sizeof(float));
+            OK(CALL(be, reduce, (ex_reduce_op)op, dy, dx, n));
+            float *y = down(&s, dy, 1);
+            double ref = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double v = x[i];
+                if (op == EX_RED_SUM || op == EX_RED_MEAN) ref += v;
+                if (op == EX_RED_SUMSQ) ref += v * v;
+                if (op == EX_RED_MAX_ABS) ref = fmax(ref, fabs(v));
+            }
+            if (op == EX_RED_MEAN) ref /= (double)n;
+            expect_close(y, &ref, 1, 0, op == EX_RED_MAX_ABS ? 0 : 1e-6, "reduce");
+            ob_f(ob, y, 1);
+            scope_end(&s);
+        }
+    /* max |x| propagates NaN (a NaN gradient must not be hidden from clipping) */
+    scope s = {.be = be};
+    const int64_t n = 100003;
+    float *x = rnd(&s, n, 99, -1, 1);
+    x[77777] = NAN;
+    float *dx = upf(&s, x, n), *dy = d_alloc(&s, sizeof(float));
+    OK(CALL(be, reduce, EX_RED_MAX_ABS, dy, dx, n));
+    float *y = down(&s, dy, 1);
+    assert_true(isnan(y[0]));
+    OK(CALL(be, reduce, EX_RED_SUM, dy, dx, 0));
+    y = down(&s, dy, 1);
+    assert_true(y[0] == 0.0f);
+    scope_end(&s);
+}
+static void test_reduce(void **state) { both(state, reduce_cases, "reduce"); }
+
+/* ------------------------------------------------------------------------------
+ * Gathers, masking, patchify, copy2d
+ * ------------------------------------------------------------------------------ */
+
+static void gather_cases(ex_backend *be, obuf *ob) {
+    const int64_t cfg[2][4] = {{2, 5, 11, 13}, {3, 150, 197, 129}}; /* b, m, t, c */
+    for (int z = 0; z < 2; z++) {
+        scope s = {.be = be};
+        const int64_t b = cfg[z][0], m = cfg[z][1], t = cfg[z][2], c = cfg[z][3];
+        float *x = rnd(&s, b * t * c, 101 + z, -1, 1);
+        int32_t *idx = h_alloc(&s, b * m * sizeof(int32_t));
+        ex_rng r = ex_rng_seed(102 + z, EX_RNG_TEST);
+        for (int64_t i = 0; i < b * m; i++) idx[i] = (int32_t)ex_rng_next_below(&r, (uint32_t)t);
+        idx[1] = idx[0]; /* a repeat */
+        float *dx = upf(&s, x, b * t * c), *dy = d_alloc(&s, b * m * c * sizeof(float));
+        int32_t *di = up(&s, idx, b * m * sizeof(int32_t));
+        OK(CALL(be, gather_rows, dy, dx, di, b, m, t, c));
+        float *y = down(&s, dy, b * m * c);
+        double *ref = hd(&s, b * m * c);
+        for (int64_t bi = 0; bi < b; bi++)
+            for (int64_t j = 0; j < m; j++)
+                for (int64_t k = 0; k < c; k++) ref[(bi * m + j) * c + k] = x[(bi * t + idx[bi * m + j]) * c + k];
+        expect_close(y, ref, b * m * c, 0, 0, "gather_rows");
+        ob_f(ob, y, b * m * c);
+
+        /* scatter_add_rows with repeated indices: prefill + sum of the rows sent to each target */
+        float *g = rnd(&s, b * m * c, 103 + z, -1, 1), *pre = rnd(&s, b * t * c, 104 + z, -1, 1);
+        float *dg = upf(&s, g, b * m * c), *dd = upf(&s, pre, b * t * c);
+        OK(CALL(be, scatter_add_rows, dd, dg, di, b, m, t, c));
+        float *d = down(&s, dd, b * t * c);
+        double *rd = hd(&s, b * t * c);
+        for (int64_t i = 0; i < b * t * c; i++) rd[i] = pre[i];
+        for (int64_t bi = 0; bi < b; bi++)
+            for (int64_t j = 0; j < m; j++)
+                for (int64_t k = 0; k < c; k++) rd[(bi * t + idx[bi * m + j]) * c + k] += g[(bi * m + j) * c + k];
+        expect_close(d, rd, b * t * c, 1e-6, 1e-6, "scatter_add_rows");
+        ob_f(ob, d, b * t * c);
+
+        /* out-of-range index */
+        idx[b * m - 1] = (int32_t)t;
+        int32_t *bad = up(&s, idx, b * m * sizeof(int32_t));
+        assert_int_equal(CALL(be, gather_rows, dy, dx, bad, b, m, t, c), EX_E_RANGE);
+        idx[b * m - 1] = -1;
+        bad = up(&s, idx, b * m * sizeof(int32_t));
+        assert_int_equal(CALL(be, scatter_add_rows, dd, dg, bad, b, m, t, c), EX_E_RANGE);
+        scope_end(&s);
+    }
+}
+static void test_gather(void **state) { both(state, gather_cases, "gather/scatter rows"); }
+
+static void mask_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            scope s = {.be = be};
+            const int64_t n = k_rows[z][0], c = k_rows[z][1];
+            float *x = rnd(&s, n * c, 111 + z, -1, 1), *tok = rnd(&s, c, 112, -1, 1);
+            uint8_t *mask = h_alloc(&s, n);
+            for (int64_t i = 0; i < n; i++) mask[i] = (uint8_t)((i * 7 + 3) % 5 < 2 ? 1 + (i % 3) : 0);
+            float *dx = upf(&s, x, n * c), *dt = upf(&s, tok, c), *dy = inplace ? dx : d_alloc(&s, n * c * sizeof(float));
+            uint8_t *dm = up(&s, mask, n);
+            OK(CALL(be, mask_rows_fwd, dy, dx, dm, dt, n, c));
+            float *y = down(&s, dy, n * c);
+            double *ref = hd(&s, n * c);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < c; j++) ref[i * c + j] = mask[i] ? tok[j] : x[i * c + j];
+            expect_close(y, ref, n * c, 0, 0, "mask_rows_fwd");
+            ob_f(ob, y, n * c);
+            scope_end(&s);
+        }
+}
+static void test_mask_rows(void **state) { both(state, mask_cases, "mask_rows_fwd"); }
+
+static void patchify_ref(const float *img, double *out, int64_t b, int64_t ch, int64_t h, int64_t w, int64_t p,
+                         ex_patch_order order) {
+    const int64_t gh = h / p, gw = w / p, pd = ch * p * p;
+    for (int64_t bi = 0; bi < b; bi++)
+        for (int64_t c = 0; c < ch; c++)
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t x = 0; x < w; x++) {
+                    int64_t patch = (y / p) * gw + x / p, i = y % p, j = x % p;
+                    int64_t off = order == EX_PATCH_CPP ? (c * p + i) * p + j : (i * p + j) * ch + c;
+                    out[(bi * gh * gw + patch) * pd + off] = img[((bi * ch + c) * h + y) * w + x];
+                }
+}
+
+static void patchify_cases(ex_backend *be, obuf *ob) {
+    const int64_t cfg[3][5] = {{2, 3, 8, 12, 4}, {1, 1, 6, 9, 3}, {2, 3, 64, 96, 16}}; /* b, ch, h, w, p */
+    for (int z = 0; z < 3; z++)
+        for (int order = 0; order < 2; order++) {
+            scope s = {.be = be};
+            const int64_t b = cfg[z][0], ch = cfg[z][1], h = cfg[z][2], w = cfg[z][3], p = cfg[z][4];
+            const int64_t n = b * ch * h * w;
+            float *img = rnd(&s, n, 121 + z, -1, 1);
+            float *di = upf(&s, img, n), *dy = d_alloc(&s, n * sizeof(float));
+            OK(CALL(be, patchify_fwd, dy, di, b, ch, h, w, p, (ex_patch_order)order));
+            float *y = down(&s, dy, n);
+            double *ref = hd(&s, n);
+            patchify_ref(img, ref, b, ch, h, w, p, (ex_patch_order)order);
+            expect_close(y, ref, n, 0, 0, order == EX_PATCH_CPP ? "patchify_fwd (C,p,p)" : "patchify_fwd (p,p,C)");
+            ob_f(ob, y, n);
+            /* sizes that are not multiples of p */
+            assert_int_equal(CALL(be, patchify_fwd, dy, di, b, ch, h - 1, w, p, (ex_patch_order)order), EX_E_SHAPE);
+            assert_int_equal(CALL(be, patchify_bwd, di, dy, b, ch, h, w + 1, p, (ex_patch_order)order), EX_E_SHAPE);
+            scope_end(&s);
+        }
+}
+static void test_patchify(void **state) { both(state, patchify_cases, "patchify_fwd"); }
+
+static void copy2d_cases(ex_backend *be, obuf *ob) {
+    const int64_t cfg[3][4] = {{7, 5, 9, 11}, {1, 13, 13, 13}, {400, 197, 200, 260}}; /* rows, cols, src_ld, dst_ld */
+    for (int z = 0; z < 3; z++) {
+        scope s = {.be = be};
+        const int64_t rows = cfg[z][0], cols = cfg[z][1], sld = cfg[z][2], dld = cfg[z][3];
+        float *src = rnd(&s, rows * sld, 131 + z, -1, 1), *dst0 = rnd(&s, rows * dld, 132 + z, -1, 1);
+        float *ds = upf(&s, src, rows * sld), *dd = upf(&s, dst0, rows * dld);
+        OK(CALL(be, copy2d, dd, dld, ds, sld, rows, cols));
+        float *d = down(&s, dd, rows * dld);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < dld; j++) {
+                float want = j < cols ? src[r * sld + j] : dst0[r * dld + j]; /* padding untouched */
+                if (d[r * dld + j] != want) fail_msg("copy2d: (%lld, %lld) wrong", (long long)r, (long long)j);
+            }
+        ob_f(ob, d, rows * dld);
+        assert_int_equal(CALL(be, copy2d, dd, cols - 1, ds, sld, rows, cols), EX_E_INVALID);
+        scope_end(&s);
+    }
+}
+static void test_copy2d(void **state) { both(state, copy2d_cases, "copy2d"); }
+
+/* ------------------------------------------------------------------------------
+ * Losses and heads
+ * ------------------------------------------------------------------------------ */
+
+static void xent_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++)
+        for (int soft = 0; soft < 2; soft++) {
+            scope s = {.be = be};
+            const int64_t n = k_rows[z][0], v = k_rows[z][1];
+            float *logits = rnd(&s, n * v, 141 + z, -8, 8), *tg = NULL;
+            int32_t *lab = NULL;
+            if (soft) {
+                tg = rnd(&s, n * v, 142 + z, 0, 1);
+                for (int64_t i = 0; i < n; i++) {
+                    double st = 0;
+                    for (int64_t j = 0; j < v; j++) st += tg[i * v + j];
+                    for (int64_t j = 0; j < v; j++) tg[i * v + j] = (float)(tg[i * v + j] / st);
+                }
+            } else {
+                lab = h_alloc(&s, n * sizeof(int32_t));
+                for (int64_t i = 0; i < n; i++) lab[i] = (int32_t)((i * 5 + 2) % v);
+                lab[1] = -1; /* ignored */
+            }
+            float *dlg = upf(&s, logits, n * v), *dtg = soft ? upf(&s, tg, n * v) : NULL;
+            int32_t *dlab = soft ? NULL : up(&s, lab, n * sizeof(int32_t));
+            float *dloss = d_alloc(&s, n * sizeof(float)), *dprob = d_alloc(&s, n * v * sizeof(float));
+            OK(CALL(be, xent_fwd, dloss, dprob, dlg, dlab, dtg, n, v));
+            float *loss = down(&s, dloss, n), *prob = down(&s, dprob, n * v);
+            double *rl = hd(&s, n), *rp = hd(&s, n * v);
+            for (int64_t i = 0; i < n; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < v; j++) mx = fmax(mx, logits[i * v + j]);
+                for (int64_t j = 0; j < v; j++) sum += exp(logits[i * v + j] - mx);
+                double lse = mx + log(sum), l = 0;
+                for (int64_t j = 0; j < v; j++) {
+                    rp[i * v + j] = exp(logits[i * v + j] - lse);
+                    double t = soft ? tg[i * v + j] : (lab[i] == j ? 1.0 : 0.0);
+                    l -= t * (logits[i * v + j] - lse);
+                }
+                rl[i] = l;
+            }
+            expect_close(loss, rl, n, 1e-5, 1e-5, soft ? "xent_fwd soft loss" : "xent_fwd hard loss");
+            expect_close(prob, rp, n * v, 1e-7, 1e-5, "xent_fwd probs");
+            if (!soft) assert_true(loss[1] == 0.0f);
+            ob_f(ob, loss, n);
+            ob_f(ob, prob, n * v);
+            if (!soft) { /* a label >= v is a range error; both labels and targets is invalid */
+                lab[0] = (int32_t)v;
+                int32_t *bad = up(&s, lab, n * sizeof(int32_t));
+                assert_int_equal(CALL(be, xent_fwd, dloss, dprob, dlg, bad, NULL, n, v), EX_E_RANGE);
+                assert_int_equal(CALL(be, xent_fwd, dloss, dprob, dlg, bad, dlg, n, v), EX_E_INVALID);
+                assert_int_equal(CALL(be, xent_fwd, dloss, dprob, dlg, NULL, NULL, n, v), EX_E_INVALID);
+            }
+            scope_end(&s);
+        }
+}
+static void test_xent(void **state) { both(state, xent_cases, "xent_fwd"); }
+
+static void l2norm_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++) {
+        scope s = {.be = be};
+        const int64_t n = k_rows[z][0], c = k_rows[z][1];
+        const float eps = 0.05f;
+        float *x = rnd(&s, n * c, 151 + z, -1, 1);
+        for (int64_t j = 0; j < c; j++) x[2 * c + j] *= 1e-3f; /* a row with norm below eps */
+        for (int64_t j = 0; j < c; j++) x[3 * c + j] = 0.0f;   /* and an all-zero row */
+        float *dx = upf(&s, x, n * c), *dy = d_alloc(&s, n * c * sizeof(float)), *dn = d_alloc(&s, n * sizeof(float));
+        OK(CALL(be, l2norm_fwd, dy, dn, dx, n, c, eps));
+        float *y = down(&s, dy, n * c), *nr = down(&s, dn, n);
+        double *ry = hd(&s, n * c), *rn = hd(&s, n);
+        for (int64_t i = 0; i < n; i++) {
+            double ss = 0;
+            for (int64_t j = 0; j < c; j++) ss += (double)x[i * c + j] * x[i * c + j];
+            rn[i] = sqrt(ss);
+            for (int64_t j = 0; j < c; j++) ry[i * c + j] = x[i * c + j] / fmax(rn[i], eps);
+        }
+        assert_true(rn[2] < eps);
+        expect_close(y, ry, n * c, 1e-7, 1e-5, "l2norm_fwd out");
+        expect_close(nr, rn, n, 1e-7, 1e-5, "l2norm_fwd norms");
+        ob_f(ob, y, n * c);
+        ob_f(ob, nr, n);
+        scope_end(&s);
+    }
+}
+static void test_l2norm(void **state) { both(state, l2norm_cases, "l2norm_fwd"); }
+
+/* ------------------------------------------------------------------------------
+ * Optimiser
+ * ------------------------------------------------------------------------------ */
+
+static void adamw_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {91, 100003};
+    for (int z = 0; z < 2; z++) {
+        scope s = {.be = be};
+        const int64_t n = sizes[z];
+        const ex_adamw_params base = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-6f, .weight_decay = 0.05f};
+        float *p0 = rnd(&s, n, 161 + z, -1, 1);
+        float *dp = upf(&s, p0, n), *dm = d_alloc(&s, n * sizeof(float)), *dv = d_alloc(&s, n * sizeof(float));
+        OK(CALL(be, fill, dm, 0.0f, n));
+        OK(CALL(be, fill, dv, 0.0f, n));
+        /* naive torch.optim.AdamW in double */
+        double *p = hd(&s, n), *m = hd(&s, n), *v = hd(&s, n);
+        for (int64_t i = 0; i < n; i++) p[i] = p0[i];
+        for (int64_t step = 1; step <= 6; step++) {
+            ex_adamw_params hp = base;
+            hp.step = step;
+            if (step == 4) hp.lr = 3e-3f; /* a schedule changes lr between steps */
+            float *g = rnd(&s, n, 170 + z * 10 + step, -0.5f, 0.5f);
+            float *dg = upf(&s, g, n);
+            OK(CALL(be, adamw, dp, dg, dm, dv, n, &hp));
+            const double lr = hp.lr, b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps, wd = hp.weight_decay;
+            for (int64_t i = 0; i < n; i++) {
+                p[i] -= lr * wd * p[i];
+                m[i] = b1 * m[i] + (1 - b1) * g[i];
+                v[i] = b2 * v[i] + (1 - b2) * (double)g[i] * g[i];
+                double mh = m[i] / (1 - pow(b1, (double)step)), vh = v[i] / (1 - pow(b2, (double)step));
+                p[i] -= lr * mh / (sqrt(vh) + eps);
+            }
+        }
+        float *P = down(&s, dp, n), *M = down(&s, dm, n), *V = down(&s, dv, n);
+        expect_close(P, p, n, 1e-6, 1e-5, "adamw p");
+        expect_close(M, m, n, 1e-7, 1e-5, "adamw m");
+        expect_close(V, v, n, 1e-9, 1e-5, "adamw v");
+        ob_f(ob, P, n);
+        ob_f(ob, M, n);
+        ob_f(ob, V, n);
+        ex_adamw_params bad = base;
+        bad.step = 0;
+        assert_int_equal(CALL(be, adamw, dp, dp, dm, dv, n, &bad), EX_E_INVALID);
+        scope_end(&s);
+    }
+}
+static void test_adamw(void **state) { both(state, adamw_cases, "adamw"); }
+
+static void ema_cases(ex_backend *be, obuf *ob) {
+    const int64_t sizes[] = {91, 100003};
+    for (int z = 0; z < 2; z++) {
+        scope s = {.be = be};
+        const int64_t n = sizes[z];
+        const float mom = 0.996f;
+        float *t = rnd(&s, n, 181 + z, -1, 1), *st = rnd(&s, n, 182 + z, -1, 1);
+        float *dt = upf(&s, t, n), *ds = upf(&s, st, n);
+        OK(CALL(be, ema, dt, ds, mom, n));
+        OK(CALL(be, ema, dt, ds, mom, n));
+        float *y = down(&s, dt, n);
+        double *ref = hd(&s, n);
+        for (int64_t i = 0; i < n; i++) {
+            double r = t[i];
+            for (int k = 0; k < 2; k++) r = (double)mom * r + (1.0 - (double)mom) * st[i];
+            ref[i] = r;
+        }
+        expect_close(y, ref, n, 1e-7, 1e-6, "ema");
+        ob_f(ob, y, n);
+        scope_end(&s);
+    }
+}
+static void test_ema(void **state) { both(state, ema_cases, "ema"); }
+
+/* ------------------------------------------------------------------------------
+ * Random numbers
+ * ------------------------------------------------------------------------------ */
+
+static void moments(const float *x, int64_t n, double *mean, double *var) {
+    double s = 0, ss = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    *mean = s / (double)n;
+    for (int64_t i = 0; i < n; i++) ss += (x[i] - *mean) * (x[i] - *mean);
+    *var = ss / (double)n;
+}
+
+static void rng_cases(ex_backend *be, obuf *ob) {
+    scope s = {.be = be};
+    const int64_t n = 100000;
+    const uint64_t off0 = 77;
+    ex_rng r = ex_rng_seed(1234, EX_RNG_TEST);
+    r.offset = off0;
+    const ex_rng start = r;
+    float *d1 = d_alloc(&s, n * sizeof(float)), *d2 = d_alloc(&s, n * sizeof(float));
+
+    /* uniform: the shared stream, range, moments, determinism, advance */
+    const float lo = -2.0f, hi = 3.0f;
+    OK(CALL(be, rng_uniform, d1, n, lo, hi, &r));
+    assert_true(r.key == start.key);
+    assert_true(r.offset == off0 + (uint64_t)n);
+    float *u = down(&s, d1, n);
+    for (int64_t i = 0; i < n; i++) {
+        if (!(u[i] >= lo && u[i] < hi)) fail_msg("rng_uniform: %g outside [%g, %g)", (double)u[i], lo, hi);
+        double want = lo + (double)(hi - lo) * ex_rng_uniform_at(start.key, off0, (uint64_t)i);
+        if (fabs(u[i] - want) > 1e-6) fail_msg("rng_uniform: element %lld is not the stream's value", (long long)i);
+    }
+    double mean, var;
+    moments(u, n, &mean, &var);
+    if (fabs(mean - 0.5) > 0.025 || fabs(var - 25.0 / 12.0) > 0.04)
+        fail_msg("rng_uniform: mean %g (want 0.5), var %g (want %g)", mean, var, 25.0 / 12.0);
+    ex_rng again = start;
+    OK(CALL(be, rng_uniform, d2, n, lo, hi, &again));
+    float *u2 = down(&s, d2, n);
+    assert_memory_equal(u, u2, n * sizeof(float)); /* same state, same numbers */
+    OK(CALL(be, rng_uniform, d2, n, lo, hi, &r)); /* the advanced stream gives new numbers */
+    u2 = down(&s, d2, n);
+    int64_t same = 0;
+    for (int64_t i = 0; i < n; i++) same += u[i] == u2[i];
+    assert_true(same < n / 1000);
+    ob_f(ob, u, n);
+    ob_f(ob, u2, n);
+
+    /* normal */
+    ex_rng rn = start;
+    const float mu = 1.5f, sd = 2.0f;
+    OK(CALL(be, rng_normal, d1, n, mu, sd, &rn));
+    assert_true(rn.offset == off0 + (uint64_t)n);
+    float *g = down(&s, d1, n);
+    for (int64_t i = 0; i < n; i++) {
+        double want = mu + (double)sd * ex_rng_normal_at(start.key, off0, (uint64_t)i);
+        if (fabs(g[i] - want) > 1e-5 * (1 + fabs(want))) fail_msg("rng_normal: element %lld differs", (long long)i);
+    }
+    moments(g, n, &mean, &var);
+    if (fabs(mean - mu) > 0.035 || fabs(sqrt(var) - sd) > 0.03)
+        fail_msg("rng_normal: mean %g (want %g), std %g (want %g)", mean, (double)mu, sqrt(var), (double)sd);
+    ex_rng rn2 = start;
+    OK(CALL(be, rng_normal, d2, n, mu, sd, &rn2));
+    float *g2 = down(&s, d2, n);
+    assert_memory_equal(g, g2, n * sizeof(float));
+    ob_f(ob, g, n);
+
+    /* permutation = stable argsort of the uniforms of the same state */
+    ex_rng rp = start;
+    int32_t *dperm = d_alloc(&s, n * sizeof(int32_t));
+    OK(CALL(be, rng_permutation, dperm, n, &rp));
+    assert_true(rp.offset == off0 + (uint64_t)n);
+    int32_t *perm = h_alloc(&s, n * sizeof(int32_t));
+    OK(CALL(be, copy, perm, dperm, n * sizeof(int32_t), EX_COPY_D2H));
+    unsigned char *seen = h_alloc(&s, n);
+    for (int64_t i = 0; i < n; i++) {
+        if (perm[i] < 0 || perm[i] >= n || seen[perm[i]]) fail_msg("rng_permutation: not a permutation at %lld", (long long)i);
+        seen[perm[i]] = 1;
+    }
+    int64_t ties = 0;
+    for (int64_t i = 0; i + 1 < n; i++) {
+        float a = ex_rng_uniform_at(start.key, off0, (uint64_t)perm[i]);
+        float b = ex_rng_uniform_at(start.key, off0, (uint64_t)perm[i + 1]);
+        if (a > b || (a == b && perm[i] > perm[i + 1]))
+            fail_msg("rng_permutation: not the stable argsort of the uniforms at %lld", (long long)i);
+        ties += a == b;
+    }
+    assert_true(ties > 0); /* 24-bit uniforms: ties occur, so stability was exercised */
+    ob_put(ob, perm, n * sizeof(int32_t));
+    ex_rng rp2 = start;
+    int32_t one = -1;
+    int32_t *done = d_alloc(&s, sizeof(int32_t));
+    OK(CALL(be, rng_permutation, done, 1, &rp2));
+    OK(CALL(be, copy, &one, done, sizeof one, EX_COPY_D2H));
+    assert_int_equal(one, 0);
+    assert_true(rp2.offset == off0 + 1);
+    OK(CALL(be, rng_permutation, done, 0, &rp2));
+    assert_true(rp2.offset == off0 + 1);
+    scope_end(&s);
+}
+static void test_rng(void **state) { both(state, rng_cases, "rng"); }
+
+/* ------------------------------------------------------------------------------
+ * Backward ops: thread-count independence (values are checked in test_gradcheck.c)
+ * ------------------------------------------------------------------------------ */
+
+static void bwd_cases(ex_backend *be, obuf *ob) {
+    scope s = {.be = be};
+    const int64_t n = 300, c = 257, N = n * c;
+    float *x = rnd(&s, N, 201, -2, 2), *g = rnd(&s, N, 202, -1, 1), *pre = rnd(&s, N, 203, -1, 1);
+    float *w = rnd(&s, c, 204, 0.5f, 1.5f), *rs = rnd(&s, n, 205, -1, 1);
+    float *dx = upf(&s, x, N), *dg = upf(&s, g, N), *dw = upf(&s, w, c), *drs = upf(&s, rs, n);
+    float *o1 = d_alloc(&s, N * sizeof(float)), *mean = d_alloc(&s, n * sizeof(float)),
+          *rstd = d_alloc(&s, n * sizeof(float));
+    float *gn = upf(&s, pre, N), *gc = upf(&s, pre, c), *gc2 = upf(&s, pre + c, c), *gr = upf(&s, pre, n);
+
+    OK(CALL(be, bias_add_bwd, gc, dg, n, c));
+    ob_f(ob, down(&s, gc, c), c);
+
+    OK(CALL(be, layernorm_fwd, o1, mean, rstd, dx, dw, NULL, n, c, 1e-5f));
+    OK(CALL(be, copy, gc, pre, c * sizeof(float), EX_COPY_H2D));
+    OK(CALL(be, layernorm_bwd, gn, gc, gc2, dg, dx, dw, mean, rstd, n, c));
+    ob_f(ob, down(&s, gn, N), N);
+    ob_f(ob, down(&s, gc, c), c);
+    ob_f(ob, down(&s, gc2, c), c);
+
+    OK(CALL(be, gelu_bwd, gn, dx, dg, N));
+    OK(CALL(be, silu_bwd, gn, dx, dg, N));
+    ob_f(ob, down(&s, gn, N), N);
+
+    OK(CALL(be, softmax_fwd, o1, dx, n, c, 0.7f));
+    OK(CALL(be, softmax_bwd, gn, o1, dg, n, c, 0.7f));
+    ob_f(ob, down(&s, gn, N), N);
+
+    OK(CALL(be, channel_scale_bwd, gn, gc, dg, dx, dw, n, c));
+    OK(CALL(be, row_scale_bwd, gn, gr, dg, dx, drs, n, c));
+    ob_f(ob, down(&s, gn, N), N);
+    ob_f(ob, down(&s, gc, c), c);
+    ob_f(ob, down(&s, gr, n), n);
+
+    uint8_t *mask = h_alloc(&s, n);
+    for (int64_t i = 0; i < n; i++) mask[i] = (uint8_t)(i % 3 == 0);
+    uint8_t *dm = up(&s, mask, n);
+    OK(CALL(be, mask_rows_bwd, gn, gc, dg, dm, n, c));
+    ob_f(ob, down(&s, gn, N), N);
+    ob_f(ob, down(&s, gc, c), c);
+
+    int32_t *lab = h_alloc(&s, n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) lab[i] = (int32_t)(i % 11) - 1;
+    int32_t *dl = up(&s, lab, n * sizeof(int32_t));
+    float *loss = d_alloc(&s, n * sizeof(float));
+    OK(CALL(be, xent_fwd, loss, o1, dx, dl, NULL, n, c));
+    OK(CALL(be, xent_bwd, gn, drs, o1, dl, NULL, n, c));
+    OK(CALL(be, softmax_fwd, o1, dg, n, c, 1.0f)); /* soft targets */
+    float *probs = d_alloc(&s, N * sizeof(float));
+    OK(CALL(be, xent_fwd, loss, probs, dx, NULL, o1, n, c));
+    OK(CALL(be, xent_bwd, gn, drs, probs, NULL, o1, n, c));
+    ob_f(ob, down(&s, gn, N), N);
+    ob_f(ob, down(&s, loss, n), n);
+
+    OK(CALL(be, l2norm_fwd, o1, gr, dx, n, c, 1e-6f));
+    OK(CALL(be, l2norm_bwd, gn, dg, dx, gr, n, c, 1e-6f));
+    ob_f(ob, down(&s, gn, N), N);
+
+    const int64_t b = 3, m = 100, t = 100; /* scatter rows of width c: b*m*c = b*t*c = N */
+    int32_t *idx = h_alloc(&s, b * m * sizeof(int32_t));
+    for (int64_t i = 0; i < b * m; i++) idx[i] = (int32_t)((i * 37) % 61); /* repeats */
+    int32_t *di = up(&s, idx, b * m * sizeof(int32_t));
+    OK(CALL(be, scatter_add_rows, gn, dg, di, b, m, t, c));
+    ob_f(ob, down(&s, gn, N), N);
+
+    const int64_t pb = 2, ch = 3, ph = 64, pw = 96, pp = 16, pn = pb * ch * ph * pw;
+    float *dimg = upf(&s, x, pn), *dpat = upf(&s, g, pn);
+    OK(CALL(be, patchify_bwd, dimg, dpat, pb, ch, ph, pw, pp, EX_PATCH_CPP));
+    OK(CALL(be, patchify_bwd, dimg, dpat, pb, ch, ph, pw, pp, EX_PATCH_PPC));
+    ob_f(ob, down(&s, dimg, pn), pn);
+
+    const int64_t ab = 2, at = 77, anh = 3, ahs = 16, aC = anh * ahs;
+    float *qkv = rnd(&s, ab * at * 3 * aC, 206, -2, 2), *gout = rnd(&s, ab * at * aC, 207, -1, 1);
+    float *dqkv_in = upf(&s, qkv, ab * at * 3 * aC), *dgo = upf(&s, gout, ab * at * aC);
+    float *aout = d_alloc(&s, ab * at * aC * sizeof(float)), *alse = d_alloc(&s, ab * anh * at * sizeof(float));
+    float *dq = upf(&s, x, ab * at * 3 * aC);
+    OK(CALL(be, attention_fwd, aout, alse, dqkv_in, ab, at, anh, ahs, 0.25f));
+    OK(CALL(be, attention_bwd, dq, dgo, aout, alse, dqkv_in, ab, at, anh, ahs, 0.25f));
+    ob_f(ob, down(&s, dq, ab * at * 3 * aC), ab * at * 3 * aC);
+    scope_end(&s);
+}
+static void test_backward_determinism(void **state) { both(state, bwd_cases, "backward ops"); }
+
+/* Inputs whose sums depend strongly on the summation order: large values that cancel
+ * exactly, far apart, with ordinary values between them. In double, 1e17 + 1 == 1e17,
+ * so a sum that is split differently (e.g. into one chunk per thread) gives a visibly
+ * different result. Covers reduce and every column sum (dbias, dw/db, dgamma, dtoken). */
+static void sum_order_cases(ex_backend *be, obuf *ob) {
+    scope s = {.be = be};
+    const int64_t n = 300, c = 257, N = n * c, nr = 100003;
+    float *x = rnd(&s, nr, 221, 0.5f, 1.5f);
+    x[0] = 1e17f;
+    x[nr - 1] = -1e17f;
+    float *dx = upf(&s, x, nr), *dy = d_alloc(&s, sizeof(float));
+    for (int op = 0; op < 2; op++) { /* sum, mean (sumsq shares their chunking; max |x| is order-free) */
+        OK(CALL(be, reduce, (ex_reduce_op)op, dy, dx, nr));
+        ob_f(ob, down(&s, dy, 1), 1);
+    }
+
+    float *g = rnd(&s, N, 222, 0.5f, 1.5f), *inp = rnd(&s, N, 223, -1, 1), *w = rnd(&s, c, 224, 0.5f, 1.5f);
+    for (int64_t j = 0; j < c; j++) {
+        g[j] = 1e17f;
+        g[(n - 1) * c + j] = -1e17f;
+        inp[(n - 1) * c + j] = inp[j]; /* same row: dout * inp cancels too */
+    }
+    float *dg = upf(&s, g, N), *di = upf(&s, inp, N), *dw = upf(&s, w, c);
+    float *gc = d_alloc(&s, c * sizeof(float)), *gc2 = d_alloc(&s, c * sizeof(float));
+    float *mean = d_alloc(&s, n * sizeof(float)), *rstd = d_alloc(&s, n * sizeof(float)),
+          *o = d_alloc(&s, N * sizeof(float));
+    OK(CALL(be, fill, gc, 0.0f, c));
+    OK(CALL(be, bias_add_bwd, gc, dg, n, c));
+    ob_f(ob, down(&s, gc, c), c);
+    OK(CALL(be, fill, gc, 0.0f, c));
+    OK(CALL(be, channel_scale_bwd, NULL, gc, dg, di, dw, n, c));
+    ob_f(ob, down(&s, gc, c), c);
+    OK(CALL(be, layernorm_fwd, o, mean, rstd, di, dw, NULL, n, c, 1e-5f));
+    OK(CALL(be, fill, gc, 0.0f, c));
+    OK(CALL(be, fill, gc2, 0.0f, c));
+    OK(CALL(be, layernorm_bwd, NULL, gc, gc2, dg, di, dw, mean, rstd, n, c));
+    ob_f(ob, down(&s, gc, c), c);
+    ob_f(ob, down(&s, gc2, c), c);
+    uint8_t *mask = h_alloc(&s, n);
+    for (int64_t i = 0; i < n; i++) mask[i] = (uint8_t)(i % 2 == 0 || i == n - 1);
+    uint8_t *dm = up(&s, mask, n);
+    OK(CALL(be, fill, gc, 0.0f, c));
+    OK(CALL(be, mask_rows_bwd, NULL, gc, dg, dm, n, c));
+    ob_f(ob, down(&s, gc, c), c);
+    scope_end(&s);
+}
+static void test_sum_order_determinism(void **state) { both(state, sum_order_cases, "sums over many rows"); }
+
+/* ------------------------------------------------------------------------------
+ * Argument validation
+ * ------------------------------------------------------------------------------ */
+
+static void test_invalid_args(void **state) {
+    env *e = *state;
+    ex_backend *be = &e->be[1];
+    float buf[64] = {0};
+    assert_int_equal(CALL(be, bias_add_fwd, buf, NULL, 2, 3), EX_E_INVALID);
+    assert_int_equal(CALL(be, bias_add_fwd, buf, buf, -1, 3), EX_E_INVALID);
+    assert_int_equal(CALL(be, layernorm_fwd, NULL, buf, buf, buf, NULL, NULL, 2, 3, 1e-5f), EX_E_INVALID);
+    assert_int_equal(CALL(be, gelu_fwd, buf, buf, -5), EX_E_INVALID);
+    assert_int_equal(CALL(be, attention_fwd, buf, buf, NULL, 1, 2, 1, 2, 1.0f), EX_E_INVALID);
+    assert_int_equal(CALL(be, binary, (ex_binary_op)9, buf, buf, buf, 4), EX_E_INVALID);
+    assert_int_equal(CALL(be, reduce, (ex_reduce_op)9, buf, buf, 4), EX_E_INVALID);
+    assert_int_equal(CALL(be, patchify_fwd, buf, buf, 1, 1, 4, 4, 0, EX_PATCH_CPP), EX_E_INVALID);
+    assert_int_equal(CALL(be, rng_uniform, buf, 4, 0.0f, 1.0f, NULL), EX_E_INVALID);
+    /* n = 0 is a valid no-op everywhere */
+    OK(CALL(be, bias_add_fwd, NULL, NULL, 0, 3));
+    OK(CALL(be, gelu_fwd, NULL, NULL, 0));
+    OK(CALL(be, copy2d, NULL, 1, NULL, 1, 0, 1));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_supports_and_info),
+        cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_gemm_errors),
+        cmocka_unit_test(test_bias_add),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_binary),
+        cmocka_unit_test(test_axpby),
+        cmocka_unit_test(test_scales),
+        cmocka_unit_test(test_reduce),
+        cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_mask_rows),
+        cmocka_unit_test(test_patchify),
+        cmocka_unit_test(test_copy2d),
+        cmocka_unit_test(test_xent),
+        cmocka_unit_test(test_l2norm),
+        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_ema),
+        cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_backward_determinism),
+        cmocka_unit_test(test_sum_order_determinism),
+        cmocka_unit_test(test_invalid_args),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
