@@ -10,7 +10,9 @@ packages=(
   libiniparser-dev                      # INI parsing (core/src/config.c)
   libcjson-dev                          # JSON (safetensors headers)
   libopenblas-openmp-dev                # BLAS for the CPU backend, OpenMP build (one thread pool with our loops)
+  zlib1g-dev                            # gzipped IDX files (datasets/idx)
   libcmocka-dev                         # unit tests
+  dataset-fashion-mnist                 # real images for the demo and tests (/usr/share/datasets/fashion-mnist)
   binutils                              # nm, used by the out-of-tree plugin test
 )
 

@@ -309,7 +309,7 @@ ex_status ex_config_load(ex_config **out, const char *path, ex_err *err) {
     if (stat(path, &st) != 0) {
         int e = errno;
         ex_err_set(err, EX_E_IO, __FILE__, __LINE__, "cannot open config '%s': %s.", path, strerror(e));
-        ex_err_hint(err, "relative paths are relative to the current directory; check the --config argument.");
+        ex_err_hint(err, "relative paths are relative to the current directory; check the config path you passed.");
         return EX_E_IO;
     }
     frame *chain = calloc(CHAIN_LEN, sizeof *chain);

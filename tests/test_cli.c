@@ -1,0 +1,184 @@
+/*
+ * tests/test_cli.c — the explora command as a user runs it: exit codes, what
+ * `plugins`, `plugins --keys`, `check` and `data` print, and that config
+ * errors name the file, line, key and value.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "test_support.h"
+
+/* Run `explora ARGS` (through the shell) with EXPLORA_PLUGIN_PATH set to the
+ * test plugin folders; capture stdout+stderr; return the exit code. */
+static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(char **out, const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "EXPLORA_PLUGIN_PATH='%s' '%s' %s 2>&1", ext_env("EXPLORA_TEST_ABI_DIR"),
+             ext_env("EXPLORA_BIN"), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) fail_msg("popen failed");
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - 1 - len, p)) > 0) {
+        len += got;
+        if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int status = pclose(p);
+    *out = buf;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect_contains(const char *out, const char *needle) {
+    if (!strstr(out, needle)) fail_msg("output lacks '%s':\n%s", needle, out);
+}
+
+static void write_ini(char *path, size_t cap, const char *name, const char *text) {
+    ext_tmp_path(path, cap, name);
+    ext_write_file(path, text, strlen(text));
+}
+
+static void test_plugins_lists_found_and_rejected(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(run(&out, "plugins"), 0);
+    expect_contains(out, "backend    cpu");
+    expect_contains(out, "dataset    abi-good");
+    expect_contains(out, "1.2.3");
+    expect_contains(out, "rejected (5)");
+    expect_contains(out, "major version 2");
+    expect_contains(out, "undefined symbol: explora_test_symbol_that_does_not_exist");
+    free(out);
+}
+
+static void test_plugins_keys(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(run(&out, "plugins --keys cpu"), 0);
+    expect_contains(out, "threads");
+    expect_contains(out, "int");
+    free(out);
+    assert_int_equal(run(&out, "plugins --keys abi-good"), 0);
+    expect_contains(out, "count");
+    expect_contains(out, "channels");
+    expect_contains(out, "number of samples");
+    free(out);
+    assert_int_equal(run(&out, "plugins --keys core"), 0);
+    expect_contains(out, "[run]");
+    expect_contains(out, "seed");
+    free(out);
+    assert_int_equal(run(&out, "plugins --keys no-such-plugin"), 1);
+    expect_contains(out, "no plugin named 'no-such-plugin'");
+    free(out);
+}
+
+static void test_check_good_config(void **state) {
+    (void)state;
+    char path[4096], *out;
+    write_ini(path, sizeof path, "good.ini",
+              "[run]\nseed = 3\n[backend]\nname = cpu\nthreads = 1\n[data]\nname = abi-good\ncount = 4\n");
+    assert_int_equal(run(&out, "check '%s'", path), 0);
+    expect_contains(out, "backend cpu");
+    expect_contains(out, "is valid");
+    expect_contains(out, "count = 4");
+    free(out);
+    /* --set overrides reach the effective config */
+    assert_int_equal(run(&out, "check '%s' --set data.count=9", path), 0);
+    expect_contains(out, "count = 9");
+    free(out);
+}
+
+static void test_check_reports_bad_values(void **state) {
+    (void)state;
+    char path[4096], *out;
+    write_ini(path, sizeof path, "bad.ini", "[backend]\nname = cpu\nthreads = many\n");
+    assert_int_equal(run(&out, "check '%s'", path), 2);
+    expect_contains(out, "bad.ini:3");
+    expect_contains(out, "threads");
+    expect_contains(out, "many");
+    free(out);
+    write_ini(path, sizeof path, "typo.ini", "[backend]\nname = cpu\nthread = 2\n");
+    assert_int_equal(run(&out, "check '%s'", path), 2);
+    expect_contains(out, "typo.ini:3");
+    expect_contains(out, "thread");
+    expect_contains(out, "threads"); /* the suggestion */
+    free(out);
+    write_ini(path, sizeof path, "section.ini", "[bakend]\nname = cpu\n");
+    assert_int_equal(run(&out, "check '%s'", path), 2);
+    expect_contains(out, "bakend");
+    free(out);
+    write_ini(path, sizeof path, "range.ini", "[data]\nname = abi-good\ncount = 0\n");
+    assert_int_equal(run(&out, "check '%s'", path), 2);
+    expect_contains(out, "count");
+    expect_contains(out, "1000000");
+    free(out);
+    write_ini(path, sizeof path, "plugin.ini", "[data]\nname = fmoww\n");
+    assert_int_equal(run(&out, "check '%s'", path), 1);
+    expect_contains(out, "no dataset plugin named 'fmoww'");
+    expect_contains(out, "plugin.ini:2");
+    free(out);
+    write_ini(path, sizeof path, "novalue.ini", "[backend]\nname\n");
+    assert_true(run(&out, "check '%s'", path) != 0);
+    expect_contains(out, "novalue.ini:2");
+    free(out);
+    assert_int_equal(run(&out, "check /nonexistent/run.ini"), 1);
+    expect_contains(out, "/nonexistent/run.ini");
+    free(out);
+    write_ini(path, sizeof path, "ok.ini", "[backend]\nname = cpu\n");
+    assert_int_equal(run(&out, "check '%s' --set backend.threads=-1", path), 2);
+    expect_contains(out, "--set");
+    expect_contains(out, "-1");
+    free(out);
+}
+
+static void test_data_verb(void **state) {
+    (void)state;
+    char path[4096], *out;
+    write_ini(path, sizeof path, "data.ini", "[data]\nname = abi-good\ncount = 7\nchannels = 1\nclasses = 3\n");
+    assert_int_equal(run(&out, "data '%s' --show 2", path), 0);
+    expect_contains(out, "7 samples, 3 classes");
+    expect_contains(out, "#1 synthetic-1: 4x4x1, label 1");
+    assert_null(strstr(out, "#2 "));
+    free(out);
+}
+
+static void test_usage_errors(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(run(&out, "frobnicate"), 2);
+    expect_contains(out, "unknown verb 'frobnicate'");
+    free(out);
+    assert_int_equal(run(&out, "check"), 2);
+    free(out);
+    assert_int_equal(run(&out, "plugins --bogus"), 2);
+    expect_contains(out, "unknown option '--bogus'");
+    free(out);
+    assert_int_equal(run(&out, "check x.ini --set"), 2);
+    expect_contains(out, "needs a value");
+    free(out);
+    assert_int_equal(run(&out, "version"), 0);
+    expect_contains(out, "plugin ABI 1.0");
+    free(out);
+    assert_int_equal(run(&out, "help"), 0);
+    expect_contains(out, "usage: explora");
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plugins_lists_found_and_rejected),
+        cmocka_unit_test(test_plugins_keys),
+        cmocka_unit_test(test_check_good_config),
+        cmocka_unit_test(test_check_reports_bad_values),
+        cmocka_unit_test(test_data_verb),
+        cmocka_unit_test(test_usage_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
