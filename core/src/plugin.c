@@ -350,7 +350,7 @@ ex_status ex_registry_scan(ex_registry *r, ex_err *err) {
             if (names[n]) n++;
         }
         closedir(dir);
-        qsort(names, (size_t)n, sizeof(char *), cmp_str);
+        if (n > 1) qsort(names, (size_t)n, sizeof(char *), cmp_str);
         for (int i = 0; i < n; i++) {
             char path[4096], real[PATH_MAX];
             ex_err e;

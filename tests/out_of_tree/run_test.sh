@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/out_of_tree/run_test.sh BUILD_DIR SOURCE_DIR
+# tests/out_of_tree/run_test.sh BUILD_DIR SOURCE_DIR [SANITIZE]
 #
 # Installs explora from BUILD_DIR into a scratch prefix, builds the example
 # plugin in a separate CMake project against that install (and a C file
@@ -8,6 +8,10 @@
 set -euo pipefail
 build=$1
 src=$2
+# An ASan/UBSan build of explora needs the sanitizer runtime first in every
+# program that loads it, so build the out-of-tree pieces the same way.
+san_flags=""
+if [ "${3:-OFF}" = "ON" ]; then san_flags="-fsanitize=address,undefined"; fi
 work=$build/tests/out_of_tree_work
 rm -rf "$work"
 mkdir -p "$work"
@@ -18,7 +22,7 @@ cmake --install "$build" --prefix "$prefix" > "$work/install.log"
 
 echo "== configure + build the example plugin against the installed package"
 cmake -S "$src/tests/out_of_tree/example_dataset" -B "$work/build" -DCMAKE_PREFIX_PATH="$prefix" \
-      -DCMAKE_BUILD_TYPE=Release > "$work/configure.log"
+      -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$san_flags" > "$work/configure.log"
 cmake --build "$work/build" > "$work/build.log"
 plugin=$work/build/plugins/explora-dataset-example-checkers.so
 test -f "$plugin" || { echo "plugin was not built: $plugin"; exit 1; }
@@ -31,7 +35,7 @@ libdir=$(ls -d "$prefix"/lib*/pkgconfig | head -n1)
 cflags=$(PKG_CONFIG_PATH=$libdir pkg-config --cflags explora)
 libs=$(PKG_CONFIG_PATH=$libdir pkg-config --libs explora)
 printf '#include <explora/plugin.h>\nint main(void){ return ex_plugin_kind_name(EX_PLUGIN_DATASET)[0] == %sd%s ? 0 : 1; }\n' "'" "'" > "$work/pc.c"
-cc $cflags "$work/pc.c" -o "$work/pc" $libs -Wl,-rpath,"$(dirname "$libdir")"
+cc $san_flags $cflags "$work/pc.c" -o "$work/pc" $libs -Wl,-rpath,"$(dirname "$libdir")"
 "$work/pc"
 
 echo "== load it from an INI with the installed CLI"
