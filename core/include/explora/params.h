@@ -1,0 +1,98 @@
+/*
+ * explora/params.h — the named parameters of a model and what trains.
+ *
+ * A backbone (and later heads, decoders and adapters) registers every tensor
+ * it owns here, by name, with a pointer to the slot in its layer structs that
+ * must receive the device pointer (e.g. &blk->qkv.w) and, for gradients, the
+ * slot for the gradient (e.g. &blk->qkv.dw). The life of a model:
+ *
+ *   1. register (shapes only, nothing allocated)        ex_params_add
+ *   2. decide what trains (PEFT strategies, configs)    ex_params_set_trainable
+ *   3. plan memory: values in the frozen or trainable   ex_params_plan
+ *      arena, gradients (and later optimiser state)
+ *      only for trainable tensors
+ *   4. allocate (ex_memory_plan_commit) and bind:       ex_params_bind
+ *      value slots get device pointers, gradient slots
+ *      get a pointer for trainable tensors and NULL for
+ *      frozen ones — which is what makes the layers skip
+ *      their weight-gradient work
+ *   5. load weights                                     ex_params_load_safetensors
+ *
+ * Groups ("norm", "bias", "token", "lora", ...) are free-form labels used to
+ * report trainable counts and to choose weight-decay and lr rules.
+ */
+#ifndef EXPLORA_PARAMS_H
+#define EXPLORA_PARAMS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "explora/backend.h"
+#include "explora/export.h"
+#include "explora/safetensors.h"
+#include "explora/status.h"
+#include "explora/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ex_param {
+    ex_tensor value;    /* name, dtype, shape; data after bind */
+    ex_tensor grad;     /* same shape, planned only when trainable */
+    int trainable;
+    char group[32];
+    float **value_slot; /* where the owner wants the value pointer, or NULL */
+    float **grad_slot;  /* where the owner wants the gradient pointer (NULL when frozen), or NULL */
+    int64_t loaded_rows; /* rows of dim 0 filled by the loaders (a 0-dim tensor counts as 1 row) */
+} ex_param;
+
+typedef struct ex_params {
+    ex_param **items;   /* stable pointers */
+    int count, cap;
+} ex_params;
+
+EX_API void ex_params_init(ex_params *ps);
+EX_API void ex_params_free(ex_params *ps);
+
+/* Register a fp32 tensor. Duplicate names are EX_E_INVALID. Frozen by default. */
+EX_API ex_status ex_params_add(ex_params *ps, const char *name, int ndim, const int64_t *shape, const char *group,
+                               float **value_slot, float **grad_slot, ex_param **out, ex_err *err);
+EX_API ex_param *ex_params_find(const ex_params *ps, const char *name);
+
+/* Mark every parameter whose name matches `pattern` trainable (1) or frozen (0).
+ * Patterns are fnmatch(3) globs, e.g. "blocks.11.*", "*norm*.weight", "cls_token".
+ * Returns the number of parameters matched in *matched (may be NULL). */
+EX_API ex_status ex_params_set_trainable(ex_params *ps, const char *pattern, int trainable, int *matched,
+                                         ex_err *err);
+
+/* Element counts: all parameters, or trainable only. */
+EX_API int64_t ex_params_numel(const ex_params *ps, int trainable_only);
+/* A table of trainable counts by group, then totals, as printed at the start of a run. */
+EX_API void ex_params_print_summary(const ex_params *ps, FILE *out);
+
+/* Plan values (frozen or trainable arena) and gradients (grad arena, trainable only). */
+EX_API ex_status ex_params_plan(ex_params *ps, ex_memory_plan *plan, ex_err *err);
+/* After commit: write value and gradient pointers into the owners' slots. */
+EX_API void ex_params_bind(ex_params *ps);
+
+/* How checkpoint names map to ours. Return 1 and write the internal name into
+ * `out` to take a tensor, 0 to ignore it silently (e.g. a teacher copy or a
+ * head the backbone does not use), -1 to report it as unexpected. A checkpoint
+ * tensor may fill a slice of rows of ours (Hugging Face stores q, k and v
+ * apart; we keep one fused qkv): set *row_offset to its first row along dim 0
+ * (it is 0 on entry). Shapes must match after dropping leading 1-dims
+ * (e.g. [1, 1, D] and [D]), or, for a slice, in every dim but the first. */
+typedef int (*ex_name_map_fn)(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset);
+
+/* Load every mapped tensor of a safetensors file into the bound parameters
+ * (converted from F16/BF16/F64 as needed, uploaded to the backend).
+ * Errors list every unexpected, mis-shaped and (when require_all) missing
+ * tensor by name, with both shapes, in one message. */
+EX_API ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_file *f, ex_name_map_fn map,
+                                            void *user, int require_all, ex_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_PARAMS_H */

@@ -1,0 +1,169 @@
+/*
+ * tests/test_params.c — named parameters: registration, trainable patterns,
+ * memory planning (gradients only for what trains), binding into layer
+ * slots, and loading safetensors through a name map (renames, q/k/v slices
+ * into a fused qkv, F16 conversion, squeezed shapes) with one error that
+ * lists every unexpected, mis-shaped and missing tensor.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "explora/params.h"
+#include "test_support.h"
+
+typedef struct toy {
+    float *qkv_w, *qkv_dw, *norm_w, *norm_dw, *cls, *dcls;
+} toy;
+
+static void register_toy(ex_params *ps, toy *t) {
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(ex_params_add(ps, "blocks.0.attn.qkv.weight", 2, (int64_t[]){6, 2}, "attn", &t->qkv_w, &t->qkv_dw, NULL, &err),
+           &err);
+    EXT_OK(ex_params_add(ps, "blocks.0.norm1.weight", 1, (int64_t[]){2}, "norm", &t->norm_w, &t->norm_dw, NULL, &err),
+           &err);
+    EXT_OK(ex_params_add(ps, "cls_token", 3, (int64_t[]){1, 1, 2}, "token", &t->cls, &t->dcls, NULL, &err), &err);
+}
+
+static void test_register_and_trainable(void **state) {
+    (void)state;
+    ex_params ps;
+    ex_params_init(&ps);
+    toy t = {0};
+    register_toy(&ps, &t);
+    ex_err err;
+    ex_err_clear(&err);
+    assert_int_equal(ex_params_add(&ps, "cls_token", 1, (int64_t[]){2}, "x", NULL, NULL, NULL, &err), EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "twice"));
+    assert_int_equal(ex_params_numel(&ps, 0), 12 + 2 + 2);
+    assert_int_equal(ex_params_numel(&ps, 1), 0);
+    int matched = 0;
+    EXT_OK(ex_params_set_trainable(&ps, "*norm*", 1, &matched, &err), &err);
+    assert_int_equal(matched, 1);
+    EXT_OK(ex_params_set_trainable(&ps, "cls_token", 1, &matched, &err), &err);
+    assert_int_equal(ex_params_numel(&ps, 1), 4);
+    EXT_OK(ex_params_set_trainable(&ps, "blocks.0.*", 0, &matched, &err), &err);
+    assert_int_equal(matched, 2);
+    assert_int_equal(ex_params_numel(&ps, 1), 2);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&text, &len);
+    ex_params_print_summary(&ps, mf);
+    fclose(mf);
+    assert_non_null(strstr(text, "token"));
+    assert_non_null(strstr(text, "12.50% trainable"));
+    free(text);
+    ex_params_free(&ps);
+}
+
+/* "Another convention": layer.N.{query,key,value}.weight -> slices of the fused qkv. */
+static int map_other(void *user, const char *name, char *out, size_t cap, int64_t *row_offset) {
+    (void)user;
+    int layer;
+    char what[64];
+    if (strncmp(name, "teacher.", 8) == 0) return 0;
+    if (sscanf(name, "layer.%d.%63[a-z].weight", &layer, what) == 2) {
+        int slot = strcmp(what, "query") == 0 ? 0 : strcmp(what, "key") == 0 ? 1 : strcmp(what, "value") == 0 ? 2 : -1;
+        if (slot >= 0) {
+            snprintf(out, cap, "blocks.%d.attn.qkv.weight", layer);
+            *row_offset = 2 * slot;
+            return 1;
+        }
+        if (strcmp(what, "norm") == 0) {
+            snprintf(out, cap, "blocks.%d.norm1.weight", layer);
+            return 1;
+        }
+    }
+    if (strcmp(name, "cls") == 0) {
+        snprintf(out, cap, "cls_token");
+        return 1;
+    }
+    return -1;
+}
+
+static void test_plan_bind_and_load(void **state) {
+    (void)state;
+    ex_backend be;
+    ex_registry *reg;
+    ext_backend_open("cpu", NULL, &be, &reg);
+    ex_err err;
+    ex_err_clear(&err);
+    ex_params ps;
+    ex_params_init(&ps);
+    toy t = {0};
+    t.norm_dw = (float *)0x1; /* must be overwritten with NULL: frozen */
+    register_toy(&ps, &t);
+    EXT_OK(ex_params_set_trainable(&ps, "blocks.0.attn.qkv.weight", 1, NULL, &err), &err);
+    ex_memory_plan plan;
+    ex_memory_plan_init(&plan, &be);
+    EXT_OK(ex_params_plan(&ps, &plan, &err), &err);
+    assert_int_equal(plan.arenas[EX_MEM_TRAINABLE].count, 1);
+    assert_int_equal(plan.arenas[EX_MEM_FROZEN].count, 2);
+    assert_int_equal(plan.arenas[EX_MEM_GRAD].count, 1); /* gradients only for what trains */
+    EXT_OK(ex_memory_plan_commit(&plan, &err), &err);
+    ex_params_bind(&ps);
+    assert_non_null(t.qkv_w);
+    assert_non_null(t.qkv_dw);
+    assert_null(t.norm_dw);
+    assert_null(t.dcls);
+    assert_non_null(t.cls);
+
+    /* A checkpoint in "another convention": q, k, v apart (F16 for k), a [2] cls token, one extra tensor. */
+    float q[4] = {1, 2, 3, 4}, v[4] = {9, 10, 11, 12}, nw[2] = {0.5f, 0.25f}, cls[2] = {-1, -2}, extra[1] = {0};
+    uint16_t k16[4];
+    for (int i = 0; i < 4; i++) k16[i] = ex_f32_to_f16((float)(5 + i));
+    char path[4096];
+    ext_tmp_path(path, sizeof path, "ckpt.safetensors");
+    ex_st_writer *w;
+    EXT_OK(ex_st_writer_new(&w, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "layer.0.query.weight", EX_F32, 2, (int64_t[]){2, 2}, q, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "layer.0.key.weight", EX_F16, 2, (int64_t[]){2, 2}, k16, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "layer.0.value.weight", EX_F32, 2, (int64_t[]){2, 2}, v, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "layer.0.norm.weight", EX_F32, 1, (int64_t[]){2}, nw, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "cls", EX_F32, 1, (int64_t[]){2}, cls, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "teacher.ignored", EX_F32, 1, (int64_t[]){1}, extra, &err), &err);
+    EXT_OK(ex_st_writer_finish(w, path, &err), &err);
+    ex_st_writer_free(w);
+
+    ex_st_file *f;
+    EXT_OK(ex_st_open(&f, path, &err), &err);
+    EXT_OK(ex_params_load_safetensors(&ps, &be, f, map_other, NULL, 1, &err), &err);
+    float got[12];
+    memcpy(got, t.qkv_w, sizeof got);
+    const float want[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    ext_assert_close(got, want, 12, 0, 0, "fused qkv from q, k (f16), v");
+    assert_float_equal(t.norm_w[1], 0.25f, 0);
+    assert_float_equal(t.cls[0], -1.0f, 0);
+    assert_float_equal(t.cls[1], -2.0f, 0);
+    ex_st_close(f);
+
+    /* Now a file that does not fit: one unexpected, one mis-shaped, the rest missing. */
+    float bad[6] = {0};
+    EXT_OK(ex_st_writer_new(&w, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "layer.0.norm.weight", EX_F32, 1, (int64_t[]){3}, bad, &err), &err);
+    EXT_OK(ex_st_writer_add(w, "head.weight", EX_F32, 1, (int64_t[]){6}, bad, &err), &err);
+    EXT_OK(ex_st_writer_finish(w, path, &err), &err);
+    ex_st_writer_free(w);
+    EXT_OK(ex_st_open(&f, path, &err), &err);
+    assert_int_equal(ex_params_load_safetensors(&ps, &be, f, map_other, NULL, 1, &err), EX_E_FORMAT);
+    assert_non_null(strstr(err.msg, "1 unexpected (head.weight)"));
+    assert_non_null(strstr(err.msg, "layer.0.norm.weight [3] -> blocks.0.norm1.weight expects [2]"));
+    assert_non_null(strstr(err.msg, "3 missing"));
+    assert_non_null(strstr(err.msg, "blocks.0.attn.qkv.weight"));
+    assert_non_null(strstr(err.msg, "cls_token"));
+    assert_non_null(strstr(err.msg, path));
+    ex_st_close(f);
+
+    ex_memory_plan_release(&plan);
+    ex_params_free(&ps);
+    ext_backend_close(&be, reg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_register_and_trainable),
+        cmocka_unit_test(test_plan_bind_and_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
