@@ -498,7 +498,7 @@ static void ref_attention(const float *qkv, double *out, double *lse, int64_t b,
     free(srow);
 }
 
-static const int64_t k_att[][4] = {{2, 11, 3, 5}, {2, 70, 2, 8}, {1, 1, 1, 4}, {3, 33, 2, 7}}; /* b, t, nh, hs */
+static const int64_t k_att[][4] = {{2, 11, 3, 5}, {2, 70, 2, 8}, {1, 1, 1, 4}, {3, 33, 2, 7}, {1, 130, 2, 4}}; /* b, t, nh, hs */
 
 static void attention_cases(ex_backend *be, obuf *ob) {
     for (size_t z = 0; z < sizeof k_att / sizeof *k_att; z++) {

@@ -48,8 +48,8 @@ ex_status cpu_attention_fwd(void *vctx, float *out /* (b, t, nh*hs) */, float *l
     EX_CHECK(cpu_attn_scratch(ctx, (size_t)(CPU_ATT_BLOCK * t), &scratch));
     cpu_set_blas_threads(ctx);
     const size_t slot = ctx->attn_slot;
-    const int64_t work = b * nh * t * t * (hs > 0 ? hs : 1);
-#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > CPU_PAR_MIN)
+    const double work = (double)(b * nh) * (double)t * (double)t * (double)(hs > 0 ? hs : 1);
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > (double)CPU_PAR_MIN)
     for (int64_t task = 0; task < ntask; task++) {
         const int64_t bi = task / (nh * nqb), h = (task / nqb) % nh, qb = task % nqb;
         const int64_t i0 = qb * CPU_ATT_BLOCK, rows = t - i0 < CPU_ATT_BLOCK ? t - i0 : CPU_ATT_BLOCK;
@@ -66,10 +66,12 @@ ex_status cpu_attention_fwd(void *vctx, float *out /* (b, t, nh*hs) */, float *l
         for (int64_t r = 0; r < rows; r++) {
             float *s = S + r * t;
             float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
             for (int64_t j = 0; j < t; j++) mx = s[j] > mx ? s[j] : mx;
             double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < t; j++) {
-                float e = expf(s[j] - mx);
+                const float e = cpu_expf(s[j] - mx);
                 s[j] = e;
                 sum += e;
             }
@@ -98,8 +100,8 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
     EX_CHECK(cpu_attn_scratch(ctx, (size_t)(2 * CPU_ATT_BLOCK * t + CPU_ATT_BLOCK), &scratch));
     cpu_set_blas_threads(ctx);
     const size_t slot = ctx->attn_slot;
-    const int64_t work = b * nh * t * t * hs;
-#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > CPU_PAR_MIN)
+    const double work = (double)(b * nh) * (double)t * (double)t * (double)hs;
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (ntask > 1 && work > (double)CPU_PAR_MIN)
     for (int64_t task = 0; task < ntask; task++) {
         const int64_t bi = task / nh, h = task % nh;
         float *P = scratch + (size_t)omp_get_thread_num() * slot; /* (rows, t) */
@@ -119,8 +121,10 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
             for (int64_t r = 0; r < rows; r++) {
                 float *p = P + r * t;
                 const float lr = l[r];
-                for (int64_t j = 0; j < t; j++) p[j] = expf(p[j] - lr);
+#pragma omp simd
+                for (int64_t j = 0; j < t; j++) p[j] = cpu_expf(p[j] - lr);
                 double dsum = 0.0;
+#pragma omp simd reduction(+ : dsum)
                 for (int64_t d = 0; d < hs; d++) dsum += (double)dO[r * C + d] * (double)o[r * C + d];
                 D[r] = (float)dsum;
             }

@@ -185,7 +185,8 @@ ex_status cpu_copy2d(void *vctx, float *dst /* (rows, dst_ld) */, int64_t dst_ld
     CPU_ARG(rows >= 0 && cols >= 0, "cpu: copy2d: negative size");
     if (rows == 0 || cols == 0) return EX_OK;
     CPU_ARG(dst && src, "cpu: copy2d: NULL pointer");
-    CPU_ARG(dst_ld >= cols && src_ld >= cols, "cpu: copy2d: leading dimension smaller than cols");
+    CPU_ARG(dst_ld >= cols && (src_ld >= cols || src_ld == 0),
+            "cpu: copy2d: leading dimension smaller than cols (src_ld may be 0 to repeat one row)");
     if (dst == src && dst_ld == src_ld) return EX_OK;
     if (dst_ld == cols && src_ld == cols && rows * cols <= CPU_PAR_MIN * 4) {
         memmove(dst, src, (size_t)(rows * cols) * sizeof(float));

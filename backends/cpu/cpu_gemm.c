@@ -56,9 +56,9 @@ ex_status cpu_gemm(void *vctx, const ex_gemm_desc *d) {
         CPU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT_MAX && d->stride_b >= 0, "cpu: gemm: bad B");
     }
     cpu_set_blas_threads(ctx);
-    int64_t work = d->m * d->n * d->k;
+    const double work = (double)d->m * (double)d->n * (double)d->k;
     int disjoint_c = d->stride_c >= (d->m - 1) * d->ldc + d->n;
-    if (d->batch > 1 && ctx->threads > 1 && disjoint_c && work < CPU_GEMM_SMALL) {
+    if (d->batch > 1 && ctx->threads > 1 && disjoint_c && work < (double)CPU_GEMM_SMALL) {
 #pragma omp parallel for num_threads(ctx->threads) schedule(static)
         for (int64_t bi = 0; bi < d->batch; bi++) gemm_one(d, bi);
     } else {

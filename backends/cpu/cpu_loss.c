@@ -29,15 +29,24 @@ ex_status cpu_xent_fwd(void *vctx, float *losses /* (n) */, float *probs /* (n, 
     for (int64_t i = 0; i < n; i++) {
         const float *l = logits + i * v;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int64_t j = 0; j < v; j++) mx = l[j] > mx ? l[j] : mx;
         double sum = 0.0;
-        for (int64_t j = 0; j < v; j++) sum += exp((double)l[j] - (double)mx);
-        const double lse = (double)mx + log(sum);
-        if (probs) {
+        if (probs) { /* exponentials into probs, then normalised */
             float *p = probs + i * v;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < v; j++) {
+                const float e = cpu_expf(l[j] - mx);
+                p[j] = e;
+                sum += e;
+            }
             const float inv = (float)(1.0 / sum);
-            for (int64_t j = 0; j < v; j++) p[j] = expf(l[j] - mx) * inv;
+            for (int64_t j = 0; j < v; j++) p[j] *= inv;
+        } else {
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < v; j++) sum += cpu_expf(l[j] - mx);
         }
+        const double lse = (double)mx + log(sum);
         if (labels) {
             losses[i] = labels[i] < 0 ? 0.0f : (float)(lse - (double)l[labels[i]]);
         } else {

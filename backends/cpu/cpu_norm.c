@@ -124,14 +124,16 @@ ex_status cpu_softmax_fwd(void *vctx, float *out /* (n, c) */, const float *inp 
         const float *x = inp + i * c;
         float *o = out + i * c;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int64_t j = 0; j < c; j++) {
-            float z = scale * x[j];
+            const float z = scale * x[j];
             mx = z > mx ? z : mx;
         }
         if (mx == -INFINITY) mx = 0.0f; /* all -inf: exp gives 0s, sum 0, result NaN as torch */
         double s = 0.0;
+#pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < c; j++) {
-            float e = expf(scale * x[j] - mx);
+            const float e = cpu_expf(scale * x[j] - mx);
             o[j] = e;
             s += e;
         }

@@ -199,7 +199,7 @@ ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_
     for (int i = 0; i < ps->count && require_all; i++) {
         const ex_param *p = ps->items[i];
         int64_t want = p->value.ndim ? p->value.shape[0] : 1;
-        if (p->loaded_rows != want) list_add(missing, sizeof missing, &nmiss, "%s%s%s%s", p->value.name, "", "");
+        if (p->loaded_rows != want && !(p->optional && p->loaded_rows == 0)) list_add(missing, sizeof missing, &nmiss, "%s%s%s%s", p->value.name, "", "");
     }
     if (nun || nmis || nmiss) {
         ex_err_set(err, EX_E_FORMAT, __FILE__, __LINE__, "%s does not fit the model: %d unexpected%s%s%s, %d mis-shaped%s%s%s, %d missing%s%s%s.",

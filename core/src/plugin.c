@@ -22,6 +22,8 @@
 
 _Static_assert(sizeof(ex_backend_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
                "vtable_copy too small for the backend vtable");
+_Static_assert(sizeof(ex_backbone_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
+               "vtable_copy too small for the backbone vtable");
 _Static_assert(sizeof(ex_dataset_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
                "vtable_copy too small for the dataset vtable");
 
@@ -88,6 +90,23 @@ static ex_status check_keys(const ex_plugin_desc *d, const char *path, ex_err *e
     return EX_OK;
 }
 
+typedef struct slot_req {
+    const char *name;
+    const void *slot;
+} slot_req;
+
+/* Comma-separated names of the NULL slots into buf; returns their count. */
+static int missing_slots(const slot_req *req, size_t n, char *buf, size_t cap) {
+    int missing = 0;
+    size_t len = strlen(buf);
+    for (size_t i = 0; i < n; i++) {
+        if (req[i].slot) continue;
+        if (len < cap) len += (size_t)snprintf(buf + len, cap - len, "%s%s", missing ? ", " : "", req[i].name);
+        missing++;
+    }
+    return missing;
+}
+
 static ex_status check_mandatory(const ex_plugin_desc *d, const ex_plugin *p, const char *path, ex_err *err) {
     char missing[512] = "";
     int n = 0;
@@ -98,19 +117,21 @@ static ex_status check_mandatory(const ex_plugin_desc *d, const ex_plugin *p, co
         break;
     case EX_PLUGIN_DATASET: {
         const ex_dataset_vtable *v = &p->vtable_copy.dataset;
-        size_t len = 0;
-        const struct {
-            const char *name;
-            const void *slot;
-        } req[] = {{"open", (const void *)v->open},
-                   {"close", (const void *)v->close},
-                   {"length", (const void *)v->length},
-                   {"get", (const void *)v->get}};
-        for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
-            if (!req[i].slot) {
-                len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s", n ? ", " : "", req[i].name);
-                n++;
-            }
+        const slot_req req[] = {{"open", (const void *)v->open},
+                                {"close", (const void *)v->close},
+                                {"length", (const void *)v->length},
+                                {"get", (const void *)v->get}};
+        n = missing_slots(req, sizeof req / sizeof req[0], missing, sizeof missing);
+        break;
+    }
+    case EX_PLUGIN_BACKBONE: {
+        const ex_backbone_vtable *v = &p->vtable_copy.backbone;
+        const slot_req req[] = {{"create", (const void *)v->create},   {"destroy", (const void *)v->destroy},
+                                {"info", (const void *)v->info},       {"plan", (const void *)v->plan},
+                                {"ready", (const void *)v->ready},     {"load", (const void *)v->load},
+                                {"forward", (const void *)v->forward}, {"backward", (const void *)v->backward},
+                                {"site", (const void *)v->site}};
+        n = missing_slots(req, sizeof req / sizeof req[0], missing, sizeof missing);
         break;
     }
     default:
@@ -127,6 +148,7 @@ static size_t kind_vtable_size(ex_plugin_kind k) {
     switch (k) {
     case EX_PLUGIN_BACKEND: return sizeof(ex_backend_vtable);
     case EX_PLUGIN_DATASET: return sizeof(ex_dataset_vtable);
+    case EX_PLUGIN_BACKBONE: return sizeof(ex_backbone_vtable);
     default: return 0;
     }
 }

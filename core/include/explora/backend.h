@@ -261,7 +261,8 @@ typedef struct ex_backend_vtable {
     ex_status (*patchify_bwd)(void *ctx, float *dimg, const float *dout, int64_t b, int64_t ch,
                               int64_t h, int64_t w, int64_t p, ex_patch_order order);
     /* Strided 2-D copy: dst[r*dst_ld + j] = src[r*src_ld + j] for r < rows, j < cols
-     * (concatenating cls/register/patch tokens, slicing fused outputs). */
+     * (concatenating cls/register/patch tokens, slicing fused outputs). src_ld = 0
+     * repeats one source row into every destination row (broadcast). */
     ex_status (*copy2d)(void *ctx, float *dst, int64_t dst_ld, const float *src, int64_t src_ld,
                         int64_t rows, int64_t cols);
 } ex_backend_vtable;

@@ -45,6 +45,7 @@ typedef struct ex_param {
     float **value_slot; /* where the owner wants the value pointer, or NULL */
     float **grad_slot;  /* where the owner wants the gradient pointer (NULL when frozen), or NULL */
     int64_t loaded_rows; /* rows of dim 0 filled by the loaders (a 0-dim tensor counts as 1 row) */
+    int optional;        /* a checkpoint may lack it: it keeps its initial value (e.g. zeros) */
 } ex_param;
 
 typedef struct ex_params {

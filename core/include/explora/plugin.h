@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "explora/backbone.h"
 #include "explora/backend.h"
 #include "explora/config.h"
 #include "explora/export.h"
@@ -125,6 +126,7 @@ typedef struct ex_plugin {
     union {                   /* the copied vtable, typed per kind */
         unsigned char bytes[1024];
         ex_backend_vtable backend;
+        ex_backbone_vtable backbone;
         ex_dataset_vtable dataset;
     } vtable_copy;
 } ex_plugin;

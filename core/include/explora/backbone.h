@@ -1,0 +1,95 @@
+/*
+ * explora/backbone.h — the backbone plugin kind (e.g. `vit`).
+ *
+ * A backbone turns a batch of images into tokens and back-propagates
+ * gradients of those tokens into its parameters (and optionally the images).
+ * Its life, driven by the trainer or a verb such as `embed`:
+ *
+ *   create      read the architecture from the config (and checkpoint
+ *               metadata), register every parameter in the caller's ex_params
+ *   (PEFT)      strategies flip trainable flags and attach hooks to sites
+ *   plan        add the activation buffers for the largest batch and image
+ *               size it will see to the memory plan (printed before allocation)
+ *   (commit, ex_params_bind)
+ *   ready       bind activations; compute fixed tables (sin-cos, resampled
+ *               position grids)
+ *   load        read weights (safetensors or PyTorch .pth, any supported
+ *               naming convention) into the bound parameters
+ *   forward / backward, any number of times
+ *
+ * Token layout of the output: [cls, registers..., patches...] after the final
+ * norm, (batch, tokens, dim). In EX_MASK_DROP mode the patches are the kept
+ * ones, in the order of ids_keep.
+ */
+#ifndef EXPLORA_BACKBONE_H
+#define EXPLORA_BACKBONE_H
+
+#include <stdint.h>
+
+#include "explora/backend.h"
+#include "explora/config.h"
+#include "explora/nn.h"
+#include "explora/params.h"
+#include "explora/status.h"
+#include "explora/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ex_mask_mode {
+    EX_MASK_NONE = 0,
+    EX_MASK_REPLACE = 1, /* iBOT: masked patch embeddings are replaced by mask_token before position embeddings */
+    EX_MASK_DROP = 2     /* MAE encoder: only the patches in ids_keep are processed */
+} ex_mask_mode;
+
+typedef struct ex_backbone_info {
+    int64_t dim, depth, heads, patch, channels, registers;
+    int64_t grid_h, grid_w; /* the position table's grid (as stored in the checkpoint) */
+    int has_cls;
+} ex_backbone_info;
+
+/* The largest shapes a run will use; activations are planned for them once. */
+typedef struct ex_backbone_shape {
+    int64_t batch, height, width;
+    int64_t keep;    /* EX_MASK_DROP: patches kept per image (0 when not used) */
+    int input_grad;  /* 1 if backward will be asked for the gradient of the images */
+} ex_backbone_shape;
+
+typedef struct ex_backbone_io {
+    /* inputs (device pointers) */
+    int64_t batch, height, width;
+    const float *images;     /* (batch, channels, height, width), normalised */
+    ex_mask_mode mask_mode;
+    const uint8_t *mask;     /* EX_MASK_REPLACE: (batch, patches), 1 = masked */
+    const int32_t *ids_keep; /* EX_MASK_DROP: (batch, keep) patch indices */
+    int64_t keep;
+    const float *drop;       /* (depth, 2, batch) stochastic-depth scales, or NULL (no drop path) */
+    int train;               /* keep activations for backward */
+    /* outputs (device pointers into the backbone's activations; valid until the next forward) */
+    float *tokens;           /* (batch, num_tokens, dim) after the final norm */
+    int64_t num_tokens;
+} ex_backbone_io;
+
+typedef struct ex_backbone_vtable {
+    ex_status (*create)(const ex_cfg_section *cfg, ex_backend *be, ex_params *params, void **self, ex_err *err);
+    void (*destroy)(void *self);
+    ex_status (*info)(void *self, ex_backbone_info *out);
+    ex_status (*plan)(void *self, const ex_backbone_shape *max, ex_memory_plan *plan, ex_err *err);
+    ex_status (*ready)(void *self, ex_err *err);
+    /* Load weights from a file; `format` names the naming convention ("auto" detects it). */
+    ex_status (*load)(void *self, const char *path, const char *format, ex_err *err);
+    ex_status (*forward)(void *self, ex_backbone_io *io, ex_err *err);
+    /* dtokens (batch, num_tokens, dim) of the last forward (train = 1); gradients accumulate into the
+     * parameters' gradient buffers; dimages (batch, channels, height, width) += when non-NULL. */
+    ex_status (*backward)(void *self, const float *dtokens, float *dimages, ex_err *err);
+    /* A linear site for adapters, by name ("blocks.3.attn.qkv", "blocks.3.mlp.fc1", ...); NULL if none. */
+    ex_linear *(*site)(void *self, const char *name);
+    /* The residual stream after block i (before the final norm) of the last forward: (batch, num_tokens, dim). [opt] */
+    const float *(*block_output)(void *self, int64_t i);
+} ex_backbone_vtable;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_BACKBONE_H */

@@ -1,0 +1,146 @@
+/*
+ * explora/nn.h — the core nn library: linear, LayerNorm and the pre-norm
+ * transformer block, each an explicit forward/backward pair written against
+ * the backend interface. Backbones, adapters, heads and the MAE decoder all
+ * use these, so there is one implementation of each layer.
+ *
+ * Conventions (llm.c style):
+ *   - N = B*T rows of D features, row-major; shapes are noted on every pointer.
+ *   - Backward ACCUMULATES into every gradient (+=). A gradient pointer that is
+ *     NULL is not computed: frozen weights cost no weight-gradient GEMM.
+ *   - Layers never allocate. Activations a block keeps for its backward live in
+ *     an ex_block_acts bound to caller memory (sized by ex_block_acts_floats);
+ *     backward scratch is shared by all blocks (ex_block_scratch_floats).
+ *
+ * The block (DINOv2 / timm / MAE layout):
+ *   x_mid = x   + drop1 * ls1 * proj(attn(qkv(norm1(x))))
+ *   out   = x_mid + drop2 * ls2 * fc2(act(fc1(norm2(x_mid))))
+ * where act is exact GELU, or SwiGLU (fc1 = w12 producing [x1 | x2],
+ * act = silu(x1) * x2, fc2 = w3); ls1/ls2 are LayerScale vectors (or absent);
+ * drop1/drop2 are per-image stochastic-depth scales (B) (or absent: 1).
+ */
+#ifndef EXPLORA_NN_H
+#define EXPLORA_NN_H
+
+#include <stdint.h>
+
+#include "explora/backend.h"
+#include "explora/export.h"
+#include "explora/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- adapters attached to a linear site (LoRA and friends) ------------------------- */
+
+/* A hook adds its own term to a linear layer's output: out += delta(inp).
+ * It owns its parameters, gradients and whatever it caches between forward and
+ * backward (sized for the largest n it will see). Hooks chain through `next`. */
+typedef struct ex_linear_hook ex_linear_hook;
+struct ex_linear_hook {
+    void *self;
+    /* out (n, out_features) += delta(inp (n, in_features)); train = 1 when a backward will follow. */
+    ex_status (*forward)(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
+                         ex_err *err);
+    /* dinp (n, in_features) += d delta / d inp applied to dout (n, out_features) (dinp may be NULL);
+     * the hook's own parameter gradients += ... */
+    ex_status (*backward)(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp, int64_t n,
+                          ex_err *err);
+    ex_linear_hook *next;
+};
+
+/* --- linear ------------------------------------------------------------------------ */
+
+typedef struct ex_linear {
+    int64_t in, out;
+    float *w;              /* (out, in), torch.nn.Linear layout */
+    float *b;              /* (out) or NULL (no bias) */
+    float *dw, *db;        /* (out, in), (out): gradients, NULL when frozen */
+    ex_linear_hook *hooks; /* adapters at this site, or NULL */
+} ex_linear;
+
+/* out (n, out) = inp (n, in) @ w^T + b, then every hook adds its term. */
+EX_API ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out, const float *inp, int64_t n,
+                                   int train, ex_err *err);
+/* dinp (n, in) += dout @ w (skipped when dinp is NULL); dw += dout^T @ inp; db += colsum(dout);
+ * then every hook's backward. */
+EX_API ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
+                                    const float *inp, int64_t n, ex_err *err);
+
+/* --- LayerNorm --------------------------------------------------------------------- */
+
+typedef struct ex_layernorm {
+    int64_t dim;
+    float eps;      /* 1e-6 for DINOv2, MAE and timm ViTs */
+    float *w, *b;   /* (dim) each */
+    float *dw, *db; /* (dim) gradients, NULL when frozen */
+} ex_layernorm;
+
+/* out (n, dim); mean, rstd (n) saved for backward. */
+EX_API ex_status ex_layernorm_forward(ex_backend *be, const ex_layernorm *ln, float *out, float *mean, float *rstd,
+                                      const float *inp, int64_t n, ex_err *err);
+/* dinp (n, dim) +=; dw, db += when non-NULL. */
+EX_API ex_status ex_layernorm_backward(ex_backend *be, const ex_layernorm *ln, float *dinp, const float *dout,
+                                       const float *inp, const float *mean, const float *rstd, int64_t n,
+                                       ex_err *err);
+
+/* --- transformer block ----------------------------------------------------------------- */
+
+typedef enum ex_mlp_kind { EX_MLP_GELU = 0, EX_MLP_SWIGLU = 1 } ex_mlp_kind;
+
+typedef struct ex_block {
+    int64_t dim, heads, hidden; /* hidden: MLP width (SwiGLU: width of each half) */
+    ex_mlp_kind mlp;
+    ex_layernorm norm1, norm2;
+    ex_linear qkv;              /* dim -> 3*dim, output laid out (3, heads, dim/heads) */
+    ex_linear proj;             /* dim -> dim */
+    ex_linear fc1;              /* dim -> hidden (GELU) or 2*hidden (SwiGLU w12) */
+    ex_linear fc2;              /* hidden -> dim (SwiGLU w3) */
+    float *ls1, *ls2;           /* LayerScale gammas (dim), or NULL for none */
+    float *dls1, *dls2;         /* their gradients, NULL when frozen */
+} ex_block;
+
+/* What one block keeps from forward for backward, for n = b*t rows. */
+typedef struct ex_block_acts {
+    float *ln1;            /* (n, dim) norm1 output */
+    float *ln1_mean, *ln1_rstd; /* (n) */
+    float *qkv;            /* (n, 3*dim) */
+    float *att;            /* (n, dim) attention output, heads concatenated (input of proj) */
+    float *lse;            /* (b, heads, t) */
+    float *branch1;        /* (n, dim) proj output before LayerScale and drop path */
+    float *mid;            /* (n, dim) residual stream after the attention branch */
+    float *ln2;            /* (n, dim) */
+    float *ln2_mean, *ln2_rstd; /* (n) */
+    float *fc1;            /* (n, hidden or 2*hidden) fc1 output before the activation */
+    float *act;            /* (n, hidden) activation output (input of fc2) */
+    float *branch2;        /* (n, dim) fc2 output before LayerScale and drop path */
+    float *glu;            /* (n, hidden) SwiGLU only: silu(x1), the gate kept for backward; NULL for GELU */
+} ex_block_acts;
+
+/* Floats needed by one block's acts for b images of t tokens. */
+EX_API size_t ex_block_acts_floats(const ex_block *blk, int64_t b, int64_t t);
+/* Point every field of acts into `base` (ex_block_acts_floats(...) floats). */
+EX_API void ex_block_acts_bind(ex_block_acts *acts, const ex_block *blk, int64_t b, int64_t t, float *base);
+/* Floats of backward scratch shared by all blocks of the same shape. */
+EX_API size_t ex_block_scratch_floats(const ex_block *blk, int64_t b, int64_t t);
+
+/* out (b, t, dim) = block(inp (b, t, dim)). out must not alias inp (inp is the
+ * residual input that backward needs). drop1/drop2 (b): per-image scales of
+ * the two branches, or NULL. */
+EX_API ex_status ex_block_forward(ex_backend *be, const ex_block *blk, ex_block_acts *acts, float *out,
+                                  const float *inp, const float *drop1, const float *drop2, int64_t b, int64_t t,
+                                  int train, ex_err *err);
+
+/* Backward through one block. On entry dresid (b, t, dim) holds dL/d out; on
+ * return it holds dL/d inp (updated in place). Parameter gradients that are
+ * non-NULL are accumulated. `inp` is the block input given to forward,
+ * `scratch` has ex_block_scratch_floats(...) floats. */
+EX_API ex_status ex_block_backward(ex_backend *be, const ex_block *blk, const ex_block_acts *acts, float *dresid,
+                                   const float *inp, const float *drop1, const float *drop2, float *scratch,
+                                   int64_t b, int64_t t, ex_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_NN_H */

@@ -1,0 +1,167 @@
+/*
+ * plugins/vit/vit_names.c — checkpoint naming conventions mapped onto the
+ * internal (official DINOv2) names; see the table in the project's reference
+ * notes. Prefixes "module." and "backbone." (DDP, ExPLoRA and DINOv2 training
+ * checkpoints) are stripped, "teacher."/"student." copies and SSL heads are
+ * ignored, and DINOv2's FSDP chunked names blocks.<chunk>.<i>.* become blocks.<i>.*.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "vit_internal.h"
+
+typedef struct name_rule {
+    const char *from, *to;
+} name_rule;
+
+/* Per-block renames, Hugging Face Dinov2Model (after "encoder.layer.<i>."). */
+static const name_rule k_hf_block[] = {
+    {"norm1.", "norm1."},
+    {"attention.output.dense.", "attn.proj."},
+    {"layer_scale1.lambda1", "ls1.gamma"},
+    {"norm2.", "norm2."},
+    {"mlp.fc1.", "mlp.fc1."},
+    {"mlp.fc2.", "mlp.fc2."},
+    {"mlp.weights_in.", "mlp.w12."},
+    {"mlp.weights_out.", "mlp.w3."},
+    {"layer_scale2.lambda1", "ls2.gamma"},
+};
+
+/* Per-block renames, Hugging Face ViTMAE (after "vit.encoder.layer.<i>."). */
+static const name_rule k_hfmae_block[] = {
+    {"layernorm_before.", "norm1."},
+    {"attention.output.dense.", "attn.proj."},
+    {"layernorm_after.", "norm2."},
+    {"intermediate.dense.", "mlp.fc1."},
+    {"output.dense.", "mlp.fc2."},
+};
+
+static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+/* Rename `rest` by the first matching prefix of the table into out (with a "blocks.<i>." head). */
+static int apply_block_rules(const name_rule *t, size_t n, long long layer, const char *rest, char *out, size_t cap) {
+    for (size_t k = 0; k < n; k++) {
+        if (starts(rest, t[k].from)) {
+            snprintf(out, cap, "blocks.%lld.%s%s", layer, t[k].to, rest + strlen(t[k].from));
+            return 1;
+        }
+    }
+    return -1;
+}
+
+/* attention.attention.{query,key,value}.{weight,bias} -> rows of the fused qkv. */
+static int map_qkv_slice(const vit *v, long long layer, const char *rest, char *out, size_t cap, int64_t *row_offset) {
+    static const char *parts[3] = {"attention.attention.query.", "attention.attention.key.",
+                                   "attention.attention.value."};
+    for (int s = 0; s < 3; s++) {
+        if (starts(rest, parts[s])) {
+            snprintf(out, cap, "blocks.%lld.attn.qkv.%s", layer, rest + strlen(parts[s]));
+            *row_offset = s * v->a.dim;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int map_hf(const vit *v, const char *name, char *out, size_t cap, int64_t *row_offset, int mae) {
+    const char *emb = mae ? "vit.embeddings." : "embeddings.";
+    const char *enc = mae ? "vit.encoder.layer." : "encoder.layer.";
+    if (mae && starts(name, "decoder.")) return 0; /* the MAE objective loads the decoder */
+    if (starts(name, emb)) {
+        const char *r = name + strlen(emb);
+        if (strcmp(r, "cls_token") == 0 || strcmp(r, "mask_token") == 0 || strcmp(r, "register_tokens") == 0) {
+            snprintf(out, cap, "%s", r);
+            return 1;
+        }
+        if (strcmp(r, "position_embeddings") == 0) {
+            snprintf(out, cap, "pos_embed");
+            return 1;
+        }
+        if (starts(r, "patch_embeddings.projection.")) {
+            snprintf(out, cap, "patch_embed.proj.%s", r + strlen("patch_embeddings.projection."));
+            return 1;
+        }
+        return -1;
+    }
+    if (starts(name, enc)) {
+        long long layer;
+        int used = 0;
+        if (sscanf(name + strlen(enc), "%lld.%n", &layer, &used) != 1 || used == 0) return -1;
+        const char *rest = name + strlen(enc) + used;
+        if (map_qkv_slice(v, layer, rest, out, cap, row_offset)) return 1;
+        return mae ? apply_block_rules(k_hfmae_block, sizeof k_hfmae_block / sizeof *k_hfmae_block, layer, rest, out, cap)
+                   : apply_block_rules(k_hf_block, sizeof k_hf_block / sizeof *k_hf_block, layer, rest, out, cap);
+    }
+    const char *final = mae ? "vit.layernorm." : "layernorm.";
+    if (starts(name, final)) {
+        snprintf(out, cap, "norm.%s", name + strlen(final));
+        return 1;
+    }
+    if (starts(name, "pooler.") || starts(name, "classifier.")) return 0;
+    return -1;
+}
+
+/* Official DINOv2 / MAE / timm: the internal names, give or take prefixes, chunks and extras. */
+static int map_native(const vit *v, const char *name, char *out, size_t cap) {
+    const char *fmt = v->format;
+    if (starts(name, "dino_head.") || starts(name, "ibot_head.") || starts(name, "head.") || starts(name, "fc_norm."))
+        return 0;
+    if (starts(name, "decoder_") || (strcmp(name, "mask_token") == 0 && strcmp(fmt, "mae") == 0)) return 0;
+    long long chunk, layer;
+    int used = 0;
+    if (sscanf(name, "blocks.%lld.%lld.%n", &chunk, &layer, &used) == 2 && used > 0) {
+        snprintf(out, cap, "blocks.%lld.%s", layer, name + used);
+        return 1;
+    }
+    if (strcmp(fmt, "timm") == 0 && strcmp(name, "reg_token") == 0) {
+        snprintf(out, cap, "register_tokens");
+        return 1;
+    }
+    if (strcmp(fmt, "timm") == 0 && starts(name, "blocks.") && (strstr(name, ".mlp.fc1.") || strstr(name, ".mlp.fc2.")) &&
+        v->a.mlp == EX_MLP_SWIGLU) {
+        /* timm packs SwiGLU as mlp.fc1 (= w12) and mlp.fc2 (= w3) */
+        const char *p = strstr(name, ".mlp.fc");
+        snprintf(out, cap, "%.*s.mlp.%s%s", (int)(p - name), name, p[7] == '1' ? "w12" : "w3", p + 8);
+        return 1;
+    }
+    snprintf(out, cap, "%s", name);
+    return 1;
+}
+
+int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset) {
+    const vit *v = user;
+    const char *name = ckpt_name;
+    if (starts(name, "teacher.") || starts(name, "student.")) return 0; /* pick one with a prefix-free export */
+    for (int again = 1; again;) {
+        again = 0;
+        static const char *strip[] = {"module.", "backbone.", "model.", "dinov2."};
+        for (size_t k = 0; k < sizeof strip / sizeof *strip; k++)
+            if (starts(name, strip[k])) {
+                name += strlen(strip[k]);
+                again = 1;
+            }
+    }
+    if (strcmp(v->format, "hf") == 0) return map_hf(v, name, out, cap, row_offset, 0);
+    if (strcmp(v->format, "hf-mae") == 0) return map_hf(v, name, out, cap, row_offset, 1);
+    return map_native(v, name, out, cap);
+}
+
+const char *vit_detect_format(const ex_st_file *f) {
+    int hf = 0, hfmae = 0, ls = 0, qkv = 0, reg_token = 0, decoder = 0;
+    for (int i = 0; i < ex_st_count(f); i++) {
+        const char *n = ex_st_at(f, i)->name;
+        if (strstr(n, "vit.embeddings.")) hfmae = 1;
+        else if (strstr(n, "embeddings.patch_embeddings.")) hf = 1;
+        if (strstr(n, ".ls1.gamma")) ls = 1;
+        if (strstr(n, ".attn.qkv.")) qkv = 1;
+        if (strcmp(n, "reg_token") == 0) reg_token = 1;
+        if (strstr(n, "decoder_")) decoder = 1;
+    }
+    if (hfmae) return "hf-mae";
+    if (hf) return "hf";
+    if (reg_token) return "timm";
+    if (ls && qkv) return "dinov2";
+    if (decoder) return "mae";
+    if (qkv) return "mae"; /* MAE and timm share names; "mae" also ignores a decoder's mask_token */
+    return "";
+}

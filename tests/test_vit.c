@@ -1,0 +1,338 @@
+/*
+ * tests/test_vit.c — the `vit` backbone plugin against PyTorch fixtures
+ * (the safetensors files in tests/fixtures, made by tests/fixtures/make_fixtures.py with
+ * Debian's python3-torch, following the official DINOv2 and MAE code):
+ * outputs (cls, registers, patches, every block) and the gradient of a fixed
+ * scalar loss with respect to every parameter and the input, for
+ *   - a DINOv2-style ViT with LayerScale, with and without registers;
+ *   - iBOT masking (masked patches replaced by mask_token before pos-embed);
+ *   - the three position-grid resampling variants at a 16x20 input;
+ *   - an MAE-style ViT (fixed sin-cos table), full and with dropped patches.
+ * Weights go through the plugin's real loading path (a safetensors file in
+ * the official naming convention).
+ * Tolerances: forward 1e-4 absolute; gradients 1e-3 relative to the tensor's largest entry.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "explora/backbone.h"
+#include "explora/config.h"
+#include "explora/params.h"
+#include "test_support.h"
+
+typedef struct vt_ctx {
+    ex_registry *reg;
+    ex_backend be;
+    const ex_plugin *vitp;
+    const ex_backbone_vtable *vt;
+    ex_params params;
+    ex_memory_plan plan;
+    void *model;
+    ex_config *cfg;
+    ex_st_file *fx;
+} vt_ctx;
+
+static const ex_st_entry *need(const ex_st_file *f, const char *name) {
+    const ex_st_entry *e = ex_st_find(f, name);
+    if (!e) fail_msg("fixture %s lacks tensor '%s'", ex_st_path(f), name);
+    return e;
+}
+
+static int64_t numel(const ex_st_entry *e) {
+    int64_t n = 1;
+    for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
+    return n;
+}
+
+/* A fixture tensor as fp32 host memory (malloc'ed), with its element count. */
+static float *fx_f32(const ex_st_file *f, const char *name, int64_t *n) {
+    const ex_st_entry *e = need(f, name);
+    int64_t k = numel(e);
+    float *x = malloc(sizeof(float) * (size_t)(k ? k : 1));
+    ex_err err;
+    EXT_OK(ex_st_read_f32(f, e, x, k, &err), &err);
+    if (n) *n = k;
+    return x;
+}
+
+/* Compare device data with a fixture tensor. grad = 1: tolerance relative to the tensor's max |ref|. */
+static void expect_fixture(vt_ctx *c, const float *dev, const char *name, int grad, int64_t rows, int64_t row_len,
+                           int64_t dev_row_stride) {
+    int64_t n;
+    float *ref = fx_f32(c->fx, name, &n);
+    if (rows * row_len != n) fail_msg("%s: fixture has %lld values, test expects %lld", name, (long long)n, (long long)(rows * row_len));
+    float *got = malloc(sizeof(float) * (size_t)n);
+    for (int64_t r = 0; r < rows; r++) memcpy(got + r * row_len, dev + r * dev_row_stride, sizeof(float) * (size_t)row_len);
+    double maxref = 0;
+    for (int64_t i = 0; i < n; i++) maxref = fmax(maxref, fabs(ref[i]));
+    double atol = grad ? 1e-3 * fmax(maxref, 1e-6) : 1e-4;
+    ext_assert_close(got, ref, (size_t)n, atol, grad ? 1e-3 : 0, name);
+    free(ref);
+    free(got);
+}
+
+/* Build the model from INI text, plan for the fixture's shapes, load its weights. */
+static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
+                       int64_t keep) {
+    memset(c, 0, sizeof *c);
+    ex_err err;
+    ex_err_clear(&err);
+    ext_backend_open("cpu", NULL, &c->be, &c->reg);
+    EXT_OK(ex_registry_add_dir(c->reg, ext_env("EXPLORA_TEST_PLUGIN_DIR"), &err), &err);
+    EXT_OK(ex_registry_scan(c->reg, &err), &err);
+    EXT_OK(ex_registry_find(c->reg, EX_PLUGIN_BACKBONE, "vit", &c->vitp, &err), &err);
+    c->vt = &c->vitp->vtable_copy.backbone;
+    char text[4096];
+    snprintf(text, sizeof text, "[backbone]\nname = vit\n%s", backbone_ini);
+    EXT_OK(ex_config_load_string(&c->cfg, text, "test-vit.ini", &err), &err);
+    EXT_OK(ex_config_validate_section(c->cfg, "backbone", c->vitp->desc.keys, (const char *const[]){"name", NULL}, &err),
+           &err);
+    ex_cfg_section view = {c->cfg, "backbone", c->vitp->desc.keys};
+    ex_params_init(&c->params);
+    EXT_OK(c->vt->create(&view, &c->be, &c->params, &c->model, &err), &err);
+    EXT_OK(ex_params_set_trainable(&c->params, "*", 1, NULL, &err), &err);
+    ex_memory_plan_init(&c->plan, &c->be);
+    EXT_OK(ex_params_plan(&c->params, &c->plan, &err), &err);
+    ex_backbone_shape max = {batch, h, w, keep, 1};
+    EXT_OK(c->vt->plan(c->model, &max, &c->plan, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&c->plan, &err), &err);
+    ex_params_bind(&c->params);
+    EXT_OK(c->vt->ready(c->model, &err), &err);
+
+    /* weights-only copy of the fixture: every tensor that names a parameter */
+    char path[4096], fxpath[4096];
+    snprintf(fxpath, sizeof fxpath, "%s/../fixtures/%s", ext_env("EXPLORA_TEST_DATA_DIR"), fixture);
+    EXT_OK(ex_st_open(&c->fx, fxpath, &err), &err);
+    ex_st_writer *wr;
+    EXT_OK(ex_st_writer_new(&wr, &err), &err);
+    int found = 0;
+    for (int i = 0; i < ex_st_count(c->fx); i++) {
+        const ex_st_entry *e = ex_st_at(c->fx, i);
+        if (!ex_params_find(&c->params, e->name)) continue;
+        EXT_OK(ex_st_writer_add(wr, e->name, e->dtype, e->ndim, e->shape, ex_st_data(c->fx, e), &err), &err);
+        found++;
+    }
+    assert_int_equal(found, c->params.count); /* the fixture holds every parameter the model registered */
+    ext_tmp_path(path, sizeof path, fixture);
+    EXT_OK(ex_st_writer_finish(wr, path, &err), &err);
+    ex_st_writer_free(wr);
+    EXT_OK(c->vt->load(c->model, path, "auto", &err), &err);
+}
+
+static void close_model(vt_ctx *c) {
+    c->vt->destroy(c->model);
+    ex_memory_plan_release(&c->plan);
+    ex_params_free(&c->params);
+    ex_config_free(c->cfg);
+    ex_st_close(c->fx);
+    ext_backend_close(&c->be, c->reg);
+}
+
+static void zero_grads(vt_ctx *c) {
+    ex_arena *g = &c->plan.arenas[EX_MEM_GRAD];
+    memset(g->base, 0, g->planned);
+}
+
+/* Run forward + backward for one mode of a DINOv2 fixture and compare everything. */
+static void check_dinov2_mode(vt_ctx *c, const char *prefix, const char *input_prefix, int64_t h, int64_t w,
+                              ex_mask_mode mode) {
+    ex_err err;
+    ex_err_clear(&err);
+    ex_backbone_info info;
+    EXT_OK(c->vt->info(c->model, &info), &err);
+    const int64_t B = 2, D = info.dim, R = info.registers, Np = (h / info.patch) * (w / info.patch), T = 1 + R + Np;
+    char name[256];
+    snprintf(name, sizeof name, "%sinput", input_prefix);
+    float *images = fx_f32(c->fx, name, NULL);
+    uint8_t mask[64] = {0};
+    if (mode == EX_MASK_REPLACE) {
+        const ex_st_entry *e = need(c->fx, "mask");
+        memcpy(mask, ex_st_data(c->fx, e), (size_t)numel(e));
+    }
+    ex_backbone_io io = {0};
+    io.batch = B, io.height = h, io.width = w, io.images = images, io.mask_mode = mode, io.mask = mask, io.train = 1;
+    EXT_OK(c->vt->forward(c->model, &io, &err), &err);
+    assert_int_equal(io.num_tokens, T);
+    snprintf(name, sizeof name, "%sout.cls", prefix);
+    expect_fixture(c, io.tokens, name, 0, B, D, T * D);
+    if (R) {
+        snprintf(name, sizeof name, "%sout.reg", prefix);
+        expect_fixture(c, io.tokens + D, name, 0, B, R * D, T * D);
+    }
+    snprintf(name, sizeof name, "%sout.patch", prefix);
+    expect_fixture(c, io.tokens + (1 + R) * D, name, 0, B, Np * D, T * D);
+    for (int64_t i = 0; i < info.depth; i++) {
+        snprintf(name, sizeof name, "%sout.block.%lld", prefix, (long long)i);
+        if (ex_st_find(c->fx, name)) expect_fixture(c, c->vt->block_output(c->model, i), name, 0, 1, B * T * D, 0);
+    }
+    /* dL/dtokens from the r tensors */
+    float *dtok = calloc((size_t)(B * T * D), sizeof(float));
+    const char *parts[3] = {"r_cls", "r_reg", "r_patch"};
+    const int64_t off[3] = {0, D, (1 + R) * D}, len[3] = {D, R * D, Np * D};
+    for (int k = 0; k < 3; k++) {
+        if (len[k] == 0) continue;
+        snprintf(name, sizeof name, "%s%s", input_prefix, parts[k]);
+        float *r = fx_f32(c->fx, name, NULL);
+        for (int64_t b = 0; b < B; b++) memcpy(dtok + b * T * D + off[k], r + b * len[k], sizeof(float) * (size_t)len[k]);
+        free(r);
+    }
+    zero_grads(c);
+    float *dimg = calloc((size_t)(B * 3 * h * w), sizeof(float));
+    EXT_OK(c->vt->backward(c->model, dtok, dimg, &err), &err);
+    for (int i = 0; i < c->params.count; i++) {
+        const ex_param *p = c->params.items[i];
+        snprintf(name, sizeof name, "%sgrad.%s", prefix, p->value.name);
+        if (!ex_st_find(c->fx, name)) fail_msg("fixture lacks %s", name);
+        expect_fixture(c, p->grad.data, name, 1, 1, ex_tensor_numel(&p->grad), 0);
+    }
+    snprintf(name, sizeof name, "%sgrad.input", prefix);
+    expect_fixture(c, dimg, name, 1, 1, B * 3 * h * w, 0);
+    free(dimg);
+    free(dtok);
+    free(images);
+}
+
+static const char *k_dinov2_ini = "dim = 24\ndepth = 3\nheads = 3\npatch = 4\npos_grid = 4\nlayerscale = on\n";
+
+static void test_dinov2(void **state) {
+    (void)state;
+    vt_ctx c;
+    open_model(&c, "vit_dinov2.safetensors", k_dinov2_ini, 2, 16, 20, 0);
+    check_dinov2_mode(&c, "", "", 16, 16, EX_MASK_NONE);
+    check_dinov2_mode(&c, "masked.", "", 16, 16, EX_MASK_REPLACE);
+    check_dinov2_mode(&c, "interp_dinov2.", "interp_dinov2.", 16, 20, EX_MASK_NONE);
+    close_model(&c);
+}
+
+static void test_dinov2_resampling_variants(void **state) {
+    (void)state;
+    const char *modes[2][2] = {{"size", "interp_size."}, {"antialias", "interp_antialias."}};
+    for (int k = 0; k < 2; k++) {
+        char ini[512];
+        snprintf(ini, sizeof ini, "%spos_interp = %s\n", k_dinov2_ini, modes[k][0]);
+        vt_ctx c;
+        open_model(&c, "vit_dinov2.safetensors", ini, 2, 16, 20, 0);
+        check_dinov2_mode(&c, modes[k][1], modes[k][1], 16, 20, EX_MASK_NONE);
+        close_model(&c);
+    }
+}
+
+static void test_dinov2_registers(void **state) {
+    (void)state;
+    char ini[512];
+    snprintf(ini, sizeof ini, "%sregisters = 4\n", k_dinov2_ini);
+    vt_ctx c;
+    open_model(&c, "vit_dinov2_reg.safetensors", ini, 2, 16, 16, 0);
+    check_dinov2_mode(&c, "", "", 16, 16, EX_MASK_NONE);
+    check_dinov2_mode(&c, "masked.", "", 16, 16, EX_MASK_REPLACE);
+    close_model(&c);
+}
+
+static void check_mae_mode(vt_ctx *c, const char *prefix, int drop) {
+    ex_err err;
+    ex_err_clear(&err);
+    const int64_t B = 2, D = 24, Np = 16;
+    float *images = fx_f32(c->fx, "input", NULL);
+    int32_t ids[64];
+    int64_t keep = Np;
+    if (drop) {
+        float *k = fx_f32(c->fx, "ids_keep", &keep);
+        keep /= B;
+        for (int64_t i = 0; i < B * keep; i++) ids[i] = (int32_t)k[i];
+        free(k);
+    }
+    const int64_t T = 1 + keep;
+    ex_backbone_io io = {0};
+    io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 1;
+    io.mask_mode = drop ? EX_MASK_DROP : EX_MASK_NONE, io.ids_keep = ids, io.keep = keep;
+    EXT_OK(c->vt->forward(c->model, &io, &err), &err);
+    assert_int_equal(io.num_tokens, T);
+    char name[256];
+    snprintf(name, sizeof name, "%sout.tokens", prefix);
+    expect_fixture(c, io.tokens, name, 0, 1, B * T * D, 0);
+    snprintf(name, sizeof name, "%sr", prefix);
+    float *r = fx_f32(c->fx, name, NULL);
+    zero_grads(c);
+    float *dimg = calloc((size_t)(B * 3 * 256), sizeof(float));
+    EXT_OK(c->vt->backward(c->model, r, dimg, &err), &err);
+    for (int i = 0; i < c->params.count; i++) {
+        const ex_param *p = c->params.items[i];
+        snprintf(name, sizeof name, "%sgrad.%s", prefix, p->value.name);
+        if (strcmp(p->value.name, "pos_embed") == 0) continue; /* the fixed table has no gradient */
+        expect_fixture(c, p->grad.data, name, 1, 1, ex_tensor_numel(&p->grad), 0);
+    }
+    snprintf(name, sizeof name, "%sgrad.input", prefix);
+    expect_fixture(c, dimg, name, 1, 1, B * 3 * 256, 0);
+    free(dimg);
+    free(r);
+    free(images);
+}
+
+static void test_mae(void **state) {
+    (void)state;
+    vt_ctx c;
+    open_model(&c, "vit_mae.safetensors",
+               "dim = 24\ndepth = 3\nheads = 3\npatch = 4\npos_grid = 4\npos_embed = sincos\nmask_token = off\n", 2, 16,
+               16, 0);
+    /* the fixed table computed by the plugin equals the one in the checkpoint (MAE's get_2d_sincos_pos_embed) */
+    ex_param *pos = ex_params_find(&c.params, "pos_embed");
+    expect_fixture(&c, pos->value.data, "pos_embed", 0, 1, 17 * 24, 0);
+    check_mae_mode(&c, "", 1);
+    check_mae_mode(&c, "full.", 0);
+    close_model(&c);
+}
+
+static void test_bad_checkpoint_lists_problems(void **state) {
+    (void)state;
+    vt_ctx c;
+    /* depth 2 and dim 24: the fixture's block 2 is unexpected */
+    memset(&c, 0, sizeof c);
+    ex_err err;
+    ex_err_clear(&err);
+    ext_backend_open("cpu", NULL, &c.be, &c.reg);
+    EXT_OK(ex_registry_add_dir(c.reg, ext_env("EXPLORA_TEST_PLUGIN_DIR"), &err), &err);
+    EXT_OK(ex_registry_scan(c.reg, &err), &err);
+    EXT_OK(ex_registry_find(c.reg, EX_PLUGIN_BACKBONE, "vit", &c.vitp, &err), &err);
+    c.vt = &c.vitp->vtable_copy.backbone;
+    EXT_OK(ex_config_load_string(&c.cfg, "[backbone]\nname = vit\ndim = 24\ndepth = 2\nheads = 3\npatch = 4\npos_grid = 5\n",
+                                 "bad.ini", &err),
+           &err);
+    ex_cfg_section view = {c.cfg, "backbone", c.vitp->desc.keys};
+    ex_params_init(&c.params);
+    EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
+    ex_memory_plan_init(&c.plan, &c.be);
+    EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
+    ex_backbone_shape max = {1, 16, 16, 0, 0};
+    EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
+    ex_params_bind(&c.params);
+    char fxpath[4096];
+    snprintf(fxpath, sizeof fxpath, "%s/../fixtures/block_gelu.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
+    assert_int_equal(c.vt->load(c.model, fxpath, "dinov2", &err), EX_E_FORMAT);
+    assert_non_null(strstr(err.msg, "unexpected"));
+    assert_non_null(strstr(err.msg, "missing"));
+    assert_non_null(strstr(err.msg, "cls_token"));
+    /* the real fixture with a 4x4 table against a 5x5 model: pos_embed is mis-shaped */
+    snprintf(fxpath, sizeof fxpath, "%s/../fixtures/vit_dinov2.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
+    assert_int_equal(c.vt->load(c.model, fxpath, "dinov2", &err), EX_E_FORMAT);
+    assert_non_null(strstr(err.msg, "pos_embed [1, 17, 24] -> pos_embed expects [1, 26, 24]"));
+    assert_int_equal(c.vt->load(c.model, "model.pth", "auto", &err), EX_E_UNSUPPORTED);
+    c.vt->destroy(c.model);
+    ex_memory_plan_release(&c.plan);
+    ex_params_free(&c.params);
+    ex_config_free(c.cfg);
+    ext_backend_close(&c.be, c.reg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dinov2),
+        cmocka_unit_test(test_dinov2_resampling_variants),
+        cmocka_unit_test(test_dinov2_registers),
+        cmocka_unit_test(test_mae),
+        cmocka_unit_test(test_bad_checkpoint_lists_problems),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
