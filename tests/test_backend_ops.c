@@ -4,9 +4,9 @@
  * reduce, gathers, masking, losses, optimiser, rng, patchify, copy2d, memory)
  * against naive double-precision references written here, at odd sizes.
  *
- * The backend is loaded twice through the plugin path, with `threads = 1` and
- * `threads = 2`. Every case runs on both and appends everything it produced
- * to a byte buffer; the two buffers must be bitwise identical, so no op's
+ * The backend is loaded three times through the plugin path, with `threads = 1`,
+ * `2` and `3`. Every case runs on each and appends everything it produced to a
+ * byte buffer; the buffers must be bitwise identical, so no op's
  * result may depend on the thread count (the larger sizes of each case are
  * chosen to make the parallel paths run). The backward ops are covered for
  * this too (their values are checked in test_gradcheck.c).
@@ -24,16 +24,20 @@
  * Fixtures and helpers
  * ------------------------------------------------------------------------------ */
 
+#define NBE 3
 typedef struct env {
-    ex_backend be[2]; /* threads = 1, threads = 2 */
-    ex_registry *reg[2];
+    ex_backend be[NBE]; /* threads = 1, 2, 3 */
+    ex_registry *reg[NBE];
 } env;
 
 static int group_setup(void **state) {
     env *e = calloc(1, sizeof *e);
     assert_non_null(e);
-    ext_backend_open(BACKEND, "threads = 1\n", &e->be[0], &e->reg[0]);
-    ext_backend_open(BACKEND, "threads = 2\n", &e->be[1], &e->reg[1]);
+    for (int k = 0; k < NBE; k++) {
+        char settings[32];
+        snprintf(settings, sizeof settings, "threads = %d\n", k + 1);
+        ext_backend_open(BACKEND, settings, &e->be[k], &e->reg[k]);
+    }
     *state = e;
     return 0;
 }
@@ -41,8 +45,7 @@ static int group_setup(void **state) {
 static int group_teardown(void **state) {
     env *e = *state;
     if (!e) return 0;
-    ext_backend_close(&e->be[0], e->reg[0]);
-    ext_backend_close(&e->be[1], e->reg[1]);
+    for (int k = 0; k < NBE; k++) ext_backend_close(&e->be[k], e->reg[k]);
     free(e);
     return 0;
 }
@@ -110,7 +113,7 @@ static void expect_close(const float *got, const double *ref, size_t n, double a
     }
 }
 
-/* Output bytes of a case, for the threads = 1 vs 2 comparison. */
+/* Output bytes of a case, for the comparison across thread counts. */
 typedef struct obuf {
     unsigned char *d;
     size_t len, cap;
@@ -131,25 +134,28 @@ static void ob_f(obuf *o, const float *p, size_t n) { ob_put(o, p, n * sizeof(fl
 
 typedef void (*op_case)(ex_backend *be, obuf *ob);
 
-/* Run a case on the 1-thread and the 2-thread backend; outputs must match bit for bit. */
-static void both(void **state, op_case fn, const char *what) {
+/* Run a case on the 1-, 2- and 3-thread backends; outputs must match bit for bit. */
+static void all_threads(void **state, op_case fn, const char *what) {
     env *e = *state;
-    obuf a = {0}, b = {0};
+    obuf a = {0};
     fn(&e->be[0], &a);
-    fn(&e->be[1], &b);
     assert_true(a.len > 0);
-    if (a.len != b.len) fail_msg("%s: output sizes differ between threads = 1 and 2", what);
-    for (size_t i = 0; i < a.len; i++)
-        if (a.d[i] != b.d[i]) {
-            size_t w = i / 4 * 4;
-            float fa, fb;
-            memcpy(&fa, a.d + w, 4);
-            memcpy(&fb, b.d + w, 4);
-            fail_msg("%s: threads = 1 and threads = 2 differ at byte %zu (as float: %.9g vs %.9g)", what, i,
-                     (double)fa, (double)fb);
-        }
+    for (int k = 1; k < NBE; k++) {
+        obuf b = {0};
+        fn(&e->be[k], &b);
+        if (a.len != b.len) fail_msg("%s: output sizes differ between threads = 1 and %d", what, k + 1);
+        for (size_t i = 0; i < a.len; i++)
+            if (a.d[i] != b.d[i]) {
+                size_t w = i / 4 * 4;
+                float fa, fb;
+                memcpy(&fa, a.d + w, 4);
+                memcpy(&fb, b.d + w, 4);
+                fail_msg("%s: threads = 1 and threads = %d differ at byte %zu (as float: %.9g vs %.9g)", what, k + 1,
+                         i, (double)fa, (double)fb);
+            }
+        free(b.d);
+    }
     free(a.d);
-    free(b.d);
 }
 
 #define OK(expr) assert_int_equal((expr), EX_OK)
@@ -161,7 +167,7 @@ static void both(void **state, op_case fn, const char *what) {
 
 static void test_supports_and_info(void **state) {
     env *e = *state;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NBE; k++) {
         ex_backend *be = &e->be[k];
         for (int op = 0; op < EX_OP_COUNT; op++) {
             if (be->vt.supports_op(be->ctx, (ex_op)op, EX_F32) != 1)
@@ -313,7 +319,7 @@ static void gemm_cases(ex_backend *be, obuf *ob) {
             for (int tb = 0; tb < 2; tb++) gemm_one_case(be, ob, ta, tb, k_gemm_cfgs[c], seed += 3);
 }
 
-static void test_gemm(void **state) { both(state, gemm_cases, "gemm"); }
+static void test_gemm(void **state) { all_threads(state, gemm_cases, "gemm"); }
 
 static void test_gemm_errors(void **state) {
     env *e = *state;
@@ -371,7 +377,7 @@ static void bias_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_bias_add(void **state) { both(state, bias_cases, "bias_add_fwd"); }
+static void test_bias_add(void **state) { all_threads(state, bias_cases, "bias_add_fwd"); }
 
 static void layernorm_cases(ex_backend *be, obuf *ob) {
     for (int z = 0; z < 2; z++)
@@ -411,7 +417,7 @@ static void layernorm_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_layernorm(void **state) { both(state, layernorm_cases, "layernorm_fwd"); }
+static void test_layernorm(void **state) { all_threads(state, layernorm_cases, "layernorm_fwd"); }
 
 static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 static double silu_ref(double x) { return x / (1.0 + exp(-x)); }
@@ -437,7 +443,7 @@ static void activation_cases(ex_backend *be, obuf *ob) {
                 scope_end(&s);
             }
 }
-static void test_activations(void **state) { both(state, activation_cases, "gelu/silu fwd"); }
+static void test_activations(void **state) { all_threads(state, activation_cases, "gelu/silu fwd"); }
 
 static void softmax_cases(ex_backend *be, obuf *ob) {
     const float scales[] = {0.37f, -1.3f, 2.0f};
@@ -461,7 +467,7 @@ static void softmax_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_softmax(void **state) { both(state, softmax_cases, "softmax_fwd"); }
+static void test_softmax(void **state) { all_threads(state, softmax_cases, "softmax_fwd"); }
 
 /* ------------------------------------------------------------------------------
  * Attention
@@ -519,7 +525,7 @@ static void attention_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_attention(void **state) { both(state, attention_cases, "attention_fwd"); }
+static void test_attention(void **state) { all_threads(state, attention_cases, "attention_fwd"); }
 
 /* ------------------------------------------------------------------------------
  * Elementwise and reduce
@@ -547,7 +553,7 @@ static void binary_cases(ex_backend *be, obuf *ob) {
                 scope_end(&s);
             }
 }
-static void test_binary(void **state) { both(state, binary_cases, "binary"); }
+static void test_binary(void **state) { all_threads(state, binary_cases, "binary"); }
 
 static void axpby_cases(ex_backend *be, obuf *ob) {
     const int64_t sizes[] = {91, 100003};
@@ -570,7 +576,7 @@ static void axpby_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_axpby(void **state) { both(state, axpby_cases, "axpby"); }
+static void test_axpby(void **state) { all_threads(state, axpby_cases, "axpby"); }
 
 static void scale_cases(ex_backend *be, obuf *ob) {
     for (int z = 0; z < 2; z++)
@@ -594,7 +600,7 @@ static void scale_cases(ex_backend *be, obuf *ob) {
                 scope_end(&s);
             }
 }
-static void test_scales(void **state) { both(state, scale_cases, "channel/row scale"); }
+static void test_scales(void **state) { all_threads(state, scale_cases, "channel/row scale"); }
 
 static void reduce_cases(ex_backend *be, obuf *ob) {
     const int64_t sizes[] = {7, 8193, 100003, 3000017};
@@ -632,7 +638,7 @@ static void reduce_cases(ex_backend *be, obuf *ob) {
     assert_true(y[0] == 0.0f);
     scope_end(&s);
 }
-static void test_reduce(void **state) { both(state, reduce_cases, "reduce"); }
+static void test_reduce(void **state) { all_threads(state, reduce_cases, "reduce"); }
 
 /* ------------------------------------------------------------------------------
  * Gathers, masking, patchify, copy2d
@@ -682,7 +688,7 @@ static void gather_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_gather(void **state) { both(state, gather_cases, "gather/scatter rows"); }
+static void test_gather(void **state) { all_threads(state, gather_cases, "gather/scatter rows"); }
 
 static void mask_cases(ex_backend *be, obuf *ob) {
     for (int z = 0; z < 2; z++)
@@ -704,7 +710,7 @@ static void mask_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_mask_rows(void **state) { both(state, mask_cases, "mask_rows_fwd"); }
+static void test_mask_rows(void **state) { all_threads(state, mask_cases, "mask_rows_fwd"); }
 
 static void patchify_ref(const float *img, double *out, int64_t b, int64_t ch, int64_t h, int64_t w, int64_t p,
                          ex_patch_order order) {
@@ -740,7 +746,7 @@ static void patchify_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_patchify(void **state) { both(state, patchify_cases, "patchify_fwd"); }
+static void test_patchify(void **state) { all_threads(state, patchify_cases, "patchify_fwd"); }
 
 static void copy2d_cases(ex_backend *be, obuf *ob) {
     const int64_t cfg[3][4] = {{7, 5, 9, 11}, {1, 13, 13, 13}, {400, 197, 200, 260}}; /* rows, cols, src_ld, dst_ld */
@@ -761,7 +767,7 @@ static void copy2d_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_copy2d(void **state) { both(state, copy2d_cases, "copy2d"); }
+static void test_copy2d(void **state) { all_threads(state, copy2d_cases, "copy2d"); }
 
 /* ------------------------------------------------------------------------------
  * Losses and heads
@@ -819,7 +825,7 @@ static void xent_cases(ex_backend *be, obuf *ob) {
             scope_end(&s);
         }
 }
-static void test_xent(void **state) { both(state, xent_cases, "xent_fwd"); }
+static void test_xent(void **state) { all_threads(state, xent_cases, "xent_fwd"); }
 
 static void l2norm_cases(ex_backend *be, obuf *ob) {
     for (int z = 0; z < 2; z++) {
@@ -847,7 +853,7 @@ static void l2norm_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_l2norm(void **state) { both(state, l2norm_cases, "l2norm_fwd"); }
+static void test_l2norm(void **state) { all_threads(state, l2norm_cases, "l2norm_fwd"); }
 
 /* ------------------------------------------------------------------------------
  * Optimiser
@@ -895,7 +901,7 @@ static void adamw_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_adamw(void **state) { both(state, adamw_cases, "adamw"); }
+static void test_adamw(void **state) { all_threads(state, adamw_cases, "adamw"); }
 
 static void ema_cases(ex_backend *be, obuf *ob) {
     const int64_t sizes[] = {91, 100003};
@@ -919,7 +925,7 @@ static void ema_cases(ex_backend *be, obuf *ob) {
         scope_end(&s);
     }
 }
-static void test_ema(void **state) { both(state, ema_cases, "ema"); }
+static void test_ema(void **state) { all_threads(state, ema_cases, "ema"); }
 
 /* ------------------------------------------------------------------------------
  * Random numbers
@@ -1021,7 +1027,7 @@ static void rng_cases(ex_backend *be, obuf *ob) {
     assert_true(rp2.offset == off0 + 1);
     scope_end(&s);
 }
-static void test_rng(void **state) { both(state, rng_cases, "rng"); }
+static void test_rng(void **state) { all_threads(state, rng_cases, "rng"); }
 
 /* ------------------------------------------------------------------------------
  * Backward ops: thread-count independence (values are checked in test_gradcheck.c)
@@ -1108,7 +1114,7 @@ static void bwd_cases(ex_backend *be, obuf *ob) {
     ob_f(ob, down(&s, dq, ab * at * 3 * aC), ab * at * 3 * aC);
     scope_end(&s);
 }
-static void test_backward_determinism(void **state) { both(state, bwd_cases, "backward ops"); }
+static void test_backward_determinism(void **state) { all_threads(state, bwd_cases, "backward ops"); }
 
 /* Inputs whose sums depend strongly on the summation order: large values that cancel
  * exactly, far apart, with ordinary values between them. In double, 1e17 + 1 == 1e17,
@@ -1156,7 +1162,7 @@ static void sum_order_cases(ex_backend *be, obuf *ob) {
     ob_f(ob, down(&s, gc, c), c);
     scope_end(&s);
 }
-static void test_sum_order_determinism(void **state) { both(state, sum_order_cases, "sums over many rows"); }
+static void test_sum_order_determinism(void **state) { all_threads(state, sum_order_cases, "sums over many rows"); }
 
 /* ------------------------------------------------------------------------------
  * Argument validation

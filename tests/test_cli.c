@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/wait.h>
+
+#include "explora/safetensors.h"
 
 #include "test_support.h"
 
@@ -149,6 +152,90 @@ static void test_data_verb(void **state) {
     free(out);
 }
 
+/* A weights-only copy of the DINOv2 ViT fixture (every tensor whose name is a model parameter). */
+static void write_vit_weights(char *path, size_t cap) {
+    char fx[4096];
+    snprintf(fx, sizeof fx, "%s/../fixtures/vit_dinov2.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
+    ex_err err;
+    ex_st_file *f;
+    EXT_OK(ex_st_open(&f, fx, &err), &err);
+    ex_st_writer *w;
+    EXT_OK(ex_st_writer_new(&w, &err), &err);
+    static const char *keep[] = {"cls_token", "pos_embed", "mask_token", "patch_embed.", "blocks.", "norm."};
+    for (int i = 0; i < ex_st_count(f); i++) {
+        const ex_st_entry *e = ex_st_at(f, i);
+        for (size_t k = 0; k < sizeof keep / sizeof *keep; k++)
+            if (strncmp(e->name, keep[k], strlen(keep[k])) == 0) {
+                EXT_OK(ex_st_writer_add(w, e->name, e->dtype, e->ndim, e->shape, ex_st_data(f, e), &err), &err);
+                break;
+            }
+    }
+    ext_tmp_path(path, cap, "vit-weights.safetensors");
+    EXT_OK(ex_st_writer_finish(w, path, &err), &err);
+    ex_st_writer_free(w);
+    ex_st_close(f);
+}
+
+static float *read_tensor(const char *path, const char *name, int64_t *n) {
+    ex_err err;
+    ex_st_file *f;
+    EXT_OK(ex_st_open(&f, path, &err), &err);
+    const ex_st_entry *e = ex_st_find(f, name);
+    if (!e) fail_msg("%s lacks %s", path, name);
+    *n = 1;
+    for (int d = 0; d < e->ndim; d++) *n *= e->shape[d];
+    float *x = malloc(sizeof(float) * (size_t)*n);
+    EXT_OK(ex_st_read_f32(f, e, x, *n, &err), &err);
+    ex_st_close(f);
+    return x;
+}
+
+static void test_embed(void **state) {
+    (void)state;
+    char weights[4096], ini[4096], out1[4096], out2[4096], text[8192], *out;
+    write_vit_weights(weights, sizeof weights);
+    snprintf(text, sizeof text,
+             "[data]\nname = abi-good\ncount = 7\nchannels = 3\nclasses = 3\n"
+             "[backbone]\nname = vit\ndim = 24\ndepth = 3\nheads = 3\npatch = 4\npos_grid = 4\n"
+             "layerscale = on\nimage_size = 4\nweights = %s\n",
+             weights);
+    write_ini(ini, sizeof ini, "embed.ini", text);
+    ext_tmp_path(out1, sizeof out1, "feat1.safetensors");
+    ext_tmp_path(out2, sizeof out2, "feat2.safetensors");
+    assert_int_equal(run(&out, "embed '%s' --out '%s' --blocks -1,0 --set optim.batch=3", ini, out1), 0);
+    expect_contains(out, "wrote 7 x 24 features");
+    free(out);
+    assert_int_equal(run(&out, "embed '%s' --out '%s' --blocks -1,0 --set optim.batch=7", ini, out2), 0);
+    free(out);
+    /* features do not depend on the batch size, labels follow the dataset */
+    const char *names[] = {"cls", "patch_mean", "block.2", "block.0"};
+    for (int k = 0; k < 4; k++) {
+        int64_t n1, n2;
+        float *a = read_tensor(out1, names[k], &n1), *b = read_tensor(out2, names[k], &n2);
+        assert_int_equal(n1, 7 * 24);
+        assert_int_equal(n2, n1);
+        ext_assert_close(a, b, (size_t)n1, 2e-5, 1e-4, names[k]); /* GEMM blocking differs with the batch size */
+        double sum = 0;
+        for (int64_t i = 0; i < n1; i++) sum += fabs(a[i]);
+        assert_true(sum > 1.0); /* not all zeros */
+        free(a);
+        free(b);
+    }
+    int64_t nl;
+    float *labels = read_tensor(out1, "labels", &nl);
+    assert_int_equal(nl, 7);
+    for (int i = 0; i < 7; i++) assert_float_equal(labels[i], (float)(i % 3), 0);
+    free(labels);
+    /* wrong image size: a clear error naming image_size */
+    assert_int_equal(run(&out, "embed '%s' --out '%s' --set backbone.image_size=8", ini, out1), 1);
+    expect_contains(out, "image_size");
+    expect_contains(out, "4x4");
+    free(out);
+    assert_int_equal(run(&out, "embed '%s' --out '%s' --blocks 9", ini, out1), 2);
+    expect_contains(out, "--blocks '9'");
+    free(out);
+}
+
 static void test_usage_errors(void **state) {
     (void)state;
     char *out;
@@ -178,6 +265,7 @@ int main(void) {
         cmocka_unit_test(test_check_good_config),
         cmocka_unit_test(test_check_reports_bad_values),
         cmocka_unit_test(test_data_verb),
+        cmocka_unit_test(test_embed),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -143,7 +143,8 @@ static void assert_bitwise(const float *a, const float *b, size_t n, const char 
 static void expect_guard(scope *s, const float *dev, size_t n, const char *what) {
     const float *g = down(s, dev + n, GUARD);
     for (size_t i = 0; i < GUARD; i++)
-        if (g[i] != SENTINEL) fail_msg("%s: guard float %zu after the end was overwritten (%.9g)", what, i, (double)g[i]);
+        if (g[i] != SENTINEL)
+            fail_msg("%s: guard float %zu after the end was overwritten (%.9g)", what, i, (double)g[i]);
 }
 /* A device buffer of n floats poisoned with NaN, followed by GUARD sentinel floats. */
 static float *dguarded(scope *s, size_t n) {
@@ -639,6 +640,13 @@ static void test_layernorm(void **state) {
     expect_grad(down(&s, ln.dw, C), pw, fd, C, "layernorm dw");
     expect_grad(down(&s, ln.db, C), pb, fd + C, C, "layernorm db");
     expect_grad(down(&s, gi, N), pi, fd + 2 * C, N, "layernorm dinp");
+    /* no dinp: dw, db still accumulate */
+    ex_layernorm ln2 = ln;
+    ln2.dw = dup(&s, pw, C);
+    ln2.db = dup(&s, pb, C);
+    OK(ex_layernorm_backward(be, &ln2, NULL, dr, x, mean, rstd, a.n, &err));
+    expect_grad(down(&s, ln2.dw, C), pw, fd, C, "layernorm dw without dinp");
+    expect_grad(down(&s, ln2.db, C), pb, fd + C, C, "layernorm db without dinp");
     /* frozen: dw, db NULL; only dinp changes */
     float *gw = ln.dw;
     ln.dw = ln.db = NULL;
@@ -901,7 +909,9 @@ static void test_block_forward_gelu_ls_drop_hook(void **state) { check_block_for
 static void test_block_forward_gelu_plain(void **state) { check_block_forward(&((env *)*state)->be, &k_cfg_b); }
 static void test_block_forward_swiglu_ls(void **state) { check_block_forward(&((env *)*state)->be, &k_cfg_c); }
 static void test_block_forward_swiglu_drop(void **state) { check_block_forward(&((env *)*state)->be, &k_cfg_d); }
-static void test_block_backward_gelu_ls_drop_hook(void **state) { check_block_backward(&((env *)*state)->be, &k_cfg_a); }
+static void test_block_backward_gelu_ls_drop_hook(void **state) {
+    check_block_backward(&((env *)*state)->be, &k_cfg_a);
+}
 static void test_block_backward_gelu_plain(void **state) { check_block_backward(&((env *)*state)->be, &k_cfg_b); }
 static void test_block_backward_swiglu_ls(void **state) { check_block_backward(&((env *)*state)->be, &k_cfg_c); }
 static void test_block_backward_swiglu_drop(void **state) { check_block_backward(&((env *)*state)->be, &k_cfg_d); }
@@ -1002,6 +1012,43 @@ static void test_block_deterministic(void **state) {
             if (L.len[k] && k != P_X)
                 assert_bitwise(down(&s, run[0].g[k], L.len[k]), down(&s, run[1].g[k], L.len[k]), L.len[k],
                                k_pname[k]);
+        scope_end(&s);
+    }
+}
+
+/* Acts and scratch sized and bound for more rows (3 x 7) serve a smaller call (2 x 5) with the
+ * same results as buffers sized exactly (backbones bind once for their largest batch). */
+static void test_block_acts_bound_larger(void **state) {
+    ex_backend *be = &((env *)*state)->be;
+    const bcfg *cfgs[2] = {&k_cfg_a, &k_cfg_c};
+    for (int ci = 0; ci < 2; ci++) {
+        const bcfg *c = cfgs[ci];
+        scope s = {.be = be};
+        layout L;
+        make_layout(c, &L);
+        const float *th = make_theta(&s, c, &L);
+        float *r = rnd(&s, (size_t)(c->b * c->t * c->dim), c->seed + 10, -1.0f, 1.0f);
+        dblock exact, big;
+        dblock_init(&s, c, th, 1, 1, &exact);
+        dblock_init(&s, c, th, 1, 1, &big);
+        big.acts_n = ex_block_acts_floats(&big.blk, 3, 7);
+        big.scratch_n = ex_block_scratch_floats(&big.blk, 3, 7);
+        assert_true(big.acts_n > exact.acts_n && big.scratch_n > exact.scratch_n);
+        big.acts_buf = dguarded(&s, big.acts_n);
+        big.scratch = dguarded(&s, big.scratch_n);
+        ex_block_acts_bind(&big.acts, &big.blk, 3, 7, big.acts_buf);
+        for (int k = 0; k < 2; k++) {
+            dblock *d = k ? &big : &exact;
+            dblock_forward(be, c, d);
+            dblock_backward(be, c, d, r);
+            dblock_expect_guards(&s, d);
+        }
+        assert_bitwise(down(&s, big.out, big.n_out), down(&s, exact.out, exact.n_out), big.n_out, "out");
+        assert_bitwise(down(&s, big.dresid, big.n_out), down(&s, exact.dresid, exact.n_out), big.n_out,
+                       "input gradient");
+        for (int k = 0; k < NP; k++)
+            if (L.len[k] && k != P_X)
+                assert_bitwise(down(&s, big.g[k], L.len[k]), down(&s, exact.g[k], L.len[k]), L.len[k], k_pname[k]);
         scope_end(&s);
     }
 }
@@ -1144,6 +1191,7 @@ int main(void) {
         cmocka_unit_test(test_block_accumulates),
         cmocka_unit_test(test_block_frozen),
         cmocka_unit_test(test_block_deterministic),
+        cmocka_unit_test(test_block_acts_bound_larger),
         cmocka_unit_test(test_block_sizes),
         cmocka_unit_test(test_block_validation),
     };

@@ -122,8 +122,8 @@ static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini,
 }
 
 static void close_model(vt_ctx *c) {
+    ex_memory_plan_release(&c->plan); /* before destroy: the plan points at the model's tensors */
     c->vt->destroy(c->model);
-    ex_memory_plan_release(&c->plan);
     ex_params_free(&c->params);
     ex_config_free(c->cfg);
     ex_st_close(c->fx);
@@ -319,8 +319,8 @@ static void test_bad_checkpoint_lists_problems(void **state) {
     assert_int_equal(c.vt->load(c.model, fxpath, "dinov2", &err), EX_E_FORMAT);
     assert_non_null(strstr(err.msg, "pos_embed [1, 17, 24] -> pos_embed expects [1, 26, 24]"));
     assert_int_equal(c.vt->load(c.model, "model.pth", "auto", &err), EX_E_UNSUPPORTED);
-    c.vt->destroy(c.model);
     ex_memory_plan_release(&c.plan);
+    c.vt->destroy(c.model);
     ex_params_free(&c.params);
     ex_config_free(c.cfg);
     ext_backend_close(&c.be, c.reg);

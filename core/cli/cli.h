@@ -17,6 +17,8 @@ typedef struct cli_args {
     int npositional;
     const char *keys_of;  /* plugins --keys NAME */
     int show;             /* data --show N */
+    const char *out;      /* embed --out FILE */
+    const char *blocks;   /* embed --blocks i,j */
     int verbose;
 } cli_args;
 
@@ -26,5 +28,6 @@ int cli_report(const cli_args *a, const ex_err *err);
 int cli_plugins(const cli_args *a);
 int cli_check(const cli_args *a);
 int cli_data(const cli_args *a);
+int cli_embed(const cli_args *a);
 
 #endif

@@ -1,10 +1,32 @@
 /*
  * core/cli/cli_check.c — `explora check CONFIG`: validate the whole config
- * (unknown sections and keys, types, ranges, plugins) and start its backend.
+ * (unknown sections and keys, types, ranges, plugins), start its backend, and
+ * build its backbone without weights or data to report the trainable
+ * parameters and the memory plan of a step (nothing is allocated).
  */
 #include <stdio.h>
 
 #include "cli.h"
+#include "explora/model.h"
+
+/* Build the backbone without weights or data and print its counts and memory plan. */
+static int report_model(const cli_args *a, const ex_session *s, ex_backend *be) {
+    ex_err err;
+    ex_err_clear(&err);
+    ex_backbone_shape shape = {0};
+    const ex_cfg_section optim = {s->config, "optim", ex_core_optim_keys()};
+    if (ex_cfg_int(&optim, "batch", &shape.batch, &err) != EX_OK ||
+        ex_model_image_size(s, &shape.height, &shape.width, &err) != EX_OK)
+        return cli_report(a, &err);
+    ex_model m;
+    int rc = CLI_OK;
+    if (ex_model_build(&m, s, be, &shape, &err) != EX_OK)
+        rc = cli_report(a, &err);
+    else
+        ex_model_print(&m, stdout);
+    ex_model_free(&m);
+    return rc;
+}
 
 int cli_check(const cli_args *a) {
     if (a->npositional != 1) {
@@ -27,6 +49,7 @@ int cli_check(const cli_args *a) {
             printf("backend %s: %s\n", be.name, info.name);
         else
             printf("backend %s\n", be.name);
+        if (ex_config_has_section(s.config, "backbone")) rc = report_model(a, &s, &be);
         printf("effective config:\n");
         if (ex_config_write(s.config, stdout, &err) != EX_OK) rc = cli_report(a, &err);
         ex_backend_destroy(&be);

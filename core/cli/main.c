@@ -23,8 +23,12 @@ static void usage(FILE *out) {
             "                          rejected file with the reason; --keys NAME documents the\n"
             "                          config keys of plugin NAME ('core' for the core sections)\n"
             "  check CONFIG            validate a whole config: sections, keys, values, plugins;\n"
-            "                          start its backend and report the device\n"
+            "                          start its backend; build its backbone without weights or\n"
+            "                          data and print trainable counts and the memory plan\n"
             "  data CONFIG [--show N]  open the dataset of [data] and describe it and N samples\n"
+            "  embed CONFIG --out F [--blocks i,j]\n"
+            "                          features (cls, mean patch token, chosen blocks) of every\n"
+            "                          sample of [data] through [backbone], as safetensors\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -77,6 +81,12 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         } else if (strcmp(s, "--keys") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             a->keys_of = argv[++i];
+        } else if (strcmp(s, "--out") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->out = argv[++i];
+        } else if (strcmp(s, "--blocks") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->blocks = argv[++i];
         } else if (strcmp(s, "--show") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             char *end;
@@ -117,6 +127,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "plugins") == 0) return cli_plugins(&a);
     if (strcmp(v, "check") == 0) return cli_check(&a);
     if (strcmp(v, "data") == 0) return cli_data(&a);
+    if (strcmp(v, "embed") == 0) return cli_embed(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

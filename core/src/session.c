@@ -19,7 +19,22 @@ static const ex_key_spec k_plugins_keys[] = {
     EX_KEY_END,
 };
 
+static const ex_key_spec k_optim_keys[] = {
+    {"batch", EX_KEY_INT, "32", 1, 1048576, NULL, "images per step (per process)"},
+    EX_KEY_END,
+};
+
+static const ex_key_spec k_transform_keys[] = {
+    {"mean", EX_KEY_FLOAT_LIST, "0.485, 0.456, 0.406", EX_NORANGE, NULL,
+     "per-channel mean subtracted from [0, 1] pixels (ImageNet by default; fMoW: 0.4182, 0.4215, 0.3991)"},
+    {"std", EX_KEY_FLOAT_LIST, "0.229, 0.224, 0.225", 1e-6, 1e6, NULL,
+     "per-channel standard deviation (ImageNet by default; fMoW: 0.2877, 0.2754, 0.2764)"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_core_transform_keys(void) { return k_transform_keys; }
 const ex_key_spec *ex_core_run_keys(void) { return k_run_keys; }
+const ex_key_spec *ex_core_optim_keys(void) { return k_optim_keys; }
 const ex_key_spec *ex_core_plugins_keys(void) { return k_plugins_keys; }
 
 /* Sections that select a plugin: section name, plugin kind, default plugin name. */
@@ -29,6 +44,7 @@ static const struct {
     const char *default_name;
 } k_plugin_sections[] = {
     {"backend", EX_PLUGIN_BACKEND, "cpu"},
+    {"backbone", EX_PLUGIN_BACKBONE, "vit"},
     {"data", EX_PLUGIN_DATASET, NULL},
 };
 #define N_PLUGIN_SECTIONS (sizeof k_plugin_sections / sizeof k_plugin_sections[0])
@@ -110,15 +126,21 @@ ex_status ex_session_plugin(const ex_session *s, const char *section, ex_plugin_
 static const ex_key_spec k_no_keys[] = {EX_KEY_END};
 
 ex_status ex_session_validate(const ex_session *s, ex_err *err) {
-    const char *known[N_PLUGIN_SECTIONS + 3];
+    const char *known[N_PLUGIN_SECTIONS + 5];
     int nk = 0;
     known[nk++] = "run";
     known[nk++] = "plugins";
+    known[nk++] = "optim";
+    known[nk++] = "transform";
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) known[nk++] = k_plugin_sections[i].section;
     known[nk] = NULL;
     EX_CHECK(ex_config_check_sections(s->config, known, err));
     if (ex_config_has_section(s->config, "run"))
         EX_CHECK(ex_config_validate_section(s->config, "run", k_run_keys, NULL, err));
+    if (ex_config_has_section(s->config, "transform"))
+        EX_CHECK(ex_config_validate_section(s->config, "transform", k_transform_keys, NULL, err));
+    if (ex_config_has_section(s->config, "optim"))
+        EX_CHECK(ex_config_validate_section(s->config, "optim", k_optim_keys, NULL, err));
     static const char *const name_key[] = {"name", NULL};
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) {
         const char *sec = k_plugin_sections[i].section;

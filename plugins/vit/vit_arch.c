@@ -35,6 +35,8 @@ const ex_key_spec vit_keys[] = {
     {"weights", EX_KEY_PATH, "", EX_NORANGE, NULL, "checkpoint to load (.safetensors); empty: none"},
     {"format", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|dinov2|timm|hf|mae|hf-mae",
      "naming convention of the checkpoint (auto: detected from its tensor names)"},
+    {"image_size", EX_KEY_INT_LIST, "224", 1, 65536, NULL,
+     "input size the run uses: 'side' or 'height, width' (multiples of the patch size)"},
     EX_KEY_END,
 };
 

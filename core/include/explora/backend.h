@@ -13,6 +13,16 @@
  *   - Unless a slot says otherwise, tensors are fp32 and contiguous; outputs
  *     may alias inputs only where the slot says so.
  *   - Every op returns EX_OK or a status; ops do not allocate per call.
+ *     Status codes: EX_E_INVALID for negative sizes, NULL required pointers or
+ *     a bad argument (e.g. an AdamW step < 1); EX_E_RANGE for indices out of
+ *     range (gathers, scatters, labels >= v); EX_E_SHAPE for sizes that do
+ *     not divide (patchify); EX_E_UNSUPPORTED for a dtype the backend lacks.
+ *   - Saved statistics (layernorm mean/rstd, l2norm norms, xent probs) may be
+ *     NULL when no backward will follow.
+ *   - Source and destination of one op must not overlap unless the slot says
+ *     they may alias exactly.
+ *   - A backend context is used by one host thread at a time (ops share its
+ *     scratch buffers).
  *   - Slots marked [opt] may be NULL ("not supported"); supports_op answers
  *     per op and dtype and is what callers and the parity tests consult.
  *

@@ -118,9 +118,12 @@ typedef struct ex_block_acts {
     float *glu;            /* (n, hidden) SwiGLU only: silu(x1), the gate kept for backward; NULL for GELU */
 } ex_block_acts;
 
-/* Floats needed by one block's acts for b images of t tokens. */
+/* Floats needed by one block's acts for b images of t tokens (0 for unusable sizes).
+ * Every field is sized by n = b*t, so acts (and scratch) sized and bound for (b, t)
+ * serve any call with b'*t' <= b*t. */
 EX_API size_t ex_block_acts_floats(const ex_block *blk, int64_t b, int64_t t);
-/* Point every field of acts into `base` (ex_block_acts_floats(...) floats). */
+/* Point every field of acts into `base` (ex_block_acts_floats(...) floats), in
+ * declaration order, each starting at a multiple of 16 floats from base. */
 EX_API void ex_block_acts_bind(ex_block_acts *acts, const ex_block *blk, int64_t b, int64_t t, float *base);
 /* Floats of backward scratch shared by all blocks of the same shape. */
 EX_API size_t ex_block_scratch_floats(const ex_block *blk, int64_t b, int64_t t);

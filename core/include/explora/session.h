@@ -55,6 +55,8 @@ EX_API ex_status ex_session_backend(const ex_session *s, ex_backend *be, ex_err 
 /* The core's own keys, for `explora plugins --keys core` and for validation. */
 EX_API const ex_key_spec *ex_core_run_keys(void);
 EX_API const ex_key_spec *ex_core_plugins_keys(void);
+EX_API const ex_key_spec *ex_core_optim_keys(void);
+EX_API const ex_key_spec *ex_core_transform_keys(void);
 
 #ifdef __cplusplus
 }

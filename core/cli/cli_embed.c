@@ -1,0 +1,234 @@
+/*
+ * core/cli/cli_embed.c — `explora embed CONFIG --out FILE [--blocks i,j,...]`:
+ * features of every sample of the [data] dataset through the [backbone]
+ * (weights required), written as safetensors:
+ *
+ *   cls          (N, D)  the cls token after the final norm
+ *   patch_mean   (N, D)  the mean of the patch tokens after the final norm
+ *   block.<i>    (N, D)  the cls token of the residual stream after block i
+ *                        (before the final norm), for each requested block
+ *   labels       (N)     I64, -1 when unlabeled
+ *   __metadata__ "ids":  the sample ids, one per line, in row order
+ *
+ * Images must already have the [backbone] image_size (resizing and cropping
+ * belong to the data pipeline); grayscale images are repeated to three
+ * channels when the backbone wants three. Pixels are normalised with
+ * [transform] mean and std.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "explora/model.h"
+#include "explora/safetensors.h"
+
+typedef struct embed_out {
+    int64_t n, d;
+    float *cls, *patch_mean, *blocks; /* (n, d), (n, d), (nblocks, n, d) */
+    int64_t *labels;
+    char *ids;
+    size_t ids_len, ids_cap;
+} embed_out;
+
+static int parse_blocks(const char *s, int64_t depth, int64_t *out, int cap, int *n) {
+    *n = 0;
+    if (!s || !*s) return 1;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || *n == cap) return 0;
+        if (v < 0) v += depth;
+        if (v < 0 || v >= depth) return 0;
+        out[(*n)++] = v;
+        p = end;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    return 1;
+}
+
+static ex_status append_id(embed_out *o, const char *id, ex_err *err) {
+    size_t need = o->ids_len + strlen(id) + 2;
+    if (need > o->ids_cap) {
+        size_t cap = o->ids_cap ? o->ids_cap * 2 : 4096;
+        while (cap < need) cap *= 2;
+        char *n = realloc(o->ids, cap);
+        EX_ENSURE(n, err, EX_E_NOMEM, "out of memory");
+        o->ids = n;
+        o->ids_cap = cap;
+    }
+    o->ids_len += (size_t)snprintf(o->ids + o->ids_len, o->ids_cap - o->ids_len, "%s%s", o->ids_len ? "\n" : "", id);
+    return EX_OK;
+}
+
+/* Fill images (b, C, H, W) from samples, normalised; checks sizes and channels. */
+static ex_status fill_batch(const ex_dataset_vtable *vt, void *ds, int64_t start, int64_t b, int64_t C, int64_t H,
+                            int64_t W, const double *mean, const double *std, float *images, embed_out *o,
+                            ex_err *err) {
+    for (int64_t k = 0; k < b; k++) {
+        ex_sample s = {0};
+        EX_CHECK(vt->get(ds, start + k, &s, err));
+        ex_status st = EX_OK;
+        if (s.height != H || s.width != W) {
+            st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__,
+                            "sample %lld (%s) is %dx%d but [backbone] image_size is %lldx%lld.", (long long)(start + k),
+                            s.id, s.height, s.width, (long long)H, (long long)W);
+            ex_err_hint(err, "resize the images, or set image_size to their size (a multiple of the patch size).");
+        } else if (s.channels != C && !(s.channels == 1 && C == 3)) {
+            st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__, "sample %lld (%s) has %d channels; the backbone takes %lld.",
+                            (long long)(start + k), s.id, s.channels, (long long)C);
+        }
+        if (st == EX_OK) {
+            float *img = images + k * C * H * W;
+            for (int64_t c = 0; c < C; c++) {
+                int64_t sc = s.channels == 1 ? 0 : c;
+                for (int64_t i = 0; i < H * W; i++)
+                    img[c * H * W + i] = (float)(((double)s.pixels[i * s.channels + sc] - mean[c]) / std[c]);
+            }
+            o->labels[start + k] = s.label;
+            st = append_id(o, s.id, err);
+        }
+        ex_sample_clear(&s);
+        EX_CHECK(st);
+    }
+    return EX_OK;
+}
+
+static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, embed_out *o, ex_err *err) {
+    ex_model m;
+    memset(&m, 0, sizeof m);
+    void *ds = NULL;
+    const ex_plugin *dp = NULL;
+    ex_cfg_section dview;
+    float *images = NULL, *tokens = NULL;
+    ex_status st = EX_OK;
+    ex_backbone_shape shape = {0};
+    const ex_cfg_section optim = {s->config, "optim", ex_core_optim_keys()};
+    const ex_cfg_section tf = {s->config, "transform", ex_core_transform_keys()};
+    double mean[16], std[16];
+    int nm = 0, ns = 0;
+    EX_CHECK(ex_cfg_int(&optim, "batch", &shape.batch, err));
+    EX_CHECK(ex_model_image_size(s, &shape.height, &shape.width, err));
+    EX_CHECK(ex_cfg_float_list(&tf, "mean", mean, 16, &nm, err));
+    EX_CHECK(ex_cfg_float_list(&tf, "std", std, 16, &ns, err));
+    EX_CHECK(ex_session_plugin(s, "data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));
+    const ex_dataset_vtable *dvt = &dp->vtable_copy.dataset;
+    EX_CHECK_GOTO(ex_model_build(&m, s, be, &shape, err), st, done);
+    const int64_t C = m.info.channels, D = m.info.dim, H = shape.height, W = shape.width;
+    if (nm != C || ns != C)
+        EX_FAIL_GOTO(err, st, done, EX_E_CONFIG, "[transform] mean and std need %lld values (one per channel); got %d and %d.",
+                     (long long)C, nm, ns);
+    int64_t blocks[64];
+    int nb = 0;
+    if (!parse_blocks(a->blocks, m.info.depth, blocks, 64, &nb))
+        EX_FAIL_GOTO(err, st, done, EX_E_INVALID, "--blocks '%s': expected block indices in [-%lld, %lld), comma-separated.",
+                     a->blocks, (long long)m.info.depth, (long long)m.info.depth);
+    const char *wraw = ex_config_raw(s->config, "backbone", "weights");
+    if (!wraw || !wraw[0])
+        EX_FAIL_GOTO(err, st, done, EX_E_CONFIG, "embed needs trained weights: set [backbone] weights = <checkpoint>.");
+    ex_model_print(&m, stdout);
+    EX_CHECK_GOTO(ex_model_allocate(&m, err), st, done);
+    EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
+    EX_CHECK_GOTO(dvt->open(&dview, &ds, err), st, done);
+    const int64_t N = dvt->length(ds);
+    o->n = N;
+    o->d = D;
+    o->cls = calloc((size_t)(N * D), sizeof(float));
+    o->patch_mean = calloc((size_t)(N * D), sizeof(float));
+    o->blocks = calloc((size_t)((nb ? nb : 1) * N * D), sizeof(float));
+    o->labels = calloc((size_t)(N ? N : 1), sizeof(int64_t));
+    images = malloc(sizeof(float) * (size_t)(shape.batch * C * H * W));
+    if (!o->cls || !o->patch_mean || !o->blocks || !o->labels || !images)
+        EX_FAIL_GOTO(err, st, done, EX_E_NOMEM, "out of memory for %lld features", (long long)N);
+    void *dimg = NULL;
+    EX_CHECK_GOTO(ex_be_alloc(be, sizeof(float) * (size_t)(shape.batch * C * H * W), &dimg, err), st, done);
+    for (int64_t start = 0; start < N && st == EX_OK; start += shape.batch) {
+        int64_t b = N - start < shape.batch ? N - start : shape.batch;
+        EX_CHECK_GOTO(fill_batch(dvt, ds, start, b, C, H, W, mean, std, images, o, err), st, free_dev);
+        EX_CHECK_GOTO(ex_be_upload(be, dimg, images, sizeof(float) * (size_t)(b * C * H * W), err), st, free_dev);
+        ex_backbone_io io = {0};
+        io.batch = b, io.height = H, io.width = W, io.images = dimg, io.train = 0;
+        EX_CHECK_GOTO(m.vt->forward(m.self, &io, err), st, free_dev);
+        const int64_t T = io.num_tokens, first = 1 + m.info.registers, np = T - first;
+        float *nt = realloc(tokens, sizeof(float) * (size_t)(b * T * D));
+        if (!nt) EX_FAIL_GOTO(err, st, free_dev, EX_E_NOMEM, "out of memory");
+        tokens = nt;
+        EX_CHECK_GOTO(ex_be_download(be, tokens, io.tokens, sizeof(float) * (size_t)(b * T * D), err), st, free_dev);
+        for (int64_t k = 0; k < b; k++) {
+            const float *t = tokens + k * T * D;
+            memcpy(o->cls + (start + k) * D, t, sizeof(float) * (size_t)D);
+            for (int64_t j = 0; j < D; j++) {
+                double acc = 0;
+                for (int64_t p = 0; p < np; p++) acc += t[(first + p) * D + j];
+                o->patch_mean[(start + k) * D + j] = (float)(acc / (double)np);
+            }
+        }
+        for (int i = 0; i < nb; i++) {
+            const float *bo = m.vt->block_output ? m.vt->block_output(m.self, blocks[i]) : NULL;
+            if (!bo) EX_FAIL_GOTO(err, st, free_dev, EX_E_UNSUPPORTED, "backbone '%s' does not expose block outputs",
+                                  m.plugin->desc.name);
+            EX_CHECK_GOTO(ex_be_download(be, tokens, bo, sizeof(float) * (size_t)(b * T * D), err), st, free_dev);
+            for (int64_t k = 0; k < b; k++)
+                memcpy(o->blocks + ((int64_t)i * N + start + k) * D, tokens + k * T * D, sizeof(float) * (size_t)D);
+        }
+        fprintf(stderr, "\rembedded %lld/%lld", (long long)(start + b), (long long)N);
+    }
+    fprintf(stderr, "\n");
+    if (st == EX_OK) {
+        ex_st_writer *w;
+        EX_CHECK_GOTO(ex_st_writer_new(&w, err), st, free_dev);
+        st = ex_st_writer_add(w, "cls", EX_F32, 2, (int64_t[]){N, D}, o->cls, err);
+        if (st == EX_OK) st = ex_st_writer_add(w, "patch_mean", EX_F32, 2, (int64_t[]){N, D}, o->patch_mean, err);
+        for (int i = 0; i < nb && st == EX_OK; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "block.%lld", (long long)blocks[i]);
+            st = ex_st_writer_add(w, name, EX_F32, 2, (int64_t[]){N, D}, o->blocks + (int64_t)i * N * D, err);
+        }
+        if (st == EX_OK) st = ex_st_writer_add(w, "labels", EX_I64, 1, (int64_t[]){N}, o->labels, err);
+        if (st == EX_OK) st = ex_st_writer_metadata(w, "ids", o->ids ? o->ids : "", err);
+        if (st == EX_OK) st = ex_st_writer_metadata(w, "backbone", m.plugin->desc.name, err);
+        if (st == EX_OK) st = ex_st_writer_finish(w, a->out, err);
+        ex_st_writer_free(w);
+        if (st == EX_OK) printf("wrote %lld x %lld features to %s\n", (long long)N, (long long)D, a->out);
+    }
+free_dev:
+    ex_be_free(be, dimg);
+done:
+    if (ds) dvt->close(ds);
+    free(images);
+    free(tokens);
+    ex_model_free(&m);
+    return st;
+}
+
+int cli_embed(const cli_args *a) {
+    if (a->npositional != 1 || !a->out) {
+        fprintf(stderr, "explora: error: usage: explora embed CONFIG.ini --out FEATURES.safetensors [--blocks i,j] "
+                        "[--set section.key=value ...]\n");
+        return CLI_USAGE;
+    }
+    ex_session s;
+    ex_err err;
+    ex_err_clear(&err);
+    ex_session_options opt = a->session;
+    opt.config_path = a->positional[0];
+    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
+    ex_backend be;
+    int rc = CLI_OK;
+    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
+        rc = cli_report(a, &err);
+    } else {
+        embed_out o;
+        memset(&o, 0, sizeof o);
+        if (run_embed(a, &s, &be, &o, &err) != EX_OK) rc = cli_report(a, &err);
+        free(o.cls);
+        free(o.patch_mean);
+        free(o.blocks);
+        free(o.labels);
+        free(o.ids);
+        ex_backend_destroy(&be);
+    }
+    ex_session_close(&s);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/*
+ * explora/model.h — a backbone built from a session's config: its plugin
+ * instance, its named parameters and the memory plan of a run at a given
+ * batch and image size. The verbs build on it:
+ *
+ *   ex_model_build     create the backbone and plan parameters and activations
+ *                      (nothing allocated: what `check` / --dry-run reports)
+ *   ex_model_allocate  allocate every arena, bind parameters and activations
+ *   ex_model_load      read weights (the [backbone] weights key, or a path)
+ */
+#ifndef EXPLORA_MODEL_H
+#define EXPLORA_MODEL_H
+
+#include <stdio.h>
+
+#include "explora/backbone.h"
+#include "explora/params.h"
+#include "explora/session.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ex_model {
+    ex_backend *be;
+    const ex_plugin *plugin;
+    const ex_backbone_vtable *vt;
+    void *self;
+    ex_params params;
+    ex_memory_plan plan;
+    ex_backbone_shape shape;
+    ex_backbone_info info;
+    ex_cfg_section view;
+    int allocated;
+} ex_model;
+
+/* The run's image size from the backbone section's `image_size` ("side" or "h, w"; 224 when absent). */
+EX_API ex_status ex_model_image_size(const ex_session *s, int64_t *height, int64_t *width, ex_err *err);
+
+/* Create the backbone of [backbone] and plan memory for `shape` (batch, height, width, keep, input_grad). */
+EX_API ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,
+                                ex_err *err);
+EX_API ex_status ex_model_allocate(ex_model *m, ex_err *err);
+/* Load weights from `path`, or from [backbone] weights when path is NULL (nothing to do when that is empty). */
+EX_API ex_status ex_model_load(ex_model *m, const char *path, ex_err *err);
+EX_API void ex_model_free(ex_model *m);
+
+/* Parameter counts by group and the memory plan, as printed at the start of a run. */
+EX_API void ex_model_print(const ex_model *m, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_MODEL_H */
