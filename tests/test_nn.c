@@ -1173,6 +1173,50 @@ static void test_block_validation(void **state) {
     scope_end(&s);
 }
 
+/* Stochastic-depth scales: exact subset sizes and scales, Bernoulli rates, determinism. */
+static void test_drop_path_scales(void **state) {
+    (void)state;
+    ex_err err;
+    ex_err_clear(&err);
+    float s[64 * 200];
+    ex_rng r = ex_rng_seed(3, EX_RNG_DROPPATH);
+    /* batch-subset form: rate 0.3, batch 10 -> 7 images scaled by 10/7, 3 zeros, in every branch */
+    EXT_OK(ex_drop_path_scales(&r, 0.3, 10, 200, s, &err), &err);
+    int hits[10] = {0};
+    for (int br = 0; br < 200; br++) {
+        int kept = 0;
+        for (int i = 0; i < 10; i++) {
+            float v = s[br * 10 + i];
+            if (v != 0.0f) {
+                assert_float_equal(v, 10.0f / 7.0f, 1e-7);
+                kept++;
+                hits[i]++;
+            }
+        }
+        assert_int_equal(kept, 7);
+    }
+    for (int i = 0; i < 10; i++) assert_in_range(hits[i], 110, 170); /* each image kept ~140 times of 200 */
+    /* same seed, same scales */
+    ex_rng r2 = ex_rng_seed(3, EX_RNG_DROPPATH);
+    float s2[2000];
+    EXT_OK(ex_drop_path_scales(&r2, 0.3, 10, 200, s2, &err), &err);
+    assert_memory_equal(s, s2, sizeof s2);
+    /* tiny batch: at least one image keeps the branch */
+    EXT_OK(ex_drop_path_scales(&r, 0.9, 2, 4, s, &err), &err);
+    for (int br = 0; br < 4; br++) assert_float_equal(s[br * 2] + s[br * 2 + 1], 2.0f, 1e-7);
+    /* Bernoulli form: rate 0.1, scale 1/0.9, about 10% zeros */
+    EXT_OK(ex_drop_path_scales(&r, 0.1, 64, 200, s, &err), &err);
+    int zeros = 0;
+    for (int i = 0; i < 64 * 200; i++) {
+        if (s[i] == 0.0f) zeros++;
+        else assert_float_equal(s[i], 1.0f / 0.9f, 1e-6);
+    }
+    assert_in_range(zeros, 1180, 1380); /* 1280 expected, ~3.5 sigma */
+    EXT_OK(ex_drop_path_scales(&r, 0.0, 4, 3, s, &err), &err);
+    for (int i = 0; i < 12; i++) assert_float_equal(s[i], 1.0f, 0);
+    assert_int_equal(ex_drop_path_scales(&r, 1.0, 4, 3, s, &err), EX_E_INVALID);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_forward),
@@ -1194,6 +1238,7 @@ int main(void) {
         cmocka_unit_test(test_block_acts_bound_larger),
         cmocka_unit_test(test_block_sizes),
         cmocka_unit_test(test_block_validation),
+        cmocka_unit_test(test_drop_path_scales),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -284,6 +284,57 @@ static void test_mae(void **state) {
     close_model(&c);
 }
 
+/* Forward + backward with drop-path scales; returns a copy of every gradient followed by the input gradient. */
+static float *grads_after_step(vt_ctx *c, size_t *n) {
+    ex_err err;
+    ex_err_clear(&err);
+    const int64_t B = 2, T = 17, D = 24;
+    float *images = fx_f32(c->fx, "input", NULL);
+    const float drop[3 * 2 * 2] = {1, 2, 0, 2, 2, 0, 1, 1, 2, 0, 0, 2}; /* (depth, 2, batch) */
+    ex_backbone_io io = {0};
+    io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 1, io.drop = drop;
+    EXT_OK(c->vt->forward(c->model, &io, &err), &err);
+    float *dtok = malloc(sizeof(float) * (size_t)(B * T * D));
+    ext_fill_uniform(dtok, (size_t)(B * T * D), 5, -1, 1);
+    zero_grads(c);
+    float *dimg = calloc((size_t)(B * 3 * 256), sizeof(float));
+    EXT_OK(c->vt->backward(c->model, dtok, dimg, &err), &err);
+    ex_arena *g = &c->plan.arenas[EX_MEM_GRAD];
+    size_t ng = g->planned / sizeof(float);
+    float *out = malloc(sizeof(float) * (ng + (size_t)(B * 3 * 256)));
+    memcpy(out, g->base, g->planned);
+    memcpy(out + ng, dimg, sizeof(float) * (size_t)(B * 3 * 256));
+    *n = ng + (size_t)(B * 3 * 256);
+    free(dimg);
+    free(dtok);
+    free(images);
+    return out;
+}
+
+static void test_recompute_gives_identical_gradients(void **state) {
+    (void)state;
+    vt_ctx c;
+    size_t n1, n2;
+    open_model(&c, "vit_dinov2.safetensors", k_dinov2_ini, 2, 16, 16, 0);
+    size_t full_acts = c.plan.arenas[EX_MEM_ACTIVATION].planned;
+    float *g1 = grads_after_step(&c, &n1);
+    close_model(&c);
+    char ini[512];
+    snprintf(ini, sizeof ini, "%srecompute = true\n", k_dinov2_ini);
+    open_model(&c, "vit_dinov2.safetensors", ini, 2, 16, 16, 0);
+    size_t lean_acts = c.plan.arenas[EX_MEM_ACTIVATION].planned;
+    float *g2 = grads_after_step(&c, &n2);
+    close_model(&c);
+    assert_int_equal(n1, n2);
+    assert_true(lean_acts < full_acts); /* two of three blocks' activations are not kept */
+    assert_memory_equal(g1, g2, n1 * sizeof(float));
+    double sum = 0;
+    for (size_t i = 0; i < n1; i++) sum += fabs(g1[i]);
+    assert_true(sum > 1.0);
+    free(g1);
+    free(g2);
+}
+
 static void test_bad_checkpoint_lists_problems(void **state) {
     (void)state;
     vt_ctx c;
@@ -332,6 +383,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_resampling_variants),
         cmocka_unit_test(test_dinov2_registers),
         cmocka_unit_test(test_mae),
+        cmocka_unit_test(test_recompute_gives_identical_gradients),
         cmocka_unit_test(test_bad_checkpoint_lists_problems),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,9 @@ const ex_key_spec vit_keys[] = {
     {"weights", EX_KEY_PATH, "", EX_NORANGE, NULL, "checkpoint to load (.safetensors); empty: none"},
     {"format", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|dinov2|timm|hf|mae|hf-mae",
      "naming convention of the checkpoint (auto: detected from its tensor names)"},
+    {"recompute", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
+     "activation checkpointing: keep one block's activations and recompute each in backward (less memory, "
+     "about a third more compute, identical gradients)"},
     {"image_size", EX_KEY_INT_LIST, "224", 1, 65536, NULL,
      "input size the run uses: 'side' or 'height, width' (multiples of the patch size)"},
     EX_KEY_END,
@@ -98,6 +101,7 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
     /* released DINOv2 models with registers resample with antialiasing */
     vit_interp auto_interp = (p.interp == VIT_INTERP_DINOV2 && a->registers > 0) ? VIT_INTERP_ANTIALIAS : p.interp;
     a->interp = interp == 0 ? auto_interp : (vit_interp)(interp - 1);
+    EX_CHECK(ex_cfg_bool(cfg, "recompute", &a->recompute, err));
     EX_CHECK(ex_cfg_bool(cfg, "qkv_bias", &bias, err));
     a->qkv_bias = bias;
     double eps;

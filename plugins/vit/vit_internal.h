@@ -20,6 +20,7 @@ typedef struct vit_arch {
     int64_t grid_h, grid_w; /* the position table's grid */
     ex_mlp_kind mlp;
     int layerscale, qkv_bias, mask_token;
+    int recompute;          /* activation checkpointing: keep only the residual streams */
     float eps;
     vit_pos_kind pos;
     vit_interp interp;

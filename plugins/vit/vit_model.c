@@ -140,7 +140,9 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (a->registers > 0 ? a->registers : 1) * D, err));
     EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (a->depth + 1) * B * T * D, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
-    EX_CHECK(plan_buf(plan, &v->acts, "vit.block_acts", a->depth * (int64_t)v->acts_floats, err));
+    /* with recomputation only one block's activations exist: each block's are rebuilt before its backward */
+    const int64_t kept = a->recompute ? 1 : a->depth;
+    EX_CHECK(plan_buf(plan, &v->acts, "vit.block_acts", kept * (int64_t)v->acts_floats, err));
     EX_CHECK(plan_buf(plan, &v->scratch, "vit.block_scratch", (int64_t)ex_block_scratch_floats(&v->blocks[0], B, T), err));
     EX_CHECK(plan_buf(plan, &v->out, "vit.out", B * T * D, err));
     EX_CHECK(plan_buf(plan, &v->mean, "vit.norm_mean", B * T, err));
@@ -156,7 +158,7 @@ ex_status vit_ready(void *self, ex_err *err) {
     EX_ENSURE(v->block_acts, err, EX_E_NOMEM, "vit: out of memory");
     for (int64_t i = 0; i < v->a.depth; i++)
         ex_block_acts_bind(&v->block_acts[i], &v->blocks[i], v->max.batch, v->max_tokens,
-                           F(v->acts) + (size_t)i * v->acts_floats);
+                           F(v->acts) + (size_t)(v->a.recompute ? 0 : i) * v->acts_floats);
     if (v->a.pos == VIT_POS_SINCOS) {
         const int64_t rows = 1 + v->a.grid_h * v->a.grid_w;
         float *table = malloc(sizeof(float) * (size_t)(rows * v->a.dim));
@@ -327,6 +329,9 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
                                    F(v->rstd), B * T, err));
     for (int64_t i = a->depth - 1; i >= 0; i--) {
         const float *d1 = io->drop ? io->drop + (2 * i) * B : NULL, *d2 = io->drop ? io->drop + (2 * i + 1) * B : NULL;
+        if (a->recompute) /* rebuild block i's activations (bitwise the same: the ops are deterministic) */
+            EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
+                                      x0 + (size_t)i * stream, d1, d2, B, T, 1, err));
         EX_CHECK(ex_block_backward(v->be, &v->blocks[i], &v->block_acts[i], dres, x0 + (size_t)i * stream, d1, d2,
                                    F(v->scratch), B, T, err));
     }

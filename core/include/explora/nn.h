@@ -26,6 +26,7 @@
 
 #include "explora/backend.h"
 #include "explora/export.h"
+#include "explora/rng.h"
 #include "explora/status.h"
 
 #ifdef __cplusplus
@@ -142,6 +143,18 @@ EX_API ex_status ex_block_forward(ex_backend *be, const ex_block *blk, ex_block_
 EX_API ex_status ex_block_backward(ex_backend *be, const ex_block *blk, const ex_block_acts *acts, float *dresid,
                                    const float *inp, const float *drop1, const float *drop2, float *scratch,
                                    int64_t b, int64_t t, ex_err *err);
+
+/* --- stochastic depth ---------------------------------------------------------------- */
+
+/* Per-image scales for `branches` residual branches (a ViT has 2 per block,
+ * laid out (depth, 2, batch)), drawn from `rng` as DINOv2 does:
+ *   rate > 0.1:  for each branch a random subset of max(int(batch*(1-rate)), 1)
+ *                images keeps the branch, scaled by batch/subset; the others get 0;
+ *   0 < rate <= 0.1: each image keeps it with probability 1-rate, scaled by 1/(1-rate);
+ *   rate = 0:    every scale is 1.
+ * out has branches * batch floats (host memory). */
+EX_API ex_status ex_drop_path_scales(ex_rng *rng, double rate, int64_t batch, int64_t branches, float *out,
+                                     ex_err *err);
 
 #ifdef __cplusplus
 }
