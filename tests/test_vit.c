@@ -335,6 +335,90 @@ static void test_recompute_gives_identical_gradients(void **state) {
     free(g2);
 }
 
+/* Parameters (values of every tensor, in registration order) after loading names/<file>. */
+static float *load_named(const char *ini, const char *file, size_t *n, const char *skip) {
+    vt_ctx c;
+    memset(&c, 0, sizeof c);
+    ex_err err;
+    ex_err_clear(&err);
+    ext_backend_open("cpu", NULL, &c.be, &c.reg);
+    EXT_OK(ex_registry_add_dir(c.reg, ext_env("EXPLORA_TEST_PLUGIN_DIR"), &err), &err);
+    EXT_OK(ex_registry_scan(c.reg, &err), &err);
+    EXT_OK(ex_registry_find(c.reg, EX_PLUGIN_BACKBONE, "vit", &c.vitp, &err), &err);
+    c.vt = &c.vitp->vtable_copy.backbone;
+    char text[1024];
+    snprintf(text, sizeof text, "[backbone]\nname = vit\n%s", ini);
+    EXT_OK(ex_config_load_string(&c.cfg, text, "names.ini", &err), &err);
+    ex_cfg_section view = {c.cfg, "backbone", c.vitp->desc.keys};
+    ex_params_init(&c.params);
+    EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
+    ex_memory_plan_init(&c.plan, &c.be);
+    EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
+    ex_backbone_shape max = {1, 4, 4, 0, 0};
+    EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
+    ex_params_bind(&c.params);
+    EXT_OK(c.vt->ready(c.model, &err), &err);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/../fixtures/names/%s", ext_env("EXPLORA_TEST_DATA_DIR"), file);
+    EXT_OK(c.vt->load(c.model, path, "auto", &err), &err);
+    size_t total = (size_t)ex_params_numel(&c.params, 0), k = 0;
+    float *out = malloc(sizeof(float) * total);
+    for (int i = 0; i < c.params.count; i++) {
+        const ex_param *p = c.params.items[i];
+        size_t m = (size_t)ex_tensor_numel(&p->value);
+        if (skip && strcmp(p->value.name, skip) == 0)
+            memset(out + k, 0, m * sizeof(float));
+        else
+            memcpy(out + k, p->value.data, m * sizeof(float));
+        k += m;
+    }
+    *n = total;
+    ex_memory_plan_release(&c.plan);
+    c.vt->destroy(c.model);
+    ex_params_free(&c.params);
+    ex_config_free(c.cfg);
+    ext_backend_close(&c.be, c.reg);
+    return out;
+}
+
+static void test_naming_conventions(void **state) {
+    (void)state;
+    const char *dino = "dim = 8\ndepth = 2\nheads = 2\nhidden = 16\npatch = 2\npos_grid = 2\nregisters = 4\n"
+                       "layerscale = on\nimage_size = 4\n";
+    size_t n0, n;
+    float *ref = load_named(dino, "dinov2_official.safetensors", &n0, NULL);
+    const char *files[] = {"dinov2_hf.safetensors", "dinov2_training.safetensors"};
+    for (int k = 0; k < 2; k++) {
+        float *got = load_named(dino, files[k], &n, NULL);
+        assert_int_equal(n, n0);
+        if (memcmp(got, ref, n * sizeof(float)) != 0) fail_msg("%s loads different parameters", files[k]);
+        free(got);
+    }
+    /* timm drops the mask token: it keeps its zero initialisation */
+    float *ref_nomask = load_named(dino, "dinov2_official.safetensors", &n0, "mask_token");
+    float *timm = load_named(dino, "dinov2_timm.safetensors", &n, NULL);
+    assert_memory_equal(timm, ref_nomask, n * sizeof(float));
+    free(timm);
+    free(ref_nomask);
+    /* the student copy of the training export is a different model (+1 everywhere) */
+    char ini[512];
+    snprintf(ini, sizeof ini, "%scheckpoint_copy = student\n", dino);
+    float *student = load_named(ini, "dinov2_training.safetensors", &n, NULL);
+    assert_float_equal(student[0], ref[0] + 1.0f, 1e-6);
+    free(student);
+    free(ref);
+
+    const char *mae = "dim = 8\ndepth = 2\nheads = 2\nhidden = 16\npatch = 2\npos_grid = 2\nmask_token = off\n"
+                      "layerscale = off\nimage_size = 4\n";
+    ref = load_named(mae, "mae_official.safetensors", &n0, NULL);
+    float *hf = load_named(mae, "mae_hf.safetensors", &n, NULL);
+    assert_int_equal(n, n0);
+    assert_memory_equal(hf, ref, n * sizeof(float));
+    free(hf);
+    free(ref);
+}
+
 static void test_bad_checkpoint_lists_problems(void **state) {
     (void)state;
     vt_ctx c;
@@ -384,6 +468,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_registers),
         cmocka_unit_test(test_mae),
         cmocka_unit_test(test_recompute_gives_identical_gradients),
+        cmocka_unit_test(test_naming_conventions),
         cmocka_unit_test(test_bad_checkpoint_lists_problems),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

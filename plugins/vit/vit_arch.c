@@ -35,6 +35,9 @@ const ex_key_spec vit_keys[] = {
     {"weights", EX_KEY_PATH, "", EX_NORANGE, NULL, "checkpoint to load (.safetensors); empty: none"},
     {"format", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|dinov2|timm|hf|mae|hf-mae",
      "naming convention of the checkpoint (auto: detected from its tensor names)"},
+    {"checkpoint_copy", EX_KEY_STRING, "auto", EX_NORANGE, NULL,
+     "which copy to read from a training export with several (teacher, student, ...); auto: teacher if "
+     "present, else student; none: read names as they are"},
     {"recompute", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
      "activation checkpointing: keep one block's activations and recompute each in backward (less memory, "
      "about a third more compute, identical gradients)"},

@@ -36,6 +36,8 @@ typedef struct vit {
     ex_backend *be;
     ex_params *params;
     char format[32];       /* default checkpoint naming convention */
+    char copy[48];         /* [backbone] checkpoint_copy */
+    char select[64];       /* prefix of the copy to read from a training export ("teacher."), or "" */
 
     /* parameters (pointers bound by ex_params_bind) */
     float *cls, *dcls;             /* (dim) */

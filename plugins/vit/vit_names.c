@@ -1,9 +1,11 @@
 /*
  * plugins/vit/vit_names.c — checkpoint naming conventions mapped onto the
- * internal (official DINOv2) names; see the table in the project's reference
- * notes. Prefixes "module." and "backbone." (DDP, ExPLoRA and DINOv2 training
- * checkpoints) are stripped, "teacher."/"student." copies and SSL heads are
- * ignored, and DINOv2's FSDP chunked names blocks.<chunk>.<i>.* become blocks.<i>.*.
+ * internal (official DINOv2) names. Training exports hold several copies
+ * ("teacher.", "student."): only the selected one is read (the teacher by
+ * default, as DINOv2 evaluates it). Prefixes "module.", "backbone.", "model."
+ * and "dinov2." (DDP, ExPLoRA and DINOv2 training checkpoints, {"model": ...}
+ * files) are stripped, SSL heads and MAE decoders ignored, and DINOv2's FSDP
+ * chunked names blocks.<chunk>.<i>.* become blocks.<i>.*.
  */
 #include <stdio.h>
 #include <string.h>
@@ -131,7 +133,10 @@ static int map_native(const vit *v, const char *name, char *out, size_t cap) {
 int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset) {
     const vit *v = user;
     const char *name = ckpt_name;
-    if (starts(name, "teacher.") || starts(name, "student.")) return 0; /* pick one with a prefix-free export */
+    if (v->select[0]) { /* a training export holding several copies: take the selected one */
+        if (!starts(name, v->select)) return 0;
+        name += strlen(v->select);
+    }
     for (int again = 1; again;) {
         again = 0;
         static const char *strip[] = {"module.", "backbone.", "model.", "dinov2."};

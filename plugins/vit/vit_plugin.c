@@ -15,8 +15,11 @@ static ex_status vit_create(const ex_cfg_section *cfg, ex_backend *be, ex_params
     v->be = be;
     v->params = params;
     ex_status st = vit_arch_from_config(cfg, &v->a, v->format, sizeof v->format, err);
+    const char *copy = "auto";
+    if (st == EX_OK) st = ex_cfg_string(cfg, "checkpoint_copy", &copy, err);
+    snprintf(v->copy, sizeof v->copy, "%s", copy);
     if (st == EX_OK) st = vit_register_params(v, err);
-    if (st == EX_OK && v->mask_tok) {
+    if (st == EX_OK && v->a.mask_token) {
         ex_param *p = ex_params_find(params, "mask_token");
         if (p) p->optional = 1; /* timm drops it; DINOv2 initialises it to zeros */
     }
@@ -72,7 +75,19 @@ static ex_status vit_load(void *self, const char *path, const char *format, ex_e
                 path);
     }
     snprintf(v->format, sizeof v->format, "%s", fmt);
+    int has_teacher = 0, has_student = 0;
+    for (int i = 0; i < ex_st_count(f); i++) {
+        has_teacher |= strncmp(ex_st_at(f, i)->name, "teacher.", 8) == 0;
+        has_student |= strncmp(ex_st_at(f, i)->name, "student.", 8) == 0;
+    }
+    if (strcmp(v->copy, "auto") == 0)
+        snprintf(v->select, sizeof v->select, "%s", has_teacher ? "teacher." : has_student ? "student." : "");
+    else if (strcmp(v->copy, "none") == 0)
+        v->select[0] = '\0';
+    else
+        snprintf(v->select, sizeof v->select, "%s.", v->copy);
     ex_status st = ex_params_load_safetensors(v->params, v->be, f, vit_map_name, v, 1, err);
+    if (st != EX_OK && v->select[0]) ex_err_prefix(err, "copy '%.*s': ", (int)strlen(v->select) - 1, v->select);
     if (st != EX_OK) ex_err_prefix(err, "vit (format %s): ", v->format);
     snprintf(v->format, sizeof v->format, "%s", saved);
     ex_st_close(f);
