@@ -20,6 +20,7 @@ typedef struct cli_args {
     const char *out;      /* embed --out FILE */
     const char *blocks;   /* embed --blocks i,j */
     int verbose;
+    int dry_run;          /* pretrain --dry-run */
 } cli_args;
 
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
@@ -29,5 +30,6 @@ int cli_plugins(const cli_args *a);
 int cli_check(const cli_args *a);
 int cli_data(const cli_args *a);
 int cli_embed(const cli_args *a);
+int cli_pretrain(const cli_args *a);
 
 #endif

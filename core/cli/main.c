@@ -29,6 +29,10 @@ static void usage(FILE *out) {
             "  embed CONFIG --out F [--blocks i,j]\n"
             "                          features (cls, mean patch token, chosen blocks) of every\n"
             "                          sample of [data] through [backbone], as safetensors\n"
+            "  pretrain CONFIG [--dry-run]\n"
+            "                          extended self-supervised pre-training ([backbone], [peft],\n"
+            "                          [objective], [data], [optim]); --dry-run prints the\n"
+            "                          trainable counts and memory plan without loading anything\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -96,6 +100,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
                 return 0;
             }
             a->show = (int)v;
+        } else if (strcmp(s, "--dry-run") == 0) {
+            a->dry_run = 1;
         } else if (strcmp(s, "-v") == 0 || strcmp(s, "--verbose") == 0) {
             a->verbose = 1;
         } else if (s[0] == '-' && s[1] != '\0') {
@@ -128,6 +134,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "check") == 0) return cli_check(&a);
     if (strcmp(v, "data") == 0) return cli_data(&a);
     if (strcmp(v, "embed") == 0) return cli_embed(&a);
+    if (strcmp(v, "pretrain") == 0) return cli_pretrain(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

@@ -28,11 +28,37 @@ ex_status ex_model_image_size(const ex_session *s, int64_t *height, int64_t *wid
     return EX_OK;
 }
 
-ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,
-                         ex_err *err) {
+/* Freeze everything, then create and apply each strategy of [peft] stack in order. */
+static ex_status apply_peft(ex_model *m, const ex_session *s, ex_err *err) {
+    EX_CHECK(ex_params_set_trainable(&m->params, "*", 0, NULL, err));
+    if (!ex_config_has_section(s->config, "peft")) return EX_OK;
+    const ex_cfg_section peft = {s->config, "peft", ex_core_peft_keys()};
+    const char *names[EX_MODEL_MAX_PEFT];
+    char buf[1024];
+    int n = 0;
+    EX_CHECK(ex_cfg_string_list(&peft, "stack", names, EX_MODEL_MAX_PEFT, &n, buf, sizeof buf, err));
+    ex_peft_target t = {m->be, &m->params, m->vt, m->self, m->info};
+    for (int i = 0; i < n; i++) {
+        snprintf(m->peft_section[i], sizeof m->peft_section[i], "peft.%s", names[i]);
+        EX_CHECK(ex_registry_find(s->registry, EX_PLUGIN_PEFT, names[i], &m->peft_plugin[i], err));
+        m->peft_view[i] = (ex_cfg_section){s->config, m->peft_section[i], m->peft_plugin[i]->desc.keys};
+        const ex_peft_vtable *v = &m->peft_plugin[i]->vtable_copy.peft;
+        ex_status st = v->create(&m->peft_view[i], &m->peft_self[i], err);
+        if (st == EX_OK) {
+            m->npeft = i + 1;
+            st = v->apply(m->peft_self[i], &t, err);
+        }
+        if (st != EX_OK) {
+            ex_err_prefix(err, "[peft] strategy '%s': ", names[i]);
+            return st;
+        }
+    }
+    return EX_OK;
+}
+
+ex_status ex_model_create(ex_model *m, const ex_session *s, ex_backend *be, ex_err *err) {
     memset(m, 0, sizeof *m);
     m->be = be;
-    m->shape = *shape;
     ex_params_init(&m->params);
     ex_memory_plan_init(&m->plan, be);
     EX_CHECK(ex_session_plugin(s, "backbone", EX_PLUGIN_BACKBONE, "vit", &m->plugin, &m->view, err));
@@ -43,15 +69,44 @@ ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const
         return st;
     }
     EX_CHECK(m->vt->info(m->self, &m->info));
+    m->backbone_params = m->params.count;
+    const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+    int64_t seed = 0;
+    EX_CHECK(ex_cfg_int(&run, "seed", &seed, err));
+    m->seed = (uint64_t)seed;
+    return apply_peft(m, s, err);
+}
+
+ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err) {
+    m->shape = *shape;
     EX_CHECK(ex_params_plan(&m->params, &m->plan, err));
-    return m->vt->plan(m->self, shape, &m->plan, err);
+    EX_CHECK(m->vt->plan(m->self, shape, &m->plan, err));
+    const int64_t p = m->info.patch;
+    const int64_t max_rows = shape->batch * (1 + m->info.registers + (shape->height / p) * (shape->width / p));
+    for (int i = 0; i < m->npeft; i++) {
+        const ex_peft_vtable *v = &m->peft_plugin[i]->vtable_copy.peft;
+        if (v->plan) EX_CHECK(v->plan(m->peft_self[i], max_rows, &m->plan, err));
+    }
+    return EX_OK;
+}
+
+ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,
+                         ex_err *err) {
+    EX_CHECK(ex_model_create(m, s, be, err));
+    return ex_model_plan(m, shape, err);
 }
 
 ex_status ex_model_allocate(ex_model *m, ex_err *err) {
     EX_CHECK(ex_memory_plan_commit(&m->plan, err));
     m->allocated = 1;
     ex_params_bind(&m->params);
-    return m->vt->ready(m->self, err);
+    EX_CHECK(m->vt->ready(m->self, err));
+    ex_rng rng = ex_rng_seed(m->seed, EX_RNG_INIT);
+    for (int i = 0; i < m->npeft; i++) {
+        const ex_peft_vtable *v = &m->peft_plugin[i]->vtable_copy.peft;
+        if (v->init) EX_CHECK(v->init(m->peft_self[i], &rng, err));
+    }
+    return EX_OK;
 }
 
 ex_status ex_model_load(ex_model *m, const char *path, ex_err *err) {
@@ -65,18 +120,34 @@ ex_status ex_model_load(ex_model *m, const char *path, ex_err *err) {
     }
     const char *format = "auto";
     if (declares(m->view.specs, "format")) EX_CHECK(ex_cfg_string(&m->view, "format", &format, err));
-    return m->vt->load(m->self, path, format, err);
+    /* adapters and heads added after the backbone are not in a backbone checkpoint */
+    uint8_t saved[4096];
+    const int extra = m->params.count - m->backbone_params;
+    EX_ENSURE(extra <= (int)sizeof saved, err, EX_E_INTERNAL, "too many non-backbone parameters");
+    for (int i = 0; i < extra; i++) {
+        saved[i] = (uint8_t)m->params.items[m->backbone_params + i]->optional;
+        m->params.items[m->backbone_params + i]->optional = 1;
+    }
+    ex_status st = m->vt->load(m->self, path, format, err);
+    for (int i = 0; i < extra; i++) m->params.items[m->backbone_params + i]->optional = saved[i];
+    return st;
 }
 
 void ex_model_free(ex_model *m) {
     /* the plan points at tensors owned by the backbone and the params: release it first */
     ex_memory_plan_release(&m->plan);
+    for (int i = 0; i < m->npeft; i++) m->peft_plugin[i]->vtable_copy.peft.destroy(m->peft_self[i]);
     if (m->vt && m->self) m->vt->destroy(m->self);
     ex_params_free(&m->params);
     memset(m, 0, sizeof *m);
 }
 
 void ex_model_print(const ex_model *m, FILE *out) {
+    if (m->npeft) {
+        fprintf(out, "peft stack:");
+        for (int i = 0; i < m->npeft; i++) fprintf(out, " %s", m->peft_plugin[i]->desc.name);
+        fprintf(out, "\n");
+    }
     fprintf(out, "backbone %s: dim %lld, depth %lld, heads %lld, patch %lld, registers %lld\n", m->plugin->desc.name,
             (long long)m->info.dim, (long long)m->info.depth, (long long)m->info.heads, (long long)m->info.patch,
             (long long)m->info.registers);

@@ -24,6 +24,10 @@ _Static_assert(sizeof(ex_backend_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy
                "vtable_copy too small for the backend vtable");
 _Static_assert(sizeof(ex_backbone_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
                "vtable_copy too small for the backbone vtable");
+_Static_assert(sizeof(ex_peft_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
+               "vtable_copy too small for the peft vtable");
+_Static_assert(sizeof(ex_objective_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
+               "vtable_copy too small for the objective vtable");
 _Static_assert(sizeof(ex_dataset_vtable) <= sizeof(((ex_plugin *)0)->vtable_copy.bytes),
                "vtable_copy too small for the dataset vtable");
 
@@ -124,6 +128,24 @@ static ex_status check_mandatory(const ex_plugin_desc *d, const ex_plugin *p, co
         n = missing_slots(req, sizeof req / sizeof req[0], missing, sizeof missing);
         break;
     }
+    case EX_PLUGIN_PEFT: {
+        const ex_peft_vtable *v = &p->vtable_copy.peft;
+        const slot_req req[] = {{"create", (const void *)v->create},
+                                {"destroy", (const void *)v->destroy},
+                                {"apply", (const void *)v->apply}};
+        n = missing_slots(req, sizeof req / sizeof req[0], missing, sizeof missing);
+        break;
+    }
+    case EX_PLUGIN_OBJECTIVE: {
+        const ex_objective_vtable *v = &p->vtable_copy.objective;
+        const slot_req req[] = {{"create", (const void *)v->create},
+                                {"destroy", (const void *)v->destroy},
+                                {"views", (const void *)v->views},
+                                {"backbone_shape", (const void *)v->backbone_shape},
+                                {"step", (const void *)v->step}};
+        n = missing_slots(req, sizeof req / sizeof req[0], missing, sizeof missing);
+        break;
+    }
     case EX_PLUGIN_BACKBONE: {
         const ex_backbone_vtable *v = &p->vtable_copy.backbone;
         const slot_req req[] = {{"create", (const void *)v->create},   {"destroy", (const void *)v->destroy},
@@ -149,6 +171,8 @@ static size_t kind_vtable_size(ex_plugin_kind k) {
     case EX_PLUGIN_BACKEND: return sizeof(ex_backend_vtable);
     case EX_PLUGIN_DATASET: return sizeof(ex_dataset_vtable);
     case EX_PLUGIN_BACKBONE: return sizeof(ex_backbone_vtable);
+    case EX_PLUGIN_PEFT: return sizeof(ex_peft_vtable);
+    case EX_PLUGIN_OBJECTIVE: return sizeof(ex_objective_vtable);
     default: return 0;
     }
 }

@@ -6,21 +6,19 @@
 #include <string.h>
 
 #include "explora/fileio.h"
+#include "explora/optim.h"
 
 static const ex_key_spec k_run_keys[] = {
     {"seed", EX_KEY_INT, "0", 0, 9.2e18, NULL, "seed of every random stream of the run"},
     {"out", EX_KEY_PATH, "runs/default", EX_NORANGE, NULL, "run directory: effective config, metrics, checkpoints"},
+    {"log_every", EX_KEY_INT, "10", 1, 1e12, NULL, "optimiser steps between log lines and metrics records"},
+    {"checkpoint_every", EX_KEY_INT, "0", 0, 1e12, NULL, "optimiser steps between checkpoints (0: only at the end)"},
     EX_KEY_END,
 };
 
 static const ex_key_spec k_plugins_keys[] = {
     {"path", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
      "directories searched for plugins before EXPLORA_PLUGIN_PATH and the defaults (comma-separated)"},
-    EX_KEY_END,
-};
-
-static const ex_key_spec k_optim_keys[] = {
-    {"batch", EX_KEY_INT, "32", 1, 1048576, NULL, "images per step (per process)"},
     EX_KEY_END,
 };
 
@@ -32,9 +30,17 @@ static const ex_key_spec k_transform_keys[] = {
     EX_KEY_END,
 };
 
+static const ex_key_spec k_peft_keys[] = {
+    {"stack", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
+     "PEFT strategies applied in order after freezing everything, e.g. 'unfreeze, lora' (ExPLoRA); empty: all frozen "
+     "(linear probe). Each is configured by its own section [peft.<name>]"},
+    EX_KEY_END,
+};
+
 const ex_key_spec *ex_core_transform_keys(void) { return k_transform_keys; }
+const ex_key_spec *ex_core_peft_keys(void) { return k_peft_keys; }
 const ex_key_spec *ex_core_run_keys(void) { return k_run_keys; }
-const ex_key_spec *ex_core_optim_keys(void) { return k_optim_keys; }
+const ex_key_spec *ex_core_optim_keys(void) { return ex_optim_keys(); }
 const ex_key_spec *ex_core_plugins_keys(void) { return k_plugins_keys; }
 
 /* Sections that select a plugin: section name, plugin kind, default plugin name. */
@@ -45,6 +51,7 @@ static const struct {
 } k_plugin_sections[] = {
     {"backend", EX_PLUGIN_BACKEND, "cpu"},
     {"backbone", EX_PLUGIN_BACKBONE, "vit"},
+    {"objective", EX_PLUGIN_OBJECTIVE, NULL},
     {"data", EX_PLUGIN_DATASET, NULL},
 };
 #define N_PLUGIN_SECTIONS (sizeof k_plugin_sections / sizeof k_plugin_sections[0])
@@ -125,6 +132,42 @@ ex_status ex_session_plugin(const ex_session *s, const char *section, ex_plugin_
 
 static const ex_key_spec k_no_keys[] = {EX_KEY_END};
 
+/* [peft] stack names PEFT plugins; every [peft.<name>] section belongs to one of them
+ * and passes that plugin's schema. */
+static ex_status validate_peft(const ex_session *s, ex_err *err) {
+    const char *names[16];
+    char buf[1024];
+    int n = 0;
+    if (ex_config_has_section(s->config, "peft")) {
+        EX_CHECK(ex_config_validate_section(s->config, "peft", k_peft_keys, NULL, err));
+        const ex_cfg_section peft = {s->config, "peft", k_peft_keys};
+        EX_CHECK(ex_cfg_string_list(&peft, "stack", names, 16, &n, buf, sizeof buf, err));
+    }
+    for (int i = 0; i < n; i++) {
+        const ex_plugin *p;
+        ex_status st = ex_registry_find(s->registry, EX_PLUGIN_PEFT, names[i], &p, err);
+        if (st != EX_OK) {
+            const char *origin = ex_config_origin(s->config, "peft", "stack");
+            ex_err_prefix(err, "%s: [peft] stack: ", origin ? origin : "config");
+            return st;
+        }
+        char sec[96];
+        snprintf(sec, sizeof sec, "peft.%s", names[i]);
+        if (ex_config_has_section(s->config, sec))
+            EX_CHECK(ex_config_validate_section(s->config, sec, p->desc.keys ? p->desc.keys : k_no_keys, NULL, err));
+    }
+    for (int i = 0; i < ex_config_section_count(s->config); i++) {
+        const char *sec = ex_config_section_name(s->config, i);
+        if (strncmp(sec, "peft.", 5) != 0) continue;
+        int listed = 0;
+        for (int k = 0; k < n; k++) listed |= strcmp(sec + 5, names[k]) == 0;
+        EX_ENSURE(listed, err, EX_E_CONFIG,
+                  "section [%s] configures a PEFT strategy that [peft] stack does not list (stack: %s).", sec,
+                  n ? buf : "empty");
+    }
+    return EX_OK;
+}
+
 ex_status ex_session_validate(const ex_session *s, ex_err *err) {
     const char *known[N_PLUGIN_SECTIONS + 5];
     int nk = 0;
@@ -134,13 +177,24 @@ ex_status ex_session_validate(const ex_session *s, ex_err *err) {
     known[nk++] = "transform";
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) known[nk++] = k_plugin_sections[i].section;
     known[nk] = NULL;
-    EX_CHECK(ex_config_check_sections(s->config, known, err));
+    EX_CHECK(validate_peft(s, err));
+    /* [peft.<name>] sections were checked above; let check_sections skip them */
+    const char *all_known[64];
+    int na = 0;
+    for (int i = 0; i < nk; i++) all_known[na++] = known[i];
+    all_known[na++] = "peft";
+    for (int i = 0; i < ex_config_section_count(s->config) && na < 63; i++) {
+        const char *sec = ex_config_section_name(s->config, i);
+        if (strncmp(sec, "peft.", 5) == 0) all_known[na++] = sec;
+    }
+    all_known[na] = NULL;
+    EX_CHECK(ex_config_check_sections(s->config, all_known, err));
     if (ex_config_has_section(s->config, "run"))
         EX_CHECK(ex_config_validate_section(s->config, "run", k_run_keys, NULL, err));
     if (ex_config_has_section(s->config, "transform"))
         EX_CHECK(ex_config_validate_section(s->config, "transform", k_transform_keys, NULL, err));
     if (ex_config_has_section(s->config, "optim"))
-        EX_CHECK(ex_config_validate_section(s->config, "optim", k_optim_keys, NULL, err));
+        EX_CHECK(ex_config_validate_section(s->config, "optim", ex_optim_keys(), NULL, err));
     static const char *const name_key[] = {"name", NULL};
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) {
         const char *sec = k_plugin_sections[i].section;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "explora/augment.h"
 #include "vit_internal.h"
 
 #define BE(v) ((v)->be)
@@ -184,7 +185,8 @@ static ex_status upload_weights(vit *v, ex_tensor *dst, int64_t m, int64_t n, ex
         free(f);
         EX_FAIL(err, EX_E_NOMEM, "vit: out of memory");
     }
-    vit_resample_weights(v->a.interp, m, n, w);
+    static const ex_filter filters[3] = {EX_FILTER_CUBIC_DINOV2, EX_FILTER_CUBIC_NOAA, EX_FILTER_BICUBIC};
+    ex_resample_weights(filters[v->a.interp], m, n, 0.0, (double)m, w);
     for (int64_t i = 0; i < m * n; i++) f[i] = (float)w[i];
     ex_status st = ex_be_upload(v->be, dst->data, f, sizeof(float) * (size_t)(m * n), err);
     free(w);

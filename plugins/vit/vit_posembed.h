@@ -4,7 +4,7 @@
  * 2-D sin-cos table.
  *
  * Resampling is separable: out (n_h, n_w, D) = R_h (n_h, M_h) . table (M_h, M_w, D) . R_w^T,
- * so a variant is just how the two 1-D weight matrices are built.
+ * so a variant is just how the two 1-D weight matrices are built (ex_resample_weights).
  */
 #ifndef EXPLORA_VIT_POSEMBED_H
 #define EXPLORA_VIT_POSEMBED_H
@@ -16,10 +16,6 @@ typedef enum vit_interp {
     VIT_INTERP_SIZE = 1,      /* bicubic A=-0.75 to size n (step M/n), no antialias: HF Dinov2Model, MAE */
     VIT_INTERP_ANTIALIAS = 2  /* antialiased bicubic (A=-0.5, PIL-style support): timm, DINOv2 _reg models */
 } vit_interp;
-
-/* Fill w (n, m) row-major with the 1-D resampling weights from m source
- * positions to n target positions. Computed in double. */
-void vit_resample_weights(vit_interp mode, int64_t m, int64_t n, double *w);
 
 /* MAE's get_2d_sincos_pos_embed: table (1 + gh*gw, dim), row 0 (cls) zeros;
  * token k = i*gw + j (row i, column j) gets [sin(j w), cos(j w), sin(i w), cos(i w)],

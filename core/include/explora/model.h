@@ -3,9 +3,11 @@
  * instance, its named parameters and the memory plan of a run at a given
  * batch and image size. The verbs build on it:
  *
- *   ex_model_build     create the backbone and plan parameters and activations
+ *   ex_model_build     create the backbone, freeze it, apply the [peft] stack
+ *                      (what trains, adapters), plan parameters and activations
  *                      (nothing allocated: what `check` / --dry-run reports)
- *   ex_model_allocate  allocate every arena, bind parameters and activations
+ *   ex_model_allocate  allocate every arena, bind parameters and activations,
+ *                      initialise the strategies' parameters from [run] seed
  *   ex_model_load      read weights (the [backbone] weights key, or a path)
  */
 #ifndef EXPLORA_MODEL_H
@@ -21,6 +23,8 @@
 extern "C" {
 #endif
 
+#define EX_MODEL_MAX_PEFT 8
+
 typedef struct ex_model {
     ex_backend *be;
     const ex_plugin *plugin;
@@ -32,10 +36,24 @@ typedef struct ex_model {
     ex_backbone_info info;
     ex_cfg_section view;
     int allocated;
+    /* PEFT strategies of [peft] stack, in order */
+    int npeft;
+    const ex_plugin *peft_plugin[EX_MODEL_MAX_PEFT];
+    void *peft_self[EX_MODEL_MAX_PEFT];
+    ex_cfg_section peft_view[EX_MODEL_MAX_PEFT];
+    char peft_section[EX_MODEL_MAX_PEFT][80];
+    uint64_t seed;
+    int backbone_params;   /* the first parameters are the backbone's (what a backbone checkpoint holds) */
 } ex_model;
 
 /* The run's image size from the backbone section's `image_size` ("side" or "h, w"; 224 when absent). */
 EX_API ex_status ex_model_image_size(const ex_session *s, int64_t *height, int64_t *width, ex_err *err);
+
+/* The two halves of ex_model_build, for callers that add parameters in between
+ * (an objective's heads): create = backbone + frozen + [peft] stack applied;
+ * plan = parameters (values, gradients of what trains) + activations. */
+EX_API ex_status ex_model_create(ex_model *m, const ex_session *s, ex_backend *be, ex_err *err);
+EX_API ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err);
 
 /* Create the backbone of [backbone] and plan memory for `shape` (batch, height, width, keep, input_grad). */
 EX_API ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,

@@ -38,6 +38,8 @@
 #include "explora/backend.h"
 #include "explora/config.h"
 #include "explora/export.h"
+#include "explora/objective.h"
+#include "explora/peft.h"
 #include "explora/status.h"
 
 #ifdef __cplusplus
@@ -127,6 +129,8 @@ typedef struct ex_plugin {
         unsigned char bytes[1024];
         ex_backend_vtable backend;
         ex_backbone_vtable backbone;
+        ex_peft_vtable peft;
+        ex_objective_vtable objective;
         ex_dataset_vtable dataset;
     } vtable_copy;
 } ex_plugin;

@@ -1,0 +1,42 @@
+/*
+ * core/cli/cli_pretrain.c — `explora pretrain CONFIG [--dry-run]`: extended
+ * self-supervised pre-training with the configured backbone, PEFT stack,
+ * objective, dataset and backend. --dry-run builds everything without
+ * weights or data, prints the trainable counts and the memory plan, and exits.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+#include "explora/trainer.h"
+
+int cli_pretrain(const cli_args *a) {
+    if (a->npositional != 1) {
+        fprintf(stderr, "explora: error: usage: explora pretrain CONFIG.ini [--dry-run] [--set section.key=value ...]\n");
+        return CLI_USAGE;
+    }
+    ex_session s;
+    ex_err err;
+    ex_err_clear(&err);
+    ex_session_options opt = a->session;
+    opt.config_path = a->positional[0];
+    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
+    int rc = CLI_OK;
+    ex_backend be;
+    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
+        rc = cli_report(a, &err);
+        ex_session_close(&s);
+        return rc;
+    }
+    ex_trainer t;
+    if (ex_trainer_setup(&t, &s, &be, &err) != EX_OK) {
+        rc = cli_report(a, &err);
+    } else {
+        ex_trainer_print(&t, stdout);
+        fflush(stdout);
+        if (!a->dry_run && ex_trainer_run(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);
+    }
+    ex_trainer_free(&t);
+    ex_backend_destroy(&be);
+    ex_session_close(&s);
+    return rc;
+}

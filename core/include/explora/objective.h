@@ -1,0 +1,102 @@
+/*
+ * explora/objective.h — the SSL objective plugin kind (mae, dinov2, ...).
+ *
+ * An objective owns everything between the backbone and the loss: heads,
+ * decoders, teachers, masks and the views it needs. The trainer stays
+ * generic: it builds the backbone and the PEFT stack, creates the objective,
+ * plans memory for the largest backbone pass the objective asks for, then per
+ * iteration hands it a batch of views and applies the optimiser to whatever
+ * gradients `step` accumulated.
+ *
+ * Life:
+ *   create          read [objective]; register heads/decoder parameters in
+ *                   env->params (with their trainable flags)
+ *   views           the views the loader must produce per image (count, sizes,
+ *                   crop scales, flips ...)
+ *   backbone_shape  the largest single backbone pass (batch, height, width, keep)
+ *   plan            the objective's own activations [opt]
+ *   init            after allocation: initialise heads from the seeded stream [opt]
+ *   load            heads/decoder from a checkpoint [opt]
+ *   step            forward + backward of the whole objective on one batch;
+ *                   parameter gradients accumulate (the trainer zeroes them);
+ *                   returns the loss terms
+ *   update          after the optimiser step: EMA teachers, centres ... [opt]
+ */
+#ifndef EXPLORA_OBJECTIVE_H
+#define EXPLORA_OBJECTIVE_H
+
+#include <stdint.h>
+
+#include "explora/backbone.h"
+#include "explora/backend.h"
+#include "explora/config.h"
+#include "explora/params.h"
+#include "explora/rng.h"
+#include "explora/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EX_MAX_VIEWS 16
+#define EX_MAX_LOSS_TERMS 8
+
+/* One view of an image: a RandomResizedCrop (scale = fraction of the area,
+ * ratio = aspect range), then an optional horizontal flip. Colour
+ * augmentations join this struct (at the end) with the data pipeline. */
+typedef struct ex_view_spec {
+    int64_t height, width;
+    double scale_min, scale_max;
+    double ratio_min, ratio_max;
+    double flip_p;
+} ex_view_spec;
+
+typedef struct ex_view_recipe {
+    int count;
+    ex_view_spec views[EX_MAX_VIEWS];
+} ex_view_recipe;
+
+/* What an objective works with. */
+typedef struct ex_objective_env {
+    ex_backend *be;
+    ex_params *params;             /* the student's parameters; the objective adds its own */
+    const ex_backbone_vtable *bb;
+    void *bb_self;
+    ex_backbone_info info;
+    int64_t batch;                 /* images per step (per process) */
+} ex_objective_env;
+
+/* One step's input: `nviews` device tensors (batch, channels, height, width), normalised. */
+typedef struct ex_batch {
+    int64_t batch;
+    int nviews;
+    const float *views[EX_MAX_VIEWS];
+    int64_t height[EX_MAX_VIEWS], width[EX_MAX_VIEWS];
+    const int64_t *labels;         /* host (batch), or NULL */
+} ex_batch;
+
+typedef struct ex_loss_terms {
+    int count;
+    const char *names[EX_MAX_LOSS_TERMS]; /* static strings, e.g. "mae", "dino_local" */
+    double values[EX_MAX_LOSS_TERMS];
+    double total;                          /* what the gradients are of */
+} ex_loss_terms;
+
+typedef struct ex_objective_vtable {
+    ex_status (*create)(const ex_cfg_section *cfg, const ex_objective_env *env, void **self, ex_err *err);
+    void (*destroy)(void *self);
+    ex_status (*views)(void *self, ex_view_recipe *out);
+    ex_status (*backbone_shape)(void *self, ex_backbone_shape *max);
+    ex_status (*plan)(void *self, ex_memory_plan *plan, ex_err *err);           /* [opt] */
+    ex_status (*init)(void *self, ex_rng *rng, ex_err *err);                     /* [opt] */
+    ex_status (*load)(void *self, const char *path, ex_err *err);                /* [opt] */
+    /* rng: the masking stream (EX_RNG_MASK), advanced by what the step draws. */
+    ex_status (*step)(void *self, const ex_batch *batch, ex_rng *rng, int64_t iteration, ex_loss_terms *out,
+                      ex_err *err);
+    ex_status (*update)(void *self, int64_t iteration, int64_t total_iterations, ex_err *err); /* [opt] */
+} ex_objective_vtable;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_OBJECTIVE_H */

@@ -1,0 +1,72 @@
+/*
+ * explora/optim.h — AdamW over the trainable parameters, parameter groups and
+ * per-iteration schedules.
+ *
+ * State (fp32 m and v) exists only for trainable tensors, in the optim arena.
+ * Groups follow the references: no weight decay on biases, norms and
+ * LayerScale gammas (DINOv2's rule: names ending ".bias", containing "norm" or
+ * "gamma"), 1-D tensors (MAE's rule) and LoRA-free tokens are decayed like
+ * DINOv2 does unless `wd_tokens = false`.
+ *
+ * Schedules, per optimiser step t of T: linear warm-up from 0 over W steps,
+ * then half-cosine from the base value to the final one (DINOv2's
+ * CosineScheduler / MAE's adjust_learning_rate).
+ */
+#ifndef EXPLORA_OPTIM_H
+#define EXPLORA_OPTIM_H
+
+#include <stdint.h>
+
+#include "explora/backend.h"
+#include "explora/config.h"
+#include "explora/params.h"
+#include "explora/status.h"
+#include "explora/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ex_optim_config {
+    double lr, min_lr, weight_decay, beta1, beta2, eps, clip_grad;
+    int64_t warmup_steps, steps;
+} ex_optim_config;
+
+typedef struct ex_optim_slot {
+    ex_param *param;
+    ex_tensor m, v;  /* (same shape), optim arena */
+    float wd_mult;   /* 0 or 1 */
+} ex_optim_slot;
+
+typedef struct ex_optim {
+    ex_optim_config cfg;
+    ex_optim_slot *slots;
+    int count;
+    int64_t step;    /* optimiser steps taken */
+    ex_backend *be;
+    float *norm_buf; /* device scalar for reductions */
+} ex_optim;
+
+/* The [optim] keys of the trainer (lr, min_lr, weight_decay, betas, eps, clip_grad, warmup, steps ...). */
+EX_API const ex_key_spec *ex_optim_keys(void);
+EX_API ex_status ex_optim_config_read(const ex_cfg_section *s, ex_optim_config *out, ex_err *err);
+
+/* Plan m and v for every trainable parameter. */
+EX_API ex_status ex_optim_plan(ex_optim *o, ex_backend *be, ex_params *ps, const ex_optim_config *cfg,
+                               ex_memory_plan *plan, ex_err *err);
+/* Value of a warm-up + cosine schedule at step t. */
+EX_API double ex_schedule_cosine(double base, double final, int64_t warmup, int64_t total, int64_t t);
+/* Global L2 norm of all trainable gradients (fixed order, computed on the device). */
+EX_API ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err);
+/* Scale every trainable gradient by s (accumulation averaging, clipping). */
+EX_API ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err);
+/* Zero every trainable gradient. */
+EX_API ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err);
+/* Clip (when clip_grad > 0) and take one AdamW step at the scheduled lr; returns the lr used and the norm. */
+EX_API ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err *err);
+EX_API void ex_optim_free(ex_optim *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_OPTIM_H */

@@ -1,0 +1,56 @@
+/*
+ * explora/trainer.h — extended pre-training: the loop that ties a backbone, its
+ * PEFT stack, an SSL objective, a dataset and the optimiser together.
+ *
+ *   ex_trainer_setup   validate, build everything, print trainable counts and
+ *                      the memory plan (a dry run stops here)
+ *   ex_trainer_run     allocate, load weights, train `steps` optimiser steps,
+ *                      write metrics.jsonl, config.ini and checkpoint.safetensors
+ *                      into the run directory
+ */
+#ifndef EXPLORA_TRAINER_H
+#define EXPLORA_TRAINER_H
+
+#include <stdio.h>
+
+#include "explora/loader.h"
+#include "explora/model.h"
+#include "explora/objective.h"
+#include "explora/optim.h"
+#include "explora/session.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ex_trainer {
+    ex_session *session;
+    ex_backend *be;
+    ex_model model;
+    const ex_plugin *obj_plugin;
+    const ex_objective_vtable *obj;
+    void *obj_self;
+    ex_cfg_section obj_view;
+    ex_view_recipe recipe;
+    ex_optim optim;
+    ex_optim_config ocfg;
+    int64_t batch, accumulate, log_every, checkpoint_every;
+    char out_dir[4096];
+    /* run state */
+    ex_loader loader;
+    void *ds;
+    const ex_dataset_vtable *ds_vt;
+    float *dev_views[EX_MAX_VIEWS];
+    ex_rng mask_rng;
+    double last_loss;
+} ex_trainer;
+
+EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
+EX_API void ex_trainer_print(const ex_trainer *t, FILE *out);
+EX_API ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err);
+EX_API void ex_trainer_free(ex_trainer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_TRAINER_H */

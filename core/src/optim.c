@@ -1,0 +1,148 @@
+/*
+ * core/src/optim.c — AdamW, gradient clipping and schedules (see explora/optim.h).
+ */
+#include "explora/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ex_key_spec k_optim_keys[] = {
+    {"batch", EX_KEY_INT, "32", 1, 1048576, NULL, "images per micro-batch (per process)"},
+    {"accumulate", EX_KEY_INT, "1", 1, 65536, NULL, "micro-batches per optimiser step (gradient accumulation)"},
+    {"steps", EX_KEY_INT, "1000", 1, 1e12, NULL, "optimiser steps of the run"},
+    {"lr", EX_KEY_FLOAT, "1e-3", 0, 10, NULL, "peak learning rate (after warm-up)"},
+    {"min_lr", EX_KEY_FLOAT, "1e-6", 0, 10, NULL, "learning rate at the end of the cosine"},
+    {"warmup_steps", EX_KEY_INT, "0", 0, 1e12, NULL, "linear warm-up from 0"},
+    {"weight_decay", EX_KEY_FLOAT, "0.05", 0, 10, NULL, "AdamW decoupled weight decay (not on biases, norms, gammas)"},
+    {"beta1", EX_KEY_FLOAT, "0.9", 0, 0.999999, NULL, "AdamW beta1"},
+    {"beta2", EX_KEY_FLOAT, "0.999", 0, 0.999999999, NULL, "AdamW beta2 (MAE uses 0.95)"},
+    {"eps", EX_KEY_FLOAT, "1e-8", 0, 1, NULL, "AdamW epsilon"},
+    {"clip_grad", EX_KEY_FLOAT, "0", 0, 1e9, NULL, "clip the global gradient L2 norm to this (0: off; DINOv2 uses 3)"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_optim_keys(void) { return k_optim_keys; }
+
+ex_status ex_optim_config_read(const ex_cfg_section *s, ex_optim_config *o, ex_err *err) {
+    memset(o, 0, sizeof *o);
+    EX_CHECK(ex_cfg_int(s, "steps", &o->steps, err));
+    EX_CHECK(ex_cfg_int(s, "warmup_steps", &o->warmup_steps, err));
+    EX_CHECK(ex_cfg_float(s, "lr", &o->lr, err));
+    EX_CHECK(ex_cfg_float(s, "min_lr", &o->min_lr, err));
+    EX_CHECK(ex_cfg_float(s, "weight_decay", &o->weight_decay, err));
+    EX_CHECK(ex_cfg_float(s, "beta1", &o->beta1, err));
+    EX_CHECK(ex_cfg_float(s, "beta2", &o->beta2, err));
+    EX_CHECK(ex_cfg_float(s, "eps", &o->eps, err));
+    EX_CHECK(ex_cfg_float(s, "clip_grad", &o->clip_grad, err));
+    EX_ENSURE(o->warmup_steps <= o->steps, err, EX_E_CONFIG, "[optim] warmup_steps = %lld exceeds steps = %lld.",
+              (long long)o->warmup_steps, (long long)o->steps);
+    return EX_OK;
+}
+
+/* DINOv2's rule: no decay for names ending in ".bias" or containing "norm" or "gamma". */
+static float wd_mult_for(const char *name) {
+    size_t n = strlen(name);
+    if (n >= 5 && strcmp(name + n - 5, ".bias") == 0) return 0.0f;
+    if (strstr(name, "norm") || strstr(name, "gamma")) return 0.0f;
+    return 1.0f;
+}
+
+ex_status ex_optim_plan(ex_optim *o, ex_backend *be, ex_params *ps, const ex_optim_config *cfg, ex_memory_plan *plan,
+                        ex_err *err) {
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->be = be;
+    int n = 0;
+    for (int i = 0; i < ps->count; i++) n += ps->items[i]->trainable;
+    o->slots = calloc((size_t)(n ? n : 1), sizeof *o->slots);
+    EX_ENSURE(o->slots, err, EX_E_NOMEM, "out of memory planning the optimiser");
+    for (int i = 0; i < ps->count; i++) {
+        ex_param *p = ps->items[i];
+        if (!p->trainable) continue;
+        ex_optim_slot *sl = &o->slots[o->count++];
+        sl->param = p;
+        sl->wd_mult = wd_mult_for(p->value.name);
+        char name[EX_NAME_MAX];
+        snprintf(name, sizeof name, "%.140s.adam_m", p->value.name);
+        EX_CHECK(ex_tensor_init(&sl->m, name, EX_F32, p->value.ndim, p->value.shape, err));
+        snprintf(name, sizeof name, "%.140s.adam_v", p->value.name);
+        EX_CHECK(ex_tensor_init(&sl->v, name, EX_F32, p->value.ndim, p->value.shape, err));
+        EX_CHECK(ex_arena_add(&plan->arenas[EX_MEM_OPTIM], &sl->m, err));
+        EX_CHECK(ex_arena_add(&plan->arenas[EX_MEM_OPTIM], &sl->v, err));
+    }
+    return EX_OK;
+}
+
+double ex_schedule_cosine(double base, double final, int64_t warmup, int64_t total, int64_t t) {
+    if (t < warmup) return base * (double)t / (double)warmup;
+    if (t >= total) return final;
+    double progress = (double)(t - warmup) / (double)(total - warmup);
+    return final + 0.5 * (base - final) * (1.0 + cos(M_PI * progress));
+}
+
+static ex_status ensure_norm_buf(ex_optim *o, ex_err *err) {
+    if (!o->norm_buf) EX_CHECK(ex_be_alloc(o->be, sizeof(float) * 2, (void **)&o->norm_buf, err));
+    return EX_OK;
+}
+
+ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err) {
+    EX_CHECK(ensure_norm_buf(o, err));
+    double sumsq = 0.0;
+    for (int i = 0; i < o->count; i++) {
+        const ex_param *p = o->slots[i].param;
+        float part = 0.0f;
+        ex_status st = o->be->vt.reduce(o->be->ctx, EX_RED_SUMSQ, o->norm_buf, p->grad.data, ex_tensor_numel(&p->grad));
+        EX_ENSURE(st == EX_OK, err, st, "optim: reduce failed on '%s'", p->grad.name);
+        EX_CHECK(ex_be_download(o->be, &part, o->norm_buf, sizeof part, err));
+        sumsq += (double)part;
+    }
+    *norm = sqrt(sumsq);
+    return EX_OK;
+}
+
+ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err) {
+    for (int i = 0; i < o->count; i++) {
+        const ex_param *p = o->slots[i].param;
+        ex_status st = o->be->vt.axpby(o->be->ctx, p->grad.data, 0.0f, p->grad.data, s, ex_tensor_numel(&p->grad));
+        EX_ENSURE(st == EX_OK, err, st, "optim: scaling '%s' failed", p->grad.name);
+    }
+    return EX_OK;
+}
+
+ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err) {
+    for (int i = 0; i < o->count; i++) {
+        const ex_param *p = o->slots[i].param;
+        ex_status st = o->be->vt.fill(o->be->ctx, p->grad.data, 0.0f, ex_tensor_numel(&p->grad));
+        EX_ENSURE(st == EX_OK, err, st, "optim: zeroing '%s' failed", p->grad.name);
+    }
+    return EX_OK;
+}
+
+ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err *err) {
+    const ex_optim_config *c = &o->cfg;
+    double norm = 0.0;
+    EX_CHECK(ex_optim_grad_norm(o, &norm, err));
+    EX_ENSURE(isfinite(norm), err, EX_E_INVALID, "optim: the gradient norm is %g at step %lld", norm,
+              (long long)o->step);
+    if (c->clip_grad > 0.0 && norm > c->clip_grad) EX_CHECK(ex_optim_scale_grads(o, (float)(c->clip_grad / (norm + 1e-6)), err));
+    double lr = ex_schedule_cosine(c->lr, c->min_lr, c->warmup_steps, c->steps, o->step);
+    o->step++;
+    for (int i = 0; i < o->count; i++) {
+        ex_optim_slot *sl = &o->slots[i];
+        ex_adamw_params h = {(float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps,
+                             (float)(c->weight_decay * sl->wd_mult), o->step};
+        ex_status st = o->be->vt.adamw(o->be->ctx, sl->param->value.data, sl->param->grad.data, sl->m.data, sl->v.data,
+                                       ex_tensor_numel(&sl->param->value), &h);
+        EX_ENSURE(st == EX_OK, err, st, "optim: AdamW failed on '%s'", sl->param->value.name);
+    }
+    if (lr_used) *lr_used = lr;
+    if (grad_norm) *grad_norm = norm;
+    return EX_OK;
+}
+
+void ex_optim_free(ex_optim *o) {
+    if (o->norm_buf) ex_be_free(o->be, o->norm_buf);
+    free(o->slots);
+    memset(o, 0, sizeof *o);
+}

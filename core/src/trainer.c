@@ -1,0 +1,257 @@
+/*
+ * core/src/trainer.c — the extended pre-training loop (see explora/trainer.h).
+ *
+ * One optimiser step = `accumulate` micro-batches: each is drawn by the
+ * loader, uploaded, and given to the objective's step, which runs forward and
+ * backward and accumulates gradients; then gradients are averaged, clipped,
+ * and AdamW updates every trainable tensor at the scheduled learning rate;
+ * then the objective updates its teachers/centres.
+ */
+#include "explora/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "explora/fileio.h"
+#include "explora/safetensors.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static ex_status mkdir_p(const char *path, ex_err *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+    return EX_OK;
+}
+
+ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err) {
+    memset(t, 0, sizeof *t);
+    t->session = s;
+    t->be = be;
+    const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
+    const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+    EX_CHECK(ex_cfg_int(&optim, "batch", &t->batch, err));
+    EX_CHECK(ex_cfg_int(&optim, "accumulate", &t->accumulate, err));
+    EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
+    EX_CHECK(ex_cfg_int(&run, "log_every", &t->log_every, err));
+    EX_CHECK(ex_cfg_int(&run, "checkpoint_every", &t->checkpoint_every, err));
+    EX_CHECK(ex_cfg_path(&run, "out", t->out_dir, sizeof t->out_dir, err));
+
+    EX_CHECK(ex_model_create(&t->model, s, be, err));
+    EX_CHECK(ex_session_plugin(s, "objective", EX_PLUGIN_OBJECTIVE, NULL, &t->obj_plugin, &t->obj_view, err));
+    t->obj = &t->obj_plugin->vtable_copy.objective;
+    ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch};
+    ex_status st = t->obj->create(&t->obj_view, &env, &t->obj_self, err);
+    if (st != EX_OK) {
+        ex_err_prefix(err, "objective '%s': ", t->obj_plugin->desc.name);
+        return st;
+    }
+    EX_CHECK(t->obj->views(t->obj_self, &t->recipe));
+    ex_backbone_shape shape;
+    memset(&shape, 0, sizeof shape);
+    EX_CHECK(t->obj->backbone_shape(t->obj_self, &shape));
+    EX_CHECK(ex_model_plan(&t->model, &shape, err));
+    if (t->obj->plan) EX_CHECK(t->obj->plan(t->obj_self, &t->model.plan, err));
+    EX_CHECK(ex_optim_plan(&t->optim, be, &t->model.params, &t->ocfg, &t->model.plan, err));
+    return EX_OK;
+}
+
+void ex_trainer_print(const ex_trainer *t, FILE *out) {
+    fprintf(out, "objective %s, %d view%s per image", t->obj_plugin->desc.name, t->recipe.count,
+            t->recipe.count > 1 ? "s" : "");
+    for (int v = 0; v < t->recipe.count; v++)
+        fprintf(out, "%s%lldx%lld", v ? ", " : ": ", (long long)t->recipe.views[v].height, (long long)t->recipe.views[v].width);
+    fprintf(out, "\nbatch %lld x accumulate %lld, %lld steps, lr %g (warm-up %lld, cosine to %g)\n", (long long)t->batch,
+            (long long)t->accumulate, (long long)t->ocfg.steps, t->ocfg.lr, (long long)t->ocfg.warmup_steps, t->ocfg.min_lr);
+    ex_model_print(&t->model, out);
+}
+
+/* Trainable tensors, optimiser moments and the run position, atomically. */
+static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
+    char path[4200], meta[64];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->out_dir);
+    ex_params *ps = &t->model.params;
+    size_t total = 0;
+    for (int i = 0; i < ps->count; i++)
+        if (ps->items[i]->trainable) total += (size_t)ex_tensor_numel(&ps->items[i]->value) * 3;
+    float *host = malloc(sizeof(float) * (total ? total : 1));
+    EX_ENSURE(host, err, EX_E_NOMEM, "checkpoint: out of memory");
+    ex_st_writer *w = NULL;
+    ex_status st = ex_st_writer_new(&w, err);
+    size_t off = 0;
+    for (int i = 0; i < t->optim.count && st == EX_OK; i++) {
+        const ex_optim_slot *sl = &t->optim.slots[i];
+        const ex_tensor *parts[3] = {&sl->param->value, &sl->m, &sl->v};
+        const char *prefix[3] = {"param.", "optim.m.", "optim.v."};
+        for (int k = 0; k < 3 && st == EX_OK; k++) {
+            size_t n = (size_t)ex_tensor_numel(parts[k]);
+            st = ex_be_download(t->be, host + off, parts[k]->data, n * sizeof(float), err);
+            char name[EX_NAME_MAX];
+            snprintf(name, sizeof name, "%s%.140s", prefix[k], sl->param->value.name);
+            if (st == EX_OK) st = ex_st_writer_add(w, name, EX_F32, parts[k]->ndim, parts[k]->shape, host + off, err);
+            off += n;
+        }
+    }
+    const struct {
+        const char *key;
+        long long value;
+    } m[] = {{"step", (long long)t->optim.step}, {"epoch", (long long)t->loader.epoch},
+             {"position", (long long)t->loader.pos}, {"mask_rng_offset", (long long)t->mask_rng.offset},
+             {"seed", (long long)t->model.seed}};
+    for (size_t k = 0; k < sizeof m / sizeof *m && st == EX_OK; k++) {
+        snprintf(meta, sizeof meta, "%lld", m[k].value);
+        st = ex_st_writer_metadata(w, m[k].key, meta, err);
+    }
+    if (st == EX_OK) st = ex_st_writer_finish(w, path, err);
+    ex_st_writer_free(w);
+    free(host);
+    return st;
+}
+
+static ex_status write_config(ex_trainer *t, ex_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.ini", t->out_dir);
+    ex_atomic_file af;
+    EX_CHECK(ex_atomic_open(&af, path, err));
+    ex_status st = ex_config_write(t->session->config, af.fp, err);
+    if (st != EX_OK) {
+        ex_atomic_abort(&af);
+        return st;
+    }
+    return ex_atomic_commit(&af, err);
+}
+
+static ex_status prepare(ex_trainer *t, ex_err *err) {
+    EX_CHECK(mkdir_p(t->out_dir, err));
+    EX_CHECK(write_config(t, err));
+    EX_CHECK(ex_model_allocate(&t->model, err));
+    ex_rng init_rng = ex_rng_seed(t->model.seed, EX_RNG_INIT);
+    init_rng.offset = (uint64_t)1 << 40; /* after what the PEFT strategies drew */
+    if (t->obj->init) EX_CHECK(t->obj->init(t->obj_self, &init_rng, err));
+    EX_CHECK(ex_model_load(&t->model, NULL, err));
+    const ex_plugin *dp;
+    ex_cfg_section dview;
+    EX_CHECK(ex_session_plugin(t->session, "data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));
+    t->ds_vt = &dp->vtable_copy.dataset;
+    EX_CHECK(t->ds_vt->open(&dview, &t->ds, err));
+    const ex_cfg_section tf = {t->session->config, "transform", ex_core_transform_keys()};
+    double mean[16], std[16];
+    int nm = 0, ns = 0;
+    EX_CHECK(ex_cfg_float_list(&tf, "mean", mean, 16, &nm, err));
+    EX_CHECK(ex_cfg_float_list(&tf, "std", std, 16, &ns, err));
+    const int64_t C = t->model.info.channels;
+    EX_ENSURE(nm == C && ns == C, err, EX_E_CONFIG, "[transform] mean and std need %lld values (one per channel).",
+              (long long)C);
+    EX_CHECK(ex_loader_init(&t->loader, t->ds_vt, t->ds, &t->recipe, t->batch, C, mean, std, t->model.seed, err));
+    for (int v = 0; v < t->recipe.count; v++)
+        EX_CHECK(ex_be_alloc(t->be,
+                             sizeof(float) * (size_t)(t->batch * C * t->recipe.views[v].height * t->recipe.views[v].width),
+                             (void **)&t->dev_views[v], err));
+    t->mask_rng = ex_rng_seed(t->model.seed, EX_RNG_MASK);
+    return EX_OK;
+}
+
+ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
+    EX_CHECK(prepare(t, err));
+    char mpath[4200];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", t->out_dir);
+    FILE *metrics = fopen(mpath, "w");
+    EX_ENSURE(metrics, err, EX_E_IO, "cannot create '%s': %s", mpath, strerror(errno));
+    const int64_t C = t->model.info.channels;
+    ex_status st = EX_OK;
+    double t0 = now_s(), tlast = t0;
+    int64_t images_since = 0;
+    while (t->optim.step < t->ocfg.steps && st == EX_OK) {
+        EX_CHECK_GOTO(ex_optim_zero_grads(&t->optim, err), st, done);
+        ex_loss_terms sum;
+        memset(&sum, 0, sizeof sum);
+        for (int64_t micro = 0; micro < t->accumulate; micro++) {
+            EX_CHECK_GOTO(ex_loader_next(&t->loader, err), st, done);
+            ex_batch b;
+            memset(&b, 0, sizeof b);
+            b.batch = t->batch;
+            b.nviews = t->recipe.count;
+            b.labels = t->loader.labels;
+            for (int v = 0; v < b.nviews; v++) {
+                const ex_view_spec *sp = &t->recipe.views[v];
+                EX_CHECK_GOTO(ex_be_upload(t->be, t->dev_views[v], t->loader.views[v],
+                                           sizeof(float) * (size_t)(t->batch * C * sp->height * sp->width), err),
+                              st, done);
+                b.views[v] = t->dev_views[v];
+                b.height[v] = sp->height;
+                b.width[v] = sp->width;
+            }
+            ex_loss_terms terms;
+            memset(&terms, 0, sizeof terms);
+            EX_CHECK_GOTO(t->obj->step(t->obj_self, &b, &t->mask_rng, t->optim.step, &terms, err), st, done);
+            if (!isfinite(terms.total)) {
+                st = ex_err_set(err, EX_E_INVALID, __FILE__, __LINE__,
+                                "the loss is %g at step %lld (last finite value %g); stopping without saving.",
+                                terms.total, (long long)t->optim.step, t->last_loss);
+                ex_err_hint(err, "lower [optim] lr, raise warmup_steps, or set clip_grad = 3.");
+                goto done;
+            }
+            sum.count = terms.count;
+            for (int k = 0; k < terms.count; k++) {
+                sum.names[k] = terms.names[k];
+                sum.values[k] += terms.values[k] / (double)t->accumulate;
+            }
+            sum.total += terms.total / (double)t->accumulate;
+            images_since += t->batch;
+        }
+        if (t->accumulate > 1) EX_CHECK_GOTO(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err), st, done);
+        double lr = 0, gnorm = 0;
+        EX_CHECK_GOTO(ex_optim_step(&t->optim, &lr, &gnorm, err), st, done);
+        if (t->obj->update) EX_CHECK_GOTO(t->obj->update(t->obj_self, t->optim.step, t->ocfg.steps, err), st, done);
+        t->last_loss = sum.total;
+        const int64_t step = t->optim.step;
+        if (step % t->log_every == 0 || step == t->ocfg.steps || step == 1) {
+            double now = now_s(), ips = images_since / (now - tlast);
+            fprintf(metrics, "{\"step\": %lld, \"loss\": %.6g", (long long)step, sum.total);
+            for (int k = 0; k < sum.count; k++) fprintf(metrics, ", \"%s\": %.6g", sum.names[k], sum.values[k]);
+            fprintf(metrics, ", \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f}\n",
+                    lr, gnorm, ips, (long long)t->loader.epoch, now - t0);
+            fflush(metrics);
+            double eta = (now - t0) / (double)step * (double)(t->ocfg.steps - step);
+            fprintf(log, "step %lld/%lld  loss %.5f  lr %.3g  |g| %.3g  %.1f img/s  epoch %lld  eta %.0fs\n", (long long)step,
+                    (long long)t->ocfg.steps, sum.total, lr, gnorm, ips, (long long)t->loader.epoch, eta);
+            fflush(log);
+            tlast = now;
+            images_since = 0;
+        }
+        if (t->checkpoint_every > 0 && step % t->checkpoint_every == 0) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+    }
+    if (st == EX_OK) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+    fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,
+            t->last_loss, t->out_dir);
+done:
+    fclose(metrics);
+    return st;
+}
+
+void ex_trainer_free(ex_trainer *t) {
+    for (int v = 0; v < EX_MAX_VIEWS; v++)
+        if (t->dev_views[v]) ex_be_free(t->be, t->dev_views[v]);
+    ex_loader_free(&t->loader);
+    if (t->ds) t->ds_vt->close(t->ds);
+    ex_optim_free(&t->optim);
+    /* the memory plan points at tensors owned by the model, the objective and the optimiser */
+    ex_memory_plan_release(&t->model.plan);
+    if (t->obj && t->obj_self) t->obj->destroy(t->obj_self);
+    ex_model_free(&t->model);
+    memset(t, 0, sizeof *t);
+}
