@@ -10,6 +10,12 @@
  * the weights renormalised. The non-antialiased cubic variants are
  * F.interpolate(mode="bicubic", align_corners=False): a = -0.75, four taps,
  * indices clamped to the edge.
+ *
+ * Like PIL on 8-bit images, ex_resize_crop clips to [0, 1] after each pass
+ * (bicubic overshoots at sharp edges). With quantize = 1 it also rounds to
+ * the 8-bit grid after each pass, as PIL does, and matches PIL's output to
+ * within 1/255; with quantize = 0 it keeps full precision (16-bit and float
+ * sources lose nothing) and stays within 1.5/255 of PIL.
  */
 #include "explora/augment.h"
 
@@ -66,19 +72,20 @@ void ex_resample_weights(ex_filter f, int64_t m, int64_t n, double in0, double i
     }
 }
 
-/* Uniform in [lo, hi) from the stream (double precision from two 24-bit draws). */
-static double uniform(ex_rng *r, double lo, double hi) {
-    double u = ((double)(ex_rng_next_u32(r) >> 5) * 67108864.0 + (double)(ex_rng_next_u32(r) >> 6)) / 9007199254740992.0;
-    return lo + (hi - lo) * u;
+/* torch.empty(1).uniform_(lo, hi).item() with our stream: a float32 result. */
+static double uniform_f32(ex_rng *r, double lo, double hi) {
+    float u = ex_rng_next_uniform(r);
+    return (double)(float)(lo + (hi - lo) * (double)u);
 }
 
 ex_box ex_rrc_sample(ex_rng *rng, int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
                      double ratio_max) {
+    /* torchvision 0.14 RandomResizedCrop.get_params, draw for draw (its tensors are float32) */
     const double area = (double)height * (double)width;
-    const double lr0 = log(ratio_min), lr1 = log(ratio_max);
+    const double lr0 = (double)logf((float)ratio_min), lr1 = (double)logf((float)ratio_max);
     for (int attempt = 0; attempt < 10; attempt++) {
-        double target = area * uniform(rng, scale_min, scale_max);
-        double aspect = exp(uniform(rng, lr0, lr1));
+        double target = area * uniform_f32(rng, scale_min, scale_max);
+        double aspect = (double)expf((float)uniform_f32(rng, lr0, lr1));
         int64_t w = (int64_t)nearbyint(sqrt(target * aspect)); /* Python round(): half to even */
         int64_t h = (int64_t)nearbyint(sqrt(target / aspect));
         if (w > 0 && w <= width && h > 0 && h <= height) {
@@ -102,8 +109,14 @@ ex_box ex_rrc_sample(ex_rng *rng, int64_t height, int64_t width, double scale_mi
     return b;
 }
 
-ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_box box, ex_filter f, float *out,
-                         int64_t oh, int64_t ow, ex_err *err) {
+/* Clip to [0, 1]; with quantize, round to the 8-bit grid as PIL does between and after its passes. */
+static double settle(double v, int quantize) {
+    v = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;
+    return quantize ? floor(v * 255.0 + 0.5) / 255.0 : v;
+}
+
+ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_box box, ex_filter f, int quantize,
+                         float *out, int64_t oh, int64_t ow, ex_err *err) {
     EX_ENSURE(box.h >= 1 && box.w >= 1 && box.top >= 0 && box.left >= 0 && box.top + box.h <= h &&
                   box.left + box.w <= w && oh >= 1 && ow >= 1 && c >= 1,
               err, EX_E_INVALID, "resize: box (%lld, %lld, %lld, %lld) outside a %lldx%lld image or empty output",
@@ -129,7 +142,7 @@ ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_bo
                 double acc = 0.0;
                 for (int64_t j = 0; j < box.w; j++)
                     if (wr[j] != 0.0) acc += wr[j] * row[j * c + ch];
-                tmp[(y * ow + x) * c + ch] = acc;
+                tmp[(y * ow + x) * c + ch] = settle(acc, quantize); /* PIL clips (and rounds) between passes */
             }
         }
     }
@@ -140,7 +153,7 @@ ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_bo
             double acc = 0.0;
             for (int64_t j = 0; j < box.h; j++)
                 if (wr[j] != 0.0) acc += wr[j] * tmp[j * ow * c + x];
-            out[y * ow * c + x] = (float)acc;
+            out[y * ow * c + x] = (float)settle(acc, quantize);
         }
     }
     free(wx);

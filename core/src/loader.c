@@ -88,7 +88,7 @@ static ex_status make_view(ex_loader *l, const ex_sample *s, int64_t index, int 
     r.offset = (((uint64_t)l->epoch * (uint64_t)l->n + (uint64_t)index) * EX_MAX_VIEWS + (uint64_t)v) * EX_VIEW_COUNTER_SPAN;
     ex_box box = ex_rrc_sample(&r, s->height, s->width, spec->scale_min, spec->scale_max, spec->ratio_min, spec->ratio_max);
     if (s->channels > 16) EX_FAIL(err, EX_E_SHAPE, "loader: sample '%s' has %d channels", s->id, s->channels);
-    EX_CHECK(ex_resize_crop(s->pixels, s->height, s->width, s->channels, box, l->filter, l->scratch, spec->height,
+    EX_CHECK(ex_resize_crop(s->pixels, s->height, s->width, s->channels, box, l->filter, 0, l->scratch, spec->height,
                             spec->width, err));
     if (spec->flip_p > 0.0 && ex_rng_next_uniform(&r) < spec->flip_p) ex_flip_h(l->scratch, spec->height, spec->width, s->channels);
     ex_status st = ex_normalize_chw(l->scratch, spec->height, spec->width, s->channels, l->channels, l->mean, l->std, out, err);

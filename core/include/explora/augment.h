@@ -48,9 +48,10 @@ typedef struct ex_box {
 EX_API ex_box ex_rrc_sample(ex_rng *rng, int64_t height, int64_t width, double scale_min, double scale_max,
                             double ratio_min, double ratio_max);
 
-/* out (oh, ow, c) = resample of box of in (h, w, c). scratch needs oh*ow*... see implementation: pass NULL to allocate. */
+/* out (oh, ow, c) = resample of the box of in (h, w, c), values clipped to [0, 1] after each pass as PIL
+ * does; quantize = 1 also rounds to the 8-bit grid after each pass (PIL on 8-bit images, within 1/255). */
 EX_API ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_box box, ex_filter f,
-                                float *out, int64_t oh, int64_t ow, ex_err *err);
+                                int quantize, float *out, int64_t oh, int64_t ow, ex_err *err);
 
 EX_API void ex_flip_h(float *img, int64_t h, int64_t w, int64_t c);
 
