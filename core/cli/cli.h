@@ -21,6 +21,7 @@ typedef struct cli_args {
     const char *blocks;   /* embed --blocks i,j */
     int verbose;
     int dry_run;          /* pretrain --dry-run */
+    int resume;           /* pretrain --resume */
 } cli_args;
 
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */

@@ -29,7 +29,7 @@ static void usage(FILE *out) {
             "  embed CONFIG --out F [--blocks i,j]\n"
             "                          features (cls, mean patch token, chosen blocks) of every\n"
             "                          sample of [data] through [backbone], as safetensors\n"
-            "  pretrain CONFIG [--dry-run]\n"
+            "  pretrain CONFIG [--dry-run] [--resume]\n"
             "                          extended self-supervised pre-training ([backbone], [peft],\n"
             "                          [objective], [data], [optim]); --dry-run prints the\n"
             "                          trainable counts and memory plan without loading anything\n"
@@ -102,6 +102,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             a->show = (int)v;
         } else if (strcmp(s, "--dry-run") == 0) {
             a->dry_run = 1;
+        } else if (strcmp(s, "--resume") == 0) {
+            a->resume = 1;
         } else if (strcmp(s, "-v") == 0 || strcmp(s, "--verbose") == 0) {
             a->verbose = 1;
         } else if (s[0] == '-' && s[1] != '\0') {

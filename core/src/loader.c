@@ -74,7 +74,7 @@ ex_status ex_loader_init(ex_loader *l, const ex_dataset_vtable *vt, void *ds, co
 }
 
 ex_status ex_loader_seek(ex_loader *l, int64_t epoch, int64_t pos, ex_err *err) {
-    EX_ENSURE(epoch >= 0 && pos >= 0 && pos < l->n, err, EX_E_RANGE, "loader: position (%lld, %lld) out of range",
+    EX_ENSURE(epoch >= 0 && pos >= 0 && pos <= l->n, err, EX_E_RANGE, "loader: position (%lld, %lld) out of range",
               (long long)epoch, (long long)pos);
     l->epoch = epoch;
     l->pos = pos;

@@ -135,9 +135,71 @@ static ex_status write_config(ex_trainer *t, ex_err *err) {
     return ex_atomic_commit(&af, err);
 }
 
+static int64_t meta_int(const ex_st_file *f, const char *key, ex_err *err, ex_status *st) {
+    const char *v = ex_st_metadata(f, key);
+    char *end = NULL;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || *end) *st = ex_err_set(err, EX_E_FORMAT, __FILE__, __LINE__, "%s: metadata '%s' missing or not an integer",
+                                    ex_st_path(f), key);
+    return (int64_t)x;
+}
+
+/* Restore what save_checkpoint wrote. */
+static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->out_dir);
+    ex_st_file *f;
+    ex_status st = ex_st_open(&f, path, err);
+    if (st != EX_OK) {
+        ex_err_hint(err, "--resume continues the run in [run] out; start it without --resume first.");
+        return st;
+    }
+    const int64_t step = meta_int(f, "step", err, &st), epoch = meta_int(f, "epoch", err, &st);
+    const int64_t pos = meta_int(f, "position", err, &st), moff = meta_int(f, "mask_rng_offset", err, &st);
+    const int64_t seed = meta_int(f, "seed", err, &st);
+    if (st == EX_OK && (uint64_t)seed != t->model.seed)
+        st = ex_err_set(err, EX_E_CONFIG, __FILE__, __LINE__, "%s was written with [run] seed = %lld, this run has %llu.", path,
+                        (long long)seed, (unsigned long long)t->model.seed);
+    float *host = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < t->optim.count && st == EX_OK; i++) {
+        const ex_optim_slot *sl = &t->optim.slots[i];
+        const ex_tensor *parts[3] = {&sl->param->value, &sl->m, &sl->v};
+        const char *prefix[3] = {"param.", "optim.m.", "optim.v."};
+        for (int k = 0; k < 3 && st == EX_OK; k++) {
+            char name[EX_NAME_MAX];
+            snprintf(name, sizeof name, "%s%.140s", prefix[k], sl->param->value.name);
+            const ex_st_entry *e = ex_st_find(f, name);
+            const int64_t n = ex_tensor_numel(parts[k]);
+            if (!e) {
+                st = ex_err_set(err, EX_E_FORMAT, __FILE__, __LINE__,
+                                "%s lacks '%s': the checkpoint was written by a different configuration.", path, name);
+                break;
+            }
+            if ((size_t)n > cap) {
+                float *nh = realloc(host, sizeof(float) * (size_t)n);
+                if (!nh) {
+                    st = ex_err_set(err, EX_E_NOMEM, __FILE__, __LINE__, "out of memory");
+                    break;
+                }
+                host = nh;
+                cap = (size_t)n;
+            }
+            st = ex_st_read_f32(f, e, host, n, err);
+            if (st == EX_OK) st = ex_be_upload(t->be, parts[k]->data, host, sizeof(float) * (size_t)n, err);
+        }
+    }
+    free(host);
+    ex_st_close(f);
+    EX_CHECK(st);
+    t->optim.step = step;
+    t->mask_rng.offset = (uint64_t)moff;
+    return ex_loader_seek(&t->loader, epoch, pos, err);
+}
+
 static ex_status prepare(ex_trainer *t, ex_err *err) {
     EX_CHECK(mkdir_p(t->out_dir, err));
-    EX_CHECK(write_config(t, err));
+    if (!t->resume) EX_CHECK(write_config(t, err));
     EX_CHECK(ex_model_allocate(&t->model, err));
     ex_rng init_rng = ex_rng_seed(t->model.seed, EX_RNG_INIT);
     init_rng.offset = (uint64_t)1 << 40; /* after what the PEFT strategies drew */
@@ -162,6 +224,7 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
                              sizeof(float) * (size_t)(t->batch * C * t->recipe.views[v].height * t->recipe.views[v].width),
                              (void **)&t->dev_views[v], err));
     t->mask_rng = ex_rng_seed(t->model.seed, EX_RNG_MASK);
+    if (t->resume) EX_CHECK(load_checkpoint(t, err));
     return EX_OK;
 }
 
@@ -169,7 +232,7 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
     EX_CHECK(prepare(t, err));
     char mpath[4200];
     snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", t->out_dir);
-    FILE *metrics = fopen(mpath, "w");
+    FILE *metrics = fopen(mpath, t->resume ? "a" : "w");
     EX_ENSURE(metrics, err, EX_E_IO, "cannot create '%s': %s", mpath, strerror(errno));
     const int64_t C = t->model.info.channels;
     ex_status st = EX_OK;
@@ -234,6 +297,10 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
             images_since = 0;
         }
         if (t->checkpoint_every > 0 && step % t->checkpoint_every == 0) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+        if (t->stop && *t->stop) {
+            fprintf(log, "interrupted at step %lld: writing a checkpoint; continue with --resume\n", (long long)step);
+            break;
+        }
     }
     if (st == EX_OK) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
     fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,

@@ -4,13 +4,19 @@
  *
  *   ex_trainer_setup   validate, build everything, print trainable counts and
  *                      the memory plan (a dry run stops here)
- *   ex_trainer_run     allocate, load weights, train `steps` optimiser steps,
- *                      write metrics.jsonl, config.ini and checkpoint.safetensors
- *                      into the run directory
+ *   ex_trainer_run     allocate, load weights (or resume from the run's
+ *                      checkpoint), train to `steps` optimiser steps, write
+ *                      metrics.jsonl, config.ini and checkpoint.safetensors
+ *                      (atomically: a kill during a save leaves the previous one)
+ *
+ * Resuming restores the trainable tensors, the AdamW moments, the step, the
+ * loader position and the masking stream, so a resumed run continues
+ * bit-identically to an uninterrupted one.
  */
 #ifndef EXPLORA_TRAINER_H
 #define EXPLORA_TRAINER_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "explora/loader.h"
@@ -43,6 +49,10 @@ typedef struct ex_trainer {
     float *dev_views[EX_MAX_VIEWS];
     ex_rng mask_rng;
     double last_loss;
+    /* set by the caller: resume from <out>/checkpoint.safetensors; a flag that asks the loop to stop
+     * (Ctrl-C) after the current step, writing a checkpoint first */
+    int resume;
+    volatile sig_atomic_t *stop;
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
