@@ -38,6 +38,31 @@ static ex_status mkdir_p(const char *path, ex_err *err) {
     return EX_OK;
 }
 
+/* ex_objective_env.make_teacher: the backbone + PEFT stack again, frozen, with the student's values. */
+static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teacher *out, ex_err *err) {
+    ex_trainer *t = owner;
+    EX_ENSURE(!t->has_teacher, err, EX_E_INVALID, "the objective asked for a second teacher");
+    EX_CHECK(ex_model_create(&t->teacher, t->session, t->be, err));
+    t->has_teacher = 1;
+    EX_CHECK(ex_params_set_trainable(&t->teacher.params, "*", 0, NULL, err));
+    EX_CHECK(ex_model_plan(&t->teacher, max, err));
+    fprintf(stdout, "teacher:\n");
+    ex_memory_plan_print(&t->teacher.plan, stdout);
+    EX_CHECK(ex_model_allocate(&t->teacher, err));
+    for (int i = 0; i < t->teacher.params.count; i++) {
+        ex_param *tp = t->teacher.params.items[i];
+        const ex_param *sp = ex_params_find(&t->model.params, tp->value.name);
+        EX_ENSURE(sp && ex_tensor_numel(&sp->value) == ex_tensor_numel(&tp->value), err, EX_E_INTERNAL,
+                  "teacher parameter '%s' has no student counterpart", tp->value.name);
+        ex_status st = t->be->vt.copy(t->be->ctx, tp->value.data, sp->value.data, ex_tensor_nbytes(&tp->value), EX_COPY_D2D);
+        EX_ENSURE(st == EX_OK, err, st, "copying '%s' to the teacher failed", tp->value.name);
+    }
+    out->params = &t->teacher.params;
+    out->bb = t->teacher.vt;
+    out->bb_self = t->teacher.self;
+    return EX_OK;
+}
+
 ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err) {
     memset(t, 0, sizeof *t);
     t->session = s;
@@ -54,7 +79,7 @@ ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
     EX_CHECK(ex_session_plugin(s, "objective", EX_PLUGIN_OBJECTIVE, NULL, &t->obj_plugin, &t->obj_view, err));
     t->obj = &t->obj_plugin->vtable_copy.objective;
-    ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch};
+    ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch, t, make_teacher};
     ex_status st = t->obj->create(&t->obj_view, &env, &t->obj_self, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "objective '%s': ", t->obj_plugin->desc.name);
@@ -201,10 +226,10 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     EX_CHECK(mkdir_p(t->out_dir, err));
     if (!t->resume) EX_CHECK(write_config(t, err));
     EX_CHECK(ex_model_allocate(&t->model, err));
+    EX_CHECK(ex_model_load(&t->model, NULL, err));
     ex_rng init_rng = ex_rng_seed(t->model.seed, EX_RNG_INIT);
     init_rng.offset = (uint64_t)1 << 40; /* after what the PEFT strategies drew */
     if (t->obj->init) EX_CHECK(t->obj->init(t->obj_self, &init_rng, err));
-    EX_CHECK(ex_model_load(&t->model, NULL, err));
     const ex_plugin *dp;
     ex_cfg_section dview;
     EX_CHECK(ex_session_plugin(t->session, "data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));
@@ -319,6 +344,7 @@ void ex_trainer_free(ex_trainer *t) {
     /* the memory plan points at tensors owned by the model, the objective and the optimiser */
     ex_memory_plan_release(&t->model.plan);
     if (t->obj && t->obj_self) t->obj->destroy(t->obj_self);
+    if (t->has_teacher) ex_model_free(&t->teacher);
     ex_model_free(&t->model);
     memset(t, 0, sizeof *t);
 }

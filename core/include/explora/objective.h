@@ -56,6 +56,14 @@ typedef struct ex_view_recipe {
     ex_view_spec views[EX_MAX_VIEWS];
 } ex_view_recipe;
 
+/* A teacher: a second instance of the student's backbone with the same PEFT
+ * adapters, its own parameter values (all frozen) and activations. */
+typedef struct ex_teacher {
+    ex_params *params;
+    const ex_backbone_vtable *bb;
+    void *bb_self;
+} ex_teacher;
+
 /* What an objective works with. */
 typedef struct ex_objective_env {
     ex_backend *be;
@@ -64,6 +72,10 @@ typedef struct ex_objective_env {
     void *bb_self;
     ex_backbone_info info;
     int64_t batch;                 /* images per step (per process) */
+    /* Build a teacher planned for `max` (call from init: after allocation). Its parameters start
+     * as a copy of the student's current values. Owned by the caller of the objective. */
+    void *owner;
+    ex_status (*make_teacher)(void *owner, const ex_backbone_shape *max, ex_teacher *out, ex_err *err);
 } ex_objective_env;
 
 /* One step's input: `nviews` device tensors (batch, channels, height, width), normalised. */

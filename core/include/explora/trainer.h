@@ -53,6 +53,9 @@ typedef struct ex_trainer {
      * (Ctrl-C) after the current step, writing a checkpoint first */
     int resume;
     volatile sig_atomic_t *stop;
+    /* the teacher an objective asked for (ex_objective_env.make_teacher) */
+    int has_teacher;
+    ex_model teacher;
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
