@@ -13,6 +13,10 @@ target_link_libraries(explora_dep_iniparser INTERFACE ${INIPARSER_LIBRARY})
 
 pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 
+# Image decoding in libexplora (core/src/image.c): libjpeg-turbo's TurboJPEG 2.x API and libspng.
+pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
+pkg_check_modules(SPNG REQUIRED IMPORTED_TARGET spng)
+
 # OpenBLAS: we want the OpenMP build, so that OpenBLAS and our own OpenMP loops
 # share one thread pool. Debian's pthread build wins the SONAME alternative
 # when both are installed, so point at the openmp directory and bake it into

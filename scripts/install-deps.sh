@@ -11,6 +11,9 @@ packages=(
   libcjson-dev                          # JSON (safetensors headers)
   libopenblas-openmp-dev                # BLAS for the CPU backend, OpenMP build (one thread pool with our loops)
   zlib1g-dev                            # gzipped IDX files (datasets/idx)
+  libturbojpeg0-dev                     # JPEG decoding, TurboJPEG 2.x API (core/src/image.c)
+  libspng-dev                           # PNG decoding (core/src/image.c)
+  libjpeg-turbo-progs                   # cjpeg/djpeg: JPEG test fixtures and reference decodes (tests/test_image.c)
   libcmocka-dev                         # unit tests
   dataset-fashion-mnist                 # real images for the demo and tests (/usr/share/datasets/fashion-mnist)
   binutils                              # nm, used by the out-of-tree plugin test
