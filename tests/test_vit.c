@@ -395,6 +395,16 @@ static void test_naming_conventions(void **state) {
         if (memcmp(got, ref, n * sizeof(float)) != 0) fail_msg("%s loads different parameters", files[k]);
         free(got);
     }
+    /* the same weights written by torch.save */
+    float *pth = load_named(dino, "dinov2_official.pth", &n, NULL);
+    assert_memory_equal(pth, ref, n * sizeof(float));
+    free(pth);
+    /* a training checkpoint {"teacher": {"backbone.*": fp16}} against the fp16-rounded reference */
+    float *half_ref = load_named(dino, "dinov2_official_fp16.safetensors", &n0, NULL);
+    float *teacher = load_named(dino, "dinov2_teacher.pth", &n, NULL);
+    assert_memory_equal(teacher, half_ref, n * sizeof(float));
+    free(teacher);
+    free(half_ref);
     /* timm drops the mask token: it keeps its zero initialisation */
     float *ref_nomask = load_named(dino, "dinov2_official.safetensors", &n0, "mask_token");
     float *timm = load_named(dino, "dinov2_timm.safetensors", &n, NULL);
@@ -416,6 +426,9 @@ static void test_naming_conventions(void **state) {
     assert_int_equal(n, n0);
     assert_memory_equal(hf, ref, n * sizeof(float));
     free(hf);
+    float *mpth = load_named(mae, "mae_model.pth", &n, NULL); /* {"model": ..., "epoch": 3} with a decoder */
+    assert_memory_equal(mpth, ref, n * sizeof(float));
+    free(mpth);
     free(ref);
 }
 
@@ -453,7 +466,8 @@ static void test_bad_checkpoint_lists_problems(void **state) {
     snprintf(fxpath, sizeof fxpath, "%s/../fixtures/vit_dinov2.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
     assert_int_equal(c.vt->load(c.model, fxpath, "dinov2", &err), EX_E_FORMAT);
     assert_non_null(strstr(err.msg, "pos_embed [1, 17, 24] -> pos_embed expects [1, 26, 24]"));
-    assert_int_equal(c.vt->load(c.model, "model.pth", "auto", &err), EX_E_UNSUPPORTED);
+    assert_int_equal(c.vt->load(c.model, "/nonexistent/model.pth", "auto", &err), EX_E_IO);
+    assert_non_null(strstr(err.msg, "/nonexistent/model.pth"));
     ex_memory_plan_release(&c.plan);
     c.vt->destroy(c.model);
     ex_params_free(&c.params);

@@ -155,14 +155,20 @@ static void list_add(char *buf, size_t cap, int *count, const char *fmt, const c
 
 ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_file *f, ex_name_map_fn map,
                                      void *user, int require_all, ex_err *err) {
+    ex_weights w = {(ex_st_file *)f, NULL};
+    return ex_params_load(ps, be, &w, map, user, require_all, err);
+}
+
+ex_status ex_params_load(ex_params *ps, ex_backend *be, const ex_weights *f, ex_name_map_fn map, void *user,
+                         int require_all, ex_err *err) {
     char unexpected[1024] = "", mismatched[1536] = "", missing[1024] = "";
     int nun = 0, nmis = 0, nmiss = 0;
     float *host = NULL;
     size_t host_cap = 0;
     ex_status st = EX_OK;
     for (int i = 0; i < ps->count; i++) ps->items[i]->loaded_rows = 0;
-    for (int i = 0; i < ex_st_count(f); i++) {
-        const ex_st_entry *e = ex_st_at(f, i);
+    for (int i = 0; i < ex_weights_count(f); i++) {
+        const ex_st_entry *e = ex_weights_at(f, i);
         char name[EX_NAME_MAX];
         int64_t row_offset = 0;
         int r = map ? map(user, e->name, name, sizeof name, &row_offset) : (snprintf(name, sizeof name, "%s", e->name), 1);
@@ -189,7 +195,7 @@ ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_
             host = nh;
             host_cap = (size_t)n;
         }
-        EX_CHECK_GOTO(ex_st_read_f32(f, e, host, n, err), st, done);
+        EX_CHECK_GOTO(ex_weights_read_f32(f, e, host, n, err), st, done);
         EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated yet (bind before loading)", name);
         int64_t row_elems = p->value.ndim ? ex_tensor_numel(&p->value) / (p->value.shape[0] ? p->value.shape[0] : 1) : 1;
         float *dst = (float *)p->value.data + row_offset * row_elems;
@@ -203,7 +209,7 @@ ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_
     }
     if (nun || nmis || nmiss) {
         ex_err_set(err, EX_E_FORMAT, __FILE__, __LINE__, "%s does not fit the model: %d unexpected%s%s%s, %d mis-shaped%s%s%s, %d missing%s%s%s.",
-                   ex_st_path(f), nun, nun ? " (" : "", unexpected, nun ? ")" : "", nmis, nmis ? " (" : "", mismatched,
+                   ex_weights_path(f), nun, nun ? " (" : "", unexpected, nun ? ")" : "", nmis, nmis ? " (" : "", mismatched,
                    nmis ? ")" : "", nmiss, nmiss ? " (" : "", missing, nmiss ? ")" : "");
         ex_err_hint(err, "check that the config's architecture and checkpoint format match the file.");
         st = EX_E_FORMAT;

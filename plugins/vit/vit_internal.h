@@ -92,6 +92,6 @@ const float *vit_block_output(void *self, int64_t i);
 /* vit_names.c: map a checkpoint name in `format` to the internal one (see ex_name_map_fn). */
 int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset);
 /* Guess the convention of a file from its tensor names; "" if unknown. */
-const char *vit_detect_format(const ex_st_file *f);
+const char *vit_detect_format(const ex_weights *f);
 
 #endif

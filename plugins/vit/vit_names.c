@@ -151,10 +151,10 @@ int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64
     return map_native(v, name, out, cap);
 }
 
-const char *vit_detect_format(const ex_st_file *f) {
+const char *vit_detect_format(const ex_weights *f) {
     int hf = 0, hfmae = 0, ls = 0, qkv = 0, reg_token = 0, decoder = 0;
-    for (int i = 0; i < ex_st_count(f); i++) {
-        const char *n = ex_st_at(f, i)->name;
+    for (int i = 0; i < ex_weights_count(f); i++) {
+        const char *n = ex_weights_at(f, i)->name;
         if (strstr(n, "vit.embeddings.")) hfmae = 1;
         else if (strstr(n, "embeddings.patch_embeddings.")) hf = 1;
         if (strstr(n, ".ls1.gamma")) ls = 1;

@@ -57,28 +57,24 @@ static ex_status vit_info(void *self, ex_backbone_info *out) {
 
 static ex_status vit_load(void *self, const char *path, const char *format, ex_err *err) {
     vit *v = self;
-    size_t len = strlen(path);
-    if (len > 4 && (strcmp(path + len - 4, ".pth") == 0 || strcmp(path + len - 3, ".pt") == 0)) {
-        ex_err_set(err, EX_E_UNSUPPORTED, __FILE__, __LINE__, "%s: PyTorch .pth checkpoints are not readable yet.", path);
-        ex_err_hint(err, "convert it to safetensors (safetensors.torch.save_file(torch.load(f), out)) for now.");
-        return EX_E_UNSUPPORTED;
-    }
-    ex_st_file *f = NULL;
-    EX_CHECK(ex_st_open(&f, path, err));
+    ex_weights f;
+    EX_CHECK(ex_weights_open(&f, path, err));
     char saved[32];
     snprintf(saved, sizeof saved, "%s", v->format);
     const char *fmt = format && format[0] && strcmp(format, "auto") != 0 ? format : v->format;
-    if (strcmp(fmt, "auto") == 0) fmt = vit_detect_format(f);
+    if (strcmp(fmt, "auto") == 0) fmt = vit_detect_format(&f);
     if (!fmt[0]) {
-        ex_st_close(f);
+        ex_weights_close(&f);
         EX_FAIL(err, EX_E_FORMAT, "%s: cannot tell which naming convention this checkpoint uses. Set [backbone] format.",
                 path);
     }
     snprintf(v->format, sizeof v->format, "%s", fmt);
+    /* a training export holds several copies: read the selected one (teacher by default) */
     int has_teacher = 0, has_student = 0;
-    for (int i = 0; i < ex_st_count(f); i++) {
-        has_teacher |= strncmp(ex_st_at(f, i)->name, "teacher.", 8) == 0;
-        has_student |= strncmp(ex_st_at(f, i)->name, "student.", 8) == 0;
+    for (int i = 0; i < ex_weights_count(&f); i++) {
+        const char *n = ex_weights_at(&f, i)->name;
+        has_teacher |= strncmp(n, "teacher.", 8) == 0;
+        has_student |= strncmp(n, "student.", 8) == 0;
     }
     if (strcmp(v->copy, "auto") == 0)
         snprintf(v->select, sizeof v->select, "%s", has_teacher ? "teacher." : has_student ? "student." : "");
@@ -86,11 +82,11 @@ static ex_status vit_load(void *self, const char *path, const char *format, ex_e
         v->select[0] = '\0';
     else
         snprintf(v->select, sizeof v->select, "%s.", v->copy);
-    ex_status st = ex_params_load_safetensors(v->params, v->be, f, vit_map_name, v, 1, err);
+    ex_status st = ex_params_load(v->params, v->be, &f, vit_map_name, v, 1, err);
     if (st != EX_OK && v->select[0]) ex_err_prefix(err, "copy '%.*s': ", (int)strlen(v->select) - 1, v->select);
     if (st != EX_OK) ex_err_prefix(err, "vit (format %s): ", v->format);
     snprintf(v->format, sizeof v->format, "%s", saved);
-    ex_st_close(f);
+    ex_weights_close(&f);
     return st;
 }
 

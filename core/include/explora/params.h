@@ -32,6 +32,7 @@
 #include "explora/safetensors.h"
 #include "explora/status.h"
 #include "explora/tensor.h"
+#include "explora/weights.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -86,10 +87,13 @@ EX_API void ex_params_bind(ex_params *ps);
  * (e.g. [1, 1, D] and [D]), or, for a slice, in every dim but the first. */
 typedef int (*ex_name_map_fn)(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset);
 
-/* Load every mapped tensor of a safetensors file into the bound parameters
- * (converted from F16/BF16/F64 as needed, uploaded to the backend).
+/* Load every mapped tensor of a checkpoint (safetensors or .pth) into the bound
+ * parameters (converted from F16/BF16/F64 as needed, uploaded to the backend).
  * Errors list every unexpected, mis-shaped and (when require_all) missing
  * tensor by name, with both shapes, in one message. */
+EX_API ex_status ex_params_load(ex_params *ps, ex_backend *be, const ex_weights *w, ex_name_map_fn map, void *user,
+                                int require_all, ex_err *err);
+/* The same for an open safetensors file. */
 EX_API ex_status ex_params_load_safetensors(ex_params *ps, ex_backend *be, const ex_st_file *f, ex_name_map_fn map,
                                             void *user, int require_all, ex_err *err);
 
