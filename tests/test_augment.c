@@ -92,6 +92,36 @@ static void test_resize_matches_pil(void **state) {
     ex_st_close(f);
 }
 
+static void test_eval_transform_matches_torchvision(void **state) {
+    (void)state;
+    ex_st_file *f = open_fixture();
+    int64_t n, nc;
+    double *img8 = read_f64(f, "image", &n);
+    float *img = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) img[i] = (float)(img8[i] / 255.0);
+    double *cases = read_f64(f, "eval.cases", &nc);
+    for (int k = 0; k < (int)(nc / 3); k++) {
+        const int64_t shortside = (int64_t)cases[3 * k], oh = (int64_t)cases[3 * k + 1], ow = (int64_t)cases[3 * k + 2];
+        float *out = malloc(sizeof(float) * (size_t)(oh * ow * 3));
+        ex_err err;
+        EXT_OK(ex_resize_center_crop(img, 37, 53, 3, shortside, EX_FILTER_BICUBIC, 1, out, oh, ow, &err), &err);
+        char name[32];
+        snprintf(name, sizeof name, "eval.%d", k);
+        int64_t m;
+        double *ref = read_f64(f, name, &m);
+        assert_int_equal(m, oh * ow * 3);
+        for (int64_t i = 0; i < m; i++)
+            if (fabs(out[i] * 255.0 - ref[i]) > 1.0 + 1e-3)
+                fail_msg("%s: element %lld: %.3f vs torchvision %g", name, (long long)i, out[i] * 255.0, ref[i]);
+        free(ref);
+        free(out);
+    }
+    free(cases);
+    free(img);
+    free(img8);
+    ex_st_close(f);
+}
+
 static void test_random_resized_crop_matches_torchvision(void **state) {
     (void)state;
     ex_st_file *f = open_fixture();
@@ -137,6 +167,7 @@ static void test_flip_and_normalize(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resize_matches_pil),
+        cmocka_unit_test(test_eval_transform_matches_torchvision),
         cmocka_unit_test(test_random_resized_crop_matches_torchvision),
         cmocka_unit_test(test_flip_and_normalize),
     };

@@ -236,6 +236,45 @@ static void test_embed(void **state) {
     free(out);
 }
 
+/* embed on a directory of real image files (PNG and JPEG of different sizes), resized and centre-cropped */
+static void test_embed_image_folder(void **state) {
+    (void)state;
+    char weights[4096], root[4096], ini[4096], out[4096], text[12288], *log;
+    write_vit_weights(weights, sizeof weights);
+    ext_tmp_path(root, sizeof root, "folder");
+    const char *data = ext_env("EXPLORA_TEST_DATA_DIR");
+    static char cmd[65536];
+    snprintf(cmd, sizeof cmd,
+             "rm -rf '%s' && mkdir -p '%s/alpha' '%s/beta' && cp '%s/images/rgb8.png' '%s/images/rgb420.jpg' '%s/alpha/' && "
+             "cp '%s/images/palette8.png' '%s/images/progressive.jpg' '%s/images/gray8.png' '%s/beta/'",
+             root, root, root, data, data, root, data, data, data, root);
+    assert_int_equal(system(cmd), 0);
+    snprintf(text, sizeof text,
+             "[data]\nname = imagefolder\nroot = %s\n"
+             "[backbone]\nname = vit\ndim = 24\ndepth = 3\nheads = 3\npatch = 4\npos_grid = 4\n"
+             "layerscale = on\nimage_size = 16\nweights = %s\n[transform]\nresize = 18\n",
+             root, weights);
+    write_ini(ini, sizeof ini, "folder.ini", text);
+    ext_tmp_path(out, sizeof out, "folder-features.safetensors");
+    assert_int_equal(run(&log, "embed '%s' --out '%s' --set optim.batch=2", ini, out), 0);
+    expect_contains(log, "wrote 5 x 24 features");
+    free(log);
+    int64_t n;
+    float *labels = read_tensor(out, "labels", &n);
+    const float want[5] = {0, 0, 1, 1, 1};
+    assert_int_equal(n, 5);
+    assert_memory_equal(labels, want, sizeof want);
+    free(labels);
+    float *cls = read_tensor(out, "cls", &n);
+    for (int64_t i = 0; i < n; i++) assert_true(isfinite(cls[i]));
+    assert_true(fabs(cls[0] - cls[24]) > 1e-6); /* different images, different features */
+    free(cls);
+    /* without resize the sizes do not fit: the error says what to set */
+    assert_int_equal(run(&log, "embed '%s' --out '%s' --set transform.resize=0", ini, out), 1);
+    expect_contains(log, "[transform] resize");
+    free(log);
+}
+
 static void test_usage_errors(void **state) {
     (void)state;
     char *out;
@@ -266,6 +305,7 @@ int main(void) {
         cmocka_unit_test(test_check_reports_bad_values),
         cmocka_unit_test(test_data_verb),
         cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_embed_image_folder),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

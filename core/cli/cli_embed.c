@@ -10,9 +10,10 @@
  *   labels       (N)     I64, -1 when unlabeled
  *   __metadata__ "ids":  the sample ids, one per line, in row order
  *
- * Images must already have the [backbone] image_size (resizing and cropping
- * belong to the data pipeline); grayscale images are repeated to three
- * channels when the backbone wants three. Pixels are normalised with
+ * Images are resized (shorter side to [transform] resize) and centre-cropped
+ * to the [backbone] image_size as torchvision's evaluation transform does, or,
+ * with resize = 0, must already have that size; grayscale images are repeated
+ * to three channels when the backbone wants three. Pixels are normalised with
  * [transform] mean and std.
  */
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "explora/augment.h"
 #include "explora/model.h"
 #include "explora/safetensors.h"
 
@@ -64,17 +66,34 @@ static ex_status append_id(embed_out *o, const char *id, ex_err *err) {
 
 /* Fill images (b, C, H, W) from samples, normalised; checks sizes and channels. */
 static ex_status fill_batch(const ex_dataset_vtable *vt, void *ds, int64_t start, int64_t b, int64_t C, int64_t H,
-                            int64_t W, const double *mean, const double *std, float *images, embed_out *o,
-                            ex_err *err) {
+                            int64_t W, const double *mean, const double *std, int64_t resize, float *images,
+                            embed_out *o, ex_err *err) {
     for (int64_t k = 0; k < b; k++) {
         ex_sample s = {0};
         EX_CHECK(vt->get(ds, start + k, &s, err));
         ex_status st = EX_OK;
-        if (s.height != H || s.width != W) {
+        if (resize > 0) { /* torchvision Resize(resize) + CenterCrop(H, W) */
+            float *crop = malloc(sizeof(float) * (size_t)(H * W * s.channels));
+            st = crop ? ex_resize_center_crop(s.pixels, s.height, s.width, s.channels, resize, EX_FILTER_BICUBIC, 0, crop,
+                                              H, W, err)
+                      : ex_err_set(err, EX_E_NOMEM, __FILE__, __LINE__, "out of memory");
+            if (st == EX_OK) {
+                free(s.pixels);
+                s.pixels = crop;
+                s.height = (int)H;
+                s.width = (int)W;
+            } else {
+                free(crop);
+                ex_err_prefix(err, "sample %lld (%s): ", (long long)(start + k), s.id);
+            }
+        }
+        if (st != EX_OK) {
+        } else if (s.height != H || s.width != W) {
             st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__,
                             "sample %lld (%s) is %dx%d but [backbone] image_size is %lldx%lld.", (long long)(start + k),
                             s.id, s.height, s.width, (long long)H, (long long)W);
-            ex_err_hint(err, "resize the images, or set image_size to their size (a multiple of the patch size).");
+            ex_err_hint(err, "set [transform] resize (e.g. 256 for 224) to resize and centre-crop, or set image_size to "
+                             "their size (a multiple of the patch size).");
         } else if (s.channels != C && !(s.channels == 1 && C == 3)) {
             st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__, "sample %lld (%s) has %d channels; the backbone takes %lld.",
                             (long long)(start + k), s.id, s.channels, (long long)C);
@@ -108,6 +127,8 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     const ex_cfg_section tf = {s->config, "transform", ex_core_transform_keys()};
     double mean[16], std[16];
     int nm = 0, ns = 0;
+    int64_t resize = 0;
+    EX_CHECK(ex_cfg_int(&tf, "resize", &resize, err));
     EX_CHECK(ex_cfg_int(&optim, "batch", &shape.batch, err));
     EX_CHECK(ex_model_image_size(s, &shape.height, &shape.width, err));
     EX_CHECK(ex_cfg_float_list(&tf, "mean", mean, 16, &nm, err));
@@ -145,7 +166,7 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     EX_CHECK_GOTO(ex_be_alloc(be, sizeof(float) * (size_t)(shape.batch * C * H * W), &dimg, err), st, done);
     for (int64_t start = 0; start < N && st == EX_OK; start += shape.batch) {
         int64_t b = N - start < shape.batch ? N - start : shape.batch;
-        EX_CHECK_GOTO(fill_batch(dvt, ds, start, b, C, H, W, mean, std, images, o, err), st, free_dev);
+        EX_CHECK_GOTO(fill_batch(dvt, ds, start, b, C, H, W, mean, std, resize, images, o, err), st, free_dev);
         EX_CHECK_GOTO(ex_be_upload(be, dimg, images, sizeof(float) * (size_t)(b * C * H * W), err), st, free_dev);
         ex_backbone_io io = {0};
         io.batch = b, io.height = H, io.width = W, io.images = dimg, io.train = 0;

@@ -162,6 +162,40 @@ ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_bo
     return EX_OK;
 }
 
+ex_status ex_resize_center_crop(const float *in, int64_t h, int64_t w, int64_t c, int64_t resize_short, ex_filter f,
+                                int quantize, float *out, int64_t oh, int64_t ow, ex_err *err) {
+    int64_t rh = h, rw = w;
+    float *resized = NULL;
+    const float *src = in;
+    if (resize_short > 0) {
+        if (h <= w) {
+            rh = resize_short;
+            rw = (int64_t)((double)resize_short * (double)w / (double)h);
+        } else {
+            rw = resize_short;
+            rh = (int64_t)((double)resize_short * (double)h / (double)w);
+        }
+        resized = malloc(sizeof(float) * (size_t)(rh * rw * c));
+        EX_ENSURE(resized, err, EX_E_NOMEM, "resize: out of memory");
+        ex_box all = {0, 0, h, w};
+        ex_status st = ex_resize_crop(in, h, w, c, all, f, quantize, resized, rh, rw, err);
+        if (st != EX_OK) {
+            free(resized);
+            return st;
+        }
+        src = resized;
+    }
+    if (oh > rh || ow > rw) {
+        free(resized);
+        EX_FAIL(err, EX_E_SHAPE, "center crop %lldx%lld is larger than the %lldx%lld image (after resizing)",
+                (long long)oh, (long long)ow, (long long)rh, (long long)rw);
+    }
+    const int64_t top = (int64_t)nearbyint((double)(rh - oh) / 2.0), left = (int64_t)nearbyint((double)(rw - ow) / 2.0);
+    for (int64_t y = 0; y < oh; y++) memcpy(out + y * ow * c, src + ((top + y) * rw + left) * c, sizeof(float) * (size_t)(ow * c));
+    free(resized);
+    return EX_OK;
+}
+
 void ex_flip_h(float *img, int64_t h, int64_t w, int64_t c) {
     for (int64_t y = 0; y < h; y++) {
         float *row = img + y * w * c;

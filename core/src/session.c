@@ -27,6 +27,9 @@ static const ex_key_spec k_transform_keys[] = {
      "per-channel mean subtracted from [0, 1] pixels (ImageNet by default; fMoW: 0.4182, 0.4215, 0.3991)"},
     {"std", EX_KEY_FLOAT_LIST, "0.229, 0.224, 0.225", 1e-6, 1e6, NULL,
      "per-channel standard deviation (ImageNet by default; fMoW: 0.2877, 0.2754, 0.2764)"},
+    {"resize", EX_KEY_INT, "0", 0, 65536, NULL,
+     "evaluation transform (embed, probes): resize the shorter side to this, then centre-crop to the backbone's "
+     "image_size, bicubic as torchvision (e.g. 256 for 224); 0: images must already have image_size"},
     EX_KEY_END,
 };
 

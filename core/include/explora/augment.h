@@ -53,6 +53,12 @@ EX_API ex_box ex_rrc_sample(ex_rng *rng, int64_t height, int64_t width, double s
 EX_API ex_status ex_resize_crop(const float *in, int64_t h, int64_t w, int64_t c, ex_box box, ex_filter f,
                                 int quantize, float *out, int64_t oh, int64_t ow, ex_err *err);
 
+/* Evaluation transform, torchvision's Resize(resize_short) + CenterCrop((oh, ow)): the shorter side
+ * becomes resize_short (the longer int(resize_short * long / short)), then the centred (oh, ow) crop
+ * (top = round((h' - oh) / 2), half to even). resize_short = 0 skips the resize. */
+EX_API ex_status ex_resize_center_crop(const float *in, int64_t h, int64_t w, int64_t c, int64_t resize_short,
+                                       ex_filter f, int quantize, float *out, int64_t oh, int64_t ow, ex_err *err);
+
 EX_API void ex_flip_h(float *img, int64_t h, int64_t w, int64_t c);
 
 /* out (c_out, h, w) = (in (h, w, c_in) - mean) / std; c_in 1 -> c_out 3 repeats the channel. */
