@@ -419,6 +419,15 @@ static void test_naming_conventions(void **state) {
     free(student);
     free(ref);
 
+    /* the architecture read from the checkpoint itself (.pth, training layout): same parameters */
+    char ckpt_ini[1024];
+    snprintf(ckpt_ini, sizeof ckpt_ini, "preset = checkpoint\nheads = 2\nimage_size = 4\nweights = %s/../fixtures/names/dinov2_official.pth\n",
+             ext_env("EXPLORA_TEST_DATA_DIR"));
+    float *inferred = load_named(ckpt_ini, "dinov2_official.pth", &n, NULL);
+    assert_int_equal(n, n0);
+    assert_memory_equal(inferred, ref, n * sizeof(float));
+    free(inferred);
+
     const char *mae = "dim = 8\ndepth = 2\nheads = 2\nhidden = 16\npatch = 2\npos_grid = 2\nmask_token = off\n"
                       "layerscale = off\nimage_size = 4\n";
     ref = load_named(mae, "mae_official.safetensors", &n0, NULL);
@@ -427,6 +436,13 @@ static void test_naming_conventions(void **state) {
     assert_memory_equal(hf, ref, n * sizeof(float));
     free(hf);
     float *mpth = load_named(mae, "mae_model.pth", &n, NULL); /* {"model": ..., "epoch": 3} with a decoder */
+    assert_memory_equal(mpth, ref, n * sizeof(float));
+    free(mpth);
+    snprintf(ckpt_ini, sizeof ckpt_ini,
+             "preset = checkpoint\nheads = 2\nimage_size = 4\npos_embed = learned\nweights = %s/../fixtures/names/mae_model.pth\n",
+             ext_env("EXPLORA_TEST_DATA_DIR"));
+    mpth = load_named(ckpt_ini, "mae_model.pth", &n, NULL); /* MAE layout: no LayerScale, no mask token inferred */
+    assert_int_equal(n, n0);
     assert_memory_equal(mpth, ref, n * sizeof(float));
     free(mpth);
     free(ref);

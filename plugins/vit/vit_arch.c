@@ -10,8 +10,9 @@
 
 const ex_key_spec vit_keys[] = {
     {"preset", EX_KEY_ENUM, "custom", EX_NORANGE,
-     "custom|dinov2_vits14|dinov2_vitb14|dinov2_vitl14|dinov2_vitg14|mae_vitb16|mae_vitl16|mae_vith14",
-     "architecture of a released model; sizes below override it"},
+     "custom|dinov2_vits14|dinov2_vitb14|dinov2_vitl14|dinov2_vitg14|mae_vitb16|mae_vitl16|mae_vith14|checkpoint",
+     "architecture of a released model, or 'checkpoint' to read it from the tensor shapes of [backbone] weights; "
+     "sizes below override it"},
     {"patch", EX_KEY_INT, "-1", -1, 1024, NULL, "patch size in pixels (-1: preset)"},
     {"dim", EX_KEY_INT, "-1", -1, 65536, NULL, "embedding width D (-1: preset)"},
     {"depth", EX_KEY_INT, "-1", -1, 1024, NULL, "number of blocks (-1: preset)"},
@@ -46,23 +47,15 @@ const ex_key_spec vit_keys[] = {
     EX_KEY_END,
 };
 
-typedef struct preset {
-    const char *name;
-    int64_t patch, dim, depth, heads, hidden, grid;
-    ex_mlp_kind mlp;
-    int layerscale, mask_token;
-    vit_pos_kind pos;
-    vit_interp interp;
-} preset;
 
-static const preset k_presets[] = {
-    {"dinov2_vits14", 14, 384, 12, 6, 1536, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2},
-    {"dinov2_vitb14", 14, 768, 12, 12, 3072, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2},
-    {"dinov2_vitl14", 14, 1024, 24, 16, 4096, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2},
-    {"dinov2_vitg14", 14, 1536, 40, 24, 4096, 37, EX_MLP_SWIGLU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2},
-    {"mae_vitb16", 16, 768, 12, 12, 3072, 14, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE},
-    {"mae_vitl16", 16, 1024, 24, 16, 4096, 14, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE},
-    {"mae_vith14", 14, 1280, 32, 16, 5120, 16, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE},
+static const vit_preset k_presets[] = {
+    {"dinov2_vits14", 14, 384, 12, 6, 1536, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2, -1, 3},
+    {"dinov2_vitb14", 14, 768, 12, 12, 3072, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2, -1, 3},
+    {"dinov2_vitl14", 14, 1024, 24, 16, 4096, 37, EX_MLP_GELU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2, -1, 3},
+    {"dinov2_vitg14", 14, 1536, 40, 24, 4096, 37, EX_MLP_SWIGLU, 1, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2, -1, 3},
+    {"mae_vitb16", 16, 768, 12, 12, 3072, 14, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE, -1, 3},
+    {"mae_vitl16", 16, 1024, 24, 16, 4096, 14, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE, -1, 3},
+    {"mae_vith14", 14, 1280, 32, 16, 5120, 16, EX_MLP_GELU, 0, 0, VIT_POS_SINCOS, VIT_INTERP_SIZE, -1, 3},
 };
 
 static ex_status get_int(const ex_cfg_section *cfg, const char *key, int64_t preset_value, int64_t *out, ex_err *err) {
@@ -78,16 +71,29 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
     memset(a, 0, sizeof *a);
     int ip;
     EX_CHECK(ex_cfg_enum(cfg, "preset", &ip, err));
-    preset p = {"custom", -1, -1, -1, -1, -1, -1, EX_MLP_GELU, 0, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2};
-    if (ip > 0) p = k_presets[ip - 1];
+    vit_preset p = {"custom", -1, -1, -1, -1, -1, -1, EX_MLP_GELU, 0, 1, VIT_POS_LEARNED, VIT_INTERP_DINOV2, -1, 3};
+    const int n_named = (int)(sizeof k_presets / sizeof k_presets[0]);
+    if (ip > 0 && ip <= n_named) p = k_presets[ip - 1];
+    if (ip == n_named + 1) { /* "checkpoint" */
+        char path[4096];
+        const char *raw = ex_config_raw(cfg->config, cfg->section, "weights");
+        EX_ENSURE(raw && raw[0], err, EX_E_CONFIG, "[%s] preset = checkpoint needs weights = <checkpoint file>.",
+                  cfg->section);
+        const char *fmt = "auto", *copy = "auto";
+        EX_CHECK(ex_cfg_path(cfg, "weights", path, sizeof path, err));
+        EX_CHECK(ex_cfg_string(cfg, "format", &fmt, err));
+        EX_CHECK(ex_cfg_string(cfg, "checkpoint_copy", &copy, err));
+        EX_CHECK(vit_preset_from_checkpoint(path, fmt, copy, &p, err));
+    }
     EX_CHECK(get_int(cfg, "patch", p.patch, &a->patch, err));
     EX_CHECK(get_int(cfg, "dim", p.dim, &a->dim, err));
     EX_CHECK(get_int(cfg, "depth", p.depth, &a->depth, err));
     EX_CHECK(get_int(cfg, "heads", p.heads, &a->heads, err));
-    EX_CHECK(get_int(cfg, "registers", 0, &a->registers, err));
+    EX_CHECK(get_int(cfg, "registers", p.registers > 0 ? p.registers : 0, &a->registers, err));
     EX_CHECK(get_int(cfg, "pos_grid", p.grid, &a->grid_h, err));
     a->grid_w = a->grid_h;
     EX_CHECK(ex_cfg_int(cfg, "channels", &a->channels, err));
+    if (ip == n_named + 1 && ex_config_raw(cfg->config, cfg->section, "channels") == NULL) a->channels = p.channels;
     int mlp, ls, pos, interp, mt, bias;
     EX_CHECK(ex_cfg_enum(cfg, "mlp", &mlp, err));
     a->mlp = mlp == 0 ? p.mlp : mlp == 1 ? EX_MLP_GELU : EX_MLP_SWIGLU;

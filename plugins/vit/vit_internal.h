@@ -75,6 +75,21 @@ typedef struct vit {
     int64_t np, ntok;
 } vit;
 
+/* An architecture as a preset table row, or as read from a checkpoint. */
+typedef struct vit_preset {
+    const char *name;
+    int64_t patch, dim, depth, heads, hidden, grid;
+    ex_mlp_kind mlp;
+    int layerscale, mask_token;
+    vit_pos_kind pos;
+    vit_interp interp;
+    int64_t registers, channels;
+} vit_preset;
+
+/* vit_names.c: the architecture from a checkpoint's tensor shapes (format and copy as the config's keys). */
+ex_status vit_preset_from_checkpoint(const char *path, const char *format, const char *copy, vit_preset *p,
+                                     ex_err *err);
+
 /* vit_arch.c */
 extern const ex_key_spec vit_keys[];
 ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *format, size_t format_cap,

@@ -170,3 +170,85 @@ const char *vit_detect_format(const ex_weights *f) {
     if (qkv) return "mae"; /* MAE and timm share names; "mae" also ignores a decoder's mask_token */
     return "";
 }
+
+/* Heads are not in the shapes: the released models use these (head width 64, MAE-H 80). */
+static int64_t heads_for(int64_t dim) {
+    switch (dim) {
+    case 384: return 6;
+    case 768: return 12;
+    case 1024: return 16;
+    case 1280: return 16;
+    case 1536: return 24;
+    default: return dim % 64 == 0 ? dim / 64 : 1;
+    }
+}
+
+static int64_t isqrt(int64_t x) {
+    int64_t r = 0;
+    while ((r + 1) * (r + 1) <= x) r++;
+    return r;
+}
+
+ex_status vit_preset_from_checkpoint(const char *path, const char *format, const char *copy, vit_preset *p,
+                                     ex_err *err) {
+    ex_weights f;
+    EX_CHECK(ex_weights_open(&f, path, err));
+    vit v;
+    memset(&v, 0, sizeof v);
+    const char *fmt = strcmp(format, "auto") == 0 ? vit_detect_format(&f) : format;
+    snprintf(v.format, sizeof v.format, "%s", fmt);
+    int has_teacher = 0, has_student = 0;
+    for (int i = 0; i < ex_weights_count(&f); i++) {
+        has_teacher |= starts(ex_weights_at(&f, i)->name, "teacher.");
+        has_student |= starts(ex_weights_at(&f, i)->name, "student.");
+    }
+    if (strcmp(copy, "auto") == 0)
+        snprintf(v.select, sizeof v.select, "%s", has_teacher ? "teacher." : has_student ? "student." : "");
+    else if (strcmp(copy, "none") != 0)
+        snprintf(v.select, sizeof v.select, "%s.", copy);
+    memset(p, 0, sizeof *p);
+    p->name = "checkpoint";
+    p->depth = 0;
+    int64_t pos_rows = -1, w12 = 0;
+    for (int i = 0; i < ex_weights_count(&f); i++) {
+        const ex_st_entry *e = ex_weights_at(&f, i);
+        char name[EX_NAME_MAX];
+        int64_t row = 0;
+        if (vit_map_name(&v, e->name, name, sizeof name, &row) != 1) continue;
+        const int64_t last = e->ndim ? e->shape[e->ndim - 1] : 1;
+        long long b;
+        char rest[96];
+        if (strcmp(name, "cls_token") == 0) p->dim = last;
+        else if (strcmp(name, "patch_embed.proj.weight") == 0 && e->ndim == 4) {
+            p->channels = e->shape[1];
+            p->patch = e->shape[2];
+        } else if (strcmp(name, "pos_embed") == 0 && e->ndim >= 2) pos_rows = e->shape[e->ndim - 2];
+        else if (strcmp(name, "register_tokens") == 0 && e->ndim >= 2) p->registers = e->shape[e->ndim - 2];
+        else if (strcmp(name, "mask_token") == 0) p->mask_token = 1;
+        else if (sscanf(name, "blocks.%lld.%95s", &b, rest) == 2) {
+            if (b + 1 > p->depth) p->depth = b + 1;
+            if (b == 0 && strcmp(rest, "mlp.fc1.weight") == 0) p->hidden = e->shape[0];
+            if (b == 0 && strcmp(rest, "mlp.w12.weight") == 0) w12 = e->shape[0];
+            if (b == 0 && strcmp(rest, "ls1.gamma") == 0) p->layerscale = 1;
+        }
+    }
+    ex_weights_close(&f);
+    if (w12) {
+        p->mlp = EX_MLP_SWIGLU;
+        p->hidden = w12 / 2;
+    }
+    const int64_t grid = pos_rows > 1 ? isqrt(pos_rows - 1) : 0;
+    EX_ENSURE(p->dim > 0 && p->patch > 0 && p->depth > 0 && p->hidden > 0 && grid > 0 && grid * grid == pos_rows - 1, err,
+              EX_E_FORMAT,
+              "%s: cannot read the architecture from its tensors (format '%s'): needs cls_token, "
+              "patch_embed.proj.weight, pos_embed with a square grid and blocks.0.mlp weights.",
+              path, fmt);
+    p->grid = grid;
+    p->heads = heads_for(p->dim);
+    const int mae = strcmp(fmt, "mae") == 0 || strcmp(fmt, "hf-mae") == 0;
+    p->pos = mae ? VIT_POS_SINCOS : VIT_POS_LEARNED;
+    if (mae || strcmp(fmt, "hf") == 0) p->interp = VIT_INTERP_SIZE;
+    else if (strcmp(fmt, "timm") == 0 || p->registers > 0) p->interp = VIT_INTERP_ANTIALIAS;
+    else p->interp = VIT_INTERP_DINOV2;
+    return EX_OK;
+}
