@@ -417,7 +417,6 @@ static void test_naming_conventions(void **state) {
     float *student = load_named(ini, "dinov2_training.safetensors", &n, NULL);
     assert_float_equal(student[0], ref[0] + 1.0f, 1e-6);
     free(student);
-    free(ref);
 
     /* the architecture read from the checkpoint itself (.pth, training layout): same parameters */
     char ckpt_ini[1024];
@@ -427,6 +426,7 @@ static void test_naming_conventions(void **state) {
     assert_int_equal(n, n0);
     assert_memory_equal(inferred, ref, n * sizeof(float));
     free(inferred);
+    free(ref);
 
     const char *mae = "dim = 8\ndepth = 2\nheads = 2\nhidden = 16\npatch = 2\npos_grid = 2\nmask_token = off\n"
                       "layerscale = off\nimage_size = 4\n";
