@@ -112,9 +112,13 @@ ex_status ex_model_allocate(ex_model *m, ex_err *err) {
 ex_status ex_model_load(ex_model *m, const char *path, ex_err *err) {
     char buf[4096];
     if (!path) {
-        if (!declares(m->view.specs, "weights")) return EX_OK;
-        const char *raw = ex_config_raw(m->view.config, m->view.section, "weights");
-        if (!raw || !raw[0]) return EX_OK;
+        const char *raw = declares(m->view.specs, "weights") ? ex_config_raw(m->view.config, m->view.section, "weights") : NULL;
+        if (!raw || !raw[0]) { /* no checkpoint: train from scratch */
+            if (!m->vt->init) return EX_OK;
+            ex_rng rng = ex_rng_seed(m->seed, EX_RNG_INIT);
+            rng.offset = (uint64_t)1 << 41; /* clear of the PEFT strategies' and objectives' draws */
+            return m->vt->init(m->self, &rng, err);
+        }
         EX_CHECK(ex_cfg_path(&m->view, "weights", buf, sizeof buf, err));
         path = buf;
     }

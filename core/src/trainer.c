@@ -74,6 +74,7 @@ ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err 
     EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
     EX_CHECK(ex_cfg_int(&run, "log_every", &t->log_every, err));
     EX_CHECK(ex_cfg_int(&run, "checkpoint_every", &t->checkpoint_every, err));
+    EX_CHECK(ex_cfg_int(&run, "stop_at", &t->stop_at, err));
     EX_CHECK(ex_cfg_path(&run, "out", t->out_dir, sizeof t->out_dir, err));
 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
@@ -230,6 +231,17 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     ex_rng init_rng = ex_rng_seed(t->model.seed, EX_RNG_INIT);
     init_rng.offset = (uint64_t)1 << 40; /* after what the PEFT strategies drew */
     if (t->obj->init) EX_CHECK(t->obj->init(t->obj_self, &init_rng, err));
+    /* objectives that declare `weights` load their heads/decoder from it */
+    const char *ow = ex_config_raw(t->session->config, "objective", "weights");
+    if (ow && ow[0] && t->obj->load) {
+        char path[4096];
+        EX_CHECK(ex_cfg_path(&t->obj_view, "weights", path, sizeof path, err));
+        ex_status st = t->obj->load(t->obj_self, path, err);
+        if (st != EX_OK) {
+            ex_err_prefix(err, "[objective] weights: ");
+            return st;
+        }
+    }
     const ex_plugin *dp;
     ex_cfg_section dview;
     EX_CHECK(ex_session_plugin(t->session, "data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));
@@ -322,6 +334,10 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
             images_since = 0;
         }
         if (t->checkpoint_every > 0 && step % t->checkpoint_every == 0) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+        if (t->stop_at > 0 && step >= t->stop_at) {
+            fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
+            break;
+        }
         if (t->stop && *t->stop) {
             fprintf(log, "interrupted at step %lld: writing a checkpoint; continue with --resume\n", (long long)step);
             break;

@@ -39,6 +39,8 @@ const ex_key_spec vit_keys[] = {
     {"checkpoint_copy", EX_KEY_STRING, "auto", EX_NORANGE, NULL,
      "which copy to read from a training export with several (teacher, student, ...); auto: teacher if "
      "present, else student; none: read names as they are"},
+    {"layerscale_init", EX_KEY_FLOAT, "1e-5", 0, 10, NULL,
+     "LayerScale gamma when training from scratch (no weights); DINOv2 uses 1e-5"},
     {"recompute", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
      "activation checkpointing: keep one block's activations and recompute each in backward (less memory, "
      "about a third more compute, identical gradients)"},
@@ -111,6 +113,7 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
     vit_interp auto_interp = (p.interp == VIT_INTERP_DINOV2 && a->registers > 0) ? VIT_INTERP_ANTIALIAS : p.interp;
     a->interp = interp == 0 ? auto_interp : (vit_interp)(interp - 1);
     EX_CHECK(ex_cfg_bool(cfg, "recompute", &a->recompute, err));
+    EX_CHECK(ex_cfg_float(cfg, "layerscale_init", &a->layerscale_init, err));
     EX_CHECK(ex_cfg_bool(cfg, "qkv_bias", &bias, err));
     a->qkv_bias = bias;
     double eps;

@@ -21,6 +21,7 @@ typedef struct vit_arch {
     ex_mlp_kind mlp;
     int layerscale, qkv_bias, mask_token;
     int recompute;          /* activation checkpointing: keep only the residual streams */
+    double layerscale_init; /* LayerScale gamma when initialising from scratch */
     float eps;
     vit_pos_kind pos;
     vit_interp interp;
@@ -103,6 +104,9 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err);
 ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err *err);
 ex_linear *vit_site(void *self, const char *name);
 const float *vit_block_output(void *self, int64_t i);
+
+/* vit_init.c */
+ex_status vit_init(void *self, ex_rng *rng, ex_err *err);
 
 /* vit_names.c: map a checkpoint name in `format` to the internal one (see ex_name_map_fn). */
 int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset);

@@ -101,6 +101,7 @@ static const ex_backbone_vtable vit_vtable = {
     /* .backward     = */ vit_backward,
     /* .site         = */ vit_site,
     /* .block_output = */ vit_block_output,
+    /* .init         = */ vit_init,
 };
 
 static const ex_plugin_desc vit_desc =

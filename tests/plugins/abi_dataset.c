@@ -31,12 +31,14 @@ typedef struct synth {
     int64_t count;
     int64_t channels;
     int64_t classes;
+    int64_t poison;
 } synth;
 
 static const ex_key_spec synth_keys[] = {
     {"count", EX_KEY_INT, "10", 1, 1000000, NULL, "number of samples"},
     {"channels", EX_KEY_INT, "3", 1, 16, NULL, "channels per image"},
     {"classes", EX_KEY_INT, "2", 1, 1000, NULL, "labels cycle through 0..classes-1"},
+    {"poison", EX_KEY_INT, "-1", -1, 1000000, NULL, "index of a sample whose first pixel is NaN (trainer tests)"},
     EX_KEY_END,
 };
 
@@ -50,7 +52,8 @@ static ex_status synth_open(const ex_cfg_section *cfg, void **self, ex_err *err)
     ex_status st;
     if ((st = ex_cfg_int(cfg, "count", &s->count, err)) != EX_OK ||
         (st = ex_cfg_int(cfg, "channels", &s->channels, err)) != EX_OK ||
-        (st = ex_cfg_int(cfg, "classes", &s->classes, err)) != EX_OK) {
+        (st = ex_cfg_int(cfg, "classes", &s->classes, err)) != EX_OK ||
+        (st = ex_cfg_int(cfg, "poison", &s->poison, err)) != EX_OK) {
         free(s);
         return st;
     }
@@ -76,6 +79,7 @@ __attribute__((unused)) static ex_status synth_get(void *self, int64_t index, ex
     out->pixels = malloc(sizeof(float) * 16 * (size_t)s->channels);
     EX_ENSURE(out->pixels, err, EX_E_NOMEM, "out of memory");
     for (int i = 0; i < 16 * out->channels; i++) out->pixels[i] = (float)((index + i) % 17) / 16.0f;
+    if (index == s->poison) out->pixels[0] = __builtin_nanf("");
     out->label = index % s->classes;
     out->group = -1;
     snprintf(out->id, sizeof out->id, "synthetic-%lld", (long long)index);

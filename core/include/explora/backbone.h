@@ -14,7 +14,8 @@
  *   ready       bind activations; compute fixed tables (sin-cos, resampled
  *               position grids)
  *   load        read weights (safetensors or PyTorch .pth, any supported
- *               naming convention) into the bound parameters
+ *               naming convention) into the bound parameters — or `init`
+ *               them for training from scratch
  *   forward / backward, any number of times
  *
  * Token layout of the output: [cls, registers..., patches...] after the final
@@ -30,6 +31,7 @@
 #include "explora/config.h"
 #include "explora/nn.h"
 #include "explora/params.h"
+#include "explora/rng.h"
 #include "explora/status.h"
 #include "explora/tensor.h"
 
@@ -87,6 +89,8 @@ typedef struct ex_backbone_vtable {
     ex_linear *(*site)(void *self, const char *name);
     /* The residual stream after block i (before the final norm) of the last forward: (batch, num_tokens, dim). [opt] */
     const float *(*block_output)(void *self, int64_t i);
+    /* Initialise every parameter for training from scratch (when no weights are given), from `rng`. [opt] */
+    ex_status (*init)(void *self, ex_rng *rng, ex_err *err);
 } ex_backbone_vtable;
 
 #ifdef __cplusplus

@@ -59,7 +59,8 @@ EX_API ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_e
 EX_API ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,
                                 ex_err *err);
 EX_API ex_status ex_model_allocate(ex_model *m, ex_err *err);
-/* Load weights from `path`, or from [backbone] weights when path is NULL (nothing to do when that is empty). */
+/* Load weights from `path`, or from [backbone] weights when path is NULL; when that is empty the backbone
+ * initialises its parameters for training from scratch (its `init` slot, seeded by [run] seed). */
 EX_API ex_status ex_model_load(ex_model *m, const char *path, ex_err *err);
 EX_API void ex_model_free(ex_model *m);
 

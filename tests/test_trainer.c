@@ -1,0 +1,225 @@
+/*
+ * tests/test_trainer.c — `explora pretrain` end to end on real data
+ * (Fashion-MNIST from Debian's dataset-fashion-mnist; skipped when absent):
+ *   - MAE pre-training of a tiny ViT from scratch lowers the loss;
+ *   - 8 steps in one go and 4 + --resume + 4 give bit-identical parameters,
+ *     optimiser state and losses;
+ *   - a diverging run stops with the step and a hint, leaving the previous
+ *     checkpoint intact;
+ *   - --dry-run allocates nothing and writes nothing.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "explora/safetensors.h"
+#include "test_support.h"
+
+#define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+
+static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(char **out, const char *fmt, ...) {
+    char args[8192], cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ext_env("EXPLORA_BIN"), args);
+    FILE *p = popen(cmd, "r");
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+    while ((got = fread(buf + len, 1, cap - 1 - len, p)) > 0) {
+        len += got;
+        if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int status = pclose(p);
+    *out = buf;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect_in(const char *out, const char *needle) {
+    if (!strstr(out, needle)) fail_msg("output lacks '%s':\n%s", needle, out);
+}
+
+static void need_data(void) {
+    if (access(FMNIST, R_OK) != 0) {
+        print_message("Fashion-MNIST not installed (package dataset-fashion-mnist); skipping\n");
+        skip();
+    }
+}
+
+/* A tiny MAE run config into path; run directory `out`. */
+static void write_config(char *path, size_t cap, const char *name, const char *out, int steps) {
+    char text[8192];
+    snprintf(text, sizeof text,
+             "[run]\nseed = 3\nout = %s\nlog_every = 1\n"
+             "[backend]\nname = cpu\n"
+             "[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 7\n"
+             "pos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
+             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+             "[objective]\nname = mae\nimage_size = 28\ndecoder_dim = 16\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "[data]\nname = idx\nimages = %s\nlimit = 512\n"
+             "[transform]\nmean = 0.286\nstd = 0.353\n"
+             "[optim]\nbatch = 16\naccumulate = 2\nsteps = %d\nlr = 2e-3\nwarmup_steps = 2\nclip_grad = 3\n",
+             out, FMNIST, steps);
+    ext_tmp_path(path, cap, name);
+    ext_write_file(path, text, strlen(text));
+}
+
+static double *losses(const char *run_dir, int *n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("no %s", path);
+    double *v = calloc(4096, sizeof(double));
+    char line[4096];
+    *n = 0;
+    while (fgets(line, sizeof line, f) && *n < 4096) {
+        const char *p = strstr(line, "\"loss\": ");
+        if (p) v[(*n)++] = strtod(p + 8, NULL);
+    }
+    fclose(f);
+    return v;
+}
+
+static void test_mae_pretraining_lowers_the_loss(void **state) {
+    (void)state;
+    need_data();
+    char ini[4096], dir[4096], *out;
+    ext_tmp_path(dir, sizeof dir, "run-long");
+    write_config(ini, sizeof ini, "long.ini", dir, 60);
+    assert_int_equal(run(&out, "pretrain '%s' --set optim.lr=3e-3", ini), 0);
+    free(out);
+    int n;
+    double *l = losses(dir, &n);
+    assert_int_equal(n, 60);
+    double first = (l[0] + l[1] + l[2]) / 3, last = (l[57] + l[58] + l[59]) / 3;
+    print_message("MAE loss: first 3 steps %.4f, last 3 steps %.4f\n", first, last);
+    assert_true(last < 0.8 * first);
+    free(l);
+}
+
+static void compare_checkpoints(const char *a, const char *b) {
+    ex_err err;
+    ex_st_file *fa, *fb;
+    EXT_OK(ex_st_open(&fa, a, &err), &err);
+    EXT_OK(ex_st_open(&fb, b, &err), &err);
+    assert_int_equal(ex_st_count(fa), ex_st_count(fb));
+    assert_true(ex_st_count(fa) > 10);
+    for (int i = 0; i < ex_st_count(fa); i++) {
+        const ex_st_entry *e = ex_st_at(fa, i), *g = ex_st_find(fb, e->name);
+        if (!g) fail_msg("%s lacks %s", b, e->name);
+        assert_int_equal(e->end - e->begin, g->end - g->begin);
+        if (memcmp(ex_st_data(fa, e), ex_st_data(fb, g), e->end - e->begin) != 0)
+            fail_msg("tensor %s differs between the resumed and the uninterrupted run", e->name);
+    }
+    assert_string_equal(ex_st_metadata(fa, "step"), ex_st_metadata(fb, "step"));
+    assert_string_equal(ex_st_metadata(fa, "position"), ex_st_metadata(fb, "position"));
+    assert_string_equal(ex_st_metadata(fa, "mask_rng_offset"), ex_st_metadata(fb, "mask_rng_offset"));
+    ex_st_close(fa);
+    ex_st_close(fb);
+}
+
+static void test_resume_is_bit_identical(void **state) {
+    (void)state;
+    need_data();
+    char ini_a[4096], ini_b[4096], dir_a[4096], dir_b[4096], ck_a[4200], ck_b[4200], *out;
+    ext_tmp_path(dir_a, sizeof dir_a, "run-straight");
+    ext_tmp_path(dir_b, sizeof dir_b, "run-resumed");
+    write_config(ini_a, sizeof ini_a, "straight.ini", dir_a, 8);
+    write_config(ini_b, sizeof ini_b, "resumed.ini", dir_b, 8);
+    assert_int_equal(run(&out, "pretrain '%s'", ini_a), 0);
+    free(out);
+    /* the same 8-step schedule, stopped after step 4, then resumed to the end */
+    assert_int_equal(run(&out, "pretrain '%s' --set run.stop_at=4", ini_b), 0);
+    expect_in(out, "stopping at step 4");
+    free(out);
+    assert_int_equal(run(&out, "pretrain '%s' --resume", ini_b), 0);
+    free(out);
+    snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
+    snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
+    compare_checkpoints(ck_a, ck_b);
+    int na, nb;
+    double *la = losses(dir_a, &na), *lb = losses(dir_b, &nb);
+    assert_int_equal(na, 8);
+    assert_int_equal(nb, 8); /* the resumed run appends to the same metrics file */
+    for (int i = 0; i < 8; i++)
+        if (la[i] != lb[i]) fail_msg("step %d: loss %.9g straight, %.9g resumed", i + 1, la[i], lb[i]);
+    free(la);
+    free(lb);
+    /* resuming a run that has no checkpoint says how to start it */
+    char dir_c[4096], ini_c[4096];
+    ext_tmp_path(dir_c, sizeof dir_c, "run-none");
+    write_config(ini_c, sizeof ini_c, "none.ini", dir_c, 8);
+    assert_int_equal(run(&out, "pretrain '%s' --resume", ini_c), 1);
+    expect_in(out, "without --resume");
+    free(out);
+}
+
+/* A NaN in the data makes the loss NaN: the run stops with the step, the last finite loss and a hint,
+ * and the checkpoint of the earlier run stays as it was. */
+static void test_non_finite_loss_stops_cleanly(void **state) {
+    (void)state;
+    char ini[4096], dir[4096], ck[4200], text[8192], *out;
+    ext_tmp_path(dir, sizeof dir, "run-nan");
+    snprintf(text, sizeof text,
+             "[run]\nseed = 1\nout = %s\nlog_every = 1\n"
+             "[backbone]\nname = vit\npatch = 2\ndim = 8\ndepth = 1\nheads = 2\nchannels = 1\npos_grid = 2\n"
+             "pos_embed = sincos\nmask_token = off\nimage_size = 4\n"
+             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+             "[objective]\nname = mae\nimage_size = 4\ndecoder_dim = 8\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "crop_scale = 1.0, 1.0\n"
+             "[data]\nname = abi-good\ncount = 8\nchannels = 1\n"
+             "[transform]\nmean = 0.5\nstd = 0.5\n"
+             "[optim]\nbatch = 4\nsteps = 2\n",
+             dir);
+    ext_tmp_path(ini, sizeof ini, "nan.ini");
+    ext_write_file(ini, text, strlen(text));
+    const char *abi = ext_env("EXPLORA_TEST_ABI_DIR");
+    assert_int_equal(run(&out, "pretrain '%s' --plugin-path '%s'", ini, abi), 0); /* clean data: a checkpoint */
+    free(out);
+    snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir);
+    FILE *f = fopen(ck, "rb");
+    assert_non_null(f);
+    static char good[1 << 20], now[1 << 20];
+    size_t good_len = fread(good, 1, sizeof good, f);
+    fclose(f);
+    assert_int_equal(run(&out, "pretrain '%s' --plugin-path '%s' --set data.poison=5 --set optim.steps=4", ini, abi), 2);
+    expect_in(out, "the loss is nan at step");
+    expect_in(out, "last finite value");
+    expect_in(out, "Hint:");
+    free(out);
+    f = fopen(ck, "rb");
+    size_t now_len = fread(now, 1, sizeof now, f);
+    fclose(f);
+    assert_int_equal(now_len, good_len);
+    assert_memory_equal(now, good, good_len);
+}
+
+static void test_dry_run_writes_nothing(void **state) {
+    (void)state;
+    need_data();
+    char ini[4096], dir[4096], *out;
+    ext_tmp_path(dir, sizeof dir, "run-dry");
+    write_config(ini, sizeof ini, "dry.ini", dir, 4);
+    assert_int_equal(run(&out, "pretrain '%s' --dry-run", ini), 0);
+    expect_in(out, "memory plan");
+    expect_in(out, "trainable");
+    free(out);
+    assert_int_equal(access(dir, F_OK), -1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
+        cmocka_unit_test(test_resume_is_bit_identical),
+        cmocka_unit_test(test_non_finite_loss_stops_cleanly),
+        cmocka_unit_test(test_dry_run_writes_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
