@@ -46,6 +46,13 @@ static void expect_in(const char *out, const char *needle) {
     if (!strstr(out, needle)) fail_msg("output lacks '%s':\n%s", needle, out);
 }
 
+/* Run and require exit code `rc`, printing the output when it differs. */
+#define RUN_EXPECT(rc, out, ...)                                                                 \
+    do {                                                                                         \
+        int run__rc = run(out, __VA_ARGS__);                                                     \
+        if (run__rc != (rc)) fail_msg("exit code %d (expected %d); output:\n%s", run__rc, (rc), *(out)); \
+    } while (0)
+
 static void need_data(void) {
     if (access(FMNIST, R_OK) != 0) {
         print_message("Fashion-MNIST not installed (package dataset-fashion-mnist); skipping\n");
@@ -93,7 +100,7 @@ static void test_mae_pretraining_lowers_the_loss(void **state) {
     char ini[4096], dir[4096], *out;
     ext_tmp_path(dir, sizeof dir, "run-long");
     write_config(ini, sizeof ini, "long.ini", dir, 60);
-    assert_int_equal(run(&out, "pretrain '%s' --set optim.lr=3e-3", ini), 0);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set optim.lr=3e-3", ini);
     free(out);
     int n;
     double *l = losses(dir, &n);
@@ -133,13 +140,13 @@ static void test_resume_is_bit_identical(void **state) {
     ext_tmp_path(dir_b, sizeof dir_b, "run-resumed");
     write_config(ini_a, sizeof ini_a, "straight.ini", dir_a, 8);
     write_config(ini_b, sizeof ini_b, "resumed.ini", dir_b, 8);
-    assert_int_equal(run(&out, "pretrain '%s'", ini_a), 0);
+    RUN_EXPECT(0, &out, "pretrain '%s'", ini_a);
     free(out);
     /* the same 8-step schedule, stopped after step 4, then resumed to the end */
-    assert_int_equal(run(&out, "pretrain '%s' --set run.stop_at=4", ini_b), 0);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=4", ini_b);
     expect_in(out, "stopping at step 4");
     free(out);
-    assert_int_equal(run(&out, "pretrain '%s' --resume", ini_b), 0);
+    RUN_EXPECT(0, &out, "pretrain '%s' --resume", ini_b);
     free(out);
     snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
     snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
@@ -156,7 +163,7 @@ static void test_resume_is_bit_identical(void **state) {
     char dir_c[4096], ini_c[4096];
     ext_tmp_path(dir_c, sizeof dir_c, "run-none");
     write_config(ini_c, sizeof ini_c, "none.ini", dir_c, 8);
-    assert_int_equal(run(&out, "pretrain '%s' --resume", ini_c), 1);
+    RUN_EXPECT(1, &out, "pretrain '%s' --resume", ini_c);
     expect_in(out, "without --resume");
     free(out);
 }
@@ -181,7 +188,7 @@ static void test_non_finite_loss_stops_cleanly(void **state) {
     ext_tmp_path(ini, sizeof ini, "nan.ini");
     ext_write_file(ini, text, strlen(text));
     const char *abi = ext_env("EXPLORA_TEST_ABI_DIR");
-    assert_int_equal(run(&out, "pretrain '%s' --plugin-path '%s'", ini, abi), 0); /* clean data: a checkpoint */
+    RUN_EXPECT(0, &out, "pretrain '%s' --plugin-path '%s'", ini, abi); /* clean data: a checkpoint */
     free(out);
     snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir);
     FILE *f = fopen(ck, "rb");
@@ -189,7 +196,7 @@ static void test_non_finite_loss_stops_cleanly(void **state) {
     static char good[1 << 20], now[1 << 20];
     size_t good_len = fread(good, 1, sizeof good, f);
     fclose(f);
-    assert_int_equal(run(&out, "pretrain '%s' --plugin-path '%s' --set data.poison=5 --set optim.steps=4", ini, abi), 2);
+    RUN_EXPECT(2, &out, "pretrain '%s' --plugin-path '%s' --set data.poison=5 --set optim.steps=4", ini, abi);
     expect_in(out, "the loss is nan at step");
     expect_in(out, "last finite value");
     expect_in(out, "Hint:");
@@ -207,11 +214,91 @@ static void test_dry_run_writes_nothing(void **state) {
     char ini[4096], dir[4096], *out;
     ext_tmp_path(dir, sizeof dir, "run-dry");
     write_config(ini, sizeof ini, "dry.ini", dir, 4);
-    assert_int_equal(run(&out, "pretrain '%s' --dry-run", ini), 0);
+    RUN_EXPECT(0, &out, "pretrain '%s' --dry-run", ini);
     expect_in(out, "memory plan");
     expect_in(out, "trainable");
     free(out);
     assert_int_equal(access(dir, F_OK), -1);
+}
+
+static float *read_f32(const char *path, const char *name, int64_t *n) {
+    ex_err err;
+    ex_st_file *f;
+    EXT_OK(ex_st_open(&f, path, &err), &err);
+    const ex_st_entry *e = ex_st_find(f, name);
+    if (!e) fail_msg("%s lacks %s", path, name);
+    *n = 1;
+    for (int d = 0; d < e->ndim; d++) *n *= e->shape[d];
+    float *x = malloc(sizeof(float) * (size_t)*n);
+    EXT_OK(ex_st_read_f32(f, e, x, *n, &err), &err);
+    ex_st_close(f);
+    return x;
+}
+
+/* Train ExPLoRA-style (last block unfrozen, LoRA elsewhere), export with the adapters merged in every
+ * naming convention, load each export as a plain ViT: its features equal the unmerged trained model's. */
+static void test_export_merges_and_round_trips(void **state) {
+    (void)state;
+    char dir[4096], ini[4096], text[8192], feat_run[4200], *out;
+    const char *abi = ext_env("EXPLORA_TEST_ABI_DIR");
+    const char *arch = "name = vit\npatch = 2\ndim = 8\ndepth = 3\nheads = 2\nchannels = 3\npos_grid = 2\n"
+                       "pos_embed = sincos\nmask_token = off\nlayerscale = on\nlayerscale_init = 0.5\nimage_size = 4\n";
+    ext_tmp_path(dir, sizeof dir, "run-export");
+    snprintf(text, sizeof text,
+             "[run]\nseed = 2\nout = %s\n[backbone]\n%s"
+             "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
+             "[peft.lora]\nrank = 2\nalpha = 4\ntargets = q, v\n"
+             "[objective]\nname = mae\nimage_size = 4\ndecoder_dim = 8\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "[data]\nname = abi-good\ncount = 16\nchannels = 3\n[transform]\nmean = 0.5, 0.5, 0.5\nstd = 0.5, 0.5, 0.5\n"
+             "[optim]\nbatch = 4\nsteps = 6\nlr = 0.05\nweight_decay = 0\n",
+             dir, arch);
+    ext_tmp_path(ini, sizeof ini, "export-run.ini");
+    ext_write_file(ini, text, strlen(text));
+    RUN_EXPECT(0, &out, "pretrain '%s' --plugin-path '%s'", ini, abi);
+    free(out);
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", dir);
+    snprintf(feat_run, sizeof feat_run, "%s/features-unmerged.safetensors", dir);
+    RUN_EXPECT(0, &out, "embed '%s' --plugin-path '%s' --checkpoint '%s' --out '%s' --blocks 0,1", ini, abi, ckpt, feat_run);
+    free(out);
+    int64_t n;
+    float *ref = read_f32(feat_run, "cls", &n);
+    float *ref_b0 = read_f32(feat_run, "block.0", &n);
+    const char *formats[] = {"dinov2", "timm", "hf", "mae"};
+    for (int k = 0; k < 4; k++) {
+        char exp[4200], plain_ini[4096], feat[4200];
+        snprintf(exp, sizeof exp, "%s/export-%s.safetensors", dir, formats[k]);
+        RUN_EXPECT(0, &out, "export '%s' --plugin-path '%s' --out '%s' --format %s", ini, abi, exp, formats[k]);
+        expect_in(out, "loaded");
+        free(out);
+        snprintf(text, sizeof text,
+                 "[backbone]\n%sweights = %s\nformat = %s\n[data]\nname = abi-good\ncount = 16\nchannels = 3\n"
+                 "[transform]\nmean = 0.5, 0.5, 0.5\nstd = 0.5, 0.5, 0.5\n",
+                 arch, exp, formats[k]);
+        char name[64];
+        snprintf(name, sizeof name, "plain-%s.ini", formats[k]);
+        ext_tmp_path(plain_ini, sizeof plain_ini, name);
+        ext_write_file(plain_ini, text, strlen(text));
+        snprintf(feat, sizeof feat, "%s/features-%s.safetensors", dir, formats[k]);
+        RUN_EXPECT(0, &out, "embed '%s' --plugin-path '%s' --out '%s' --blocks 0,1", plain_ini, abi, feat);
+        free(out);
+        int64_t m;
+        float *got = read_f32(feat, "cls", &m), *got_b0 = read_f32(feat, "block.0", &m);
+        assert_int_equal(m, n);
+        ext_assert_close(got, ref, (size_t)n, 1e-5, 1e-4, formats[k]);
+        ext_assert_close(got_b0, ref_b0, (size_t)n, 1e-5, 1e-4, formats[k]);
+        free(got);
+        free(got_b0);
+    }
+    /* the adapters really trained (B left zero would make the merge trivial) */
+    int64_t nb;
+    float *B = read_f32(ckpt, "param.blocks.0.attn.qkv.lora_q.B", &nb);
+    double maxb = 0;
+    for (int64_t i = 0; i < nb; i++) maxb = fmax(maxb, fabs(B[i]));
+    assert_true(maxb > 1e-3);
+    free(B);
+    free(ref);
+    free(ref_b0);
 }
 
 int main(void) {
@@ -220,6 +307,7 @@ int main(void) {
         cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),
+        cmocka_unit_test(test_export_merges_and_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,8 @@ typedef struct cli_args {
     int show;             /* data --show N */
     const char *out;      /* embed --out FILE */
     const char *blocks;   /* embed --blocks i,j */
+    const char *format;   /* export --format NAME */
+    const char *checkpoint; /* export --checkpoint FILE */
     int verbose;
     int dry_run;          /* pretrain --dry-run */
     int resume;           /* pretrain --resume */
@@ -32,5 +34,6 @@ int cli_check(const cli_args *a);
 int cli_data(const cli_args *a);
 int cli_embed(const cli_args *a);
 int cli_pretrain(const cli_args *a);
+int cli_export(const cli_args *a);
 
 #endif

@@ -10,6 +10,7 @@
  *   labels       (N)     I64, -1 when unlabeled
  *   __metadata__ "ids":  the sample ids, one per line, in row order
  *
+ * --checkpoint adds a pretrain run's trained tensors (adapters unmerged).
  * Images are resized (shorter side to [transform] resize) and centre-cropped
  * to the [backbone] image_size as torchvision's evaluation transform does, or,
  * with resize = 0, must already have that size; grayscale images are repeated
@@ -146,11 +147,17 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
         EX_FAIL_GOTO(err, st, done, EX_E_INVALID, "--blocks '%s': expected block indices in [-%lld, %lld), comma-separated.",
                      a->blocks, (long long)m.info.depth, (long long)m.info.depth);
     const char *wraw = ex_config_raw(s->config, "backbone", "weights");
-    if (!wraw || !wraw[0])
-        EX_FAIL_GOTO(err, st, done, EX_E_CONFIG, "embed needs trained weights: set [backbone] weights = <checkpoint>.");
+    if ((!wraw || !wraw[0]) && !a->checkpoint)
+        EX_FAIL_GOTO(err, st, done, EX_E_CONFIG,
+                     "embed needs trained weights: set [backbone] weights = <checkpoint>, or pass --checkpoint.");
     ex_model_print(&m, stdout);
     EX_CHECK_GOTO(ex_model_allocate(&m, err), st, done);
     EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
+    if (a->checkpoint) { /* a pretrain run's trained tensors, adapters left unmerged */
+        int n = 0;
+        EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, &n, err), st, done);
+        printf("loaded %d trained tensors from %s\n", n, a->checkpoint);
+    }
     EX_CHECK_GOTO(dvt->open(&dview, &ds, err), st, done);
     const int64_t N = dvt->length(ds);
     o->n = N;

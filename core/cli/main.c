@@ -33,6 +33,8 @@ static void usage(FILE *out) {
             "                          extended self-supervised pre-training ([backbone], [peft],\n"
             "                          [objective], [data], [optim]); --dry-run prints the\n"
             "                          trainable counts and memory plan without loading anything\n"
+            "  export CONFIG --out F [--format dinov2|timm|hf|mae|hf-mae] [--checkpoint C]\n"
+            "                          the run's backbone with its adapters merged, as a plain ViT\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -88,6 +90,12 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         } else if (strcmp(s, "--out") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             a->out = argv[++i];
+        } else if (strcmp(s, "--format") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->format = argv[++i];
+        } else if (strcmp(s, "--checkpoint") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->checkpoint = argv[++i];
         } else if (strcmp(s, "--blocks") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             a->blocks = argv[++i];
@@ -137,6 +145,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "data") == 0) return cli_data(&a);
     if (strcmp(v, "embed") == 0) return cli_embed(&a);
     if (strcmp(v, "pretrain") == 0) return cli_pretrain(&a);
+    if (strcmp(v, "export") == 0) return cli_export(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

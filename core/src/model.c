@@ -3,6 +3,8 @@
  */
 #include "explora/model.h"
 
+#include "explora/safetensors.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,4 +161,36 @@ void ex_model_print(const ex_model *m, FILE *out) {
     fprintf(out, "for batch %lld at %lldx%lld:\n", (long long)m->shape.batch, (long long)m->shape.height,
             (long long)m->shape.width);
     ex_memory_plan_print(&m->plan, out);
+}
+
+ex_status ex_model_load_trained(ex_model *m, const char *path, int *loaded, ex_err *err) {
+    ex_st_file *f;
+    EX_CHECK(ex_st_open(&f, path, err));
+    ex_status st = EX_OK;
+    float *host = NULL;
+    size_t cap = 0;
+    *loaded = 0;
+    for (int i = 0; i < ex_st_count(f) && st == EX_OK; i++) {
+        const ex_st_entry *e = ex_st_at(f, i);
+        if (strncmp(e->name, "param.", 6) != 0) continue;
+        ex_param *p = ex_params_find(&m->params, e->name + 6);
+        if (!p) continue; /* an objective's head: not part of this model */
+        const int64_t n = ex_tensor_numel(&p->value);
+        if ((size_t)n > cap) {
+            float *nh = realloc(host, sizeof(float) * (size_t)n);
+            if (!nh) {
+                st = ex_err_set(err, EX_E_NOMEM, __FILE__, __LINE__, "out of memory");
+                break;
+            }
+            host = nh;
+            cap = (size_t)n;
+        }
+        st = ex_st_read_f32(f, e, host, n, err);
+        if (st != EX_OK) ex_err_prefix(err, "%s: tensor '%s' does not fit the model: ", path, e->name);
+        if (st == EX_OK) st = ex_be_upload(m->be, p->value.data, host, sizeof(float) * (size_t)n, err);
+        (*loaded)++;
+    }
+    free(host);
+    ex_st_close(f);
+    return st;
 }

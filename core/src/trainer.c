@@ -352,13 +352,13 @@ done:
 }
 
 void ex_trainer_free(ex_trainer *t) {
+    /* the memory plan points at tensors owned by the model, the objective and the optimiser: release it first */
+    ex_memory_plan_release(&t->model.plan);
     for (int v = 0; v < EX_MAX_VIEWS; v++)
         if (t->dev_views[v]) ex_be_free(t->be, t->dev_views[v]);
     ex_loader_free(&t->loader);
     if (t->ds) t->ds_vt->close(t->ds);
     ex_optim_free(&t->optim);
-    /* the memory plan points at tensors owned by the model, the objective and the optimiser */
-    ex_memory_plan_release(&t->model.plan);
     if (t->obj && t->obj_self) t->obj->destroy(t->obj_self);
     if (t->has_teacher) ex_model_free(&t->teacher);
     ex_model_free(&t->model);

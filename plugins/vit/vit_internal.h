@@ -105,6 +105,9 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
 ex_linear *vit_site(void *self, const char *name);
 const float *vit_block_output(void *self, int64_t i);
 
+/* vit_export.c */
+ex_status vit_save(void *self, const char *path, const char *format, ex_err *err);
+
 /* vit_init.c */
 ex_status vit_init(void *self, ex_rng *rng, ex_err *err);
 

@@ -102,6 +102,7 @@ static const ex_backbone_vtable vit_vtable = {
     /* .site         = */ vit_site,
     /* .block_output = */ vit_block_output,
     /* .init         = */ vit_init,
+    /* .save         = */ vit_save,
 };
 
 static const ex_plugin_desc vit_desc =

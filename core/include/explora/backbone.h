@@ -91,6 +91,9 @@ typedef struct ex_backbone_vtable {
     const float *(*block_output)(void *self, int64_t i);
     /* Initialise every parameter for training from scratch (when no weights are given), from `rng`. [opt] */
     ex_status (*init)(void *self, ex_rng *rng, ex_err *err);
+    /* Write the backbone's own parameters (current values: merge adapters first) as safetensors in the
+     * naming convention `format` (the names load accepts). [opt] */
+    ex_status (*save)(void *self, const char *path, const char *format, ex_err *err);
 } ex_backbone_vtable;
 
 #ifdef __cplusplus
