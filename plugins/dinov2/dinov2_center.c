@@ -1,0 +1,101 @@
+/*
+ * plugins/dinov2/dinov2_center.c — teacher targets: EMA centring or
+ * Sinkhorn-Knopp (dinov2/loss/dino_clstoken_loss.py, ibot_patch_loss.py).
+ *
+ * centering (the default): p = softmax((t - c) / tau). The centre c (K) is
+ * updated LAZILY, as DINOv2 does: a step first folds in the batch mean of the
+ * PREVIOUS step (c <- m c + (1 - m) mean_prev, m = center_momentum), then
+ * computes its targets with c, then records its own batch mean (the mean of
+ * its raw teacher logits over the rows given) for the next step. Step 0 uses
+ * c = 0. DINO and iBOT keep separate centres (iBOT's is the mean over the
+ * masked patch rows). Everything runs on backend ops.
+ *
+ * sinkhorn_knopp: in fp32 without max-subtraction (as DINOv2):
+ *   Q = exp(t / tau)^T (K x n); Q /= sum(Q);
+ *   3 x { Q /= row sums (per prototype); Q /= K; Q /= column sums (per sample); Q /= n };
+ *   Q *= n; targets = Q^T.
+ * n is the number of rows given (DINO: the 2B teacher CLS rows; iBOT: the
+ * masked patches of the step). There is no exp or column-sum op in the
+ * backend, so this mode downloads the logits, computes on the host (sums in
+ * double, values in float) and uploads the targets; the centre is not used.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "dinov2_internal.h"
+
+#define F(t) ((float *)(t).data)
+
+#define OP(d, call, what)                                                                                      \
+    do {                                                                                                       \
+        ex_status op__s = (d)->env.be->vt.call;                                                                \
+        if (op__s != EX_OK) EX_FAIL(err, op__s, "dinov2: %s failed on backend '%s'", what, (d)->env.be->name); \
+    } while (0)
+
+ex_status dn_sinkhorn_host(float *q /* (n, K) */, int64_t n, int64_t K, float tau, int iters, double *row /* (K) */,
+                           double *col /* (n) */) {
+    if (n <= 0) return EX_OK;
+    double total = 0.0;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t k = 0; k < K; k++) {
+            float e = expf(q[j * K + k] / tau);
+            q[j * K + k] = e;
+            total += e;
+        }
+    const float ft = (float)total;
+    for (int64_t i = 0; i < n * K; i++) q[i] /= ft;
+    const float fK = (float)K, fB = (float)n;
+    for (int it = 0; it < iters; it++) {
+        for (int64_t k = 0; k < K; k++) row[k] = 0.0;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < K; k++) row[k] += q[j * K + k];
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < K; k++) {
+                float v = q[j * K + k] / (float)row[k];
+                q[j * K + k] = v / fK;
+            }
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += q[j * K + k];
+            col[j] = s;
+        }
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < K; k++) {
+                float v = q[j * K + k] / (float)col[j];
+                q[j * K + k] = v / fB;
+            }
+    }
+    for (int64_t i = 0; i < n * K; i++) q[i] *= fB;
+    return EX_OK;
+}
+
+ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t /* (n, K) */, int64_t n, float tau,
+                             float *out /* (n, K) */, float *tmp /* (n, K) */, ex_err *err) {
+    ex_backend *be = d->env.be;
+    const int64_t K = d->K;
+    EX_ENSURE(tau > 0.0f, err, EX_E_INVALID, "dinov2: teacher temperature %g must be positive", (double)tau);
+    if (n == 0) return EX_OK;
+    if (d->centering == DN_SINKHORN) {
+        EX_ENSURE(d->sk, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp buffers missing");
+        EX_CHECK(ex_be_download(be, d->sk, t, sizeof(float) * (size_t)(n * K), err));
+        EX_CHECK(dn_sinkhorn_host(d->sk, n, K, tau, 3, d->sk_row, d->sk_col));
+        return ex_be_upload(be, out, d->sk, sizeof(float) * (size_t)(n * K), err);
+    }
+    const float m = (float)d->center_momentum;
+    if (c->pending) {
+        OP(d, axpby(be->ctx, F(c->c), 1.0f - m, F(c->pend), m, K), "axpby");
+        c->pending = 0;
+    }
+    OP(d, copy2d(be->ctx, tmp, K, F(c->c), 0, n, K), "copy2d");
+    OP(d, binary(be->ctx, EX_BIN_SUB, tmp, t, tmp, n * K), "binary");
+    OP(d, softmax_fwd(be->ctx, out, tmp, n, K, 1.0f / tau), "softmax_fwd");
+    /* this step's batch mean, folded in by the next step */
+    ex_gemm_desc g = {0};
+    g.m = 1, g.n = K, g.k = n, g.alpha = 1.0f / (float)n, g.beta = 0.0f;
+    g.a = F(d->ones), g.a_dtype = EX_F32, g.lda = n;
+    g.b = t, g.b_dtype = EX_F32, g.ldb = K;
+    g.c = F(c->pend), g.ldc = K, g.batch = 1;
+    EX_CHECK(ex_be_gemm(be, &g, err));
+    c->pending = 1;
+    return EX_OK;
+}

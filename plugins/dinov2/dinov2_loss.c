@@ -1,0 +1,125 @@
+/*
+ * plugins/dinov2/dinov2_loss.c — the loss terms.
+ *
+ * Soft cross-entropy (DINO CLS terms and iBOT patch terms): for a row r of
+ * student logits s (already divided by student_temp by the head's scale) and
+ * teacher targets t, CE_r = -sum_k t_k log softmax(s)_k; a loss is a weighted
+ * row sum sum_r w_r CE_r and its gradient w_r (softmax(s) - t) (xent ops).
+ * The weights carry every normalisation of dinov2/train/ssl_meta_arch.py:
+ *   DINO global  w = dino_weight / (B * n_terms)   (2 terms: student crop c vs teacher crop 1-c)
+ *   DINO local   w = dino_weight / (B * n_terms)   (each local crop vs both teacher crops)
+ *   n_terms = 2 + 2 * local_crops                   (18 for 8 locals)
+ *   iBOT         w = ibot_weight / (n_i * 2B)      (n_i: masked patches of the row's image)
+ *
+ * KoLeo (dinov2/loss/koleo_loss.py), per chunk of B rows (one global crop):
+ *   y = x / max(||x||, 1e-8); nn(i) = argmax_{j != i} y_i . y_j;
+ *   d_i = ||y_i - y_nn(i) + 1e-8||  (pairwise_distance adds eps to the difference);
+ *   L = -mean_i log(d_i + 1e-8). The gradient flows through both y_i and y_nn(i).
+ * Computed on the host in double: the CLS rows are small (2B x D).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "dinov2_internal.h"
+
+#define F(t) ((float *)(t).data)
+
+#define OP(d, call, what)                                                                                      \
+    do {                                                                                                       \
+        ex_status op__s = (d)->env.be->vt.call;                                                                \
+        if (op__s != EX_OK) EX_FAIL(err, op__s, "dinov2: %s failed on backend '%s'", what, (d)->env.be->name); \
+    } while (0)
+
+ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, const float *targets /* (n, K) */, const float *w /* (n) host */,
+                     int backward, double *value, ex_err *err) {
+    ex_backend *be = d->env.be;
+    const int64_t K = d->K;
+    *value = 0.0;
+    if (n == 0) return EX_OK;
+    EX_ENSURE(r0 >= 0 && r0 + n <= d->rows, err, EX_E_INTERNAL, "dinov2: loss rows outside the plan");
+    float *probs = F(d->acts.probs) + r0 * K;         /* (n, K) */
+    const float *logits = F(d->acts.logits) + r0 * K; /* (n, K) */
+    OP(d, xent_fwd(be->ctx, F(d->losses), probs, logits, NULL, targets, n, K), "xent_fwd");
+    EX_CHECK(ex_be_download(be, d->hl, F(d->losses), sizeof(float) * (size_t)n, err));
+    double s = 0.0;
+    for (int64_t r = 0; r < n; r++) s += (double)w[r] * (double)d->hl[r];
+    *value = s;
+    if (backward) {
+        EX_CHECK(ex_be_upload(be, F(d->rweights), w, sizeof(float) * (size_t)n, err));
+        OP(d, xent_bwd(be->ctx, F(d->acts.dlogits) + r0 * K, F(d->rweights), probs, NULL, targets, n, K), "xent_bwd");
+    }
+    return EX_OK;
+}
+
+static double koleo_chunk(const float *x /* (n, D) */, int64_t n, int64_t D, double weight, float *grad /* (n, D) */) {
+    /* y rows and norms; then nearest neighbours; then the loss and its gradient, all in double */
+    double loss = 0.0;
+    for (int64_t i = 0; i < n * D; i++) grad[i] = 0.0f;
+    if (n < 2) return 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * D;
+        double ni = 0.0;
+        for (int64_t c = 0; c < D; c++) ni += (double)xi[c] * xi[c];
+        ni = sqrt(ni);
+        const double di_ = ni > 1e-8 ? ni : 1e-8;
+        /* nearest neighbour by cosine */
+        int64_t best = -1;
+        double bestdot = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            if (j == i) continue;
+            const float *xj = x + j * D;
+            double nj = 0.0, dot = 0.0;
+            for (int64_t c = 0; c < D; c++) {
+                nj += (double)xj[c] * xj[c];
+                dot += (double)xi[c] * xj[c];
+            }
+            nj = sqrt(nj);
+            dot /= di_ * (nj > 1e-8 ? nj : 1e-8);
+            if (dot > bestdot) { /* first maximum wins, as torch.max */
+                bestdot = dot;
+                best = j;
+            }
+        }
+        (void)bestdot;
+        const float *xj = x + best * D;
+        double nj = 0.0;
+        for (int64_t c = 0; c < D; c++) nj += (double)xj[c] * xj[c];
+        nj = sqrt(nj);
+        const double dj_ = nj > 1e-8 ? nj : 1e-8;
+        double dist2 = 0.0;
+        for (int64_t c = 0; c < D; c++) {
+            double diff = xi[c] / di_ - xj[c] / dj_ + 1e-8;
+            dist2 += diff * diff;
+        }
+        const double dist = sqrt(dist2);
+        loss += -log(dist + 1e-8) / (double)n;
+        /* dL/d dist = -1 / (n (dist + eps)); d dist / d y_i = diff / dist = -d dist / d y_nn */
+        const double gd = -weight / ((double)n * (dist + 1e-8) * (dist > 0 ? dist : 1.0));
+        /* through y = x / ||x||: dx = (dy - y (y . dy)) / ||x|| (||x|| > eps) */
+        double dyi_dot = 0.0, dyj_dot = 0.0;
+        for (int64_t c = 0; c < D; c++) {
+            double diff = xi[c] / di_ - xj[c] / dj_ + 1e-8;
+            dyi_dot += (xi[c] / di_) * (gd * diff);
+            dyj_dot += (xj[c] / dj_) * (-gd * diff);
+        }
+        for (int64_t c = 0; c < D; c++) {
+            double diff = xi[c] / di_ - xj[c] / dj_ + 1e-8;
+            double dyi = gd * diff, dyj = -gd * diff;
+            double gi = ni > 1e-8 ? (dyi - (xi[c] / di_) * dyi_dot) / ni : dyi / 1e-8;
+            double gj = nj > 1e-8 ? (dyj - (xj[c] / dj_) * dyj_dot) / nj : dyj / 1e-8;
+            grad[i * D + c] += (float)gi;
+            grad[best * D + c] += (float)gj;
+        }
+    }
+    return weight * loss;
+}
+
+double dn_koleo_host(const float *x /* (n, D) */, int64_t n, int64_t chunk, int64_t D, double weight,
+                     float *grad /* (n, D) */) {
+    double total = 0.0;
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        total += koleo_chunk(x + r * D, m, D, weight, grad + r * D);
+    }
+    return total;
+}
