@@ -35,5 +35,6 @@ int cli_data(const cli_args *a);
 int cli_embed(const cli_args *a);
 int cli_pretrain(const cli_args *a);
 int cli_export(const cli_args *a);
+int cli_linprobe(const cli_args *a);
 
 #endif

@@ -35,6 +35,9 @@ static void usage(FILE *out) {
             "                          trainable counts and memory plan without loading anything\n"
             "  export CONFIG --out F [--format dinov2|timm|hf|mae|hf-mae] [--checkpoint C]\n"
             "                          the run's backbone with its adapters merged, as a plain ViT\n"
+            "  linprobe CONFIG [--checkpoint C]\n"
+            "                          DINOv2 linear-probe protocol: features of [data] and\n"
+            "                          [eval_data] cached once, a grid of linear classifiers\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -146,6 +149,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "embed") == 0) return cli_embed(&a);
     if (strcmp(v, "pretrain") == 0) return cli_pretrain(&a);
     if (strcmp(v, "export") == 0) return cli_export(&a);
+    if (strcmp(v, "linprobe") == 0) return cli_linprobe(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

@@ -36,6 +36,21 @@ static const ex_key_spec k_transform_keys[] = {
     EX_KEY_END,
 };
 
+static const ex_key_spec k_linprobe_keys[] = {
+    {"lrs", EX_KEY_FLOAT_LIST, "1e-4, 1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1", 0, 100, NULL,
+     "learning rates trained at once (DINOv2's grid, for batch 256)"},
+    {"epochs", EX_KEY_INT, "10", 1, 1e6, NULL, "passes over the cached training features"},
+    {"batch", EX_KEY_INT, "256", 1, 1e6, NULL, "features per SGD step"},
+    {"blocks", EX_KEY_INT_LIST, "1, 4", 1, 64, NULL, "inputs from the cls tokens of the last n blocks, for each n"},
+    {"avgpool", EX_KEY_ENUM, "both", EX_NORANGE, "cls|avg|both",
+     "without (cls), with (avg) or both with and without the mean patch token appended"},
+    {"limit", EX_KEY_INT, "0", 0, 1e12, NULL, "use at most this many training samples (0: all)"},
+    {"eval_limit", EX_KEY_INT, "0", 0, 1e12, NULL, "use at most this many evaluation samples (0: all)"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_core_linprobe_keys(void) { return k_linprobe_keys; }
+
 static const ex_key_spec k_peft_keys[] = {
     {"stack", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
      "PEFT strategies applied in order after freezing everything, e.g. 'unfreeze, lora' (ExPLoRA); empty: all frozen "
@@ -59,6 +74,7 @@ static const struct {
     {"backbone", EX_PLUGIN_BACKBONE, "vit"},
     {"objective", EX_PLUGIN_OBJECTIVE, NULL},
     {"data", EX_PLUGIN_DATASET, NULL},
+    {"eval_data", EX_PLUGIN_DATASET, NULL},
 };
 #define N_PLUGIN_SECTIONS (sizeof k_plugin_sections / sizeof k_plugin_sections[0])
 
@@ -175,12 +191,13 @@ static ex_status validate_peft(const ex_session *s, ex_err *err) {
 }
 
 ex_status ex_session_validate(const ex_session *s, ex_err *err) {
-    const char *known[N_PLUGIN_SECTIONS + 5];
+    const char *known[N_PLUGIN_SECTIONS + 6];
     int nk = 0;
     known[nk++] = "run";
     known[nk++] = "plugins";
     known[nk++] = "optim";
     known[nk++] = "transform";
+    known[nk++] = "linprobe";
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) known[nk++] = k_plugin_sections[i].section;
     known[nk] = NULL;
     EX_CHECK(validate_peft(s, err));
@@ -197,6 +214,8 @@ ex_status ex_session_validate(const ex_session *s, ex_err *err) {
     EX_CHECK(ex_config_check_sections(s->config, all_known, err));
     if (ex_config_has_section(s->config, "run"))
         EX_CHECK(ex_config_validate_section(s->config, "run", k_run_keys, NULL, err));
+    if (ex_config_has_section(s->config, "linprobe"))
+        EX_CHECK(ex_config_validate_section(s->config, "linprobe", k_linprobe_keys, NULL, err));
     if (ex_config_has_section(s->config, "transform"))
         EX_CHECK(ex_config_validate_section(s->config, "transform", k_transform_keys, NULL, err));
     if (ex_config_has_section(s->config, "optim"))

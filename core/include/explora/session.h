@@ -58,6 +58,7 @@ EX_API const ex_key_spec *ex_core_plugins_keys(void);
 EX_API const ex_key_spec *ex_core_optim_keys(void);
 EX_API const ex_key_spec *ex_core_transform_keys(void);
 EX_API const ex_key_spec *ex_core_peft_keys(void);
+EX_API const ex_key_spec *ex_core_linprobe_keys(void);
 
 #ifdef __cplusplus
 }
