@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "explora/fileio.h"
 #include "explora/safetensors.h"
 #include "test_support.h"
 
@@ -301,6 +302,60 @@ static void test_export_merges_and_round_trips(void **state) {
     free(ref_b0);
 }
 
+/* pretrain -> export -> linprobe -> compare on a tiny model and real images; the table holds every run's numbers. */
+static void test_pipeline_end_to_end(void **state) {
+    (void)state;
+    need_data();
+    char a_ini[4096], b_ini[4096], dir_a[4096], dir_b[4096], cmp_dir[4096], *out;
+    static char text[32768];
+    ext_tmp_path(dir_a, sizeof dir_a, "pipe-a");
+    ext_tmp_path(dir_b, sizeof dir_b, "pipe-b");
+    ext_tmp_path(cmp_dir, sizeof cmp_dir, "pipe-compare");
+    mkdir(cmp_dir, 0755);
+    write_config(a_ini, sizeof a_ini, "pipe-a.ini", dir_a, 6);
+    RUN_EXPECT(0, &out, "pretrain '%s'", a_ini);
+    free(out);
+    char exp[4200], ck[4200];
+    snprintf(exp, sizeof exp, "%s/model.safetensors", dir_a);
+    snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir_a);
+    RUN_EXPECT(0, &out, "export '%s' --out '%s' --format mae", a_ini, exp);
+    free(out);
+    /* the data needs labels for the probe */
+    RUN_EXPECT(0, &out, "linprobe '%s' --checkpoint '%s' --set data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "
+                        "--set eval_data.name=idx --set eval_data.images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz "
+                        "--set eval_data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "
+                        "--set linprobe.limit=300 --set linprobe.eval_limit=200 --set linprobe.epochs=2 "
+                        "--set 'linprobe.lrs=0.01, 0.1' --set 'linprobe.blocks=1, 2'",
+               a_ini, ck);
+    expect_in(out, "best top-1");
+    free(out);
+    /* a second run from the exported model, with a LoRA-only stack, no probe: its row shows "-" */
+    snprintf(text, sizeof text,
+             "[run]\nseed = 3\nout = %s\n[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\n"
+             "channels = 1\npos_grid = 7\npos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
+             "weights = %s\nformat = mae\n[peft]\nstack = lora\n[peft.lora]\nrank = 2\n"
+             "[objective]\nname = mae\nimage_size = 28\ndecoder_dim = 16\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "weights = %s\n[data]\nname = idx\nimages = %s\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+             "[optim]\nbatch = 16\nsteps = 3\n",
+             dir_b, exp, ck, FMNIST);
+    ext_tmp_path(b_ini, sizeof b_ini, "pipe-b.ini");
+    ext_write_file(b_ini, text, strlen(text));
+    RUN_EXPECT(0, &out, "pretrain '%s'", b_ini);
+    free(out);
+    RUN_EXPECT(0, &out, "compare '%s' '%s' --out '%s'", a_ini, b_ini, cmp_dir);
+    free(out);
+    char md[4200], *table = NULL;
+    snprintf(md, sizeof md, "%s/compare.md", cmp_dir);
+    ex_err err;
+    EXT_OK(ex_read_file(md, &table, NULL, &err), &err);
+    expect_in(table, "-pipe-a | unfreeze | ");
+    expect_in(table, "-pipe-b | lora | ");
+    const char *row_b = strstr(table, "-pipe-b |");
+    assert_non_null(row_b);
+    assert_non_null(strstr(row_b, " - |\n")); /* no linear probe for run b */
+    free(table);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
@@ -308,6 +363,7 @@ int main(void) {
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),
         cmocka_unit_test(test_export_merges_and_round_trips),
+        cmocka_unit_test(test_pipeline_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

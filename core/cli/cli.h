@@ -36,5 +36,6 @@ int cli_embed(const cli_args *a);
 int cli_pretrain(const cli_args *a);
 int cli_export(const cli_args *a);
 int cli_linprobe(const cli_args *a);
+int cli_compare(const cli_args *a);
 
 #endif

@@ -3,7 +3,9 @@
  * DINOv2 linear-probe protocol. Features of [data] (training) and [eval_data]
  * (evaluation) through the frozen [backbone] (a pretrain run's trained
  * tensors from --checkpoint, adapters merged) are extracted once and cached
- * in [run] out; then one linear classifier per (last n blocks, mean patch
+ * in [run] out, under a name derived from what made them (checkpoint path,
+ * size and time, base weights, data, limits), so a changed input is never
+ * served stale features; then one linear classifier per (last n blocks, mean patch
  * token or not, learning rate) is trained on them and the best top-1 on the
  * evaluation features is reported, with the whole grid, in linprobe.md and
  * linprobe.json.
@@ -45,10 +47,37 @@ static ex_status features_for(ex_model *m, ex_session *s, const char *section, c
     const ex_dataset_vtable *vt;
     void *ds;
     EX_CHECK(open_dataset(s, section, &vt, &ds, classes, err));
-    ex_status st = ex_features_extract(m, vt, ds, o, f, stdout, err);
+    ex_status st = ex_features_extract(m, vt, ds, o, f, isatty(fileno(stdout)) ? stdout : NULL, err);
     vt->close(ds);
     EX_CHECK(st);
     return ex_features_save(f, cache, err);
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s) {
+    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    return h;
+}
+
+/* A key for the feature caches: the inputs that decide the features. */
+static uint64_t cache_key(const ex_session *s, const char *checkpoint) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    char buf[256];
+    if (checkpoint) {
+        struct stat sb;
+        h = fnv1a(h, checkpoint);
+        if (stat(checkpoint, &sb) == 0) {
+            snprintf(buf, sizeof buf, "|%lld|%lld", (long long)sb.st_size, (long long)sb.st_mtime);
+            h = fnv1a(h, buf);
+        }
+    }
+    static const char *const keys[][2] = {{"backbone", "weights"}, {"data", "images"}, {"data", "root"},
+                                          {"eval_data", "images"}, {"eval_data", "root"}, {"transform", "resize"},
+                                          {"linprobe", "limit"}, {"linprobe", "eval_limit"}, {"linprobe", "blocks"}};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        h = fnv1a(h, "|");
+        h = fnv1a(h, ex_config_raw(s->config, keys[k][0], keys[k][1]));
+    }
+    return h;
 }
 
 static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, ex_err *err) {
@@ -83,8 +112,10 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
         if (po.nblocks[i] > fo.nblocks) fo.nblocks = po.nblocks[i];
     EX_CHECK(ex_model_image_size(s, &fo.height, &fo.width, err));
     if (mkdir(out, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create '%s': %s", out, strerror(errno));
-    snprintf(path_tr, sizeof path_tr, "%s/features_train.safetensors", out);
-    snprintf(path_ev, sizeof path_ev, "%s/features_eval.safetensors", out);
+    /* caches are named by what made them: the checkpoint (path, size, time), the base weights, the data */
+    const uint64_t key = cache_key(s, a->checkpoint);
+    snprintf(path_tr, sizeof path_tr, "%s/features_train_%016llx.safetensors", out, (unsigned long long)key);
+    snprintf(path_ev, sizeof path_ev, "%s/features_eval_%016llx.safetensors", out, (unsigned long long)key);
 
     ex_model m;
     memset(&m, 0, sizeof m);
@@ -120,7 +151,9 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
         if (tr.labels[i] + 1 > classes) classes = tr.labels[i] + 1;
     ex_probe_result res[256];
     int count = 0, best = 0;
-    EX_CHECK_GOTO(ex_linear_probe(be, &tr, &ev, classes, &po, res, 256, &count, &best, stdout, err), st, done);
+    EX_CHECK_GOTO(ex_linear_probe(be, &tr, &ev, classes, &po, res, 256, &count, &best,
+                                  isatty(fileno(stdout)) ? stdout : NULL, err),
+                  st, done);
     char md[4200], js[4200];
     snprintf(md, sizeof md, "%s/linprobe.md", out);
     snprintf(js, sizeof js, "%s/linprobe.json", out);

@@ -38,6 +38,9 @@ static void usage(FILE *out) {
             "  linprobe CONFIG [--checkpoint C]\n"
             "                          DINOv2 linear-probe protocol: features of [data] and\n"
             "                          [eval_data] cached once, a grid of linear classifiers\n"
+            "  compare A.ini B.ini ... [--out DIR]\n"
+            "                          a Markdown/CSV table of the runs: trainable parameters, time,\n"
+            "                          memory, SSL loss, linear-probe top-1\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -150,6 +153,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "pretrain") == 0) return cli_pretrain(&a);
     if (strcmp(v, "export") == 0) return cli_export(&a);
     if (strcmp(v, "linprobe") == 0) return cli_linprobe(&a);
+    if (strcmp(v, "compare") == 0) return cli_compare(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

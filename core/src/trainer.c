@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -223,6 +224,22 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
     return ex_loader_seek(&t->loader, epoch, pos, err);
 }
 
+/* summary.json: what `compare` tabulates (this invocation's time; peak resident memory of the process). */
+static ex_status write_summary(ex_trainer *t, double seconds, ex_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/summary.json", t->out_dir);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    ex_atomic_file af;
+    EX_CHECK(ex_atomic_open(&af, path, err));
+    fprintf(af.fp,
+            "{\"trainable_params\": %lld, \"total_params\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
+            "\"final_loss\": %.6g, \"peak_rss_mib\": %.1f, \"objective\": \"%s\"}\n",
+            (long long)ex_params_numel(&t->model.params, 1), (long long)ex_params_numel(&t->model.params, 0),
+            (long long)t->optim.step, seconds, t->last_loss, (double)ru.ru_maxrss / 1024.0, t->obj_plugin->desc.name);
+    return ex_atomic_commit(&af, err);
+}
+
 static ex_status prepare(ex_trainer *t, ex_err *err) {
     EX_CHECK(mkdir_p(t->out_dir, err));
     if (!t->resume) EX_CHECK(write_config(t, err));
@@ -344,6 +361,7 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
         }
     }
     if (st == EX_OK) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+    if (st == EX_OK) EX_CHECK_GOTO(write_summary(t, now_s() - t0, err), st, done);
     fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,
             t->last_loss, t->out_dir);
 done:
