@@ -30,6 +30,13 @@ test -f "$plugin" || { echo "plugin was not built: $plugin"; exit 1; }
 exported=$(nm -D --defined-only "$plugin" | awk '$2 == "T" {print $3}')
 [ "$exported" = "explora_plugin_entry" ] || { echo "unexpected exports: $exported"; exit 1; }
 
+echo "== build the example PEFT strategy and SSL objective, each its own project"
+for ex in example_peft example_objective; do
+  cmake -S "$src/tests/out_of_tree/$ex" -B "$work/$ex" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_C_FLAGS="$san_flags" > "$work/$ex.configure.log"
+  cmake --build "$work/$ex" > "$work/$ex.build.log"
+done
+
 echo "== pkg-config"
 libdir=$(ls -d "$prefix"/lib*/pkgconfig | head -n1)
 cflags=$(PKG_CONFIG_PATH=$libdir pkg-config --cflags explora)
@@ -56,4 +63,17 @@ if "$prefix/bin/explora" data "$src/tests/out_of_tree/example_dataset/example.in
   echo "size=1 should have been rejected"; exit 1
 fi
 grep -q "size" "$work/err.txt"
+echo "== train with the out-of-tree dataset, PEFT strategy and objective (installed explora, vit, cpu)"
+log=$("$prefix/bin/explora" pretrain "$src/tests/out_of_tree/pretrain.ini" --set run.out="$work/run" \
+        --plugin-path "$work/build/plugins" --plugin-path "$work/example_peft/plugins" \
+        --plugin-path "$work/example_objective/plugins")
+echo "$log" | grep -E "^step (1|60)/"
+grep -q "example-rescale" <<<"$log"
+# the contrastive loss over the last 5 steps is below the first 5 steps'
+first=$(awk -F'"nt_xent": ' 'NR<=5 {split($2,a,","); s+=a[1]} END {print s/5}' "$work/run/metrics.jsonl")
+last=$(awk -F'"nt_xent": ' '{split($2,a,","); v[NR]=a[1]} END {for (i=NR-4;i<=NR;i++) s+=v[i]; print s/5}' "$work/run/metrics.jsonl")
+echo "nt_xent: first 5 steps $first, last 5 steps $last"
+awk -v f="$first" -v l="$last" 'BEGIN {exit !(l < f)}'
+# only the strategy's scales and the norms train
+grep -q '"trainable_params": ' "$work/run/summary.json"
 echo "out-of-tree plugin test passed"
