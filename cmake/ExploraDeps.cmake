@@ -16,6 +16,11 @@ pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
 # Image decoding in libexplora (core/src/image.c): libjpeg-turbo's TurboJPEG 2.x API and libspng.
 pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
 pkg_check_modules(SPNG REQUIRED IMPORTED_TARGET spng)
+# TIFF/GeoTIFF (multispectral bands, e.g. fMoW-Sentinel) in core/src/image_tiff.c: libtiff 4.5 (TIFFOpenOptions).
+pkg_check_modules(TIFF REQUIRED IMPORTED_TARGET libtiff-4>=4.5)
+
+# LAPACKE (symmetric eigensolver of `explora analyze`, core/cli/analyze_stats.c); linked into the CLI only.
+pkg_check_modules(LAPACKE REQUIRED IMPORTED_TARGET lapacke)
 
 # OpenBLAS: we want the OpenMP build, so that OpenBLAS and our own OpenMP loops
 # share one thread pool. Debian's pthread build wins the SONAME alternative

@@ -12,7 +12,9 @@ packages=(
   libopenblas-openmp-dev                # BLAS for the CPU backend, OpenMP build (one thread pool with our loops)
   zlib1g-dev                            # gzipped IDX files (datasets/idx)
   libturbojpeg0-dev                     # JPEG decoding, TurboJPEG 2.x API (core/src/image.c)
-  libspng-dev                           # PNG decoding (core/src/image.c)
+  libspng-dev                           # PNG decoding (core/src/image.c) and writing (explora analyze)
+  libtiff-dev                           # TIFF/GeoTIFF decoding, many bands (core/src/image_tiff.c)
+  liblapacke-dev                        # LAPACKE symmetric eigensolver (explora analyze, core/cli/analyze_stats.c)
   libjpeg-turbo-progs                   # cjpeg/djpeg: JPEG test fixtures and reference decodes (tests/test_image.c)
   libcmocka-dev                         # unit tests
   dataset-fashion-mnist                 # real images for the demo and tests (/usr/share/datasets/fashion-mnist)

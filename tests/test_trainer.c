@@ -171,6 +171,53 @@ static void test_resume_is_bit_identical(void **state) {
 
 /* A NaN in the data makes the loss NaN: the run stops with the step, the last finite loss and a hint,
  * and the checkpoint of the earlier run stays as it was. */
+/* The DINOv2 objective keeps a teacher and centres: resuming restores them too (bit-identical run). */
+static void test_dinov2_resume_is_bit_identical(void **state) {
+    (void)state;
+    need_data();
+    static char text[16384];
+    char ini_a[4096], ini_b[4096], dir_a[4096], dir_b[4096], ck_a[4200], ck_b[4200], *out;
+    const char *body =
+        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
+        "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+        "local_size = 8\nlocal_crops = 2\nwarmup_teacher_temp_iters = 4\n"
+        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        "[optim]\nbatch = 8\nsteps = 6\nlr = 1e-3\n";
+    ext_tmp_path(dir_a, sizeof dir_a, "dino-straight");
+    ext_tmp_path(dir_b, sizeof dir_b, "dino-resumed");
+    snprintf(text, sizeof text, "[run]\nseed = 4\nout = %s\nlog_every = 1\n%s", dir_a, body);
+    ext_tmp_path(ini_a, sizeof ini_a, "dino-a.ini");
+    ext_write_file(ini_a, text, strlen(text));
+    snprintf(text, sizeof text, "[run]\nseed = 4\nout = %s\nlog_every = 1\n%s", dir_b, body);
+    ext_tmp_path(ini_b, sizeof ini_b, "dino-b.ini");
+    ext_write_file(ini_b, text, strlen(text));
+    RUN_EXPECT(0, &out, "pretrain '%s'", ini_a);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=3", ini_b);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --resume", ini_b);
+    free(out);
+    snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
+    snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
+    compare_checkpoints(ck_a, ck_b); /* includes objective.teacher.*, teacher heads and centres */
+    ex_err err;
+    ex_st_file *f;
+    EXT_OK(ex_st_open(&f, ck_a, &err), &err);
+    assert_non_null(ex_st_find(f, "objective.center.dino.c"));
+    assert_non_null(ex_st_find(f, "objective.teacher.blocks.0.attn.qkv.weight"));
+    ex_st_close(f);
+    int na, nb;
+    double *la = losses(dir_a, &na), *lb = losses(dir_b, &nb);
+    assert_int_equal(na, 6);
+    assert_int_equal(nb, 6);
+    for (int i = 0; i < 6; i++)
+        if (la[i] != lb[i]) fail_msg("step %d: loss %.9g straight, %.9g resumed", i + 1, la[i], lb[i]);
+    free(la);
+    free(lb);
+}
+
 static void test_non_finite_loss_stops_cleanly(void **state) {
     (void)state;
     char ini[4096], dir[4096], ck[4200], text[8192], *out;
@@ -360,6 +407,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
         cmocka_unit_test(test_resume_is_bit_identical),
+        cmocka_unit_test(test_dinov2_resume_is_bit_identical),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),
         cmocka_unit_test(test_export_merges_and_round_trips),

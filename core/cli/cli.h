@@ -17,10 +17,10 @@ typedef struct cli_args {
     int npositional;
     const char *keys_of;  /* plugins --keys NAME */
     int show;             /* data --show N */
-    const char *out;      /* embed --out FILE */
+    const char *out;      /* embed --out FILE, compare / analyze --out DIR */
     const char *blocks;   /* embed --blocks i,j */
     const char *format;   /* export --format NAME */
-    const char *checkpoint; /* export --checkpoint FILE */
+    const char *checkpoint; /* export / linprobe / analyze --checkpoint FILE */
     int verbose;
     int dry_run;          /* pretrain --dry-run */
     int resume;           /* pretrain --resume */
@@ -37,5 +37,9 @@ int cli_pretrain(const cli_args *a);
 int cli_export(const cli_args *a);
 int cli_linprobe(const cli_args *a);
 int cli_compare(const cli_args *a);
+int cli_analyze(const cli_args *a);
+int cli_finetune(const cli_args *a);
+int cli_eval(const cli_args *a);
+int cli_knn(const cli_args *a);
 
 #endif

@@ -38,9 +38,22 @@ static void usage(FILE *out) {
             "  linprobe CONFIG [--checkpoint C]\n"
             "                          DINOv2 linear-probe protocol: features of [data] and\n"
             "                          [eval_data] cached once, a grid of linear classifiers\n"
+            "  finetune CONFIG [--resume]\n"
+            "                          supervised fine-tuning ([objective] name = classify: a linear\n"
+            "                          head, usually LoRA r8 on q,v), then top-1/top-5/macro-F1 on\n"
+            "                          [eval_data] (eval.json)\n"
+            "  eval CONFIG --checkpoint C [--out DIR]\n"
+            "                          the same evaluation for a finetune checkpoint\n"
+            "  knn CONFIG [--checkpoint C]\n"
+            "                          DINO's weighted kNN on cached cls features ([data] bank,\n"
+            "                          [eval_data] queries, [knn] k and temperature)\n"
             "  compare A.ini B.ini ... [--out DIR]\n"
             "                          a Markdown/CSV table of the runs: trainable parameters, time,\n"
             "                          memory, SSL loss, linear-probe top-1\n"
+            "  analyze A.ini [B.ini ...] [--out DIR] [--checkpoint C]\n"
+            "                          per-block analysis on target images: covariance spectra,\n"
+            "                          patch-position and patch-class probes, cls attention maps\n"
+            "                          (table, plots; see docs/ANALYSIS.md)\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -154,6 +167,10 @@ int main(int argc, char **argv) {
     if (strcmp(v, "export") == 0) return cli_export(&a);
     if (strcmp(v, "linprobe") == 0) return cli_linprobe(&a);
     if (strcmp(v, "compare") == 0) return cli_compare(&a);
+    if (strcmp(v, "analyze") == 0) return cli_analyze(&a);
+    if (strcmp(v, "finetune") == 0) return cli_finetune(&a);
+    if (strcmp(v, "eval") == 0) return cli_eval(&a);
+    if (strcmp(v, "knn") == 0) return cli_knn(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

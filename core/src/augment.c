@@ -219,3 +219,265 @@ ex_status ex_normalize_chw(const float *in, int64_t h, int64_t w, int64_t c_in, 
     }
     return EX_OK;
 }
+
+/* ---------------------------------------------------------------------------
+ * colour: torchvision's tensor ops (quantize 0) and its PIL path (quantize 1)
+ * --------------------------------------------------------------------------- */
+
+static int level8(float x) { /* the 8-bit level of a value on the grid */
+    long v = lrint((double)x * 255.0);
+    return v < 0 ? 0 : v > 255 ? 255 : (int)v;
+}
+
+static float from_level(int v) { return (float)v / 255.0f; }
+
+/* PIL's Image.blend(in1, in2, alpha) on one 8-bit sample: float arithmetic, clipped, truncated. */
+static int pil_blend(int in1, int in2, float alpha) {
+    float t = (float)in1 + alpha * (float)(in2 - in1);
+    if (t <= 0.0f) return 0;
+    if (t >= 255.0f) return 255;
+    return (int)t;
+}
+
+/* PIL's RGB -> L (Convert.c L24). */
+static int pil_luma(int r, int g, int b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
+
+static double tv_luma(const float *px) { return 0.2989 * px[0] + 0.587 * px[1] + 0.114 * px[2]; }
+
+static float clamp01(double v) { return (float)(v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v); }
+
+void ex_grayscale(float *img, int64_t h, int64_t w, int64_t c, int quantize) {
+    if (c != 3) return;
+    for (int64_t i = 0; i < h * w; i++) {
+        float *px = img + i * 3;
+        float g = quantize ? from_level(pil_luma(level8(px[0]), level8(px[1]), level8(px[2]))) : (float)tv_luma(px);
+        px[0] = px[1] = px[2] = g;
+    }
+}
+
+void ex_adjust_brightness(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize) {
+    for (int64_t i = 0; i < h * w * c; i++)
+        img[i] = quantize ? from_level(pil_blend(0, level8(img[i]), (float)factor)) : clamp01(factor * (double)img[i]);
+}
+
+void ex_adjust_contrast(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize) {
+    const int64_t n = h * w;
+    if (quantize) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            const float *px = img + i * c;
+            sum += c == 3 ? pil_luma(level8(px[0]), level8(px[1]), level8(px[2])) : level8(px[0]);
+        }
+        const int mean = (int)(sum / (double)n + 0.5); /* ImageEnhance.Contrast: int(mean + 0.5) */
+        for (int64_t i = 0; i < n * c; i++) img[i] = from_level(pil_blend(mean, level8(img[i]), (float)factor));
+        return;
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += c == 3 ? (double)(float)tv_luma(img + i * 3) : (double)img[i * c];
+    const double mean = sum / (double)n;
+    for (int64_t i = 0; i < n * c; i++) img[i] = clamp01(factor * (double)img[i] + (1.0 - factor) * mean);
+}
+
+void ex_adjust_saturation(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize) {
+    if (c != 3) return;
+    for (int64_t i = 0; i < h * w; i++) {
+        float *px = img + i * 3;
+        if (quantize) {
+            const int g = pil_luma(level8(px[0]), level8(px[1]), level8(px[2]));
+            for (int k = 0; k < 3; k++) px[k] = from_level(pil_blend(g, level8(px[k]), (float)factor));
+        } else {
+            const double g = (double)(float)tv_luma(px);
+            for (int k = 0; k < 3; k++) px[k] = clamp01(factor * (double)px[k] + (1.0 - factor) * g);
+        }
+    }
+}
+
+/* PIL's 8-bit HSV (Convert.c rgb2hsv_row / hsv2rgb), hue shifted by `shift` levels. */
+static void pil_hue_shift(float *px, int shift) {
+    const int r = level8(px[0]), g = level8(px[1]), b = level8(px[2]);
+    const int maxc = r > g ? (r > b ? r : b) : (g > b ? g : b);
+    const int minc = r < g ? (r < b ? r : b) : (g < b ? g : b);
+    if (minc == maxc) return; /* s = 0: grey stays grey whatever the hue */
+    const float cr = (float)(maxc - minc);
+    const float s = cr / (float)maxc;
+    const float rc = (float)(maxc - r) / cr, gc = (float)(maxc - g) / cr, bc = (float)(maxc - b) / cr;
+    float hf; /* PIL adds the double constants 2.0 and 4.0, then stores a float */
+    if (r == maxc)
+        hf = bc - gc;
+    else if (g == maxc)
+        hf = (float)(2.0 + (double)rc - (double)bc);
+    else
+        hf = (float)(4.0 + (double)gc - (double)rc);
+    hf = (float)fmod((double)hf / 6.0 + 1.0, 1.0);
+    int uh = (int)((double)hf * 255.0), us = (int)((double)s * 255.0);
+    uh = uh < 0 ? 0 : uh > 255 ? 255 : uh;
+    us = us < 0 ? 0 : us > 255 ? 255 : us;
+    const int hh = (uh + shift) & 255, v = maxc;
+    if (us == 0) {
+        px[0] = px[1] = px[2] = from_level(v);
+        return;
+    }
+    const int i = (int)floor((double)(float)hh * 6.0 / 255.0);
+    const float f = (float)((double)(float)hh * 6.0 / 255.0 - (double)(float)i);
+    const float fs = (float)((double)(float)us / 255.0);
+    int p = (int)round((double)(float)v * (1.0 - (double)fs));
+    int q = (int)round((double)(float)v * (1.0 - (double)fs * (double)f));
+    int t = (int)round((double)(float)v * (1.0 - (double)fs * (1.0 - (double)f)));
+    p = p < 0 ? 0 : p > 255 ? 255 : p;
+    q = q < 0 ? 0 : q > 255 ? 255 : q;
+    t = t < 0 ? 0 : t > 255 ? 255 : t;
+    int o[3];
+    switch (i % 6) {
+    case 0: o[0] = v, o[1] = t, o[2] = p; break;
+    case 1: o[0] = q, o[1] = v, o[2] = p; break;
+    case 2: o[0] = p, o[1] = v, o[2] = t; break;
+    case 3: o[0] = p, o[1] = q, o[2] = v; break;
+    case 4: o[0] = t, o[1] = p, o[2] = v; break;
+    default: o[0] = v, o[1] = p, o[2] = q; break;
+    }
+    for (int k = 0; k < 3; k++) px[k] = from_level(o[k]);
+}
+
+/* torchvision's _rgb2hsv, hue shift (h + factor) % 1, _hsv2rgb, in float32 as the tensors are. */
+static void tv_hue_shift(float *px, float factor) {
+    const float r = px[0], g = px[1], b = px[2];
+    const float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+    const int eqc = maxc == minc;
+    const float cr = maxc - minc;
+    const float s = cr / (eqc ? 1.0f : maxc);
+    const float crd = eqc ? 1.0f : cr;
+    const float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
+    float hv;
+    if (maxc == r)
+        hv = bc - gc;
+    else if (maxc == g)
+        hv = 2.0f + rc - bc;
+    else
+        hv = 4.0f + gc - rc;
+    hv = fmodf(hv / 6.0f + 1.0f, 1.0f);
+    hv = hv + factor;
+    hv = hv - floorf(hv); /* torch's % (remainder, sign of the divisor) */
+    if (hv >= 1.0f) hv = 0.0f;
+    const float v = maxc;
+    const float fi = floorf(hv * 6.0f);
+    const float f = hv * 6.0f - fi;
+    const int i = ((int)fi % 6 + 6) % 6;
+    const float p = clamp01((double)(v * (1.0f - s)));
+    const float q = clamp01((double)(v * (1.0f - s * f)));
+    const float t = clamp01((double)(v * (1.0f - s * (1.0f - f))));
+    const float a1[6] = {v, q, p, p, t, v}, a2[6] = {t, v, v, q, p, p}, a3[6] = {p, p, t, v, v, q};
+    px[0] = a1[i];
+    px[1] = a2[i];
+    px[2] = a3[i];
+}
+
+void ex_adjust_hue(float *img, int64_t h, int64_t w, int64_t c, double hue_factor, int quantize) {
+    if (c != 3) return;
+    /* F_pil.adjust_hue: np_h += np.uint8(hue_factor * 255) (a float to uint8 cast: truncation, wrapped) */
+    const int shift = (((int)(hue_factor * 255.0)) % 256 + 256) % 256;
+    for (int64_t i = 0; i < h * w; i++) {
+        if (quantize)
+            pil_hue_shift(img + i * 3, shift);
+        else
+            tv_hue_shift(img + i * 3, (float)hue_factor);
+    }
+}
+
+static int64_t reflect_index(int64_t i, int64_t n) {
+    if (n == 1) return 0;
+    while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
+    return i;
+}
+
+ex_status ex_gaussian_blur(float *img, int64_t h, int64_t w, int64_t c, int kernel, double sigma, int quantize,
+                           float *tmp, ex_err *err) {
+    EX_ENSURE(kernel >= 1 && kernel % 2 == 1 && kernel <= 63 && sigma > 0.0, err, EX_E_INVALID,
+              "gaussian blur: kernel %d, sigma %g (an odd kernel up to 63 and sigma > 0)", kernel, sigma);
+    /* torchvision _get_gaussian_kernel1d in float32: x = linspace(-k/2, k/2), exp(-0.5 (x / sigma)^2), normalised */
+    float taps[63];
+    float sum = 0.0f;
+    const int half = kernel / 2;
+    for (int k = 0; k < kernel; k++) {
+        const float x = (float)(k - half) / (float)sigma;
+        taps[k] = expf(-0.5f * x * x);
+        sum += taps[k];
+    }
+    for (int k = 0; k < kernel; k++) taps[k] /= sum;
+    const double scale = quantize ? 255.0 : 1.0; /* the PIL path blurs uint8 levels as floats */
+    /* horizontal pass into tmp, vertical pass back into img, both with reflect padding */
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t ch = 0; ch < c; ch++) {
+                double acc = 0.0;
+                for (int k = 0; k < kernel; k++) {
+                    const int64_t xx = reflect_index(x + k - half, w);
+                    const double v = quantize ? (double)level8(img[(y * w + xx) * c + ch]) : (double)img[(y * w + xx) * c + ch];
+                    acc += (double)taps[k] * v;
+                }
+                tmp[(y * w + x) * c + ch] = (float)acc;
+            }
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t ch = 0; ch < c; ch++) {
+                double acc = 0.0;
+                for (int k = 0; k < kernel; k++) {
+                    const int64_t yy = reflect_index(y + k - half, h);
+                    acc += (double)taps[k] * (double)tmp[(yy * w + x) * c + ch];
+                }
+                img[(y * w + x) * c + ch] = quantize ? from_level((int)nearbyint(fmin(fmax(acc, 0.0), scale))) : clamp01(acc);
+            }
+    return EX_OK;
+}
+
+void ex_solarize(float *img, int64_t h, int64_t w, int64_t c, double threshold) {
+    for (int64_t i = 0; i < h * w * c; i++)
+        if ((double)img[i] * 255.0 >= threshold - 1e-3) img[i] = 1.0f - img[i];
+}
+
+ex_status ex_colour_apply(ex_rng *rng, const ex_colour_params *p, float *img, int64_t h, int64_t w, int64_t c,
+                          int quantize, float *tmp, ex_colour_draws *draws, ex_err *err) {
+    ex_colour_draws d;
+    memset(&d, 0, sizeof d);
+    for (int k = 0; k < 4; k++) d.order[k] = k;
+    d.factors[0] = d.factors[1] = d.factors[2] = 1.0;
+    const double strength[4] = {p->brightness, p->contrast, p->saturation, p->hue};
+    const int any_jitter = strength[0] > 0.0 || strength[1] > 0.0 || strength[2] > 0.0 || strength[3] > 0.0;
+    ex_status st = EX_OK;
+    if (p->jitter_p > 0.0 && any_jitter && (double)ex_rng_next_uniform(rng) <= p->jitter_p) {
+        d.jitter = 1;
+        for (int i = 3; i >= 1; i--) {
+            const int j = (int)ex_rng_next_below(rng, (uint32_t)(i + 1));
+            const int t = d.order[i];
+            d.order[i] = d.order[j];
+            d.order[j] = t;
+        }
+        for (int k = 0; k < 4; k++) {
+            if (strength[k] <= 0.0) continue;
+            const double lo = k == 3 ? -strength[k] : fmax(0.0, 1.0 - strength[k]), hi = k == 3 ? strength[k] : 1.0 + strength[k];
+            d.factors[k] = uniform_f32(rng, lo, hi);
+        }
+        for (int s = 0; s < 4; s++) {
+            const int op = d.order[s];
+            if (strength[op] <= 0.0) continue;
+            if (op == 0) ex_adjust_brightness(img, h, w, c, d.factors[0], quantize);
+            if (op == 1) ex_adjust_contrast(img, h, w, c, d.factors[1], quantize);
+            if (op == 2) ex_adjust_saturation(img, h, w, c, d.factors[2], quantize);
+            if (op == 3) ex_adjust_hue(img, h, w, c, d.factors[3], quantize);
+        }
+    }
+    if (p->grayscale_p > 0.0 && (double)ex_rng_next_uniform(rng) < p->grayscale_p) {
+        d.grayscale = 1;
+        ex_grayscale(img, h, w, c, quantize);
+    }
+    if (p->blur_p > 0.0 && (double)ex_rng_next_uniform(rng) <= p->blur_p) {
+        d.blur = 1;
+        d.sigma = uniform_f32(rng, p->blur_sigma_min, p->blur_sigma_max);
+        st = ex_gaussian_blur(img, h, w, c, 9, d.sigma, quantize, tmp, err);
+    }
+    if (st == EX_OK && p->solarize_p > 0.0 && (double)ex_rng_next_uniform(rng) < p->solarize_p) {
+        d.solarize = 1;
+        ex_solarize(img, h, w, c, p->solarize_threshold);
+    }
+    if (draws) *draws = d;
+    return st;
+}

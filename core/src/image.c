@@ -1,7 +1,9 @@
 /*
  * core/src/image.c — JPEG (TurboJPEG 2.x) and PNG (libspng) decoding into
- * float (height, width, channels) pixels in [0, 1]. Conventions, channel
- * conversions and limits are documented in explora/image.h.
+ * float (height, width, channels) pixels in [0, 1], and the conversion of
+ * TIFF samples (read by core/src/image_tiff.c) to float, scaled or raw.
+ * Conventions, channel conversions and limits are documented in
+ * explora/image.h.
  *
  * Every decoder works on a private handle created per call, so nothing here
  * is shared between threads.
@@ -20,7 +22,12 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
-typedef enum img_format { IMG_UNKNOWN = 0, IMG_JPEG, IMG_PNG } img_format;
+#include "image_internal.h"
+
+typedef enum img_format { IMG_UNKNOWN = 0, IMG_JPEG, IMG_PNG, IMG_TIFF } img_format;
+
+/* Internal want_channels value: every sample as stored, values not scaled (ex_image_decode_raw). */
+#define WANT_RAW (-1)
 
 /* Raw decoded samples before conversion to float. `stride` is the number of
  * samples per pixel in `data`; the first `colors` of them (1 gray, 3 RGB) are used. */
@@ -29,6 +36,7 @@ typedef struct raw_pixels {
     int is16; /* samples are uint16_t (else uint8_t) */
     int stride;
     int colors;
+    int keep_raw; /* store the sample values themselves (WANT_RAW), not divided by 255 / 65535 */
 } raw_pixels;
 
 /* PIL's convert("L") fixed-point BT.601 weights (sum 65536). */
@@ -46,6 +54,7 @@ static img_format detect_format(const unsigned char *p, size_t n) {
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return IMG_JPEG;
     if (n >= 8 && memcmp(p, png_sig, 8) == 0) return IMG_PNG;
+    if (exi_is_tiff(p, n)) return IMG_TIFF;
     return IMG_UNKNOWN;
 }
 
@@ -72,7 +81,7 @@ static ex_status check_dims(const char *name, const char *fmt, long long w, long
 }
 
 /* 0 means "as stored". */
-static int output_channels(int want, int stored) { return want ? want : stored; }
+static int output_channels(int want, int stored) { return want > 0 ? want : stored; }
 
 static ex_status alloc_image(ex_image *out, int w, int h, int channels, const char *name, ex_err *err) {
     size_t n = (size_t)w * (size_t)h * (size_t)channels;
@@ -101,22 +110,24 @@ static float luma16(const uint16_t *p) {
 
 static void convert_u8(const raw_pixels *raw, size_t npix, int out_ch, float *dst) {
     const uint8_t *src = raw->data;
+    const float div = raw->keep_raw ? 1.0f : 255.0f;
     for (size_t i = 0; i < npix; i++, src += raw->stride, dst += out_ch) {
         if (raw->colors == 3 && out_ch == 1) {
             dst[0] = luma8(src);
         } else {
-            for (int c = 0; c < out_ch; c++) dst[c] = (float)src[raw->colors == 1 ? 0 : c] / 255.0f;
+            for (int c = 0; c < out_ch; c++) dst[c] = (float)src[raw->colors == 1 ? 0 : c] / div;
         }
     }
 }
 
 static void convert_u16(const raw_pixels *raw, size_t npix, int out_ch, float *dst) {
     const uint16_t *src = raw->data;
+    const float div = raw->keep_raw ? 1.0f : 65535.0f;
     for (size_t i = 0; i < npix; i++, src += raw->stride, dst += out_ch) {
         if (raw->colors == 3 && out_ch == 1) {
             dst[0] = luma16(src);
         } else {
-            for (int c = 0; c < out_ch; c++) dst[c] = (float)src[raw->colors == 1 ? 0 : c] / 65535.0f;
+            for (int c = 0; c < out_ch; c++) dst[c] = (float)src[raw->colors == 1 ? 0 : c] / div;
         }
     }
 }
@@ -173,7 +184,7 @@ static ex_status jpeg_decode_with(tjhandle tj, const unsigned char *data, size_t
     int stored = cs == TJCS_GRAY ? 1 : 3;
     EX_CHECK(jpeg_pixels(tj, data, size, name, w, h, stored, buf, err));
     EX_CHECK(alloc_image(out, w, h, output_channels(want, stored), name, err));
-    raw_pixels raw = {*buf, 0, stored, stored};
+    raw_pixels raw = {*buf, 0, stored, stored, want == WANT_RAW};
     convert_raw(&raw, out);
     return EX_OK;
 }
@@ -242,7 +253,7 @@ static ex_status png_decode_with(spng_ctx *ctx, const unsigned char *data, size_
               spng_strerror(r));
     int stored = png_stored_channels(ihdr.color_type);
     EX_CHECK(alloc_image(out, (int)ihdr.width, (int)ihdr.height, output_channels(want, stored), name, err));
-    raw_pixels raw = {*buf, is16, 4, stored}; /* RGBA: gray images have R = G = B */
+    raw_pixels raw = {*buf, is16, 4, stored, want == WANT_RAW}; /* RGBA: gray images have R = G = B */
     convert_raw(&raw, out);
     return EX_OK;
 }
@@ -259,6 +270,83 @@ static ex_status decode_png(const unsigned char *data, size_t size, const char *
 }
 
 /* ---------------------------------------------------------------------------
+ * TIFF: samples of any supported type to float
+ * --------------------------------------------------------------------------- */
+
+static double wide_sample(const void *data, exi_sample_type t, size_t i) {
+    switch (t) {
+    case EXI_U8: return ((const uint8_t *)data)[i];
+    case EXI_U16: return ((const uint16_t *)data)[i];
+    case EXI_U32: return ((const uint32_t *)data)[i];
+    case EXI_I8: return ((const int8_t *)data)[i];
+    case EXI_I16: return ((const int16_t *)data)[i];
+    case EXI_I32: return ((const int32_t *)data)[i];
+    case EXI_F32: return ((const float *)data)[i];
+    case EXI_F64: return ((const double *)data)[i];
+    }
+    return 0.0;
+}
+
+/* What ex_image_decode divides a sample by: the type's largest value for integers, 1 for floats. */
+static double wide_divisor(exi_sample_type t) {
+    switch (t) {
+    case EXI_U8: return 255.0;
+    case EXI_U16: return 65535.0;
+    case EXI_U32: return 4294967295.0;
+    case EXI_I8: return 127.0;
+    case EXI_I16: return 32767.0;
+    case EXI_I32: return 2147483647.0;
+    case EXI_F32:
+    case EXI_F64: return 1.0;
+    }
+    return 1.0;
+}
+
+/* 32-bit integer, signed and float samples (8/16-bit unsigned go through convert_raw). */
+static void convert_wide(const exi_samples *s, int colors, int keep_raw, ex_image *out) {
+    double div = keep_raw ? 1.0 : wide_divisor(s->type);
+    size_t npix = (size_t)out->width * (size_t)out->height;
+    float *dst = out->pixels;
+    for (size_t i = 0; i < npix; i++, dst += out->channels) {
+        size_t base = i * (size_t)s->spp;
+        if (colors == 3 && out->channels == 1) {
+            double l = (double)LUMA_R * wide_sample(s->data, s->type, base) +
+                       (double)LUMA_G * wide_sample(s->data, s->type, base + 1) +
+                       (double)LUMA_B * wide_sample(s->data, s->type, base + 2);
+            dst[0] = (float)(l / 65536.0 / div);
+            continue;
+        }
+        for (int c = 0; c < out->channels; c++)
+            dst[c] = (float)(wide_sample(s->data, s->type, base + (colors == 1 ? 0 : (size_t)c)) / div);
+    }
+}
+
+static ex_status tiff_to_float(const exi_samples *s, const char *name, int want, ex_image *out, ex_err *err) {
+    int colors = want == WANT_RAW ? s->spp : s->spp - s->alpha;
+    EX_ENSURE(want <= 0 || colors == 1 || colors == 3, err, EX_E_UNSUPPORTED,
+              "image '%s': TIFF with %d bands cannot be decoded to %d channel%s; ask for 0 channels (every band, "
+              "as stored) or read the raw values with ex_image_load_raw.",
+              name, colors, want, want == 1 ? "" : "s");
+    EX_CHECK(alloc_image(out, s->width, s->height, output_channels(want, colors), name, err));
+    if (s->type == EXI_U8 || s->type == EXI_U16) {
+        raw_pixels raw = {s->data, s->type == EXI_U16, s->spp, colors, want == WANT_RAW};
+        convert_raw(&raw, out);
+    } else {
+        convert_wide(s, colors, want == WANT_RAW, out);
+    }
+    return EX_OK;
+}
+
+static ex_status decode_tiff(const unsigned char *data, size_t size, const char *name, int want, ex_image *out,
+                             ex_err *err) {
+    exi_samples s;
+    EX_CHECK(exi_tiff_read(data, size, name, &s, err));
+    ex_status st = tiff_to_float(&s, name, want, out, err);
+    free(s.data);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------
  * public API
  * --------------------------------------------------------------------------- */
 
@@ -266,6 +354,30 @@ void ex_image_free(ex_image *img) {
     if (!img) return;
     free(img->pixels);
     memset(img, 0, sizeof *img);
+}
+
+/* Decode with want_channels 0, 1, 3 or WANT_RAW (checked by the callers). */
+static ex_status decode_any(const void *data, size_t size, const char *name, int want_channels, ex_image *out,
+                            ex_err *err) {
+    EX_ENSURE(data || size == 0, err, EX_E_INVALID, "ex_image_decode: data is NULL (image '%s').", name);
+    EX_ENSURE(size > 0, err, EX_E_FORMAT, "image '%s': the file is empty (0 bytes).", name);
+    const unsigned char *p = data;
+    ex_status st;
+    switch (detect_format(p, size)) {
+    case IMG_JPEG: st = decode_jpeg(p, size, name, want_channels, out, err); break;
+    case IMG_PNG: st = decode_png(p, size, name, want_channels, out, err); break;
+    case IMG_TIFF: st = decode_tiff(p, size, name, want_channels, out, err); break;
+    default: {
+        char hex[40];
+        hex_prefix(p, size, hex, sizeof hex);
+        EX_FAIL(err, EX_E_FORMAT,
+                "image '%s': not a JPEG or PNG file (first bytes: %s), nor a TIFF; the format is detected "
+                "from the content, not the file name.",
+                name, hex);
+    }
+    }
+    if (st != EX_OK) ex_image_free(out);
+    return st;
 }
 
 ex_status ex_image_decode(const void *data, size_t size, const char *name_for_errors, int want_channels,
@@ -276,24 +388,15 @@ ex_status ex_image_decode(const void *data, size_t size, const char *name_for_er
     EX_ENSURE(want_channels == 0 || want_channels == 1 || want_channels == 3, err, EX_E_INVALID,
               "image '%s': cannot decode to %d channels; use 1 (gray), 3 (RGB) or 0 (as stored).", name,
               want_channels);
-    EX_ENSURE(data || size == 0, err, EX_E_INVALID, "ex_image_decode: data is NULL (image '%s').", name);
-    EX_ENSURE(size > 0, err, EX_E_FORMAT, "image '%s': the file is empty (0 bytes).", name);
-    const unsigned char *p = data;
-    ex_status st;
-    switch (detect_format(p, size)) {
-    case IMG_JPEG: st = decode_jpeg(p, size, name, want_channels, out, err); break;
-    case IMG_PNG: st = decode_png(p, size, name, want_channels, out, err); break;
-    default: {
-        char hex[40];
-        hex_prefix(p, size, hex, sizeof hex);
-        EX_FAIL(err, EX_E_FORMAT,
-                "image '%s': not a JPEG or PNG file (first bytes: %s); the format is detected from the "
-                "content, not the file name.",
-                name, hex);
-    }
-    }
-    if (st != EX_OK) ex_image_free(out);
-    return st;
+    return decode_any(data, size, name, want_channels, out, err);
+}
+
+ex_status ex_image_decode_raw(const void *data, size_t size, const char *name_for_errors, ex_image *out,
+                              ex_err *err) {
+    const char *name = display_name(name_for_errors);
+    EX_ENSURE(out, err, EX_E_INVALID, "ex_image_decode_raw: output is NULL (image '%s').", name);
+    memset(out, 0, sizeof *out);
+    return decode_any(data, size, name, WANT_RAW, out, err);
 }
 
 /* Read a whole regular file of at most EX_IMAGE_MAX_FILE_BYTES into a malloc'ed buffer. */
@@ -329,13 +432,21 @@ done:
     return st;
 }
 
-ex_status ex_image_load(const char *path, int want_channels, ex_image *out, ex_err *err) {
+/* Read `path` and decode it with ex_image_decode (raw == 0) or ex_image_decode_raw. */
+static ex_status load_file(const char *path, int want_channels, int raw, ex_image *out, ex_err *err) {
     EX_ENSURE(path && out, err, EX_E_INVALID, "ex_image_load: path or output is NULL.");
     memset(out, 0, sizeof *out);
     unsigned char *data = NULL;
     size_t size = 0;
     EX_CHECK(read_image_file(path, &data, &size, err));
-    ex_status st = ex_image_decode(data, size, path, want_channels, out, err);
+    ex_status st = raw ? ex_image_decode_raw(data, size, path, out, err)
+                       : ex_image_decode(data, size, path, want_channels, out, err);
     free(data);
     return st;
 }
+
+ex_status ex_image_load(const char *path, int want_channels, ex_image *out, ex_err *err) {
+    return load_file(path, want_channels, 0, out, err);
+}
+
+ex_status ex_image_load_raw(const char *path, ex_image *out, ex_err *err) { return load_file(path, 0, 1, out, err); }

@@ -76,7 +76,8 @@ ex_status ex_model_create(ex_model *m, const ex_session *s, ex_backend *be, ex_e
     int64_t seed = 0;
     EX_CHECK(ex_cfg_int(&run, "seed", &seed, err));
     m->seed = (uint64_t)seed;
-    return apply_peft(m, s, err);
+    EX_CHECK(apply_peft(m, s, err));
+    return m->vt->info(m->self, &m->info); /* strategies may change the token layout (prompts) */
 }
 
 ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err) {

@@ -16,6 +16,9 @@ static const ex_key_spec k_run_keys[] = {
     {"stop_at", EX_KEY_INT, "0", 0, 1e12, NULL,
      "stop this invocation after this optimiser step, writing a checkpoint (continue with --resume; the "
      "schedule still spans [optim] steps); 0: run to the end"},
+    {"loader_workers", EX_KEY_INT, "2", 0, 256, NULL,
+     "threads decoding and augmenting images ahead of the training step (0: on the main thread); batches are "
+     "the same whatever the number"},
     EX_KEY_END,
 };
 
@@ -50,6 +53,38 @@ static const ex_key_spec k_linprobe_keys[] = {
 };
 
 const ex_key_spec *ex_core_linprobe_keys(void) { return k_linprobe_keys; }
+
+static const ex_key_spec k_knn_keys[] = {
+    {"k", EX_KEY_INT_LIST, "10, 20, 100, 200", 1, 1e7, NULL, "neighbour counts evaluated (DINO's knn.py)"},
+    {"temperature", EX_KEY_FLOAT, "0.07", 1e-6, 1e6, NULL, "votes weighted exp(cosine similarity / temperature)"},
+    {"limit", EX_KEY_INT, "0", 0, 1e12, NULL, "use at most this many training samples (0: all)"},
+    {"eval_limit", EX_KEY_INT, "0", 0, 1e12, NULL, "use at most this many evaluation samples (0: all)"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_core_knn_keys(void) { return k_knn_keys; }
+
+/* [analyze]: `explora analyze` (core/cli/cli_analyze.c, docs/ANALYSIS.md). */
+static const ex_key_spec k_analyze_keys[] = {
+    {"name", EX_KEY_STRING, "", EX_NORANGE, NULL, "the model's name in tables and plot legends (default: the config file's name)"},
+    {"checkpoint", EX_KEY_PATH, "", EX_NORANGE, NULL,
+     "a pretrain checkpoint whose trained tensors are loaded over [backbone] weights (adapters merged); empty: none"},
+    {"data", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|data|eval_data",
+     "the target-domain images: [eval_data], [data], or auto ([eval_data] when the config has it, else [data])"},
+    {"images", EX_KEY_INT, "64", 2, 1e7, NULL, "images analysed, spread evenly over the dataset"},
+    {"test_fraction", EX_KEY_FLOAT, "0.25", 0.01, 0.99, NULL, "share of the images whose tokens evaluate the probes"},
+    {"topk", EX_KEY_INT_LIST, "1, 5", 1, 1e6, NULL, "spectrum statistics: mean of the top-k covariance eigenvalues, for each k"},
+    {"features", EX_KEY_ENUM, "norm", EX_NORANGE, "norm|raw",
+     "tokens analysed: each block's residual stream through the final LayerNorm (norm) or as is (raw)"},
+    {"probe_lrs", EX_KEY_FLOAT_LIST, "1e-3, 1e-2, 0.1", 0, 100, NULL, "learning rates of the per-patch linear probes"},
+    {"probe_epochs", EX_KEY_INT, "10", 1, 1e6, NULL, "passes over the training tokens of each probe"},
+    {"probe_batch", EX_KEY_INT, "256", 1, 1e7, NULL, "tokens per SGD step of the probes"},
+    {"attention_images", EX_KEY_INT, "4", 0, 1e6, NULL, "attention maps are drawn for the first n analysed images"},
+    {"memory_mb", EX_KEY_INT, "2048", 16, 1e9, NULL, "host memory for cached tokens; blocks are analysed in passes that fit"},
+    EX_KEY_END,
+};
+
+const ex_key_spec *ex_core_analyze_keys(void) { return k_analyze_keys; }
 
 static const ex_key_spec k_peft_keys[] = {
     {"stack", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
@@ -191,13 +226,15 @@ static ex_status validate_peft(const ex_session *s, ex_err *err) {
 }
 
 ex_status ex_session_validate(const ex_session *s, ex_err *err) {
-    const char *known[N_PLUGIN_SECTIONS + 6];
+    const char *known[N_PLUGIN_SECTIONS + 8];
     int nk = 0;
     known[nk++] = "run";
     known[nk++] = "plugins";
     known[nk++] = "optim";
     known[nk++] = "transform";
     known[nk++] = "linprobe";
+    known[nk++] = "knn";
+    known[nk++] = "analyze";
     for (size_t i = 0; i < N_PLUGIN_SECTIONS; i++) known[nk++] = k_plugin_sections[i].section;
     known[nk] = NULL;
     EX_CHECK(validate_peft(s, err));
@@ -216,6 +253,10 @@ ex_status ex_session_validate(const ex_session *s, ex_err *err) {
         EX_CHECK(ex_config_validate_section(s->config, "run", k_run_keys, NULL, err));
     if (ex_config_has_section(s->config, "linprobe"))
         EX_CHECK(ex_config_validate_section(s->config, "linprobe", k_linprobe_keys, NULL, err));
+    if (ex_config_has_section(s->config, "analyze"))
+        EX_CHECK(ex_config_validate_section(s->config, "analyze", k_analyze_keys, NULL, err));
+    if (ex_config_has_section(s->config, "knn"))
+        EX_CHECK(ex_config_validate_section(s->config, "knn", k_knn_keys, NULL, err));
     if (ex_config_has_section(s->config, "transform"))
         EX_CHECK(ex_config_validate_section(s->config, "transform", k_transform_keys, NULL, err));
     if (ex_config_has_section(s->config, "optim"))

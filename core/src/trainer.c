@@ -133,6 +133,8 @@ static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
             off += n;
         }
     }
+    void *keep = NULL;
+    if (st == EX_OK && t->obj->save_state) st = t->obj->save_state(t->obj_self, w, &keep, err);
     const struct {
         const char *key;
         long long value;
@@ -145,6 +147,7 @@ static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
     }
     if (st == EX_OK) st = ex_st_writer_finish(w, path, err);
     ex_st_writer_free(w);
+    free(keep);
     free(host);
     return st;
 }
@@ -217,6 +220,10 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
         }
     }
     free(host);
+    if (st == EX_OK && t->obj->load_state) {
+        st = t->obj->load_state(t->obj_self, f, err);
+        if (st != EX_OK) ex_err_prefix(err, "%s: objective state: ", path);
+    }
     ex_st_close(f);
     EX_CHECK(st);
     t->optim.step = step;
@@ -272,7 +279,11 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     const int64_t C = t->model.info.channels;
     EX_ENSURE(nm == C && ns == C, err, EX_E_CONFIG, "[transform] mean and std need %lld values (one per channel).",
               (long long)C);
-    EX_CHECK(ex_loader_init(&t->loader, t->ds_vt, t->ds, &t->recipe, t->batch, C, mean, std, t->model.seed, err));
+    const ex_cfg_section run = {t->session->config, "run", ex_core_run_keys()};
+    int64_t workers = 0;
+    EX_CHECK(ex_cfg_int(&run, "loader_workers", &workers, err));
+    EX_CHECK(ex_loader_init(&t->loader, t->ds_vt, t->ds, &t->recipe, t->batch, C, mean, std, t->model.seed,
+                            (int)workers, 0, 1, err));
     for (int v = 0; v < t->recipe.count; v++)
         EX_CHECK(ex_be_alloc(t->be,
                              sizeof(float) * (size_t)(t->batch * C * t->recipe.views[v].height * t->recipe.views[v].width),

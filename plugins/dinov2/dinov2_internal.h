@@ -148,6 +148,10 @@ ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x, float *dx, int
                            int freeze_last, ex_err *err);
 ex_status dn_head_load(dinov2 *d, const char *path, ex_err *err);
 
+/* dinov2_state.c: the teacher and the centres into / out of the trainer's checkpoint */
+ex_status dn_save_state(void *self, ex_st_writer *w, void **keep, ex_err *err);
+ex_status dn_load_state(void *self, const ex_st_file *f, ex_err *err);
+
 /* dinov2_center.c */
 /* out (n, K) = teacher targets for t (n, K): softmax((t - c)/tau) with the lagged centre update
  * (centering) or Sinkhorn-Knopp (3 iterations, fp32 on the host). tmp (n, K) is scratch. */

@@ -214,6 +214,21 @@ static ex_status dn_views(void *self, ex_view_recipe *out) {
         s->ratio_min = 3.0 / 4.0;
         s->ratio_max = 4.0 / 3.0;
         s->flip_p = 0.5;
+        /* DINOv2's colour recipe (data/augmentations.py): ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8,
+         * RandomGrayscale 0.2; GaussianBlur(9, sigma 0.1..2.0) with the effective probabilities of the
+         * released code (its wrapper passes 1 - p): global-1 0.0, global-2 0.9, locals 0.5;
+         * RandomSolarize(128) with p 0.2 on global-2 only */
+        s->brightness = 0.4;
+        s->contrast = 0.4;
+        s->saturation = 0.2;
+        s->hue = 0.1;
+        s->jitter_p = 0.8;
+        s->grayscale_p = 0.2;
+        s->blur_p = v == 0 ? 0.0 : v == 1 ? 0.9 : 0.5;
+        s->blur_sigma_min = 0.1;
+        s->blur_sigma_max = 2.0;
+        s->solarize_p = v == 1 ? 0.2 : 0.0;
+        s->solarize_threshold = 128.0;
     }
     return EX_OK;
 }
@@ -315,6 +330,9 @@ static const ex_objective_vtable dn_vtable_def = {
     /* .load           = */ dn_load,
     /* .step           = */ dn_step,
     /* .update         = */ dn_update,
+    /* .evaluate       = */ NULL,
+    /* .save_state     = */ dn_save_state,
+    /* .load_state     = */ dn_load_state,
 };
 
 const ex_objective_vtable *dn_vtable(void) { return &dn_vtable_def; }

@@ -230,7 +230,6 @@ static int mae_map_name(void *user, const char *ckpt_name, char *out, size_t cap
     if (strncmp(n, "optim.", 6) == 0) return 0; /* an explora pretrain checkpoint: AdamW moments */
     if (strncmp(n, "param.", 6) == 0) n += 6;  /* ... and its trained tensors */
     if (strcmp(n, "mask_token") != 0 && strncmp(n, "decoder_", 8) != 0) return 0;
-    if (strstr(n, ".lora_")) return 0;         /* decoder adapters of an earlier run: not this run's */
     /* ExPLoRA exports hold merged q_proj/k_proj/v_proj (and LoRA) next to the rebuilt qkv: take the qkv */
     if (strstr(n, ".q_proj.") || strstr(n, ".k_proj.") || strstr(n, ".v_proj.")) return 0;
     if (strcmp(n, "decoder_pos_embed") == 0 && m->skip_ckpt_pos) return 0;
@@ -303,6 +302,9 @@ static const ex_objective_vtable mae_vtable = {
     /* .load           = */ mae_load,
     /* .step           = */ mae_step,
     /* .update         = */ NULL,
+    /* .evaluate       = */ NULL,
+    /* .save_state     = */ NULL,
+    /* .load_state     = */ NULL,
 };
 
 static const ex_plugin_desc mae_desc =

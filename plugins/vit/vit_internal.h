@@ -43,6 +43,8 @@ typedef struct vit {
     /* parameters (pointers bound by ex_params_bind) */
     float *cls, *dcls;             /* (dim) */
     float *reg, *dreg;             /* (registers, dim) */
+    int64_t prompts;               /* VPT prompt tokens after the registers (0: none) */
+    float *prompt, *dprompt;       /* (prompts, dim) */
     float *pos, *dpos;             /* (1 + grid_h*grid_w, dim) */
     float *mask_tok, *dmask_tok;   /* (dim) */
     ex_linear patch_embed;         /* (dim, channels*patch*patch) */
@@ -104,6 +106,11 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err);
 ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err *err);
 ex_linear *vit_site(void *self, const char *name);
 const float *vit_block_output(void *self, int64_t i);
+
+/* vit_attention.c: cls -> token attention probabilities of block i in the last forward (host, (B, heads, T)). */
+ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err);
+
+ex_status vit_add_prompts(void *self, int64_t count, ex_err *err);
 
 /* vit_export.c */
 ex_status vit_save(void *self, const char *path, const char *format, ex_err *err);

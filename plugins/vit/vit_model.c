@@ -6,7 +6,7 @@
  *   pemb    (B, Np, D)      = patches @ Wpe^T + bpe
  *   [iBOT]  pemb rows where mask = mask_token
  *   pemb   += pos[1:] (resampled to nh x nw when the table's grid differs)
- *   x0      (B, T, D)       = [cls + pos[0], registers (no pos), patches]   T = 1 + R + Np
+ *   x0      (B, T, D)       = [cls + pos[0], registers, prompts (no pos), patches]   T = 1 + R + P + Np
  *   [MAE]   only the patches ids_keep (B, keep) are placed, T = 1 + R + keep
  *   x_{i+1} = block_i(x_i);  out = norm(x_depth)
  * Backward walks the same steps in reverse with one residual-gradient buffer.
@@ -126,7 +126,8 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
               (long long)max->width, (long long)a->patch);
     v->max = *max;
     const int64_t B = max->batch, D = a->dim, nh = max->height / a->patch, nw = max->width / a->patch;
-    const int64_t Np = nh * nw, T = 1 + a->registers + Np, K = a->channels * a->patch * a->patch;
+    const int64_t E = a->registers + v->prompts; /* learned tokens between cls and the patches */
+    const int64_t Np = nh * nw, T = 1 + E + Np, K = a->channels * a->patch * a->patch;
     const int64_t side = nh > nw ? nh : nw, gside = a->grid_h > a->grid_w ? a->grid_h : a->grid_w;
     v->max_tokens = T;
     EX_CHECK(plan_buf(plan, &v->patches, "vit.patches", B * Np * K * (max->input_grad ? 2 : 1), err));
@@ -138,7 +139,7 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     EX_CHECK(plan_buf(plan, &v->rh, "vit.rh", side * gside, err));
     EX_CHECK(plan_buf(plan, &v->rw, "vit.rw", side * gside, err));
     EX_CHECK(plan_buf(plan, &v->rtmp, "vit.rtmp", side * gside * D, err));
-    EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (a->registers > 0 ? a->registers : 1) * D, err));
+    EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (E > 0 ? E : 1) * D, err));
     EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (a->depth + 1) * B * T * D, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
     /* with recomputation only one block's activations exist: each block's are rebuilt before its backward */
@@ -250,7 +251,7 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     vit *v = self;
     const vit_arch *a = &v->a;
     void *c = v->be->ctx;
-    const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers;
+    const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
     EX_ENSURE(v->block_acts, err, EX_E_INVALID, "vit: forward() before ready()");
     EX_ENSURE(B >= 1 && B <= v->max.batch, err, EX_E_SHAPE, "vit: batch %lld outside the planned 1..%lld",
               (long long)B, (long long)v->max.batch);
@@ -259,7 +260,7 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
               (long long)io->width, (long long)P);
     const int64_t nh = io->height / P, nw = io->width / P, Np = nh * nw;
     const int64_t keep = io->mask_mode == EX_MASK_DROP ? io->keep : Np;
-    const int64_t T = 1 + R + keep;
+    const int64_t T = 1 + E + keep;
     EX_ENSURE(B * Np * D <= ex_tensor_numel(&v->pemb) && T <= v->max_tokens && (1 + Np) * D <= ex_tensor_numel(&v->pos_rs),
               err, EX_E_SHAPE, "vit: %lldx%lld images need more memory than planned for %lldx%lld",
               (long long)io->height, (long long)io->width, (long long)v->max.height, (long long)v->max.width);
@@ -284,12 +285,13 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     OP(v, binary(c, EX_BIN_ADD, row, v->cls, pos, D), "binary");
     OP(v, copy2d(c, x0, T * D, row, 0, B, D), "copy2d");
     if (R > 0) OP(v, copy2d(c, x0 + D, T * D, v->reg, 0, B, R * D), "copy2d");
+    if (Q > 0) OP(v, copy2d(c, x0 + (1 + R) * D, T * D, v->prompt, 0, B, Q * D), "copy2d");
     if (io->mask_mode == EX_MASK_DROP) {
         float *kept = F(v->dpemb2); /* (B, keep, D) */
         OP(v, gather_rows(c, kept, pemb, io->ids_keep, B, keep, Np, D), "gather_rows");
-        OP(v, copy2d(c, x0 + (1 + R) * D, T * D, kept, keep * D, B, keep * D), "copy2d");
+        OP(v, copy2d(c, x0 + (1 + E) * D, T * D, kept, keep * D, B, keep * D), "copy2d");
     } else {
-        OP(v, copy2d(c, x0 + (1 + R) * D, T * D, pemb, Np * D, B, Np * D), "copy2d");
+        OP(v, copy2d(c, x0 + (1 + E) * D, T * D, pemb, Np * D, B, Np * D), "copy2d");
     }
     const size_t stream = (size_t)(B * T * D);
     for (int64_t i = 0; i < a->depth; i++) {
@@ -320,8 +322,9 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
     const ex_backbone_io *io = &v->last;
     void *c = v->be->ctx;
     EX_ENSURE(io->train && io->tokens, err, EX_E_INVALID, "vit: backward() needs a forward with train = 1 before it");
-    const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, T = v->ntok, Np = v->np;
-    const int64_t nh = io->height / P, nw = io->width / P, keep = T - 1 - R;
+    const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
+    const int64_t T = v->ntok, Np = v->np;
+    const int64_t nh = io->height / P, nw = io->width / P, keep = T - 1 - E;
     const size_t stream = (size_t)(B * T * D);
     float *x0 = F(v->xs), *dres = F(v->dresid), *row = F(v->row);
     const int pos_trainable = v->dpos && a->pos == VIT_POS_LEARNED;
@@ -347,15 +350,19 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
         OP(v, copy2d(c, row, R * D, dres + D, T * D, B, R * D), "copy2d");
         OP(v, bias_add_bwd(c, v->dreg, row, B, R * D), "bias_add_bwd");
     }
+    if (Q > 0 && v->dprompt) {
+        OP(v, copy2d(c, row, Q * D, dres + (1 + R) * D, T * D, B, Q * D), "copy2d");
+        OP(v, bias_add_bwd(c, v->dprompt, row, B, Q * D), "bias_add_bwd");
+    }
     if (!patch_grads_needed(v, dimages)) return EX_OK;
 
     float *dpemb = F(v->dpemb), *tmp = F(v->dpemb2);
     if (io->mask_mode == EX_MASK_DROP) {
-        OP(v, copy2d(c, tmp, keep * D, dres + (1 + R) * D, T * D, B, keep * D), "copy2d");
+        OP(v, copy2d(c, tmp, keep * D, dres + (1 + E) * D, T * D, B, keep * D), "copy2d");
         OP(v, fill(c, dpemb, 0.0f, B * Np * D), "fill");
         OP(v, scatter_add_rows(c, dpemb, tmp, io->ids_keep, B, keep, Np, D), "scatter_add_rows");
     } else {
-        OP(v, copy2d(c, dpemb, Np * D, dres + (1 + R) * D, T * D, B, Np * D), "copy2d");
+        OP(v, copy2d(c, dpemb, Np * D, dres + (1 + E) * D, T * D, B, Np * D), "copy2d");
     }
     if (pos_trainable) {
         if (pos_identity(v, nh, nw)) {
@@ -402,4 +409,20 @@ const float *vit_block_output(void *self, int64_t i) {
     vit *v = self;
     if (i < 0 || i >= v->a.depth || !v->last.tokens) return NULL;
     return F(v->xs) + (size_t)(i + 1) * (size_t)(v->last.batch * v->ntok * v->a.dim);
+}
+
+/* --- VPT-shallow prompts ---------------------------------------------------------------------- */
+
+ex_status vit_add_prompts(void *self, int64_t count, ex_err *err) {
+    vit *v = self;
+    EX_ENSURE(count >= 1 && count <= 4096, err, EX_E_CONFIG, "vit: %lld prompt tokens (1..4096)", (long long)count);
+    EX_ENSURE(v->prompts == 0, err, EX_E_INVALID, "vit: prompt tokens were already added");
+    EX_ENSURE(!v->acts.data && v->max.batch == 0, err, EX_E_INVALID, "vit: prompts must be added before planning");
+    ex_param *p = NULL;
+    EX_CHECK(ex_params_add(v->params, "prompt_tokens", 3, (int64_t[]){1, count, v->a.dim}, "prompt", &v->prompt,
+                           &v->dprompt, &p, err));
+    p->trainable = 1;
+    p->optional = 1; /* never in a base checkpoint */
+    v->prompts = count;
+    return EX_OK;
 }

@@ -48,7 +48,7 @@ static ex_status vit_info(void *self, ex_backbone_info *out) {
     out->heads = v->a.heads;
     out->patch = v->a.patch;
     out->channels = v->a.channels;
-    out->registers = v->a.registers;
+    out->registers = v->a.registers + v->prompts; /* prompts sit with the registers: learned, not patches */
     out->grid_h = v->a.grid_h;
     out->grid_w = v->a.grid_w;
     out->has_cls = 1;
@@ -103,6 +103,8 @@ static const ex_backbone_vtable vit_vtable = {
     /* .block_output = */ vit_block_output,
     /* .init         = */ vit_init,
     /* .save         = */ vit_save,
+    /* .add_prompts  = */ vit_add_prompts,
+    /* .attention    = */ vit_attention,
 };
 
 static const ex_plugin_desc vit_desc =

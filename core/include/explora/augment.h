@@ -10,6 +10,22 @@
  *                      bilinear filter, separable, computed in double
  *   ex_flip_h          horizontal flip
  *   ex_normalize_chw   (x - mean) / std per channel, HWC in -> CHW out
+ *   colour             adjust_brightness / contrast / saturation / hue,
+ *                      grayscale, gaussian_blur, solarize; ex_colour_apply
+ *                      runs ColorJitter (random op order), RandomGrayscale,
+ *                      GaussianBlur and RandomSolarize with their probabilities
+ *
+ * Colour ops take `quantize`: 0 follows torchvision's tensor implementation
+ * at full precision (float images); 1 follows what torchvision 0.14 does on
+ * PIL uint8 images (the DINOv2 reference pipeline) for inputs on the 8-bit
+ * grid: ImageEnhance's Image.blend truncating to uint8, grayscale with PIL's
+ * fixed-point luma ((19595 r + 38470 g + 7471 b + 2^15) >> 16), contrast
+ * against the rounded mean of that luma, hue through PIL's 8-bit HSV with the
+ * shift np.uint8(hue * 255); blur is F.gaussian_blur's tensor path on the
+ * uint8 values with torch.round at the end (torchvision converts PIL images
+ * to tensors for it). quantize = 1 matches PIL within 1/255 (tested); the
+ * float path differs from PIL by at most ~1/255 per op except hue, where
+ * PIL's 8-bit hue (1/255 of a turn) moves saturated pixels by up to ~6/255.
  *
  * Random draws come from an ex_rng stream, so a view is a function of
  * (seed, image index, view index) whatever the number of loader threads.
@@ -64,6 +80,55 @@ EX_API void ex_flip_h(float *img, int64_t h, int64_t w, int64_t c);
 /* out (c_out, h, w) = (in (h, w, c_in) - mean) / std; c_in 1 -> c_out 3 repeats the channel. */
 EX_API ex_status ex_normalize_chw(const float *in, int64_t h, int64_t w, int64_t c_in, int64_t c_out,
                                   const double *mean, const double *std, float *out, ex_err *err);
+
+/* ---- colour (see the top of this file for `quantize`); img (h, w, c), c = 1 or 3 ---- */
+
+/* torchvision's rgb_to_grayscale: 0.2989 r + 0.587 g + 0.114 b into all 3 channels (c = 1: unchanged). */
+EX_API void ex_grayscale(float *img, int64_t h, int64_t w, int64_t c, int quantize);
+EX_API void ex_adjust_brightness(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize);
+EX_API void ex_adjust_contrast(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize);
+EX_API void ex_adjust_saturation(float *img, int64_t h, int64_t w, int64_t c, double factor, int quantize);
+/* hue_factor in [-0.5, 0.5]; c = 1: unchanged. */
+EX_API void ex_adjust_hue(float *img, int64_t h, int64_t w, int64_t c, double hue_factor, int quantize);
+/* F.gaussian_blur(kernel (k, k), sigma (s, s)): normalised float32 Gaussian taps, reflect padding,
+ * separable; tmp holds h * w * c floats. */
+EX_API ex_status ex_gaussian_blur(float *img, int64_t h, int64_t w, int64_t c, int kernel, double sigma, int quantize,
+                                  float *tmp, ex_err *err);
+/* values >= threshold / 255 become 1 - value (PIL ImageOps.solarize on 8-bit levels). */
+EX_API void ex_solarize(float *img, int64_t h, int64_t w, int64_t c, double threshold);
+
+/* The colour part of a view (all zero: nothing happens and nothing is drawn). Strengths as
+ * ColorJitter's arguments: brightness b draws a factor in [max(0, 1 - b), 1 + b], hue h in [-h, h]. */
+typedef struct ex_colour_params {
+    double brightness, contrast, saturation, hue;
+    double jitter_p;          /* RandomApply([ColorJitter], p) */
+    double grayscale_p;       /* RandomGrayscale(p) */
+    double blur_p;            /* the effective probability of GaussianBlur(kernel 9) */
+    double blur_sigma_min, blur_sigma_max;
+    double solarize_p, solarize_threshold; /* RandomSolarize(threshold (8-bit level), p) */
+} ex_colour_params;
+
+/* What ex_colour_apply drew (for tests and logs). order: op ids, 0 brightness, 1 contrast,
+ * 2 saturation, 3 hue; factors by op id (neutral when the op is off). */
+typedef struct ex_colour_draws {
+    int jitter, grayscale, blur, solarize;
+    int order[4];
+    double factors[4];
+    double sigma;
+} ex_colour_draws;
+
+/* Draw order (each step only when enabled: its probability and, for the jitter, a strength > 0):
+ *   1. u; ColorJitter applies when u <= jitter_p (RandomApply: `if p < rand: skip`); when it
+ *      applies: the op order, torch.randperm(4) as Fisher-Yates (for i = 3..1: j = below(i + 1),
+ *      swap i, j), then one float32 uniform factor for each op with a strength > 0 in the order
+ *      brightness, contrast, saturation, hue (ColorJitter.get_params); ops run in that order;
+ *   2. u; grayscale when u < grayscale_p (RandomGrayscale);
+ *   3. u; blur when u <= blur_p (DINOv2's RandomApply with keep_p), then sigma, a float32 uniform
+ *      in [blur_sigma_min, blur_sigma_max] (GaussianBlur.get_params), kernel 9;
+ *   4. u; solarize when u < solarize_p (RandomSolarize).
+ * tmp: h * w * c floats; draws may be NULL. */
+EX_API ex_status ex_colour_apply(ex_rng *rng, const ex_colour_params *p, float *img, int64_t h, int64_t w, int64_t c,
+                                 int quantize, float *tmp, ex_colour_draws *draws, ex_err *err);
 
 #ifdef __cplusplus
 }

@@ -94,6 +94,14 @@ typedef struct ex_backbone_vtable {
     /* Write the backbone's own parameters (current values: merge adapters first) as safetensors in the
      * naming convention `format` (the names load accepts). [opt] */
     ex_status (*save)(void *self, const char *path, const char *format, ex_err *err);
+    /* Insert `count` learned prompt tokens after the cls and register tokens, before the patches
+     * (VPT-shallow), registered as the trainable parameter "prompt_tokens" (1, count, dim). Call before
+     * planning; afterwards info() counts them among the registers (no position embedding, not patches). [opt] */
+    ex_status (*add_prompts)(void *self, int64_t count, ex_err *err);
+    /* Attention probabilities of the cls token (query row 0) over every token of block i in the last forward:
+     * probs (host memory, batch * heads * num_tokens floats) = softmax_j(q_cls . k_j / sqrt(head_dim)), computed
+     * from the block's cached qkv activations (adapters included). The analysis verb uses it. [opt] */
+    ex_status (*attention)(void *self, int64_t i, float *probs, ex_err *err);
 } ex_backbone_vtable;
 
 #ifdef __cplusplus

@@ -21,6 +21,8 @@
  *                   parameter gradients accumulate (the trainer zeroes them);
  *                   returns the loss terms
  *   update          after the optimiser step: EMA teachers, centres ... [opt]
+ *   evaluate        inference on one batch of evaluation images (supervised
+ *                   objectives, e.g. classify): the top-k classes per image [opt]
  */
 #ifndef EXPLORA_OBJECTIVE_H
 #define EXPLORA_OBJECTIVE_H
@@ -32,6 +34,7 @@
 #include "explora/config.h"
 #include "explora/params.h"
 #include "explora/rng.h"
+#include "explora/safetensors.h"
 #include "explora/status.h"
 
 #ifdef __cplusplus
@@ -42,13 +45,20 @@ extern "C" {
 #define EX_MAX_LOSS_TERMS 8
 
 /* One view of an image: a RandomResizedCrop (scale = fraction of the area,
- * ratio = aspect range), then an optional horizontal flip. Colour
- * augmentations join this struct (at the end) with the data pipeline. */
+ * ratio = aspect range), then an optional horizontal flip, then the colour
+ * transforms of explora/augment.h (ex_colour_apply: ColorJitter with
+ * probability jitter_p in random op order, RandomGrayscale, GaussianBlur
+ * kernel 9 with the effective probability blur_p, RandomSolarize at an 8-bit
+ * threshold). All colour fields zero: no colour transform, no draws. */
 typedef struct ex_view_spec {
     int64_t height, width;
     double scale_min, scale_max;
     double ratio_min, ratio_max;
     double flip_p;
+    double brightness, contrast, saturation, hue; /* ColorJitter strengths */
+    double jitter_p, grayscale_p, blur_p;
+    double blur_sigma_min, blur_sigma_max;
+    double solarize_p, solarize_threshold;
 } ex_view_spec;
 
 typedef struct ex_view_recipe {
@@ -106,6 +116,16 @@ typedef struct ex_objective_vtable {
     ex_status (*step)(void *self, const ex_batch *batch, ex_rng *rng, int64_t iteration, ex_loss_terms *out,
                       ex_err *err);
     ex_status (*update)(void *self, int64_t iteration, int64_t total_iterations, ex_err *err); /* [opt] */
+    /* Inference (no gradients, no augmentation draws) on batch->views[0] (batch->batch images at the
+     * objective's view size, at most the planned batch): predictions (batch, k) host = the k highest-scoring
+     * classes per image, best first (-1 past the number of classes). [opt] */
+    ex_status (*evaluate)(void *self, const ex_batch *batch, int64_t *predictions, int k, ex_err *err);
+    /* What a resumed run needs beyond the trainable tensors (teachers, centres), into the trainer's
+     * checkpoint: tensors named "objective.*" added to w from host memory the objective allocates in one
+     * block returned in *keep (the caller frees it after the file is written). [opt] */
+    ex_status (*save_state)(void *self, ex_st_writer *w, void **keep, ex_err *err);
+    /* Restore what save_state wrote (after init; every tensor must be present). [opt] */
+    ex_status (*load_state)(void *self, const ex_st_file *f, ex_err *err);
 } ex_objective_vtable;
 
 #ifdef __cplusplus

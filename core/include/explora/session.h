@@ -59,6 +59,8 @@ EX_API const ex_key_spec *ex_core_optim_keys(void);
 EX_API const ex_key_spec *ex_core_transform_keys(void);
 EX_API const ex_key_spec *ex_core_peft_keys(void);
 EX_API const ex_key_spec *ex_core_linprobe_keys(void);
+EX_API const ex_key_spec *ex_core_knn_keys(void);
+EX_API const ex_key_spec *ex_core_analyze_keys(void);
 
 #ifdef __cplusplus
 }

@@ -188,6 +188,9 @@ static const ex_objective_vtable vt = {
     /* .load           = */ NULL,
     /* .step           = */ sc_step,
     /* .update         = */ NULL,
+    /* .evaluate       = */ NULL,
+    /* .save_state     = */ NULL,
+    /* .load_state     = */ NULL,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_OBJECTIVE, "example-simclr", "1.0.0",
