@@ -9,6 +9,7 @@
 #      same budget: ExPLoRA (last block + LoRA q,v + norms + cls), LoRA only,
 #      unfreeze only
 #   4. the DINOv2 linear-probe protocol on each (and on the source), then `compare`
+#   5. `analyze` of the source and ExPLoRA models (per-block spectra, probes, attention maps)
 #
 # Source and target are the same domain here: this runs the whole pipeline
 # end to end; the domain-shift demo with a shipped source model is still to come.
@@ -32,3 +33,7 @@ done
 echo; echo "=== 4. comparison"
 $x compare configs/demo/source.ini configs/demo/explora.ini configs/demo/lora_only.ini configs/demo/unfreeze_only.ini \
   --out runs/demo
+echo; echo "=== 5. per-block analysis of the source and ExPLoRA models"
+$x analyze configs/demo/source.ini configs/demo/explora.ini --out runs/demo/analyze
+printf '\nPer-block analysis of the source and ExPLoRA models (spectra, position and class probes, attention maps): [analyze/analyze.md](analyze/analyze.md)\n' >> runs/demo/compare.md
+echo; cat runs/demo/compare.md

@@ -9,10 +9,18 @@
 
 static int print_keys(const ex_session *s, const char *name) {
     if (strcmp(name, "core") == 0) {
-        printf("[run]\n");
-        ex_key_specs_print(ex_core_run_keys(), stdout);
-        printf("\n[plugins]\n");
-        ex_key_specs_print(ex_core_plugins_keys(), stdout);
+        /* the core's own sections (plugin sections such as [backbone] are documented by their plugin) */
+        const struct {
+            const char *section;
+            const ex_key_spec *keys;
+        } core[] = {{"run", ex_core_run_keys()},           {"plugins", ex_core_plugins_keys()},
+                    {"optim", ex_core_optim_keys()},       {"transform", ex_core_transform_keys()},
+                    {"peft", ex_core_peft_keys()},         {"linprobe", ex_core_linprobe_keys()},
+                    {"knn", ex_core_knn_keys()},           {"analyze", ex_core_analyze_keys()}};
+        for (size_t i = 0; i < sizeof core / sizeof core[0]; i++) {
+            printf("%s[%s]\n", i ? "\n" : "", core[i].section);
+            ex_key_specs_print(core[i].keys, stdout);
+        }
         return CLI_OK;
     }
     int found = 0;
