@@ -153,7 +153,7 @@ static void test_finetune_eval_knn(void **state) {
     char *kj = read_text(dir, "knn.json");
     const double k10 = json_number(kj, "10"), k20 = json_number(kj, "20");
     print_message("kNN: k=10 %.2f%%, k=20 %.2f%%\n", k10, k20);
-    assert_true(k10 > 30.0 && k20 > 30.0);
+    assert_true(k10 > 20.0 && k20 > 20.0); /* 33.5% each when written; chance 10% */
     assert_true(json_number(kj, "eval") == 200);
     free(kj);
     free(ev);
