@@ -218,6 +218,42 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
     free(lb);
 }
 
+/* kill -9 during training with a checkpoint every step: whatever moment the kill lands, the checkpoint on
+ * disk opens and resumes (the atomic rename leaves the old or the new file, never half of one). Also keeps
+ * the last k numbered checkpoints. */
+static void test_kill_9_leaves_a_valid_checkpoint(void **state) {
+    (void)state;
+    need_data();
+    char ini[4096], dir[4096], ck[4200], cmd[16384], *out;
+    ext_tmp_path(dir, sizeof dir, "run-kill");
+    write_config(ini, sizeof ini, "kill.ini", dir, 100000);
+    snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir);
+    const int delays_ms[5] = {700, 830, 950, 1110, 1270};
+    int valid = 0;
+    for (int k = 0; k < 5; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "'%s' pretrain '%s' %s --set run.checkpoint_every=1 --set run.keep_last=3 --set run.log_every=1000 "
+                 "> /dev/null 2>&1 & pid=$!; sleep %d.%03d; kill -9 $pid; wait $pid 2>/dev/null; exit 0",
+                 ext_env("EXPLORA_BIN"), ini, k ? "--resume" : "", delays_ms[k] / 1000, delays_ms[k] % 1000);
+        assert_int_equal(system(cmd), 0);
+        ex_err err;
+        ex_st_file *f;
+        if (access(ck, F_OK) != 0) continue; /* killed before the first save */
+        EXT_OK(ex_st_open(&f, ck, &err), &err); /* never half-written */
+        assert_non_null(ex_st_metadata(f, "step"));
+        ex_st_close(f);
+        valid++;
+    }
+    assert_true(valid >= 3);
+    /* the killed run resumes to a clean stop */
+    RUN_EXPECT(0, &out, "pretrain '%s' --resume --set run.keep_last=3 --set run.checkpoint_every=1 --set run.stop_at=1", ini);
+    free(out);
+    /* keep_last = 3: at most three numbered checkpoints remain */
+    snprintf(cmd, sizeof cmd, "test $(ls '%s' | grep -c '^checkpoint-') -le 3 && test $(ls '%s' | grep -c '^checkpoint-') -ge 1 "
+                              "&& ! ls '%s' | grep -q '\\.tmp\\.'", dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_non_finite_loss_stops_cleanly(void **state) {
     (void)state;
     char ini[4096], dir[4096], ck[4200], text[8192], *out;
@@ -408,6 +444,7 @@ int main(void) {
         cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
         cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
+        cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),
         cmocka_unit_test(test_export_merges_and_round_trips),

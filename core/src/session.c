@@ -13,6 +13,8 @@ static const ex_key_spec k_run_keys[] = {
     {"out", EX_KEY_PATH, "runs/default", EX_NORANGE, NULL, "run directory: effective config, metrics, checkpoints"},
     {"log_every", EX_KEY_INT, "10", 1, 1e12, NULL, "optimiser steps between log lines and metrics records"},
     {"checkpoint_every", EX_KEY_INT, "0", 0, 1e12, NULL, "optimiser steps between checkpoints (0: only at the end)"},
+    {"keep_last", EX_KEY_INT, "0", 0, 1e6, NULL,
+     "also keep the last k checkpoints as checkpoint-<step>.safetensors (0: only checkpoint.safetensors, the latest)"},
     {"stop_at", EX_KEY_INT, "0", 0, 1e12, NULL,
      "stop this invocation after this optimiser step, writing a checkpoint (continue with --resume; the "
      "schedule still spans [optim] steps); 0: run to the end"},

@@ -13,7 +13,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -76,6 +78,7 @@ ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err 
     EX_CHECK(ex_cfg_int(&run, "log_every", &t->log_every, err));
     EX_CHECK(ex_cfg_int(&run, "checkpoint_every", &t->checkpoint_every, err));
     EX_CHECK(ex_cfg_int(&run, "stop_at", &t->stop_at, err));
+    EX_CHECK(ex_cfg_int(&run, "keep_last", &t->keep_last, err));
     EX_CHECK(ex_cfg_path(&run, "out", t->out_dir, sizeof t->out_dir, err));
 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
@@ -105,6 +108,38 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
     fprintf(out, "\nbatch %lld x accumulate %lld, %lld steps, lr %g (warm-up %lld, cosine to %g)\n", (long long)t->batch,
             (long long)t->accumulate, (long long)t->ocfg.steps, t->ocfg.lr, (long long)t->ocfg.warmup_steps, t->ocfg.min_lr);
     ex_model_print(&t->model, out);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Keep the latest checkpoint also as checkpoint-<step>.safetensors (a hard link: no copy) and delete
+ * the numbered ones beyond the last `keep_last`. */
+static ex_status rotate_checkpoints(ex_trainer *t, const char *latest, ex_err *err) {
+    char numbered[4200];
+    snprintf(numbered, sizeof numbered, "%s/checkpoint-%010lld.safetensors", t->out_dir, (long long)t->optim.step);
+    unlink(numbered);
+    EX_ENSURE(link(latest, numbered) == 0, err, EX_E_IO, "cannot keep '%s': %s", numbered, strerror(errno));
+    DIR *d = opendir(t->out_dir);
+    EX_ENSURE(d, err, EX_E_IO, "cannot list '%s': %s", t->out_dir, strerror(errno));
+    char *names[4096];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 4096) {
+        size_t len = strlen(de->d_name);
+        if (strncmp(de->d_name, "checkpoint-", 11) == 0 && len > 12 && strcmp(de->d_name + len - 12, ".safetensors") == 0)
+            names[n++] = strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_names); /* zero-padded steps: name order is step order */
+    for (int i = 0; i < n; i++) {
+        if (i < n - t->keep_last) {
+            char old[4400];
+            snprintf(old, sizeof old, "%s/%s", t->out_dir, names[i]);
+            unlink(old);
+        }
+        free(names[i]);
+    }
+    return EX_OK;
 }
 
 /* Trainable tensors, optimiser moments and the run position, atomically. */
@@ -149,6 +184,7 @@ static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
     ex_st_writer_free(w);
     free(keep);
     free(host);
+    if (st == EX_OK && t->keep_last > 0) st = rotate_checkpoints(t, path, err);
     return st;
 }
 
@@ -247,8 +283,24 @@ static ex_status write_summary(ex_trainer *t, double seconds, ex_err *err) {
     return ex_atomic_commit(&af, err);
 }
 
+/* Temporary files of checkpoints a killed run was writing ("*.tmp.<pid>"): never valid, so removed. */
+static void remove_stale_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "checkpoint", 10) == 0 && strstr(de->d_name, ".safetensors.tmp.")) {
+            char p[4400];
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
 static ex_status prepare(ex_trainer *t, ex_err *err) {
     EX_CHECK(mkdir_p(t->out_dir, err));
+    remove_stale_temporaries(t->out_dir);
     if (!t->resume) EX_CHECK(write_config(t, err));
     EX_CHECK(ex_model_allocate(&t->model, err));
     EX_CHECK(ex_model_load(&t->model, NULL, err));

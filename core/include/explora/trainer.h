@@ -40,7 +40,7 @@ typedef struct ex_trainer {
     ex_view_recipe recipe;
     ex_optim optim;
     ex_optim_config ocfg;
-    int64_t batch, accumulate, log_every, checkpoint_every, stop_at;
+    int64_t batch, accumulate, log_every, checkpoint_every, stop_at, keep_last;
     char out_dir[4096];
     /* run state */
     ex_loader loader;
