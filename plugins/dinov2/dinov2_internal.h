@@ -5,8 +5,7 @@
  *
  * Semantics follow facebookresearch/dinov2 (dinov2/layers/dino_head.py,
  * dinov2/loss/{dino_clstoken,ibot_patch,koleo}_loss.py, dinov2/data/masking.py,
- * dinov2/train/ssl_meta_arch.py) as summarised in
- * /work/shared/reference/dinov2-mae-spec.md section C.
+ * dinov2/train/ssl_meta_arch.py).
  *
  * Row layout of the head activations (R rows, every pass uses a prefix):
  *   global pass   [cls of global crop 0 (B), cls of crop 1 (B), masked patches (nm)]
@@ -157,6 +156,10 @@ ex_status dn_load_state(void *self, const ex_st_file *f, ex_err *err);
  * (centering) or Sinkhorn-Knopp (3 iterations, fp32 on the host). tmp (n, K) is scratch. */
 ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t, int64_t n, float tau, float *out, float *tmp,
                              ex_err *err);
+/* Several ranks (comm world > 1): the sum of Q and the prototype (row) sums are all-reduced and n is the
+ * global number of rows, as DINOv2's distributed sinkhorn_knopp_teacher; NULL comm: dn_sinkhorn_host. */
+ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q, int64_t n, int64_t K, float tau, int iters, double *row,
+                           double *col, ex_err *err);
 ex_status dn_sinkhorn_host(float *q /* (n, K) in: t, out: targets */, int64_t n, int64_t K, float tau, int iters,
                            double *row /* (K) */, double *col /* (n) */);
 
