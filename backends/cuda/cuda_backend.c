@@ -1,0 +1,371 @@
+/*
+ * backends/cuda/cuda_backend.c — the "cuda" backend plugin: descriptor, vtable,
+ * lifecycle (device selection, stream, cuBLAS handle), device info, memory,
+ * scratch buffers and the cuBLAS GEMM.
+ *
+ * Plain C against the CUDA runtime API and cuBLAS; the kernels live in the
+ * .cu files. init() never crashes on a machine without a GPU or driver: it
+ * returns EX_E_DEVICE saying why and how to fall back to the cpu backend.
+ *
+ * Copies to or from host memory wait for the stream (the host buffer may be
+ * reused as soon as the call returns); device-to-device copies are queued.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "explora/plugin.h"
+
+/* ------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------ */
+
+ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "cuda: %s failed: %s (%s) at %s:%d", what, cudaGetErrorString(e),
+             cudaGetErrorName(e), file, line);
+    if (ctx) {
+        if (strcmp(ctx->last_error, msg) != 0) fprintf(stderr, "explora: %s\n", msg);
+        snprintf(ctx->last_error, sizeof ctx->last_error, "%s", msg);
+    } else {
+        fprintf(stderr, "explora: %s\n", msg);
+    }
+    return ex_err_set(NULL, EX_E_DEVICE, file, line, "%s", msg);
+}
+
+ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "cuda: %s failed: cuBLAS status %d (%s) at %s:%d", what, (int)s,
+             cublasGetStatusString(s), file, line);
+    if (ctx) {
+        if (strcmp(ctx->last_error, msg) != 0) fprintf(stderr, "explora: %s\n", msg);
+        snprintf(ctx->last_error, sizeof ctx->last_error, "%s", msg);
+    }
+    return s == CUBLAS_STATUS_NOT_SUPPORTED ? EX_E_UNSUPPORTED : EX_E_DEVICE;
+}
+
+/* ------------------------------------------------------------------------------
+ * Scratch
+ * ------------------------------------------------------------------------------ */
+
+#define CU_ALIGN ((size_t)256)
+
+/* Replace *buf (of *have bytes) by a buffer of at least `want` bytes. */
+static ex_status grow(cu_ctx *ctx, void **buf, size_t *have, size_t want) {
+    if (want <= *have && *buf) return EX_OK;
+    want = (want + CU_ALIGN - 1) / CU_ALIGN * CU_ALIGN;
+    if (want == 0) want = CU_ALIGN;
+    /* queued kernels may still read the old buffer */
+    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    if (*buf) cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear the sticky-free error state of an OOM */
+        EX_FAIL(NULL, EX_E_NOMEM, "cuda: cannot allocate %zu bytes of scratch", want);
+    }
+    *buf = p;
+    *have = want;
+    return EX_OK;
+}
+
+ex_status cu_scratch(cu_ctx *ctx, size_t bytes, void **out) {
+    EX_CHECK(grow(ctx, &ctx->scratch, &ctx->scratch_bytes, bytes));
+    *out = ctx->scratch;
+    return EX_OK;
+}
+
+ex_status cu_attn_scratch(cu_ctx *ctx, size_t floats, float **out) {
+    size_t bytes = ctx->attn_floats * sizeof(float);
+    void *p = ctx->attn;
+    EX_CHECK(grow(ctx, &p, &bytes, floats * sizeof(float)));
+    ctx->attn = p;
+    ctx->attn_floats = bytes / sizeof(float);
+    *out = ctx->attn;
+    return EX_OK;
+}
+
+ex_status cu_ptr_scratch(cu_ctx *ctx, size_t n, void ***out) {
+    size_t bytes = ctx->nptrs * 3 * sizeof(void *);
+    void *p = ctx->ptrs;
+    EX_CHECK(grow(ctx, &p, &bytes, n * 3 * sizeof(void *)));
+    ctx->ptrs = p;
+    ctx->nptrs = bytes / (3 * sizeof(void *));
+    *out = ctx->ptrs;
+    return EX_OK;
+}
+
+ex_status cu_read_flag(cu_ctx *ctx, int *value) {
+    CU_TRY(ctx, cudaMemcpyAsync(ctx->hflag, ctx->dflag, sizeof(int), cudaMemcpyDeviceToHost, ctx->stream));
+    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    *value = *ctx->hflag;
+    return EX_OK;
+}
+
+/* ------------------------------------------------------------------------------
+ * Lifecycle
+ * ------------------------------------------------------------------------------ */
+
+static const ex_key_spec cu_keys[] = {
+    {"device", EX_KEY_INT, "0", 0, 1024, NULL, "CUDA device ordinal (as listed by nvidia-smi, after CUDA_VISIBLE_DEVICES)."},
+    {"tf32", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
+     "Let cuBLAS use TF32 tensor cores for fp32 GEMMs (faster on Ampere and newer, ~1e-3 relative error)."},
+    {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
+     "Device memory for attention score matrices: batches are processed in chunks that fit it."},
+    EX_KEY_END};
+
+void cu_shutdown(void *vctx) {
+    cu_ctx *ctx = vctx;
+    if (!ctx) return;
+    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    if (ctx->blas) cublasDestroy(ctx->blas);
+    if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->attn) cudaFree(ctx->attn);
+    if (ctx->ptrs) cudaFree(ctx->ptrs);
+    if (ctx->dflag) cudaFree(ctx->dflag);
+    if (ctx->hflag) cudaFreeHost(ctx->hflag);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    free(ctx);
+}
+
+#define INIT_TRY(expr, what)                                                                                  \
+    do {                                                                                                      \
+        cudaError_t e__ = (expr);                                                                             \
+        if (e__ != cudaSuccess) {                                                                             \
+            cu_shutdown(ctx);                                                                                 \
+            EX_FAIL(err, EX_E_DEVICE, "backend cuda: %s failed on device %lld: %s", what, (long long)device, \
+                    cudaGetErrorString(e__));                                                                 \
+        }                                                                                                     \
+    } while (0)
+
+ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
+    EX_ENSURE(out, err, EX_E_INVALID, "cuda backend: init called without a context pointer");
+    *out = NULL;
+    int64_t device = 0, scratch_mib = 1024;
+    int tf32 = 0;
+    if (cfg) {
+        EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
+        EX_CHECK(ex_cfg_bool(cfg, "tf32", &tf32, err));
+        EX_CHECK(ex_cfg_int(cfg, "attention_scratch_mib", &scratch_mib, err));
+    }
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        const char *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device found";
+        (void)cudaGetLastError();
+        EX_FAIL(err, EX_E_DEVICE, "backend cuda: no usable GPU: %s — use [backend] name = cpu", why);
+    }
+    EX_ENSURE(device >= 0 && device < count, err, EX_E_CONFIG,
+              "backend cuda: device = %lld but only %d CUDA device(s) are visible", (long long)device, count);
+    cu_ctx *ctx = calloc(1, sizeof *ctx);
+    EX_ENSURE(ctx, err, EX_E_NOMEM, "cuda backend: out of memory creating the context");
+    ctx->device = (int)device;
+    ctx->tf32 = tf32;
+    ctx->attn_cap_bytes = (size_t)scratch_mib * 1024 * 1024;
+    INIT_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
+    struct cudaDeviceProp prop;
+    INIT_TRY(cudaGetDeviceProperties(&prop, ctx->device), "cudaGetDeviceProperties");
+    ctx->sms = prop.multiProcessorCount;
+    snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
+             prop.multiProcessorCount);
+    INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    INIT_TRY(cudaMalloc((void **)&ctx->dflag, sizeof(int)), "cudaMalloc");
+    INIT_TRY(cudaMallocHost((void **)&ctx->hflag, sizeof(int)), "cudaMallocHost");
+    cublasStatus_t s = cublasCreate(&ctx->blas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        ctx->blas = NULL;
+        cu_shutdown(ctx);
+        EX_FAIL(err, EX_E_DEVICE, "backend cuda: cublasCreate failed: %s", cublasGetStatusString(s));
+    }
+    s = cublasSetStream(ctx->blas, ctx->stream);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasSetMathMode(ctx->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetPointerMode(ctx->blas, CUBLAS_POINTER_MODE_HOST);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        cu_shutdown(ctx);
+        EX_FAIL(err, EX_E_DEVICE, "backend cuda: configuring cuBLAS failed: %s", cublasGetStatusString(s));
+    }
+    *out = ctx;
+    return EX_OK;
+}
+
+ex_status cu_device_info(void *vctx, ex_device_info *out) {
+    cu_ctx *ctx = vctx;
+    CU_ARG(ctx && out, "cuda: device_info needs a context and an output");
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", ctx->name);
+    size_t free_b = 0, total_b = 0;
+    CU_TRY(ctx, cudaSetDevice(ctx->device));
+    CU_TRY(ctx, cudaMemGetInfo(&free_b, &total_b));
+    out->total_memory = total_b;
+    out->free_memory = free_b;
+    out->threads = ctx->sms;
+    return EX_OK;
+}
+
+int cu_supports_op(void *ctx, ex_op op, ex_dtype dtype) {
+    (void)ctx;
+    if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
+    if (dtype == EX_F32) return 1;
+    /* GEMM takes bf16/fp16 inputs (both operands the same type), fp32 output and accumulation */
+    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16);
+}
+
+/* ------------------------------------------------------------------------------
+ * Memory
+ * ------------------------------------------------------------------------------ */
+
+ex_status cu_alloc(void *vctx, size_t bytes, void **ptr, ex_err *err) {
+    cu_ctx *ctx = vctx;
+    EX_ENSURE(ptr, err, EX_E_INVALID, "cuda: alloc without an output pointer");
+    *ptr = NULL;
+    EX_ENSURE(bytes <= SIZE_MAX - CU_ALIGN, err, EX_E_NOMEM, "cuda: cannot allocate %zu bytes", bytes);
+    size_t want = bytes == 0 ? CU_ALIGN : (bytes + CU_ALIGN - 1) / CU_ALIGN * CU_ALIGN;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, want); /* cudaMalloc returns 256-byte aligned memory */
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        EX_FAIL(err, EX_E_NOMEM,
+                "cuda: cannot allocate %zu bytes (%.1f MiB) on device %d: %s (%.1f of %.1f MiB free). Hint: lower "
+                "the batch size.",
+                bytes, (double)bytes / (1024.0 * 1024.0), ctx->device, cudaGetErrorString(e),
+                (double)free_b / (1024.0 * 1024.0), (double)total_b / (1024.0 * 1024.0));
+    }
+    *ptr = p;
+    return EX_OK;
+}
+
+void cu_free(void *vctx, void *ptr) {
+    (void)vctx;
+    if (ptr) cudaFree(ptr); /* cudaFree waits for work that may use ptr */
+}
+
+ex_status cu_copy(void *vctx, void *dst, const void *src, size_t bytes, ex_copy_kind kind) {
+    cu_ctx *ctx = vctx;
+    CU_ARG(kind == EX_COPY_H2D || kind == EX_COPY_D2H || kind == EX_COPY_D2D, "cuda: bad copy kind %d", (int)kind);
+    if (bytes == 0) return EX_OK;
+    CU_ARG(dst && src, "cuda: copy with a NULL pointer");
+    if (kind == EX_COPY_D2D) {
+        if (dst == src) return EX_OK;
+        CU_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+        return EX_OK;
+    }
+    enum cudaMemcpyKind k = kind == EX_COPY_H2D ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+    CU_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, k, ctx->stream));
+    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    return EX_OK;
+}
+
+ex_status cu_synchronize(void *vctx) {
+    cu_ctx *ctx = vctx;
+    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    return EX_OK;
+}
+
+/* ------------------------------------------------------------------------------
+ * GEMM: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so cuBLAS
+ * gets (B, A) swapped with m and n exchanged; the transpose flags carry over.
+ * ------------------------------------------------------------------------------ */
+
+static cudaDataType_t cu_dtype(ex_dtype t) {
+    return t == EX_BF16 ? CUDA_R_16BF : t == EX_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
+    cu_ctx *ctx = vctx;
+    CU_ARG(d, "cuda: gemm without a descriptor");
+    int ok_types = (d->a_dtype == EX_F32 || d->a_dtype == EX_BF16 || d->a_dtype == EX_F16) &&
+                   d->a_dtype == d->b_dtype;
+    if (!ok_types)
+        EX_FAIL(NULL, EX_E_UNSUPPORTED, "cuda: gemm supports fp32, bf16 or fp16 inputs (A and B of one type)");
+    CU_ARG(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, "cuda: gemm: negative size or batch < 1");
+    CU_ARG(d->m <= INT32_MAX && d->n <= INT32_MAX && d->k <= INT32_MAX, "cuda: gemm: size beyond the int range");
+    if (d->m == 0 || d->n == 0) return EX_OK;
+    CU_ARG(d->c && d->ldc >= d->n && d->ldc <= INT32_MAX && d->stride_c >= 0, "cuda: gemm: bad C");
+    if (d->k == 0 || d->alpha == 0.0f)
+        return cu_scale_matrix(ctx, d->c, d->m, d->n, d->ldc, d->stride_c, d->batch, d->beta);
+    int64_t acols = d->trans_a ? d->m : d->k, bcols = d->trans_b ? d->k : d->n;
+    CU_ARG(d->a && d->lda >= acols && d->lda <= INT32_MAX && d->stride_a >= 0, "cuda: gemm: bad A");
+    CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, "cuda: gemm: bad B");
+    CU_ARG(d->batch <= INT32_MAX, "cuda: gemm: batch beyond the int range");
+    const cublasOperation_t opa = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const float alpha = d->alpha, beta = d->beta;
+    if (d->a_dtype == EX_F32) {
+        CU_BLAS(ctx, cublasSgemmStridedBatched(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha,
+                                               (const float *)d->b, (int)d->ldb, (long long)d->stride_b,
+                                               (const float *)d->a, (int)d->lda, (long long)d->stride_a, &beta, d->c,
+                                               (int)d->ldc, (long long)d->stride_c, (int)d->batch));
+    } else {
+        const cudaDataType_t t = cu_dtype(d->a_dtype);
+        CU_BLAS(ctx, cublasGemmStridedBatchedEx(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha, d->b,
+                                                t, (int)d->ldb, (long long)d->stride_b, d->a, t, (int)d->lda,
+                                                (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,
+                                                (long long)d->stride_c, (int)d->batch, CUBLAS_COMPUTE_32F,
+                                                CUBLAS_GEMM_DEFAULT));
+    }
+    return EX_OK;
+}
+
+/* ------------------------------------------------------------------------------
+ * The plugin
+ * ------------------------------------------------------------------------------ */
+
+static const ex_backend_vtable cu_vtable = {
+    /* .init = */ cu_init,
+    /* .shutdown = */ cu_shutdown,
+    /* .device_info = */ cu_device_info,
+    /* .supports_op = */ cu_supports_op,
+    /* .alloc = */ cu_alloc,
+    /* .free = */ cu_free,
+    /* .copy = */ cu_copy,
+    /* .fill = */ cu_fill,
+    /* .synchronize = */ cu_synchronize,
+    /* .gemm = */ cu_gemm,
+    /* .bias_add_fwd = */ cu_bias_add_fwd,
+    /* .bias_add_bwd = */ cu_bias_add_bwd,
+    /* .layernorm_fwd = */ cu_layernorm_fwd,
+    /* .layernorm_bwd = */ cu_layernorm_bwd,
+    /* .gelu_fwd = */ cu_gelu_fwd,
+    /* .gelu_bwd = */ cu_gelu_bwd,
+    /* .silu_fwd = */ cu_silu_fwd,
+    /* .silu_bwd = */ cu_silu_bwd,
+    /* .softmax_fwd = */ cu_softmax_fwd,
+    /* .softmax_bwd = */ cu_softmax_bwd,
+    /* .attention_fwd = */ cu_attention_fwd,
+    /* .attention_bwd = */ cu_attention_bwd,
+    /* .binary = */ cu_binary,
+    /* .axpby = */ cu_axpby,
+    /* .channel_scale_fwd = */ cu_channel_scale_fwd,
+    /* .channel_scale_bwd = */ cu_channel_scale_bwd,
+    /* .row_scale_fwd = */ cu_row_scale_fwd,
+    /* .row_scale_bwd = */ cu_row_scale_bwd,
+    /* .reduce = */ cu_reduce,
+    /* .gather_rows = */ cu_gather_rows,
+    /* .scatter_add_rows = */ cu_scatter_add_rows,
+    /* .mask_rows_fwd = */ cu_mask_rows_fwd,
+    /* .mask_rows_bwd = */ cu_mask_rows_bwd,
+    /* .xent_fwd = */ cu_xent_fwd,
+    /* .xent_bwd = */ cu_xent_bwd,
+    /* .l2norm_fwd = */ cu_l2norm_fwd,
+    /* .l2norm_bwd = */ cu_l2norm_bwd,
+    /* .adamw = */ cu_adamw,
+    /* .ema = */ cu_ema,
+    /* .rng_uniform = */ cu_rng_uniform,
+    /* .rng_normal = */ cu_rng_normal,
+    /* .rng_permutation = */ cu_rng_permutation,
+    /* .patchify_fwd = */ cu_patchify_fwd,
+    /* .patchify_bwd = */ cu_patchify_bwd,
+    /* .copy2d = */ cu_copy2d,
+};
+
+static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cuda", "0.1.0",
+                                                  "fp32 CUDA backend: cuBLAS GEMM, plain kernels, deterministic",
+                                                  cu_keys, &cu_vtable);
+
+EX_PLUGIN_ENTRY { return &desc; }

@@ -1,0 +1,115 @@
+/*
+ * backends/cuda/cuda_common.cuh — device helpers shared by the .cu files of the
+ * CUDA backend: thread-geometry constants, grid-stride loop bounds and the
+ * fixed-order warp and block reductions.
+ *
+ * Included first by every .cu file: it defines EX_RNG_HD so that explora/rng.h
+ * (pulled in through backend.h) compiles its Philox functions for host and
+ * device alike.
+ *
+ * Block reductions combine lanes with xor-butterfly shuffles (every lane ends
+ * with the same value: each step adds the same two operands, in either order,
+ * and float addition is commutative), then the per-warp results in warp order.
+ * For a fixed block size the result is therefore a fixed function of the
+ * inputs: bitwise reproducible.
+ */
+#ifndef EXPLORA_CUDA_COMMON_CUH
+#define EXPLORA_CUDA_COMMON_CUH
+
+#define EX_RNG_HD __host__ __device__
+
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_internal.h"
+
+/* Warp width: 32 on NVIDIA (a HIP build would set 64 for CDNA). */
+#ifndef CU_WARP
+#define CU_WARP 32
+#endif
+
+/* Threads per block for elementwise kernels and for one-block-per-row kernels. */
+#define CU_THREADS 256
+#define CU_ROW_THREADS 256
+/* Upper bound on blocks of a grid-stride elementwise launch. */
+#define CU_MAX_BLOCKS ((int64_t)65535 * 8)
+
+/* Blocks for an elementwise launch over n items (grid-stride loops cover the rest). */
+static inline unsigned int cu_blocks(int64_t n) {
+    int64_t b = CU_CEIL_DIV(n, (int64_t)CU_THREADS);
+    if (b < 1) b = 1;
+    if (b > CU_MAX_BLOCKS) b = CU_MAX_BLOCKS;
+    return (unsigned int)b;
+}
+
+/* Grid-stride loop over [0, n). */
+#define CU_FOR(i, n)                                                                         \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                 \
+         i += (int64_t)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float cu_warp_sum(float v) {
+    for (int o = CU_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ double cu_warp_sum_d(double v) {
+    for (int o = CU_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* max that lets NaN through (nothing compares greater than NaN). */
+__device__ __forceinline__ float cu_nanmax(float a, float b) { return (a > b || a != a) ? a : b; }
+
+__device__ __forceinline__ float cu_warp_max(float v) {
+    for (int o = CU_WARP / 2; o > 0; o >>= 1) v = cu_nanmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of CU_WARP, <= 1024); every thread gets
+ * the result. `sh` holds at least CU_WARP + 1 floats of shared memory. */
+__device__ __forceinline__ float cu_block_sum(float v, float *sh) {
+    const int lane = threadIdx.x % CU_WARP, wid = threadIdx.x / CU_WARP, nw = blockDim.x / CU_WARP;
+    v = cu_warp_sum(v);
+    __syncthreads(); /* sh may still be read by a previous reduction */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float w = lane < nw ? sh[lane] : 0.0f;
+        w = cu_warp_sum(w);
+        if (lane == 0) sh[CU_WARP] = w;
+    }
+    __syncthreads();
+    return sh[CU_WARP];
+}
+
+__device__ __forceinline__ double cu_block_sum_d(double v, double *sh) {
+    const int lane = threadIdx.x % CU_WARP, wid = threadIdx.x / CU_WARP, nw = blockDim.x / CU_WARP;
+    v = cu_warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        double w = lane < nw ? sh[lane] : 0.0;
+        w = cu_warp_sum_d(w);
+        if (lane == 0) sh[CU_WARP] = w;
+    }
+    __syncthreads();
+    return sh[CU_WARP];
+}
+
+__device__ __forceinline__ float cu_block_max(float v, float *sh) {
+    const int lane = threadIdx.x % CU_WARP, wid = threadIdx.x / CU_WARP, nw = blockDim.x / CU_WARP;
+    v = cu_warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float w = lane < nw ? sh[lane] : -INFINITY;
+        w = cu_warp_max(w);
+        if (lane == 0) sh[CU_WARP] = w;
+    }
+    __syncthreads();
+    return sh[CU_WARP];
+}
+
+#endif /* EXPLORA_CUDA_COMMON_CUH */

@@ -1,0 +1,350 @@
+/*
+ * backends/cuda/cuda_elementwise.cu — fill, matrix scale (GEMM with k = 0 or
+ * alpha = 0), bias add, binary, axpby, LayerScale (channel scale), per-row
+ * scale, the mask-token backward, column sums and the global reduce.
+ *
+ * Column sums (bias, LayerScale, LayerNorm weights, mask token) are two
+ * kernels: partial sums over fixed chunks of CU_COL_CHUNK rows into scratch
+ * (one thread per (chunk, column), rows in order), then one thread per column
+ * adding the chunks in order to the output. The global reduce is the same idea
+ * in one dimension: a fixed number of partials (depending on n only), each a
+ * block sum in fixed order, then one block combining them in order.
+ */
+#include "cuda_common.cuh"
+
+#define CU_COL_CHUNK ((int64_t)128)
+#define CU_RED_PARTIALS ((int64_t)512)
+#define CU_RED_CHUNK ((int64_t)16384)
+
+/* ------------------------------------------------------------------------------
+ * Kernels
+ * ------------------------------------------------------------------------------ */
+
+__global__ void k_fill(float *dst, float value, int64_t n) {
+    CU_FOR(i, n) dst[i] = value;
+}
+
+__global__ void k_scale_matrix(float *c, int64_t m, int64_t n, int64_t ldc, int64_t stride_c, int64_t batch,
+                               float beta) {
+    const int64_t total = batch * m * n;
+    CU_FOR(e, total) {
+        const int64_t bi = e / (m * n), r = (e / n) % m, j = e % n;
+        float *p = c + bi * stride_c + r * ldc + j;
+        *p = beta == 0.0f ? 0.0f : beta * *p;
+    }
+}
+
+__global__ void k_bias_add(float *out, const float *bias, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) out[e] += bias[e % c];
+}
+
+__global__ void k_binary(int op, float *out, const float *a, const float *b, int64_t n) {
+    CU_FOR(i, n) {
+        const float x = a[i], y = b[i];
+        out[i] = op == EX_BIN_ADD ? x + y : op == EX_BIN_SUB ? x - y : op == EX_BIN_MUL ? x * y : x / y;
+    }
+}
+
+__global__ void k_axpby(float *y, float alpha, const float *x, float beta, int64_t n) {
+    CU_FOR(i, n) {
+        if (beta == 0.0f)
+            y[i] = alpha * x[i];
+        else if (beta == 1.0f)
+            y[i] = alpha * x[i] + y[i];
+        else
+            y[i] = alpha * x[i] + beta * y[i];
+    }
+}
+
+__global__ void k_channel_scale(float *out, const float *inp, const float *gamma, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) out[e] = inp[e] * gamma[e % c];
+}
+
+/* dinp += dout * gamma */
+__global__ void k_channel_scale_dinp(float *dinp, const float *dout, const float *gamma, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) dinp[e] += dout[e] * gamma[e % c];
+}
+
+__global__ void k_row_scale(float *out, const float *inp, const float *s, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) out[e] = inp[e] * s[e / c];
+}
+
+__global__ void k_row_scale_dinp(float *dinp, const float *dout, const float *s, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) dinp[e] += dout[e] * s[e / c];
+}
+
+/* ds[i] += sum_j dout[i,j] inp[i,j], one block per row. */
+__global__ void k_row_dot(float *ds, const float *dout, const float *inp, int64_t n, int64_t c) {
+    __shared__ double sh[CU_WARP + 1];
+    for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const float *g = dout + i * c, *x = inp + i * c;
+        double acc = 0.0;
+        for (int64_t j = threadIdx.x; j < c; j += blockDim.x) acc += (double)g[j] * (double)x[j];
+        acc = cu_block_sum_d(acc, sh);
+        if (threadIdx.x == 0) ds[i] = (float)((double)ds[i] + acc);
+    }
+}
+
+/* dinp += dout on rows where !mask */
+__global__ void k_mask_rows_dinp(float *dinp, const float *dout, const uint8_t *mask, int64_t n, int64_t c) {
+    CU_FOR(e, n * c) {
+        if (!mask[e / c]) dinp[e] += dout[e];
+    }
+}
+
+/* Column-sum partials: part0/part1 (nchunk, c). */
+__global__ void k_colsum_partial(int mode, float *part0, float *part1, const float *a, const float *b,
+                                 const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c) {
+    const int64_t nchunk = CU_CEIL_DIV(n, CU_COL_CHUNK);
+    CU_FOR(e, nchunk * c) {
+        const int64_t ch = e / c, j = e % c;
+        const int64_t i0 = ch * CU_COL_CHUNK, i1 = i0 + CU_COL_CHUNK < n ? i0 + CU_COL_CHUNK : n;
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t i = i0; i < i1; i++) {
+            const float av = a[i * c + j];
+            switch (mode) {
+            case CU_COLSUM_PLAIN: s0 += av; break;
+            case CU_COLSUM_PROD: s0 += (double)av * (double)b[i * c + j]; break;
+            case CU_COLSUM_MASKED:
+                if (mask[i]) s0 += av;
+                break;
+            default: /* CU_COLSUM_LNORM */
+                s0 += (double)av * (double)((b[i * c + j] - mean[i]) * rstd[i]);
+                s1 += av;
+                break;
+            }
+        }
+        part0[e] = (float)s0;
+        if (part1) part1[e] = (float)s1;
+    }
+}
+
+/* acc[j] += sum over chunks of part[ch, j], chunks in order. */
+__global__ void k_colsum_final(float *acc0, float *acc1, const float *part0, const float *part1, int64_t nchunk,
+                               int64_t c) {
+    CU_FOR(j, c) {
+        if (acc0) {
+            double s = 0.0;
+            for (int64_t ch = 0; ch < nchunk; ch++) s += part0[ch * c + j];
+            acc0[j] = (float)((double)acc0[j] + s);
+        }
+        if (acc1) {
+            double s = 0.0;
+            for (int64_t ch = 0; ch < nchunk; ch++) s += part1[ch * c + j];
+            acc1[j] = (float)((double)acc1[j] + s);
+        }
+    }
+}
+
+/* Reduce pass 1: partial p covers [p*chunk, min((p+1)*chunk, n)). One block per partial. */
+__global__ void k_reduce_partial(int op, double *part, const float *inp, int64_t n, int64_t chunk) {
+    __shared__ double sh[CU_WARP + 1];
+    __shared__ float shf[CU_WARP + 1];
+    const int64_t i0 = (int64_t)blockIdx.x * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+    if (op == EX_RED_MAX_ABS) {
+        float mx = 0.0f;
+        for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) mx = cu_nanmax(fabsf(inp[i]), mx);
+        mx = cu_block_max(mx, shf);
+        if (threadIdx.x == 0) part[blockIdx.x] = mx;
+    } else {
+        double acc = 0.0;
+        for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+            const double x = inp[i];
+            acc += op == EX_RED_SUMSQ ? x * x : x;
+        }
+        acc = cu_block_sum_d(acc, sh);
+        if (threadIdx.x == 0) part[blockIdx.x] = acc;
+    }
+}
+
+/* Reduce pass 2: one thread combines the partials in order. */
+__global__ void k_reduce_final(int op, float *out, const double *part, int64_t np, int64_t n) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    double r = 0.0;
+    if (op == EX_RED_MAX_ABS) {
+        for (int64_t p = 0; p < np; p++)
+            if (part[p] > r || part[p] != part[p]) r = part[p];
+    } else {
+        for (int64_t p = 0; p < np; p++) r += part[p];
+        if (op == EX_RED_MEAN) r /= (double)n;
+    }
+    *out = (float)r;
+}
+
+/* ------------------------------------------------------------------------------
+ * Launchers
+ * ------------------------------------------------------------------------------ */
+
+extern "C" {
+
+ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && (dst || n == 0), "cuda: fill: bad arguments");
+    if (n == 0) return EX_OK;
+    k_fill<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, value, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_scale_matrix(cu_ctx *ctx, float *c, int64_t m, int64_t n, int64_t ldc, int64_t stride_c,
+                          int64_t batch, float beta) {
+    if (beta == 1.0f || m == 0 || n == 0) return EX_OK;
+    const int64_t total = batch * m * n;
+    k_scale_matrix<<<cu_blocks(total), CU_THREADS, 0, ctx->stream>>>(c, m, n, ldc, stride_c, batch, beta);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
+                    const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c) {
+    if (n == 0 || c == 0 || (!acc0 && !acc1)) return EX_OK;
+    const int64_t nchunk = CU_CEIL_DIV(n, CU_COL_CHUNK);
+    const int two = mode == CU_COLSUM_LNORM;
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, (size_t)(nchunk * c) * sizeof(float) * (size_t)(two ? 2 : 1), &scr));
+    float *part0 = (float *)scr, *part1 = two ? part0 + nchunk * c : NULL;
+    k_colsum_partial<<<cu_blocks(nchunk * c), CU_THREADS, 0, ctx->stream>>>((int)mode, part0, part1, a, b, mask,
+                                                                              mean, rstd, n, c);
+    CU_LAUNCHED(ctx);
+    k_colsum_final<<<cu_blocks(c), CU_THREADS, 0, ctx->stream>>>(acc0, two ? acc1 : NULL, part0, part1, nchunk, c);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_bias_add_fwd(void *vctx, float *out, const float *bias, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: bias_add_fwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(out && bias, "cuda: bias_add_fwd: NULL pointer");
+    k_bias_add<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, bias, n, c);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_bias_add_bwd(void *vctx, float *dbias, const float *dout, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: bias_add_bwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(dbias && dout, "cuda: bias_add_bwd: NULL pointer");
+    return cu_colsum(ctx, CU_COLSUM_PLAIN, dbias, NULL, dout, NULL, NULL, NULL, NULL, n, c);
+}
+
+ex_status cu_binary(void *vctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, "cuda: binary: negative size");
+    CU_ARG(op == EX_BIN_ADD || op == EX_BIN_SUB || op == EX_BIN_MUL || op == EX_BIN_DIV, "cuda: binary: unknown op %d",
+           (int)op);
+    if (n == 0) return EX_OK;
+    CU_ARG(out && a && b, "cuda: binary: NULL pointer");
+    k_binary<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((int)op, out, a, b, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_axpby(void *vctx, float *y, float alpha, const float *x, float beta, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, "cuda: axpby: negative size");
+    if (n == 0) return EX_OK;
+    CU_ARG(y && x, "cuda: axpby: NULL pointer");
+    k_axpby<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(y, alpha, x, beta, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_channel_scale_fwd(void *vctx, float *out, const float *inp, const float *gamma, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: channel_scale_fwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(out && inp && gamma, "cuda: channel_scale_fwd: NULL pointer");
+    k_channel_scale<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, inp, gamma, n, c);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_channel_scale_bwd(void *vctx, float *dinp, float *dgamma, const float *dout, const float *inp,
+                               const float *gamma, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: channel_scale_bwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(dout, "cuda: channel_scale_bwd: NULL dout");
+    if (dinp) {
+        CU_ARG(gamma, "cuda: channel_scale_bwd: dinp needs gamma");
+        k_channel_scale_dinp<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, gamma, n, c);
+        CU_LAUNCHED(ctx);
+    }
+    if (dgamma) {
+        CU_ARG(inp, "cuda: channel_scale_bwd: dgamma needs inp");
+        EX_CHECK(cu_colsum(ctx, CU_COLSUM_PROD, dgamma, NULL, dout, inp, NULL, NULL, NULL, n, c));
+    }
+    return EX_OK;
+}
+
+ex_status cu_row_scale_fwd(void *vctx, float *out, const float *inp, const float *s, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: row_scale_fwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(out && inp && s, "cuda: row_scale_fwd: NULL pointer");
+    k_row_scale<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, inp, s, n, c);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_row_scale_bwd(void *vctx, float *dinp, float *ds, const float *dout, const float *inp, const float *s,
+                           int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: row_scale_bwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(dout, "cuda: row_scale_bwd: NULL dout");
+    CU_ARG(!dinp || s, "cuda: row_scale_bwd: dinp needs s");
+    CU_ARG(!ds || inp, "cuda: row_scale_bwd: ds needs inp");
+    if (ds) { /* before dinp: dinp may not alias inp, but keep the order of the CPU reference anyway */
+        k_row_dot<<<(unsigned)(n < CU_MAX_BLOCKS ? n : CU_MAX_BLOCKS), CU_ROW_THREADS, 0, ctx->stream>>>(ds, dout, inp,
+                                                                                                       n, c);
+        CU_LAUNCHED(ctx);
+    }
+    if (dinp) {
+        k_row_scale_dinp<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, s, n, c);
+        CU_LAUNCHED(ctx);
+    }
+    return EX_OK;
+}
+
+ex_status cu_mask_rows_bwd(void *vctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask, int64_t n,
+                           int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, "cuda: mask_rows_bwd: negative size");
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(dout && mask, "cuda: mask_rows_bwd: NULL pointer");
+    if (dinp) {
+        k_mask_rows_dinp<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, mask, n, c);
+        CU_LAUNCHED(ctx);
+    }
+    if (dtoken) EX_CHECK(cu_colsum(ctx, CU_COLSUM_MASKED, dtoken, NULL, dout, NULL, mask, NULL, NULL, n, c));
+    return EX_OK;
+}
+
+ex_status cu_reduce(void *vctx, ex_reduce_op op, float *out, const float *inp, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && out, "cuda: reduce: bad arguments");
+    CU_ARG(op == EX_RED_SUM || op == EX_RED_MEAN || op == EX_RED_SUMSQ || op == EX_RED_MAX_ABS,
+           "cuda: reduce: unknown op %d", (int)op);
+    if (n == 0) {
+        k_fill<<<1, 1, 0, ctx->stream>>>(out, op == EX_RED_MEAN ? NAN : 0.0f, 1);
+        CU_LAUNCHED(ctx);
+        return EX_OK;
+    }
+    CU_ARG(inp, "cuda: reduce: NULL input");
+    /* partition depends on n only */
+    int64_t np = CU_CEIL_DIV(n, CU_RED_CHUNK);
+    if (np > CU_RED_PARTIALS) np = CU_RED_PARTIALS;
+    const int64_t chunk = CU_CEIL_DIV(n, np);
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, (size_t)np * sizeof(double), &scr));
+    k_reduce_partial<<<(unsigned)np, CU_ROW_THREADS, 0, ctx->stream>>>((int)op, (double *)scr, inp, n, chunk);
+    CU_LAUNCHED(ctx);
+    k_reduce_final<<<1, CU_WARP, 0, ctx->stream>>>((int)op, out, (const double *)scr, np, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+} /* extern "C" */

@@ -1,0 +1,202 @@
+/*
+ * backends/cuda/cuda_internal.h — shared declarations of the fp32 CUDA backend.
+ *
+ * The backend is split into one file per family of ops: cuda_backend.c holds
+ * the plugin descriptor, lifecycle, memory and the cuBLAS GEMM (plain C against
+ * the CUDA runtime API); every other op is a kernel plus a launcher in a .cu
+ * file, exported to the C side with C linkage through the prototypes below.
+ * This header is valid C and C++ (nvcc includes it from the .cu files).
+ *
+ * Conventions:
+ *   - Every op runs on the context's one stream; ops return without waiting
+ *     except where a result must reach the host (copies to/from host memory,
+ *     the index range checks of gathers/scatters/labels, scalar readbacks).
+ *   - Device errors become EX_E_DEVICE: CU_TRY returns a status, never exits.
+ *     Ops receive no ex_err, so the message of the last device error is kept
+ *     in the context (cu_ctx.last_error) and printed once to stderr.
+ *   - Determinism: no float atomics. Row reductions run in one block per row
+ *     with a fixed block size and a fixed combination order (warp shuffles,
+ *     then warps in index order); column sums are done over fixed chunks of
+ *     rows into scratch, then summed chunk by chunk in order by one thread per
+ *     column. cuBLAS is bitwise reproducible run to run for a given GPU model,
+ *     toolkit and stream (its documented guarantee).
+ *   - No global mutable state: streams, handles and scratch live in cu_ctx.
+ */
+#ifndef EXPLORA_CUDA_INTERNAL_H
+#define EXPLORA_CUDA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "explora/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The backend context (one per ex_backend). One host thread at a time. */
+typedef struct cu_ctx {
+    int device;              /* CUDA device ordinal */
+    int sms;                 /* multiprocessors */
+    int tf32;                /* 1: cuBLAS may use TF32 tensor cores for fp32 GEMM */
+    cudaStream_t stream;     /* every op runs here */
+    cublasHandle_t blas;     /* bound to `stream` */
+    char name[128];          /* "cuda: NVIDIA H200 (sm_90, 132 SMs)" */
+    /* General device scratch (column-sum partials, reduce partials, sort keys),
+     * grown only when a larger size is needed (after a stream sync). */
+    void *scratch;
+    size_t scratch_bytes;
+    /* Attention score scratch (P and dS of a chunk of batch items). */
+    float *attn;
+    size_t attn_floats;
+    size_t attn_cap_bytes;   /* the chunking target from the `attention_scratch_mib` key */
+    /* Pointer arrays for the (batch, head) batched GEMMs of attention: 3 arrays. */
+    void **ptrs;
+    size_t nptrs;            /* entries per array */
+    /* Range-check flag: one device int, and a pinned host int to read it into. */
+    int *dflag;
+    int *hflag;
+    char last_error[512];    /* the last device error, for messages */
+} cu_ctx;
+
+/* Turn a CUDA runtime / cuBLAS failure into EX_E_DEVICE, recording where it happened. */
+ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
+ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line);
+
+#define CU_TRY(ctx, expr)                                                                   \
+    do {                                                                                    \
+        cudaError_t cu__e = (expr);                                                         \
+        if (cu__e != cudaSuccess) return cu_fail_cuda((ctx), cu__e, #expr, __FILE__, __LINE__); \
+    } while (0)
+
+#define CU_BLAS(ctx, expr)                                                                          \
+    do {                                                                                            \
+        cublasStatus_t cu__s = (expr);                                                              \
+        if (cu__s != CUBLAS_STATUS_SUCCESS) return cu_fail_blas((ctx), cu__s, #expr, __FILE__, __LINE__); \
+    } while (0)
+
+/* After a kernel launch: a launch error (bad configuration) becomes EX_E_DEVICE. */
+#define CU_LAUNCHED(ctx) CU_TRY((ctx), cudaGetLastError())
+
+/* Validation shorthand (ops receive no ex_err; the code is what the caller sees). */
+#define CU_ARG(cond, ...) EX_ENSURE((cond), NULL, EX_E_INVALID, __VA_ARGS__)
+
+#define CU_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+
+/* General scratch of at least `bytes` bytes. */
+ex_status cu_scratch(cu_ctx *ctx, size_t bytes, void **out);
+/* Attention scratch of at least `floats` floats. */
+ex_status cu_attn_scratch(cu_ctx *ctx, size_t floats, float **out);
+/* Pointer-array scratch: 3 arrays of at least `n` entries each (ptrs, ptrs + n, ptrs + 2n). */
+ex_status cu_ptr_scratch(cu_ctx *ctx, size_t n, void ***out);
+/* EX_E_RANGE unless every idx[i] (count, on the device) lies in [lo, hi). Synchronises. */
+ex_status cu_check_index(cu_ctx *ctx, const int32_t *idx, int64_t count, int64_t lo, int64_t hi);
+/* Read the device flag set by a kernel (synchronises) into *value. */
+ex_status cu_read_flag(cu_ctx *ctx, int *value);
+
+/* --- lifecycle and memory (cuda_backend.c) ----------------------------------------- */
+ex_status cu_init(const ex_cfg_section *cfg, void **ctx, ex_err *err);
+void cu_shutdown(void *ctx);
+ex_status cu_device_info(void *ctx, ex_device_info *out);
+int cu_supports_op(void *ctx, ex_op op, ex_dtype dtype);
+ex_status cu_alloc(void *ctx, size_t bytes, void **ptr, ex_err *err);
+void cu_free(void *ctx, void *ptr);
+ex_status cu_copy(void *ctx, void *dst, const void *src, size_t bytes, ex_copy_kind kind);
+ex_status cu_synchronize(void *ctx);
+ex_status cu_gemm(void *ctx, const ex_gemm_desc *d);
+
+/* Row-major GEMM batched over (batch, head) with two strides per operand, for
+ * attention: for bi < nb, h < nh: C[bi,h] = alpha op(A[bi,h]) op(B[bi,h]) + beta C[bi,h],
+ * X[bi,h] = x + bi * x_bs + h * x_hs. (cuda_attention.cu) */
+ex_status cu_gemm_bh(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, int64_t a_bs, int64_t a_hs, const float *b, int64_t ldb,
+                     int64_t b_bs, int64_t b_hs, float beta, float *c, int64_t ldc, int64_t c_bs, int64_t c_hs,
+                     int64_t nb, int64_t nh);
+
+/* --- cuda_elementwise.cu ----------------------------------------------------------- */
+ex_status cu_fill(void *ctx, float *dst, float value, int64_t n);
+/* C (m, n) with row stride ldc, batch of `batch` at stride_c: C *= beta (beta == 0 writes zeros). */
+ex_status cu_scale_matrix(cu_ctx *ctx, float *c, int64_t m, int64_t n, int64_t ldc, int64_t stride_c,
+                          int64_t batch, float beta);
+ex_status cu_bias_add_fwd(void *ctx, float *out, const float *bias, int64_t n, int64_t c);
+ex_status cu_bias_add_bwd(void *ctx, float *dbias, const float *dout, int64_t n, int64_t c);
+ex_status cu_binary(void *ctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n);
+ex_status cu_axpby(void *ctx, float *y, float alpha, const float *x, float beta, int64_t n);
+ex_status cu_channel_scale_fwd(void *ctx, float *out, const float *inp, const float *gamma, int64_t n, int64_t c);
+ex_status cu_channel_scale_bwd(void *ctx, float *dinp, float *dgamma, const float *dout, const float *inp,
+                               const float *gamma, int64_t n, int64_t c);
+ex_status cu_row_scale_fwd(void *ctx, float *out, const float *inp, const float *s, int64_t n, int64_t c);
+ex_status cu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout, const float *inp,
+                           const float *s, int64_t n, int64_t c);
+ex_status cu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
+ex_status cu_mask_rows_bwd(void *ctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask,
+                           int64_t n, int64_t c);
+
+/* Column sums (cuda_elementwise.cu), shared by bias, LayerScale, LayerNorm and mask-token
+ * gradients: acc0[j] += sum_i term0(i, j), acc1[j] += sum_i term1(i, j) over rows i, by
+ * fixed chunks of rows, in order. Modes: */
+typedef enum cu_colsum_mode {
+    CU_COLSUM_PLAIN = 0,   /* term0 = a[i,j]                          (acc1 unused) */
+    CU_COLSUM_PROD = 1,    /* term0 = a[i,j] * b[i,j]                 (acc1 unused) */
+    CU_COLSUM_MASKED = 2,  /* term0 = mask[i] ? a[i,j] : 0            (acc1 unused) */
+    CU_COLSUM_LNORM = 3    /* term0 = a (b - mean_i) rstd_i, term1 = a  (either acc may be NULL) */
+} cu_colsum_mode;
+ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
+                    const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c);
+
+/* --- cuda_activation.cu ------------------------------------------------------------ */
+ex_status cu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
+ex_status cu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
+ex_status cu_adamw(void *ctx, float *p, const float *g, float *m, float *v, int64_t n, const ex_adamw_params *h);
+ex_status cu_ema(void *ctx, float *teacher, const float *student, float momentum, int64_t n);
+
+/* --- cuda_norm.cu ------------------------------------------------------------------ */
+ex_status cu_layernorm_fwd(void *ctx, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                           const float *b, int64_t n, int64_t c, float eps);
+ex_status cu_layernorm_bwd(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                           const float *w, const float *mean, const float *rstd, int64_t n, int64_t c);
+ex_status cu_softmax_fwd(void *ctx, float *out, const float *inp, int64_t n, int64_t c, float scale);
+ex_status cu_softmax_bwd(void *ctx, float *dinp, const float *out, const float *dout, int64_t n, int64_t c,
+                         float scale);
+ex_status cu_xent_fwd(void *ctx, float *losses, float *probs, const float *logits, const int32_t *labels,
+                      const float *targets, int64_t n, int64_t v);
+ex_status cu_xent_bwd(void *ctx, float *dlogits, const float *dlosses, const float *probs, const int32_t *labels,
+                      const float *targets, int64_t n, int64_t v);
+ex_status cu_l2norm_fwd(void *ctx, float *out, float *norms, const float *inp, int64_t n, int64_t c, float eps);
+ex_status cu_l2norm_bwd(void *ctx, float *dinp, const float *dout, const float *inp, const float *norms,
+                        int64_t n, int64_t c, float eps);
+
+/* --- cuda_attention.cu --------------------------------------------------------------- */
+ex_status cu_attention_fwd(void *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
+                           int64_t hs, float scale);
+ex_status cu_attention_bwd(void *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                           const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
+/* --- cuda_gather.cu ---------------------------------------------------------------- */
+ex_status cu_gather_rows(void *ctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m,
+                         int64_t t, int64_t c);
+ex_status cu_scatter_add_rows(void *ctx, float *dinp, const float *dout, const int32_t *idx, int64_t b, int64_t m,
+                              int64_t t, int64_t c);
+ex_status cu_mask_rows_fwd(void *ctx, float *out, const float *inp, const uint8_t *mask, const float *token,
+                           int64_t n, int64_t c);
+ex_status cu_patchify_fwd(void *ctx, float *out, const float *img, int64_t b, int64_t ch, int64_t h, int64_t w,
+                          int64_t p, ex_patch_order order);
+ex_status cu_patchify_bwd(void *ctx, float *dimg, const float *dout, int64_t b, int64_t ch, int64_t h, int64_t w,
+                          int64_t p, ex_patch_order order);
+ex_status cu_copy2d(void *ctx, float *dst, int64_t dst_ld, const float *src, int64_t src_ld, int64_t rows,
+                    int64_t cols);
+
+/* --- cuda_rng.cu ------------------------------------------------------------------- */
+ex_status cu_rng_uniform(void *ctx, float *out, int64_t n, float lo, float hi, ex_rng *rng);
+ex_status cu_rng_normal(void *ctx, float *out, int64_t n, float mean, float std, ex_rng *rng);
+ex_status cu_rng_permutation(void *ctx, int32_t *out, int64_t n, ex_rng *rng);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPLORA_CUDA_INTERNAL_H */

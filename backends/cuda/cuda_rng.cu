@@ -1,0 +1,98 @@
+/*
+ * backends/cuda/cuda_rng.cu — uniform, normal and permutation draws on the
+ * shared Philox-4x32-10 streams of explora/rng.h, compiled for the device
+ * through EX_RNG_HD (cuda_common.cuh).
+ *
+ * Element i of a draw of n values uses the block at counter rng->offset + i,
+ * exactly as the CPU backend, so both produce the same numbers (uniforms bit
+ * for bit; normals up to the last bit of the device's double log/cos).
+ *
+ * A permutation is the stable argsort of n uniforms, i.e. indices sorted by
+ * (value, index). The uniform is (w0 >> 8) / 2^24, so sorting the 24-bit
+ * integers w0 >> 8 is the same order; CUB's radix sort is stable, and the
+ * values enter in index order, which gives the (value, index) tie-break.
+ */
+#include "cuda_common.cuh"
+
+#include <cub/device/device_radix_sort.cuh>
+
+/* ------------------------------------------------------------------------------
+ * Kernels
+ * ------------------------------------------------------------------------------ */
+
+__global__ void k_rng_uniform(float *out, int64_t n, float lo, float hi, uint64_t key, uint64_t off) {
+    const float range = hi - lo;
+    CU_FOR(i, n) {
+        const float x = lo + range * ex_rng_uniform_at(key, off, (uint64_t)i);
+        out[i] = x < hi || lo == hi ? x : nextafterf(hi, lo); /* keep [lo, hi) half-open */
+    }
+}
+
+__global__ void k_rng_normal(float *out, int64_t n, float mean, float std, uint64_t key, uint64_t off) {
+    CU_FOR(i, n) out[i] = mean + std * ex_rng_normal_at(key, off, (uint64_t)i);
+}
+
+__global__ void k_rng_sort_keys(uint32_t *keys, int32_t *vals, int64_t n, uint64_t key, uint64_t off) {
+    CU_FOR(i, n) {
+        uint32_t w[4];
+        ex_philox4x32(key, off + (uint64_t)i, w);
+        keys[i] = w[0] >> 8;
+        vals[i] = (int32_t)i;
+    }
+}
+
+/* ------------------------------------------------------------------------------
+ * Launchers
+ * ------------------------------------------------------------------------------ */
+
+extern "C" {
+
+ex_status cu_rng_uniform(void *vctx, float *out, int64_t n, float lo, float hi, ex_rng *rng) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && rng, "cuda: rng_uniform: bad arguments");
+    CU_ARG(lo <= hi, "cuda: rng_uniform: lo > hi");
+    if (n == 0) return EX_OK;
+    CU_ARG(out, "cuda: rng_uniform: NULL output");
+    k_rng_uniform<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, lo, hi, rng->key, rng->offset);
+    CU_LAUNCHED(ctx);
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+}
+
+ex_status cu_rng_normal(void *vctx, float *out, int64_t n, float mean, float std, ex_rng *rng) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && rng, "cuda: rng_normal: bad arguments");
+    if (n == 0) return EX_OK;
+    CU_ARG(out, "cuda: rng_normal: NULL output");
+    k_rng_normal<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, mean, std, rng->key, rng->offset);
+    CU_LAUNCHED(ctx);
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+}
+
+ex_status cu_rng_permutation(void *vctx, int32_t *out, int64_t n, ex_rng *rng) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && rng, "cuda: rng_permutation: bad arguments");
+    CU_ARG(n <= INT32_MAX, "cuda: rng_permutation: n = %lld does not fit int32 indices", (long long)n);
+    if (n == 0) return EX_OK;
+    CU_ARG(out, "cuda: rng_permutation: NULL output");
+    /* scratch: keys in, keys out, values in (n each, 256-byte aligned), then CUB's temporary storage */
+    const size_t arr = ((size_t)n * 4 + 255) / 256 * 256;
+    size_t temp_bytes = 0;
+    CU_TRY(ctx, cub::DeviceRadixSort::SortPairs(NULL, temp_bytes, (const uint32_t *)NULL, (uint32_t *)NULL,
+                                                (const int32_t *)NULL, (int32_t *)NULL, (int)n, 0, 24, ctx->stream));
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, 3 * arr + temp_bytes, &scr));
+    char *base = (char *)scr;
+    uint32_t *keys_in = (uint32_t *)base, *keys_out = (uint32_t *)(base + arr);
+    int32_t *vals_in = (int32_t *)(base + 2 * arr);
+    void *temp = base + 3 * arr;
+    k_rng_sort_keys<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(keys_in, vals_in, n, rng->key, rng->offset);
+    CU_LAUNCHED(ctx);
+    CU_TRY(ctx, cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, vals_in, out, (int)n, 0, 24,
+                                                ctx->stream));
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+}
+
+} /* extern "C" */

@@ -1,0 +1,667 @@
+/*
+ * tests/test_backend_parity.c — every op of the cuda backend against the cpu
+ * backend (the fp32 reference) on the same random inputs.
+ *
+ *   test_backend_parity          forward and gradient cases
+ *   test_backend_parity fwd      forward / non-gradient ops only
+ *   test_backend_parity grad     backward ops only (vs the CPU backward, with
+ *                                pre-filled gradient buffers: accumulation)
+ *
+ * Tolerances: small outputs elementwise |gpu - cpu| <= atol + rtol |cpu|;
+ * outputs of PARITY_NMSE_MIN elements or more by normalised mean squared error
+ * (plus a loose elementwise bound); index-valued and copy-like outputs (gathers,
+ * patchify, uniforms, permutations) bit for bit.
+ *
+ * When the cuda plugin was not built, or its init reports no usable GPU (no
+ * device, no driver), the executable prints why and exits 77, which ctest
+ * reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt).
+ */
+#include "test_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "explora/config.h"
+
+#define SKIP_CODE 77
+#define PARITY_NMSE_MIN 1024
+#define NMSE_MAX 1e-9
+
+/* ------------------------------------------------------------------------------
+ * Environment: the two backends
+ * ------------------------------------------------------------------------------ */
+
+typedef struct penv {
+    ex_backend be[2]; /* 0 = cpu (reference), 1 = cuda */
+    ex_registry *reg;
+} penv;
+
+/* Open backend `name` with INI settings; EX_OK or the init status (message in err). */
+static ex_status open_backend(ex_registry *reg, const char *name, const char *settings, ex_backend *be,
+                              ex_err *err) {
+    const ex_plugin *p = NULL;
+    EX_CHECK(ex_registry_find(reg, EX_PLUGIN_BACKEND, name, &p, err));
+    char text[512];
+    snprintf(text, sizeof text, "[backend]\nname = %s\n%s", name, settings ? settings : "");
+    ex_config *cfg = NULL;
+    EX_CHECK(ex_config_load_string(&cfg, text, "parity.ini", err));
+    ex_cfg_section sec = {cfg, "backend", p->desc.keys};
+    ex_status st = ex_backend_create(be, p, &sec, err);
+    ex_config_free(cfg);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------
+ * Twin buffers: the same data on both backends
+ * ------------------------------------------------------------------------------ */
+
+#define SCOPE_MAX 128
+typedef struct scope {
+    penv *e;
+    void *dev[2][SCOPE_MAX];
+    int nd;
+    void *host[SCOPE_MAX];
+    int nh;
+} scope;
+
+typedef struct twin {
+    void *p[2];
+    size_t bytes;
+} twin;
+
+#define F(t) ((float *)(t).p[k])
+#define I32(t) ((int32_t *)(t).p[k])
+#define U8(t) ((uint8_t *)(t).p[k])
+#define CALL(op, ...) s->e->be[k].vt.op(s->e->be[k].ctx, __VA_ARGS__)
+#define BOTH for (int k = 0; k < 2; k++)
+#define OK(expr) assert_int_equal((expr), EX_OK)
+
+static void *hbuf(scope *s, size_t bytes) {
+    assert_true(s->nh < SCOPE_MAX);
+    void *p = calloc(1, bytes ? bytes : 1);
+    assert_non_null(p);
+    s->host[s->nh++] = p;
+    return p;
+}
+
+static twin tw_alloc(scope *s, size_t bytes) {
+    assert_true(s->nd < SCOPE_MAX);
+    twin t = {{NULL, NULL}, bytes};
+    for (int k = 0; k < 2; k++) {
+        ex_err err;
+        ex_err_clear(&err);
+        EXT_OK(s->e->be[k].vt.alloc(s->e->be[k].ctx, bytes ? bytes : 1, &t.p[k], &err), &err);
+        s->dev[k][s->nd] = t.p[k];
+    }
+    s->nd++;
+    return t;
+}
+
+static twin tw_up(scope *s, const void *host, size_t bytes) {
+    twin t = tw_alloc(s, bytes);
+    if (bytes) BOTH OK(s->e->be[k].vt.copy(s->e->be[k].ctx, t.p[k], host, bytes, EX_COPY_H2D));
+    return t;
+}
+
+/* n uniforms in [lo, hi) on both backends. */
+static twin tw_rand(scope *s, size_t n, uint64_t seed, float lo, float hi) {
+    float *h = hbuf(s, n * sizeof(float));
+    ext_fill_uniform(h, n, seed, lo, hi);
+    return tw_up(s, h, n * sizeof(float));
+}
+
+static twin tw_const(scope *s, size_t n, float v) {
+    float *h = hbuf(s, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = v;
+    return tw_up(s, h, n * sizeof(float));
+}
+
+static void *down(scope *s, const void *dev, size_t bytes, int k) {
+    void *h = hbuf(s, bytes);
+    if (bytes) OK(s->e->be[k].vt.copy(s->e->be[k].ctx, h, dev, bytes, EX_COPY_D2H));
+    return h;
+}
+
+static void scope_end(scope *s) {
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < s->nd; i++) s->e->be[k].vt.free(s->e->be[k].ctx, s->dev[k][i]);
+    for (int i = 0; i < s->nh; i++) free(s->host[i]);
+    s->nd = s->nh = 0;
+}
+
+/* Compare n floats of twin t: cuda (got) against cpu (ref). */
+static void cmp_tol(scope *s, twin t, size_t n, double atol, double rtol, const char *what) {
+    const float *ref = down(s, t.p[0], n * sizeof(float), 0);
+    const float *got = down(s, t.p[1], n * sizeof(float), 1);
+    double se = 0.0, sr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double r = ref[i], g = got[i];
+        if (r != r || g != g) {
+            if (!(r != r && g != g)) fail_msg("%s: element %zu: cuda %.9g, cpu %.9g (NaN mismatch)", what, i, g, r);
+            continue;
+        }
+        if (isinf(r) || isinf(g)) {
+            if (r != g) fail_msg("%s: element %zu: cuda %.9g, cpu %.9g", what, i, g, r);
+            continue;
+        }
+        const double d = fabs(g - r);
+        se += d * d;
+        sr += r * r;
+        const double lim = n >= PARITY_NMSE_MIN ? 10.0 * (atol + rtol * fabs(r)) + 1e-6 : atol + rtol * fabs(r);
+        if (!(d <= lim))
+            fail_msg("%s: element %zu of %zu: cuda %.9g, cpu %.9g (|diff| %.3g > %.3g)", what, i, n, g, r, d, lim);
+    }
+    if (n >= PARITY_NMSE_MIN) {
+        const double nmse = sr > 0.0 ? se / sr : se / (double)n;
+        if (!(nmse <= NMSE_MAX)) fail_msg("%s: NMSE %.3g > %.1g over %zu elements", what, nmse, NMSE_MAX, n);
+    }
+}
+
+static void cmp(scope *s, twin t, size_t n, const char *what) { cmp_tol(s, t, n, 1e-5, 1e-4, what); }
+
+static void cmp_exact(scope *s, twin t, size_t bytes, const char *what) {
+    const unsigned char *ref = down(s, t.p[0], bytes, 0), *got = down(s, t.p[1], bytes, 1);
+    for (size_t i = 0; i < bytes; i++)
+        if (ref[i] != got[i]) fail_msg("%s: byte %zu differs (cuda %u, cpu %u)", what, i, got[i], ref[i]);
+}
+
+/* ------------------------------------------------------------------------------
+ * Forward / non-gradient ops
+ * ------------------------------------------------------------------------------ */
+
+static void test_supports_and_info(void **state) {
+    penv *e = *state;
+    ex_backend *g = &e->be[1];
+    for (int op = 0; op < EX_OP_COUNT; op++)
+        if (g->vt.supports_op(g->ctx, (ex_op)op, EX_F32) != 1) fail_msg("cuda: supports_op(%s, F32) != 1", ex_op_name((ex_op)op));
+    assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_COUNT, EX_F32), 0);
+    assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_LAYERNORM_FWD, EX_BF16), 0);
+    ex_device_info info;
+    OK(g->vt.device_info(g->ctx, &info));
+    assert_true(strncmp(info.name, "cuda: ", 6) == 0);
+    assert_true(info.total_memory > 0 && info.threads > 0);
+    printf("# %s, %.1f GiB\n", info.name, (double)info.total_memory / (1 << 30));
+}
+
+static void test_memory(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const size_t sizes[] = {0, 1, 3, 256, 1000, 1 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        twin t = tw_alloc(s, sizes[i]);
+        assert_int_equal((uintptr_t)t.p[1] % 256, 0);
+    }
+    twin a = tw_rand(s, 1000, 1, -1, 1), b = tw_alloc(s, 4000), c = tw_alloc(s, 4000);
+    BOTH OK(CALL(copy, F(b), F(a), 4000, EX_COPY_D2D));
+    BOTH OK(CALL(fill, F(c), 2.5f, 1000));
+    BOTH OK(s->e->be[k].vt.synchronize(s->e->be[k].ctx));
+    cmp_exact(s, b, 4000, "copy D2D");
+    cmp_exact(s, c, 4000, "fill");
+    scope_end(s);
+}
+
+typedef struct gcase {
+    int ta, tb;
+    int64_t m, n, k, batch;
+    float alpha, beta;
+} gcase;
+
+static void test_gemm(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const gcase cases[] = {
+        {0, 0, 37, 29, 53, 1, 1.0f, 0.0f},   {1, 0, 37, 29, 53, 1, 0.5f, 1.0f}, {0, 1, 37, 29, 53, 3, 1.0f, 0.5f},
+        {1, 1, 17, 65, 9, 2, -1.0f, 0.0f},   {0, 1, 256, 384, 512, 1, 1.0f, 0.0f},
+        {0, 0, 5, 7, 0, 2, 1.0f, 0.5f},     /* k = 0: C = beta C */
+        {0, 0, 5, 7, 3, 1, 0.0f, 0.0f},     /* alpha = 0, beta = 0: zeros, NaN in C ignored */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const gcase g = cases[ci];
+        const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
+        const int64_t arows = g.ta ? g.k : g.m, brows = g.tb ? g.n : g.k;
+        const int64_t sa = arows * lda + 5, sb = brows * ldb, sc_ = g.m * ldc + 7;
+        twin a = tw_rand(s, (size_t)(sa * g.batch + 1), 10 + ci, -1, 1);
+        twin b = tw_rand(s, (size_t)(sb * g.batch + 1), 20 + ci, -1, 1);
+        twin c = g.beta == 0.0f && g.alpha == 0.0f ? tw_const(s, (size_t)(sc_ * g.batch), NAN)
+                                                   : tw_rand(s, (size_t)(sc_ * g.batch), 30 + ci, -1, 1);
+        BOTH {
+            ex_gemm_desc d = {g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.beta, F(a), EX_F32, lda, sa,
+                              F(b), EX_F32, ldb, sb, F(c), ldc, sc_, g.batch};
+            OK(CALL(gemm, &d));
+        }
+        char what[64];
+        snprintf(what, sizeof what, "gemm case %zu", ci);
+        cmp_tol(s, c, (size_t)(sc_ * g.batch), 1e-4, 1e-4, what);
+    }
+    scope_end(s);
+}
+
+/* bf16/fp16 inputs: the CPU reference multiplies the same rounded values in fp32. */
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void test_gemm_bf16(void **state) {
+    penv *e = *state;
+    if (!e->be[1].vt.supports_op(e->be[1].ctx, EX_OP_GEMM, EX_BF16)) skip();
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t m = 45, n = 70, kk = 96;
+    float *ha = hbuf(s, (size_t)(m * kk) * 4), *hb = hbuf(s, (size_t)(kk * n) * 4);
+    ext_fill_uniform(ha, (size_t)(m * kk), 5, -1, 1);
+    ext_fill_uniform(hb, (size_t)(kk * n), 6, -1, 1);
+    uint16_t *a16 = hbuf(s, (size_t)(m * kk) * 2), *b16 = hbuf(s, (size_t)(kk * n) * 2);
+    for (int64_t i = 0; i < m * kk; i++) ha[i] = from_bf16(a16[i] = to_bf16(ha[i]));
+    for (int64_t i = 0; i < kk * n; i++) hb[i] = from_bf16(b16[i] = to_bf16(hb[i]));
+    twin a = tw_up(s, ha, (size_t)(m * kk) * 4), b = tw_up(s, hb, (size_t)(kk * n) * 4);
+    twin a2 = tw_up(s, a16, (size_t)(m * kk) * 2), b2 = tw_up(s, b16, (size_t)(kk * n) * 2);
+    twin c = tw_alloc(s, (size_t)(m * n) * 4);
+    for (int k = 0; k < 2; k++) {
+        ex_gemm_desc d = {0, 0, m, n, kk, 1.0f, 0.0f, k ? a2.p[1] : a.p[0], k ? EX_BF16 : EX_F32, kk, 0,
+                          k ? b2.p[1] : b.p[0], k ? EX_BF16 : EX_F32, n, 0, F(c), n, 0, 1};
+        OK(CALL(gemm, &d));
+    }
+    cmp_tol(s, c, (size_t)(m * n), 1e-4, 1e-4, "gemm bf16");
+    scope_end(s);
+}
+
+static void test_rows_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t shapes[][2] = {{7, 5}, {33, 768}, {300, 1000}};
+    for (int si = 0; si < 3; si++) {
+        const int64_t n = shapes[si][0], c = shapes[si][1];
+        const size_t nc = (size_t)(n * c);
+        twin x = tw_rand(s, nc, 100 + si, -3, 5), w = tw_rand(s, (size_t)c, 110 + si, 0.5f, 1.5f);
+        twin b = tw_rand(s, (size_t)c, 120 + si, -1, 1);
+        /* layernorm: affine, weight only, none; stats saved or not */
+        for (int mode = 0; mode < 3; mode++) {
+            twin o = tw_alloc(s, nc * 4), mu = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, (size_t)n * 4);
+            BOTH OK(CALL(layernorm_fwd, F(o), mode == 2 ? NULL : F(mu), mode == 2 ? NULL : F(rs), F(x),
+                         mode < 2 ? F(w) : NULL, mode == 0 ? F(b) : NULL, n, c, 1e-6f));
+            cmp(s, o, nc, "layernorm_fwd out");
+            if (mode < 2) {
+                cmp(s, mu, (size_t)n, "layernorm_fwd mean");
+                cmp(s, rs, (size_t)n, "layernorm_fwd rstd");
+            }
+        }
+        twin o = tw_alloc(s, nc * 4);
+        BOTH OK(CALL(softmax_fwd, F(o), F(x), n, c, 0.7f));
+        cmp(s, o, nc, "softmax_fwd");
+        twin o2 = tw_alloc(s, nc * 4), nr = tw_alloc(s, (size_t)n * 4);
+        BOTH OK(CALL(l2norm_fwd, F(o2), F(nr), F(x), n, c, 1e-12f));
+        cmp(s, o2, nc, "l2norm_fwd out");
+        cmp(s, nr, (size_t)n, "l2norm_fwd norms");
+        twin o3 = tw_rand(s, nc, 130 + si, -1, 1);
+        BOTH OK(CALL(bias_add_fwd, F(o3), F(b), n, c));
+        cmp(s, o3, nc, "bias_add_fwd");
+        twin o4 = tw_alloc(s, nc * 4), o5 = tw_alloc(s, nc * 4), rsc = tw_rand(s, (size_t)n, 140 + si, -2, 2);
+        BOTH OK(CALL(channel_scale_fwd, F(o4), F(x), F(w), n, c));
+        BOTH OK(CALL(row_scale_fwd, F(o5), F(x), F(rsc), n, c));
+        cmp(s, o4, nc, "channel_scale_fwd");
+        cmp(s, o5, nc, "row_scale_fwd");
+    }
+    /* l2norm of a zero row (norm below eps) */
+    twin z = tw_const(s, 16, 0.0f), oz = tw_alloc(s, 64), nz = tw_alloc(s, 4);
+    BOTH OK(CALL(l2norm_fwd, F(oz), F(nz), F(z), 1, 16, 1e-12f));
+    cmp(s, oz, 16, "l2norm_fwd zero row");
+    scope_end(s);
+}
+
+static void test_activations_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const size_t n = 100003;
+    twin x = tw_rand(s, n, 200, -8, 8), o = tw_alloc(s, n * 4), o2 = tw_alloc(s, n * 4);
+    BOTH OK(CALL(gelu_fwd, F(o), F(x), (int64_t)n));
+    BOTH OK(CALL(silu_fwd, F(o2), F(x), (int64_t)n));
+    cmp(s, o, n, "gelu_fwd");
+    cmp(s, o2, n, "silu_fwd");
+    BOTH OK(CALL(gelu_fwd, F(x), F(x), (int64_t)n)); /* in place */
+    cmp(s, x, n, "gelu_fwd in place");
+    scope_end(s);
+}
+
+static void test_attention_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    /* the last case exceeds the 16 MiB score budget the cuda backend was opened with: chunks */
+    const int64_t cases[][4] = {{2, 37, 3, 16}, {3, 197, 2, 64}, {1, 1, 1, 8}, {4, 600, 4, 32}};
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t b = cases[ci][0], t = cases[ci][1], nh = cases[ci][2], hs = cases[ci][3], C = nh * hs;
+        const float scale = 1.0f / sqrtf((float)hs);
+        twin qkv = tw_rand(s, (size_t)(b * t * 3 * C), 300 + ci, -2, 2);
+        twin o = tw_alloc(s, (size_t)(b * t * C) * 4), l = tw_alloc(s, (size_t)(b * nh * t) * 4);
+        BOTH OK(CALL(attention_fwd, F(o), F(l), F(qkv), b, t, nh, hs, scale));
+        cmp(s, o, (size_t)(b * t * C), "attention_fwd out");
+        cmp(s, l, (size_t)(b * nh * t), "attention_fwd lse");
+    }
+    scope_end(s);
+}
+
+static void test_elementwise(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t n = 5001;
+    for (int op = 0; op < 4; op++) {
+        twin a = tw_rand(s, (size_t)n, 400 + op, -2, 2), b = tw_rand(s, (size_t)n, 410 + op, 0.5f, 2);
+        twin o = tw_alloc(s, (size_t)n * 4);
+        BOTH OK(CALL(binary, (ex_binary_op)op, F(o), F(a), F(b), n));
+        BOTH OK(CALL(binary, (ex_binary_op)op, F(a), F(a), F(b), n)); /* out aliases a */
+        cmp(s, o, (size_t)n, "binary");
+        cmp(s, a, (size_t)n, "binary aliased");
+    }
+    const float betas[] = {0.0f, 1.0f, 0.5f};
+    for (int bi = 0; bi < 3; bi++) {
+        twin x = tw_rand(s, (size_t)n, 420, -1, 1);
+        twin y = bi == 0 ? tw_const(s, (size_t)n, NAN) : tw_rand(s, (size_t)n, 421, -1, 1);
+        BOTH OK(CALL(axpby, F(y), 0.3f, F(x), betas[bi], n));
+        cmp(s, y, (size_t)n, "axpby");
+    }
+    twin t = tw_rand(s, 1000, 430, 0, 1), st = tw_rand(s, 1000, 431, 0, 1);
+    BOTH OK(CALL(ema, F(t), F(st), 0.996f, 1000));
+    cmp(s, t, 1000, "ema");
+    twin p = tw_rand(s, 3000, 440, -1, 1), m = tw_const(s, 3000, 0.0f), v = tw_const(s, 3000, 0.0f);
+    for (int64_t step = 1; step <= 3; step++) {
+        twin g = tw_rand(s, 3000, 450 + (uint64_t)step, -1, 1);
+        ex_adamw_params h = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, step};
+        BOTH OK(CALL(adamw, F(p), F(g), F(m), F(v), 3000, &h));
+    }
+    cmp(s, p, 3000, "adamw p");
+    cmp(s, m, 3000, "adamw m");
+    cmp(s, v, 3000, "adamw v");
+    scope_end(s);
+}
+
+static void test_reduce(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t sizes[] = {0, 1, 1000, 100003, 3000000};
+    for (int si = 0; si < 5; si++) {
+        twin x = tw_rand(s, (size_t)(sizes[si] ? sizes[si] : 1), 500 + si, -1, 2);
+        for (int op = 0; op < 4; op++) {
+            twin o = tw_alloc(s, 4);
+            BOTH OK(CALL(reduce, (ex_reduce_op)op, F(o), F(x), sizes[si]));
+            cmp_tol(s, o, 1, 1e-5, 1e-5, "reduce");
+        }
+    }
+    scope_end(s);
+}
+
+static void test_gathers_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t b = 3, t = 50, m = 17, c = 70;
+    int32_t *hidx = hbuf(s, (size_t)(b * m) * 4);
+    for (int64_t i = 0; i < b * m; i++) hidx[i] = (int32_t)((i * 7 + 3) % t);
+    twin idx = tw_up(s, hidx, (size_t)(b * m) * 4);
+    twin x = tw_rand(s, (size_t)(b * t * c), 600, -1, 1), o = tw_alloc(s, (size_t)(b * m * c) * 4);
+    BOTH OK(CALL(gather_rows, F(o), F(x), I32(idx), b, m, t, c));
+    cmp_exact(s, o, (size_t)(b * m * c) * 4, "gather_rows");
+    /* out-of-range index: EX_E_RANGE */
+    hidx[5] = (int32_t)t;
+    twin bad = tw_up(s, hidx, (size_t)(b * m) * 4);
+    BOTH assert_int_equal(CALL(gather_rows, F(o), F(x), I32(bad), b, m, t, c), EX_E_RANGE);
+    /* mask rows, in place */
+    uint8_t *hm = hbuf(s, (size_t)(b * t));
+    for (int64_t i = 0; i < b * t; i++) hm[i] = (uint8_t)(i % 3 == 0);
+    twin mask = tw_up(s, hm, (size_t)(b * t)), tok = tw_rand(s, (size_t)c, 601, -1, 1);
+    BOTH OK(CALL(mask_rows_fwd, F(x), F(x), U8(mask), F(tok), b * t, c));
+    cmp_exact(s, x, (size_t)(b * t * c) * 4, "mask_rows_fwd");
+    /* patchify, both orders */
+    const int64_t pb = 2, ch = 3, h = 28, w = 42, p = 14, np = (h / p) * (w / p);
+    twin img = tw_rand(s, (size_t)(pb * ch * h * w), 602, 0, 1);
+    for (int order = 0; order < 2; order++) {
+        twin po = tw_alloc(s, (size_t)(pb * np * ch * p * p) * 4);
+        BOTH OK(CALL(patchify_fwd, F(po), F(img), pb, ch, h, w, p, (ex_patch_order)order));
+        cmp_exact(s, po, (size_t)(pb * np * ch * p * p) * 4, "patchify_fwd");
+    }
+    BOTH assert_int_equal(CALL(patchify_fwd, F(img), F(img), 1, 1, 15, 14, 14, EX_PATCH_CPP), EX_E_SHAPE);
+    /* copy2d: strided and broadcast */
+    twin src = tw_rand(s, 40 * 30, 603, -1, 1), dst = tw_const(s, 40 * 45, 7.0f), dst2 = tw_const(s, 40 * 45, 7.0f);
+    BOTH OK(CALL(copy2d, F(dst) + 3, 45, F(src), 30, 40, 25));
+    BOTH OK(CALL(copy2d, F(dst2) + 1, 45, F(src) + 30, 0, 40, 30));
+    cmp_exact(s, dst, 40 * 45 * 4, "copy2d");
+    cmp_exact(s, dst2, 40 * 45 * 4, "copy2d broadcast");
+    scope_end(s);
+}
+
+static void test_xent_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t n = 37, v = 1000;
+    int32_t *hl = hbuf(s, (size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) hl[i] = i % 5 == 4 ? -1 : (int32_t)((i * 131) % v);
+    twin lab = tw_up(s, hl, (size_t)n * 4), lg = tw_rand(s, (size_t)(n * v), 700, -5, 5);
+    twin tg = tw_rand(s, (size_t)(n * v), 701, 0, 0.002f);
+    for (int soft = 0; soft < 2; soft++)
+        for (int with_probs = 0; with_probs < 2; with_probs++) {
+            twin loss = tw_alloc(s, (size_t)n * 4), pr = tw_alloc(s, (size_t)(n * v) * 4);
+            BOTH OK(CALL(xent_fwd, F(loss), with_probs ? F(pr) : NULL, F(lg), soft ? NULL : I32(lab),
+                         soft ? F(tg) : NULL, n, v));
+            cmp(s, loss, (size_t)n, "xent_fwd losses");
+            if (with_probs) cmp(s, pr, (size_t)(n * v), "xent_fwd probs");
+        }
+    hl[3] = (int32_t)v;
+    twin bad = tw_up(s, hl, (size_t)n * 4), loss = tw_alloc(s, (size_t)n * 4);
+    BOTH assert_int_equal(CALL(xent_fwd, F(loss), NULL, F(lg), I32(bad), NULL, n, v), EX_E_RANGE);
+    scope_end(s);
+}
+
+static void test_rng(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    ex_rng r[2];
+    r[0] = r[1] = ex_rng_seed(1234, EX_RNG_TEST);
+    const int64_t n = 100003;
+    twin u = tw_alloc(s, (size_t)n * 4), g = tw_alloc(s, (size_t)n * 4), pm = tw_alloc(s, (size_t)n * 4);
+    twin pm2 = tw_alloc(s, 197 * 4);
+    BOTH OK(CALL(rng_uniform, F(u), n, -2.0f, 3.0f, &r[k]));
+    BOTH OK(CALL(rng_normal, F(g), n, 0.5f, 2.0f, &r[k]));
+    BOTH OK(CALL(rng_permutation, I32(pm), n, &r[k]));
+    BOTH OK(CALL(rng_permutation, I32(pm2), 197, &r[k]));
+    assert_true(r[0].key == r[1].key && r[0].offset == r[1].offset);
+    cmp_exact(s, u, (size_t)n * 4, "rng_uniform");
+    cmp_tol(s, g, (size_t)n, 1e-6, 1e-6, "rng_normal");
+    cmp_exact(s, pm, (size_t)n * 4, "rng_permutation");
+    cmp_exact(s, pm2, 197 * 4, "rng_permutation small");
+    scope_end(s);
+}
+
+/* ------------------------------------------------------------------------------
+ * Gradient mode: backward ops vs the CPU backward (buffers pre-filled: += checked)
+ * ------------------------------------------------------------------------------ */
+
+static void test_grad_rows(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t shapes[][2] = {{7, 5}, {300, 768}, {1000, 130}};
+    for (int si = 0; si < 3; si++) {
+        const int64_t n = shapes[si][0], c = shapes[si][1];
+        const size_t nc = (size_t)(n * c);
+        twin x = tw_rand(s, nc, 800 + si, -3, 5), w = tw_rand(s, (size_t)c, 810 + si, 0.5f, 1.5f);
+        twin b = tw_rand(s, (size_t)c, 815 + si, -1, 1), go = tw_rand(s, nc, 820 + si, -1, 1);
+        twin o = tw_alloc(s, nc * 4), mu = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, (size_t)n * 4);
+        BOTH OK(CALL(layernorm_fwd, F(o), F(mu), F(rs), F(x), F(w), F(b), n, c, 1e-6f));
+        for (int mode = 0; mode < 3; mode++) { /* all grads; dinp only without weight; dw/db only */
+            twin dx = tw_rand(s, nc, 830, -1, 1), dw = tw_rand(s, (size_t)c, 831, -1, 1);
+            twin db = tw_rand(s, (size_t)c, 832, -1, 1);
+            BOTH OK(CALL(layernorm_bwd, mode == 2 ? NULL : F(dx), mode == 1 ? NULL : F(dw), mode == 1 ? NULL : F(db),
+                         F(go), F(x), mode == 1 ? NULL : F(w), F(mu), F(rs), n, c));
+            if (mode != 2) cmp(s, dx, nc, "layernorm_bwd dinp");
+            if (mode != 1) {
+                cmp_tol(s, dw, (size_t)c, 1e-4, 1e-4, "layernorm_bwd dw");
+                cmp_tol(s, db, (size_t)c, 1e-4, 1e-4, "layernorm_bwd db");
+            }
+        }
+        twin dbias = tw_rand(s, (size_t)c, 840, -1, 1);
+        BOTH OK(CALL(bias_add_bwd, F(dbias), F(go), n, c));
+        cmp_tol(s, dbias, (size_t)c, 1e-4, 1e-4, "bias_add_bwd");
+        /* softmax */
+        twin sm = tw_alloc(s, nc * 4), dsm = tw_rand(s, nc, 841, -1, 1);
+        BOTH OK(CALL(softmax_fwd, F(sm), F(x), n, c, 0.7f));
+        BOTH OK(CALL(softmax_bwd, F(dsm), F(sm), F(go), n, c, 0.7f));
+        cmp(s, dsm, nc, "softmax_bwd");
+        /* l2norm */
+        twin l2 = tw_alloc(s, nc * 4), nr = tw_alloc(s, (size_t)n * 4), dl2 = tw_rand(s, nc, 842, -1, 1);
+        BOTH OK(CALL(l2norm_fwd, F(l2), F(nr), F(x), n, c, 1e-12f));
+        BOTH OK(CALL(l2norm_bwd, F(dl2), F(go), F(x), F(nr), n, c, 1e-12f));
+        cmp(s, dl2, nc, "l2norm_bwd");
+        /* channel and row scale */
+        twin dxc = tw_rand(s, nc, 843, -1, 1), dg = tw_rand(s, (size_t)c, 844, -1, 1);
+        BOTH OK(CALL(channel_scale_bwd, F(dxc), F(dg), F(go), F(x), F(w), n, c));
+        cmp(s, dxc, nc, "channel_scale_bwd dinp");
+        cmp_tol(s, dg, (size_t)c, 1e-4, 1e-4, "channel_scale_bwd dgamma");
+        twin rsc = tw_rand(s, (size_t)n, 845, -2, 2), dxr = tw_rand(s, nc, 846, -1, 1);
+        twin dsr = tw_rand(s, (size_t)n, 847, -1, 1);
+        BOTH OK(CALL(row_scale_bwd, F(dxr), F(dsr), F(go), F(x), F(rsc), n, c));
+        cmp(s, dxr, nc, "row_scale_bwd dinp");
+        cmp_tol(s, dsr, (size_t)n, 1e-4, 1e-4, "row_scale_bwd ds");
+    }
+    twin z = tw_const(s, 16, 0.0f), gz = tw_rand(s, 16, 850, -1, 1), nz = tw_const(s, 1, 0.0f);
+    twin dz = tw_rand(s, 16, 851, -1, 1);
+    BOTH OK(CALL(l2norm_bwd, F(dz), F(gz), F(z), F(nz), 1, 16, 1e-6f));
+    cmp(s, dz, 16, "l2norm_bwd zero row");
+    scope_end(s);
+}
+
+static void test_grad_activations(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const size_t n = 100003;
+    twin x = tw_rand(s, n, 900, -8, 8), go = tw_rand(s, n, 901, -1, 1);
+    twin d1 = tw_rand(s, n, 902, -1, 1), d2 = tw_rand(s, n, 903, -1, 1);
+    BOTH OK(CALL(gelu_bwd, F(d1), F(x), F(go), (int64_t)n));
+    BOTH OK(CALL(silu_bwd, F(d2), F(x), F(go), (int64_t)n));
+    cmp(s, d1, n, "gelu_bwd");
+    cmp(s, d2, n, "silu_bwd");
+    scope_end(s);
+}
+
+static void test_grad_attention(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t cases[][4] = {{2, 37, 3, 16}, {3, 197, 2, 64}, {4, 600, 4, 32}};
+    for (int ci = 0; ci < 3; ci++) {
+        const int64_t b = cases[ci][0], t = cases[ci][1], nh = cases[ci][2], hs = cases[ci][3], C = nh * hs;
+        const size_t nq = (size_t)(b * t * 3 * C), no = (size_t)(b * t * C);
+        const float scale = 1.0f / sqrtf((float)hs);
+        twin qkv = tw_rand(s, nq, 1000 + ci, -2, 2), go = tw_rand(s, no, 1010 + ci, -1, 1);
+        twin o = tw_alloc(s, no * 4), l = tw_alloc(s, (size_t)(b * nh * t) * 4);
+        twin dq = tw_rand(s, nq, 1020 + ci, -1, 1);
+        BOTH OK(CALL(attention_fwd, F(o), F(l), F(qkv), b, t, nh, hs, scale));
+        BOTH OK(CALL(attention_bwd, F(dq), F(go), F(o), F(l), F(qkv), b, t, nh, hs, scale));
+        cmp_tol(s, dq, nq, 1e-4, 1e-4, "attention_bwd dqkv");
+        /* determinism: a second run on the GPU gives the same bits */
+        twin dq2 = tw_const(s, nq, 0.0f), dq3 = tw_const(s, nq, 0.0f);
+        const int k = 1;
+        OK(CALL(attention_bwd, F(dq2), F(go), F(o), F(l), F(qkv), b, t, nh, hs, scale));
+        OK(CALL(attention_bwd, F(dq3), F(go), F(o), F(l), F(qkv), b, t, nh, hs, scale));
+        const void *h2 = down(s, dq2.p[1], nq * 4, 1), *h3 = down(s, dq3.p[1], nq * 4, 1);
+        assert_memory_equal(h2, h3, nq * 4);
+    }
+    scope_end(s);
+}
+
+static void test_grad_gathers(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t b = 3, t = 50, m = 40, c = 300;
+    int32_t *hidx = hbuf(s, (size_t)(b * m) * 4);
+    for (int64_t i = 0; i < b * m; i++) hidx[i] = (int32_t)((i * 13 + 1) % 23); /* repeats */
+    twin idx = tw_up(s, hidx, (size_t)(b * m) * 4), go = tw_rand(s, (size_t)(b * m * c), 1100, -1, 1);
+    twin dx = tw_rand(s, (size_t)(b * t * c), 1101, -1, 1);
+    BOTH OK(CALL(scatter_add_rows, F(dx), F(go), I32(idx), b, m, t, c));
+    cmp(s, dx, (size_t)(b * t * c), "scatter_add_rows");
+    const int64_t n = b * t;
+    uint8_t *hm = hbuf(s, (size_t)n);
+    for (int64_t i = 0; i < n; i++) hm[i] = (uint8_t)(i % 4 == 1);
+    twin mask = tw_up(s, hm, (size_t)n), gm = tw_rand(s, (size_t)(n * c), 1102, -1, 1);
+    twin dm = tw_rand(s, (size_t)(n * c), 1103, -1, 1), dt = tw_rand(s, (size_t)c, 1104, -1, 1);
+    BOTH OK(CALL(mask_rows_bwd, F(dm), F(dt), F(gm), U8(mask), n, c));
+    cmp(s, dm, (size_t)(n * c), "mask_rows_bwd dinp");
+    cmp_tol(s, dt, (size_t)c, 1e-4, 1e-4, "mask_rows_bwd dtoken");
+    const int64_t pb = 2, ch = 3, h = 28, w = 42, p = 14, np = (h / p) * (w / p);
+    for (int order = 0; order < 2; order++) {
+        twin gp = tw_rand(s, (size_t)(pb * np * ch * p * p), 1105, -1, 1);
+        twin di = tw_rand(s, (size_t)(pb * ch * h * w), 1106, -1, 1);
+        BOTH OK(CALL(patchify_bwd, F(di), F(gp), pb, ch, h, w, p, (ex_patch_order)order));
+        cmp_exact(s, di, (size_t)(pb * ch * h * w) * 4, "patchify_bwd");
+    }
+    scope_end(s);
+}
+
+static void test_grad_xent(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t n = 37, v = 1000;
+    int32_t *hl = hbuf(s, (size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) hl[i] = i % 5 == 4 ? -1 : (int32_t)((i * 131) % v);
+    twin lab = tw_up(s, hl, (size_t)n * 4), lg = tw_rand(s, (size_t)(n * v), 1200, -5, 5);
+    twin tg = tw_rand(s, (size_t)(n * v), 1201, 0, 0.002f), dl = tw_rand(s, (size_t)n, 1202, 0.5f, 1.5f);
+    for (int soft = 0; soft < 2; soft++) {
+        twin loss = tw_alloc(s, (size_t)n * 4), pr = tw_alloc(s, (size_t)(n * v) * 4);
+        twin dlog = tw_rand(s, (size_t)(n * v), 1203, -1, 1);
+        BOTH OK(CALL(xent_fwd, F(loss), F(pr), F(lg), soft ? NULL : I32(lab), soft ? F(tg) : NULL, n, v));
+        BOTH OK(CALL(xent_bwd, F(dlog), F(dl), F(pr), soft ? NULL : I32(lab), soft ? F(tg) : NULL, n, v));
+        cmp(s, dlog, (size_t)(n * v), "xent_bwd");
+    }
+    scope_end(s);
+}
+
+/* ------------------------------------------------------------------------------
+ * main: skip (77) without the plugin or a GPU
+ * ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "all";
+    const char *dir = getenv("EXPLORA_TEST_PLUGIN_DIR");
+    if (!dir) {
+        fprintf(stderr, "test_backend_parity: EXPLORA_TEST_PLUGIN_DIR is not set (run it through ctest)\n");
+        return 1;
+    }
+    static penv env;
+    ex_err err;
+    ex_err_clear(&err);
+    if (ex_registry_new(&env.reg, &err) != EX_OK || ex_registry_add_dir(env.reg, dir, &err) != EX_OK ||
+        ex_registry_scan(env.reg, &err) != EX_OK) {
+        fprintf(stderr, "test_backend_parity: plugin registry: %s\n", err.msg);
+        return 1;
+    }
+    const ex_plugin *p = NULL;
+    if (ex_registry_find(env.reg, EX_PLUGIN_BACKEND, "cuda", &p, &err) != EX_OK) {
+        printf("test_backend_parity: SKIPPED: the cuda backend plugin is not built (no CUDA toolkit at configure "
+               "time?)\n");
+        ex_registry_free(env.reg);
+        return SKIP_CODE;
+    }
+    /* a small attention budget, so that the larger attention cases run in chunks */
+    ex_err_clear(&err);
+    if (open_backend(env.reg, "cuda", "attention_scratch_mib = 16\n", &env.be[1], &err) != EX_OK) {
+        printf("test_backend_parity: SKIPPED: %s\n", err.msg);
+        ex_registry_free(env.reg);
+        return SKIP_CODE;
+    }
+    ex_err_clear(&err);
+    if (open_backend(env.reg, "cpu", NULL, &env.be[0], &err) != EX_OK) {
+        fprintf(stderr, "test_backend_parity: cannot start the cpu backend: %s\n", err.msg);
+        return 1;
+    }
+    const struct CMUnitTest fwd[] = {
+        cmocka_unit_test_prestate(test_supports_and_info, &env), cmocka_unit_test_prestate(test_memory, &env),
+        cmocka_unit_test_prestate(test_gemm, &env),              cmocka_unit_test_prestate(test_gemm_bf16, &env),
+        cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
+        cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),
+        cmocka_unit_test_prestate(test_reduce, &env),            cmocka_unit_test_prestate(test_gathers_fwd, &env),
+        cmocka_unit_test_prestate(test_xent_fwd, &env),          cmocka_unit_test_prestate(test_rng, &env),
+    };
+    const struct CMUnitTest grad[] = {
+        cmocka_unit_test_prestate(test_grad_rows, &env),      cmocka_unit_test_prestate(test_grad_activations, &env),
+        cmocka_unit_test_prestate(test_grad_attention, &env), cmocka_unit_test_prestate(test_grad_gathers, &env),
+        cmocka_unit_test_prestate(test_grad_xent, &env),
+    };
+    int failed = 0;
+    if (strcmp(mode, "grad") != 0) failed += cmocka_run_group_tests_name("parity_forward", fwd, NULL, NULL);
+    if (strcmp(mode, "fwd") != 0) failed += cmocka_run_group_tests_name("parity_gradient", grad, NULL, NULL);
+    ex_backend_destroy(&env.be[0]);
+    ex_backend_destroy(&env.be[1]);
+    ex_registry_free(env.reg);
+    return failed ? 1 : 0;
+}
