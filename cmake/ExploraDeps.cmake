@@ -42,3 +42,17 @@ add_library(explora_dep_openblas INTERFACE IMPORTED)
 target_include_directories(explora_dep_openblas INTERFACE ${OPENBLAS_INCLUDE_DIR})
 target_link_libraries(explora_dep_openblas INTERFACE ${OPENBLAS_LIBRARY})
 target_link_options(explora_dep_openblas INTERFACE "-Wl,-rpath,${EXPLORA_OPENBLAS_LIBDIR}")
+
+# MPI (optional): data-parallel training across processes (core/src/comm_mpi.c, explora/comm.h).
+# Without it explora still builds and runs as a single process. -DEXPLORA_MPI=OFF skips the search.
+option(EXPLORA_MPI "Build the MPI communicator when MPI is found" ON)
+set(EXPLORA_HAVE_MPI OFF)
+if(EXPLORA_MPI)
+  find_package(MPI COMPONENTS C QUIET)
+  if(MPI_C_FOUND)
+    set(EXPLORA_HAVE_MPI ON)
+    message(STATUS "explora: MPI found (${MPI_C_LIBRARIES}): multi-process training enabled")
+  else()
+    message(STATUS "explora: MPI not found: single-process training only (apt-get install libopenmpi-dev)")
+  endif()
+endif()

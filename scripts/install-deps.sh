@@ -19,6 +19,7 @@ packages=(
   libcmocka-dev                         # unit tests
   dataset-fashion-mnist                 # real images for the demo and tests (/usr/share/datasets/fashion-mnist)
   binutils                              # nm, used by the out-of-tree plugin test
+  libopenmpi-dev openmpi-bin            # MPI: multi-process data-parallel training (core/src/comm_mpi.c); optional
 )
 
 missing=()

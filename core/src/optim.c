@@ -19,6 +19,9 @@ static const ex_key_spec k_optim_keys[] = {
     {"beta2", EX_KEY_FLOAT, "0.999", 0, 0.999999999, NULL, "AdamW beta2 (MAE uses 0.95)"},
     {"eps", EX_KEY_FLOAT, "1e-8", 0, 1, NULL, "AdamW epsilon"},
     {"clip_grad", EX_KEY_FLOAT, "0", 0, 1e9, NULL, "clip the global gradient L2 norm to this (0: off; DINOv2 uses 3)"},
+    {"lr_scaling", EX_KEY_ENUM, "none", EX_NORANGE, "none|linear256|sqrt1024",
+     "scale lr by the effective batch (batch x processes x accumulate): linear256 = x eff/256 (MAE), "
+     "sqrt1024 = x sqrt(eff/1024) (DINOv2); read by the trainer"},
     EX_KEY_END,
 };
 

@@ -6,6 +6,12 @@
  * backward and accumulates gradients; then gradients are averaged, clipped,
  * and AdamW updates every trainable tensor at the scheduled learning rate;
  * then the objective updates its teachers/centres.
+ *
+ * Several processes (mpirun, explora/comm.h): after the micro-batches the
+ * trainable gradients are packed into one host buffer, summed over ranks in a
+ * single all-reduce and scaled by 1 / (world x accumulate) before clipping; the
+ * logged loss terms are averaged over ranks. Rank 0 writes every file; a rank
+ * that fails reports itself on stderr and aborts all ranks (report_abort).
  */
 #include "explora/trainer.h"
 
@@ -19,6 +25,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "explora/comm.h"
 #include "explora/fileio.h"
 #include "explora/safetensors.h"
 
@@ -66,8 +73,29 @@ static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teac
     return EX_OK;
 }
 
+/* Several ranks: say which one failed and take every rank down (bounded exit for all of them). */
+static void report_abort(const ex_trainer *t, const ex_err *err) {
+    if (t->comm.world <= 1) return;
+    fprintf(stderr, "explora: error: rank %d of %d: %s\n", t->comm.rank, t->comm.world,
+            err->msg[0] ? err->msg : ex_status_name(err->code));
+    fflush(stderr);
+    ex_comm_abort(&t->comm, (err->code == EX_E_CONFIG || err->code == EX_E_INVALID) ? 2 : 1);
+}
+
+static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
+
 ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err) {
     memset(t, 0, sizeof *t);
+    EX_CHECK(ex_comm_init(&t->comm, err));
+    /* ranks other than 0 stay quiet: the setup summary, plans and progress come from rank 0 */
+    if (t->comm.rank != 0 && !freopen("/dev/null", "w", stdout))
+        EX_FAIL(err, EX_E_IO, "rank %d: cannot silence stdout", t->comm.rank);
+    ex_status st = setup(t, s, be, err);
+    if (st != EX_OK) report_abort(t, err);
+    return st;
+}
+
+static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err) {
     t->session = s;
     t->be = be;
     const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
@@ -75,6 +103,12 @@ ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err 
     EX_CHECK(ex_cfg_int(&optim, "batch", &t->batch, err));
     EX_CHECK(ex_cfg_int(&optim, "accumulate", &t->accumulate, err));
     EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
+    int scaling = 0;
+    EX_CHECK(ex_cfg_enum(&optim, "lr_scaling", &scaling, err));
+    t->lr_base = t->ocfg.lr;
+    const double eff = (double)t->batch * (double)t->comm.world * (double)t->accumulate;
+    if (scaling == 1) t->ocfg.lr *= eff / 256.0;         /* MAE: lr = blr x eff / 256 */
+    if (scaling == 2) t->ocfg.lr *= sqrt(eff / 1024.0);  /* DINOv2: lr x sqrt(eff / 1024) */
     EX_CHECK(ex_cfg_int(&run, "log_every", &t->log_every, err));
     EX_CHECK(ex_cfg_int(&run, "checkpoint_every", &t->checkpoint_every, err));
     EX_CHECK(ex_cfg_int(&run, "stop_at", &t->stop_at, err));
@@ -84,7 +118,8 @@ ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
     EX_CHECK(ex_session_plugin(s, "objective", EX_PLUGIN_OBJECTIVE, NULL, &t->obj_plugin, &t->obj_view, err));
     t->obj = &t->obj_plugin->vtable_copy.objective;
-    ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch, t, make_teacher};
+    ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch, t, make_teacher,
+                            &t->comm};
     ex_status st = t->obj->create(&t->obj_view, &env, &t->obj_self, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "objective '%s': ", t->obj_plugin->desc.name);
@@ -107,6 +142,10 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
         fprintf(out, "%s%lldx%lld", v ? ", " : ": ", (long long)t->recipe.views[v].height, (long long)t->recipe.views[v].width);
     fprintf(out, "\nbatch %lld x accumulate %lld, %lld steps, lr %g (warm-up %lld, cosine to %g)\n", (long long)t->batch,
             (long long)t->accumulate, (long long)t->ocfg.steps, t->ocfg.lr, (long long)t->ocfg.warmup_steps, t->ocfg.min_lr);
+    if (t->comm.world > 1 || t->ocfg.lr != t->lr_base)
+        fprintf(out, "%d process%s: effective batch %lld (batch x processes x accumulate), base lr %g scaled to %g\n",
+                t->comm.world, t->comm.world > 1 ? "es" : "", (long long)(t->batch * t->comm.world * t->accumulate),
+                t->lr_base, t->ocfg.lr);
     ex_model_print(&t->model, out);
 }
 
@@ -175,7 +214,7 @@ static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
         long long value;
     } m[] = {{"step", (long long)t->optim.step}, {"epoch", (long long)t->loader.epoch},
              {"position", (long long)t->loader.pos}, {"mask_rng_offset", (long long)t->mask_rng.offset},
-             {"seed", (long long)t->model.seed}};
+             {"seed", (long long)t->model.seed}, {"world", (long long)t->comm.world}};
     for (size_t k = 0; k < sizeof m / sizeof *m && st == EX_OK; k++) {
         snprintf(meta, sizeof meta, "%lld", m[k].value);
         st = ex_st_writer_metadata(w, m[k].key, meta, err);
@@ -223,6 +262,7 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
     const int64_t step = meta_int(f, "step", err, &st), epoch = meta_int(f, "epoch", err, &st);
     const int64_t pos = meta_int(f, "position", err, &st), moff = meta_int(f, "mask_rng_offset", err, &st);
     const int64_t seed = meta_int(f, "seed", err, &st);
+    const int64_t saved_world = ex_st_metadata(f, "world") ? meta_int(f, "world", err, &st) : 1;
     if (st == EX_OK && (uint64_t)seed != t->model.seed)
         st = ex_err_set(err, EX_E_CONFIG, __FILE__, __LINE__, "%s was written with [run] seed = %lld, this run has %llu.", path,
                         (long long)seed, (unsigned long long)t->model.seed);
@@ -264,7 +304,16 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
     EX_CHECK(st);
     t->optim.step = step;
     t->mask_rng.offset = (uint64_t)moff;
-    return ex_loader_seek(&t->loader, epoch, pos, err);
+    /* written by a different number of processes: the same place in the epoch, counted in this world */
+    int64_t here = pos;
+    if (saved_world != t->comm.world) {
+        const int64_t global = pos * saved_world;
+        EX_ENSURE(saved_world >= 1 && global % t->comm.world == 0, err, EX_E_CONFIG,
+                  "%s was written by %lld processes at epoch position %lld, which %d processes cannot continue from.",
+                  path, (long long)saved_world, (long long)global, t->comm.world);
+        here = global / t->comm.world;
+    }
+    return ex_loader_seek(&t->loader, epoch, here, err);
 }
 
 /* summary.json: what `compare` tabulates (this invocation's time; peak resident memory of the process). */
@@ -298,10 +347,33 @@ static void remove_stale_temporaries(const char *dir) {
     closedir(d);
 }
 
+/* On a terminal: one line redrawn every step with a bar, the loss terms, lr, speed, ETA and memory. */
+static void progress_bar(const ex_trainer *t, FILE *log, int64_t step, const ex_loss_terms *sum, double t0) {
+    const double el = now_s() - t0, frac = (double)step / (double)t->ocfg.steps;
+    const double eta = step > 0 ? el / (double)step * (double)(t->ocfg.steps - step) : 0;
+    char bar[25];
+    const int filled = (int)(frac * 24.0);
+    for (int i = 0; i < 24; i++) bar[i] = i < filled ? '#' : '.';
+    bar[24] = '\0';
+    long rss_pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        long size = 0;
+        if (fscanf(f, "%ld %ld", &size, &rss_pages) != 2) rss_pages = 0;
+        fclose(f);
+    }
+    fprintf(log, "\r\033[K[%s] %lld/%lld  loss %.4f", bar, (long long)step, (long long)t->ocfg.steps, sum->total);
+    for (int k = 0; k < sum->count && k < 4; k++) fprintf(log, " %s %.3f", sum->names[k], sum->values[k]);
+    fprintf(log, "  %.1f img/s  eta %.0fs  %.0f MiB", (double)(step * t->batch * t->accumulate) / (el > 0 ? el : 1), eta,
+            (double)rss_pages * (double)sysconf(_SC_PAGESIZE) / 1048576.0);
+    fflush(log);
+}
+
 static ex_status prepare(ex_trainer *t, ex_err *err) {
-    EX_CHECK(mkdir_p(t->out_dir, err));
-    remove_stale_temporaries(t->out_dir);
-    if (!t->resume) EX_CHECK(write_config(t, err));
+    const int writer = t->comm.rank == 0; /* rank 0 alone writes files */
+    if (writer) EX_CHECK(mkdir_p(t->out_dir, err));
+    if (writer) remove_stale_temporaries(t->out_dir);
+    if (writer && !t->resume) EX_CHECK(write_config(t, err));
     EX_CHECK(ex_model_allocate(&t->model, err));
     EX_CHECK(ex_model_load(&t->model, NULL, err));
     ex_rng init_rng = ex_rng_seed(t->model.seed, EX_RNG_INIT);
@@ -335,7 +407,7 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     int64_t workers = 0;
     EX_CHECK(ex_cfg_int(&run, "loader_workers", &workers, err));
     EX_CHECK(ex_loader_init(&t->loader, t->ds_vt, t->ds, &t->recipe, t->batch, C, mean, std, t->model.seed,
-                            (int)workers, 0, 1, err));
+                            (int)workers, t->comm.rank, t->comm.world, err));
     for (int v = 0; v < t->recipe.count; v++)
         EX_CHECK(ex_be_alloc(t->be,
                              sizeof(float) * (size_t)(t->batch * C * t->recipe.views[v].height * t->recipe.views[v].width),
@@ -345,15 +417,70 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     return EX_OK;
 }
 
+/* Sum the trainable gradients over ranks (one packed all-reduce) and scale by 1 / (world x accumulate);
+ * one process: the accumulation average alone, as before. */
+static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
+    const int world = t->comm.world;
+    if (world <= 1) {
+        if (t->accumulate > 1) EX_CHECK(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err));
+        return EX_OK;
+    }
+    size_t total = 0;
+    for (int i = 0; i < t->optim.count; i++) total += (size_t)ex_tensor_numel(&t->optim.slots[i].param->grad);
+    if (!t->grad_host) {
+        t->grad_host = malloc(sizeof(float) * (total ? total : 1));
+        EX_ENSURE(t->grad_host, err, EX_E_NOMEM, "out of memory staging %zu gradients", total);
+    }
+    size_t off = 0;
+    for (int i = 0; i < t->optim.count; i++) {
+        const ex_tensor *g = &t->optim.slots[i].param->grad;
+        const size_t n = (size_t)ex_tensor_numel(g);
+        EX_CHECK(ex_be_download(t->be, t->grad_host + off, g->data, sizeof(float) * n, err));
+        off += n;
+    }
+    EX_CHECK(ex_comm_allreduce_sum_f32_host(&t->comm, t->grad_host, (int64_t)total, err));
+    off = 0;
+    for (int i = 0; i < t->optim.count; i++) {
+        const ex_tensor *g = &t->optim.slots[i].param->grad;
+        const size_t n = (size_t)ex_tensor_numel(g);
+        EX_CHECK(ex_be_upload(t->be, g->data, t->grad_host + off, sizeof(float) * n, err));
+        off += n;
+    }
+    return ex_optim_scale_grads(&t->optim, (float)(1.0 / ((double)world * (double)t->accumulate)), err);
+}
+
+/* The step's loss terms as the mean over ranks (each rank's are world x its share of the global loss). */
+static ex_status reduce_terms(ex_trainer *t, ex_loss_terms *sum, ex_err *err) {
+    if (t->comm.world <= 1) return EX_OK;
+    double v[EX_MAX_LOSS_TERMS + 1];
+    for (int k = 0; k < sum->count; k++) v[k] = sum->values[k];
+    v[sum->count] = sum->total;
+    EX_CHECK(ex_comm_allreduce_sum_f64(&t->comm, v, sum->count + 1, err));
+    for (int k = 0; k < sum->count; k++) sum->values[k] = v[k] / t->comm.world;
+    sum->total = v[sum->count] / t->comm.world;
+    return EX_OK;
+}
+
+static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err);
+
 ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
+    ex_status st = run_loop(t, log, err);
+    if (st != EX_OK) report_abort(t, err);
+    return st;
+}
+
+static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     EX_CHECK(prepare(t, err));
+    const int writer = t->comm.rank == 0;
     char mpath[4200];
     snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", t->out_dir);
-    FILE *metrics = fopen(mpath, t->resume ? "a" : "w");
+    FILE *metrics = writer ? fopen(mpath, t->resume ? "a" : "w") : fopen("/dev/null", "w");
     EX_ENSURE(metrics, err, EX_E_IO, "cannot create '%s': %s", mpath, strerror(errno));
+    if (!writer) log = metrics; /* progress lines from rank 0 only */
     const int64_t C = t->model.info.channels;
     ex_status st = EX_OK;
     double t0 = now_s(), tlast = t0;
+    const int tty = isatty(fileno(log));
     int64_t images_since = 0;
     while (t->optim.step < t->ocfg.steps && st == EX_OK) {
         EX_CHECK_GOTO(ex_optim_zero_grads(&t->optim, err), st, done);
@@ -391,9 +518,10 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
                 sum.values[k] += terms.values[k] / (double)t->accumulate;
             }
             sum.total += terms.total / (double)t->accumulate;
-            images_since += t->batch;
+            images_since += t->batch * t->comm.world;
         }
-        if (t->accumulate > 1) EX_CHECK_GOTO(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err), st, done);
+        EX_CHECK_GOTO(reduce_grads(t, err), st, done);
+        EX_CHECK_GOTO(reduce_terms(t, &sum, err), st, done);
         double lr = 0, gnorm = 0;
         EX_CHECK_GOTO(ex_optim_step(&t->optim, &lr, &gnorm, err), st, done);
         if (t->obj->update) EX_CHECK_GOTO(t->obj->update(t->obj_self, t->optim.step, t->ocfg.steps, err), st, done);
@@ -407,13 +535,16 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
                     lr, gnorm, ips, (long long)t->loader.epoch, now - t0);
             fflush(metrics);
             double eta = (now - t0) / (double)step * (double)(t->ocfg.steps - step);
+            if (tty) fprintf(log, "\r\033[K"); /* replace the progress bar by the log line */
             fprintf(log, "step %lld/%lld  loss %.5f  lr %.3g  |g| %.3g  %.1f img/s  epoch %lld  eta %.0fs\n", (long long)step,
                     (long long)t->ocfg.steps, sum.total, lr, gnorm, ips, (long long)t->loader.epoch, eta);
             fflush(log);
             tlast = now;
             images_since = 0;
         }
-        if (t->checkpoint_every > 0 && step % t->checkpoint_every == 0) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+        if (tty && step % t->log_every != 0 && step != t->ocfg.steps) progress_bar(t, log, step, &sum, t0);
+        if (writer && t->checkpoint_every > 0 && step % t->checkpoint_every == 0)
+            EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
         if (t->stop_at > 0 && step >= t->stop_at) {
             fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
             break;
@@ -423,8 +554,10 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
             break;
         }
     }
-    if (st == EX_OK) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
-    if (st == EX_OK) EX_CHECK_GOTO(write_summary(t, now_s() - t0, err), st, done);
+    if (st == EX_OK && writer) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+    if (st == EX_OK && writer) EX_CHECK_GOTO(write_summary(t, now_s() - t0, err), st, done);
+    /* every rank leaves together, after rank 0's files are complete; a rank stuck elsewhere is an error */
+    if (st == EX_OK) EX_CHECK_GOTO(ex_comm_barrier(&t->comm, 600.0, err), st, done);
     fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,
             t->last_loss, t->out_dir);
 done:
@@ -443,5 +576,7 @@ void ex_trainer_free(ex_trainer *t) {
     if (t->obj && t->obj_self) t->obj->destroy(t->obj_self);
     if (t->has_teacher) ex_model_free(&t->teacher);
     ex_model_free(&t->model);
+    free(t->grad_host);
+    ex_comm_free(&t->comm);
     memset(t, 0, sizeof *t);
 }

@@ -18,6 +18,12 @@
  * masked patches of the step). There is no exp or column-sum op in the
  * backend, so this mode downloads the logits, computes on the host (sums in
  * double, values in float) and uploads the targets; the centre is not used.
+ *
+ * Several ranks (env.comm world > 1), as DINOv2 with several GPUs: the batch
+ * mean of the centre is over the GLOBAL rows (local sums all-reduced, divided
+ * by the all-reduced row count); Sinkhorn-Knopp all-reduces sum(Q) and the
+ * prototype sums and uses the global n. Every rank takes part in these
+ * collectives even with no rows of its own (n = 0, e.g. no masked patch).
  */
 #include <math.h>
 #include <string.h>
@@ -34,7 +40,17 @@
 
 ex_status dn_sinkhorn_host(float *q /* (n, K) */, int64_t n, int64_t K, float tau, int iters, double *row /* (K) */,
                            double *col /* (n) */) {
-    if (n <= 0) return EX_OK;
+    ex_err err;
+    return dn_sinkhorn_dist(NULL, q, n, K, tau, iters, row, col, &err);
+}
+
+ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q /* (n, K) */, int64_t n, int64_t K, float tau, int iters,
+                           double *row /* (K) */, double *col /* (n) */, ex_err *err) {
+    const int dist = ex_comm_world(comm) > 1;
+    if (n <= 0 && !dist) return EX_OK;
+    int64_t ng = n;
+    EX_CHECK(ex_comm_allreduce_sum_i64(comm, &ng, 1, err));
+    if (ng <= 0) return EX_OK;
     double total = 0.0;
     for (int64_t j = 0; j < n; j++)
         for (int64_t k = 0; k < K; k++) {
@@ -42,13 +58,15 @@ ex_status dn_sinkhorn_host(float *q /* (n, K) */, int64_t n, int64_t K, float ta
             q[j * K + k] = e;
             total += e;
         }
+    EX_CHECK(ex_comm_allreduce_sum_f64(comm, &total, 1, err));
     const float ft = (float)total;
     for (int64_t i = 0; i < n * K; i++) q[i] /= ft;
-    const float fK = (float)K, fB = (float)n;
+    const float fK = (float)K, fB = (float)ng;
     for (int it = 0; it < iters; it++) {
         for (int64_t k = 0; k < K; k++) row[k] = 0.0;
         for (int64_t j = 0; j < n; j++)
             for (int64_t k = 0; k < K; k++) row[k] += q[j * K + k];
+        EX_CHECK(ex_comm_allreduce_sum_f64(comm, row, K, err));
         for (int64_t j = 0; j < n; j++)
             for (int64_t k = 0; k < K; k++) {
                 float v = q[j * K + k] / (float)row[k];
@@ -74,28 +92,41 @@ ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t /* (n, K) *
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
     EX_ENSURE(tau > 0.0f, err, EX_E_INVALID, "dinov2: teacher temperature %g must be positive", (double)tau);
-    if (n == 0) return EX_OK;
+    const int dist = ex_comm_world(d->env.comm) > 1;
+    if (n == 0 && !dist) return EX_OK;
     if (d->centering == DN_SINKHORN) {
         EX_ENSURE(d->sk, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp buffers missing");
-        EX_CHECK(ex_be_download(be, d->sk, t, sizeof(float) * (size_t)(n * K), err));
-        EX_CHECK(dn_sinkhorn_host(d->sk, n, K, tau, 3, d->sk_row, d->sk_col));
-        return ex_be_upload(be, out, d->sk, sizeof(float) * (size_t)(n * K), err);
+        if (n > 0) EX_CHECK(ex_be_download(be, d->sk, t, sizeof(float) * (size_t)(n * K), err));
+        EX_CHECK(dn_sinkhorn_dist(d->env.comm, d->sk, n, K, tau, 3, d->sk_row, d->sk_col, err));
+        return n > 0 ? ex_be_upload(be, out, d->sk, sizeof(float) * (size_t)(n * K), err) : EX_OK;
     }
     const float m = (float)d->center_momentum;
     if (c->pending) {
         OP(d, axpby(be->ctx, F(c->c), 1.0f - m, F(c->pend), m, K), "axpby");
         c->pending = 0;
     }
-    OP(d, copy2d(be->ctx, tmp, K, F(c->c), 0, n, K), "copy2d");
-    OP(d, binary(be->ctx, EX_BIN_SUB, tmp, t, tmp, n * K), "binary");
-    OP(d, softmax_fwd(be->ctx, out, tmp, n, K, 1.0f / tau), "softmax_fwd");
+    if (n > 0) {
+        OP(d, copy2d(be->ctx, tmp, K, F(c->c), 0, n, K), "copy2d");
+        OP(d, binary(be->ctx, EX_BIN_SUB, tmp, t, tmp, n * K), "binary");
+        OP(d, softmax_fwd(be->ctx, out, tmp, n, K, 1.0f / tau), "softmax_fwd");
+    }
     /* this step's batch mean, folded in by the next step */
     ex_gemm_desc g = {0};
     g.m = 1, g.n = K, g.k = n, g.alpha = 1.0f / (float)n, g.beta = 0.0f;
     g.a = F(d->ones), g.a_dtype = EX_F32, g.lda = n;
     g.b = t, g.b_dtype = EX_F32, g.ldb = K;
     g.c = F(c->pend), g.ldc = K, g.batch = 1;
-    EX_CHECK(ex_be_gemm(be, &g, err));
+    if (dist) { /* global mean: all-reduced sums over all-reduced rows */
+        int64_t ng = n;
+        EX_CHECK(ex_comm_allreduce_sum_i64(d->env.comm, &ng, 1, err));
+        g.alpha = 1.0f;
+        if (n > 0) EX_CHECK(ex_be_gemm(be, &g, err));
+        else OP(d, fill(be->ctx, F(c->pend), 0.0f, K), "fill");
+        EX_CHECK(ex_comm_allreduce_sum_f32((ex_comm *)d->env.comm, be, F(c->pend), K, err));
+        if (ng > 0) OP(d, axpby(be->ctx, F(c->pend), 0.0f, F(c->pend), 1.0f / (float)ng, K), "axpby");
+    } else {
+        EX_CHECK(ex_be_gemm(be, &g, err));
+    }
     c->pending = 1;
     return EX_OK;
 }

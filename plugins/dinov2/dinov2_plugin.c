@@ -146,6 +146,14 @@ static ex_status derive(dinov2 *d, const ex_objective_env *env, const char *sec,
     d->Tl = 1 + d->R0 + d->lh * d->lw;
     d->Bg = 2 * d->B;
     d->nm_max = dn_masks_upperbound(d->Bg, d->Np, d->mask_ratio[0], d->mask_ratio[1], d->mask_prob);
+    const int64_t world = ex_comm_world(env->comm);
+    if (world > 1) { /* masks are drawn for the global batch: a rank may get the Bg largest of its targets */
+        const int64_t nmg = (int64_t)((double)(d->Bg * world) * d->mask_prob), k = nmg < d->Bg ? nmg : d->Bg;
+        const double r0 = d->mask_ratio[0], r1 = d->mask_ratio[1];
+        d->nm_max = 0;
+        for (int64_t i = nmg - k; i < nmg; i++) /* target i < N lin(i + 1), as dn_masks_upperbound */
+            d->nm_max += (int64_t)((double)d->Np * (r0 + (r1 - r0) * (double)(i + 1) / (double)nmg));
+    }
     d->lchunk = d->nlocal < 2 ? d->nlocal : 2;
     d->rows = d->Bg + d->nm_max;
     if (d->lchunk * d->B > d->rows) d->rows = d->lchunk * d->B;
@@ -154,9 +162,10 @@ static ex_status derive(dinov2 *d, const ex_objective_env *env, const char *sec,
 
 static ex_status alloc_host(dinov2 *d, ex_err *err) {
     const int64_t Bg = d->Bg, R = d->rows;
-    d->mask = calloc((size_t)(Bg * d->Np), 1);
+    const int64_t world = ex_comm_world(d->env.comm); /* masks are generated for the global batch */
+    d->mask = calloc((size_t)(Bg * world * d->Np), 1);
     d->idx = calloc((size_t)(d->nm_max > 0 ? d->nm_max : 1), sizeof(int32_t));
-    d->nmask = calloc((size_t)Bg, sizeof(int64_t));
+    d->nmask = calloc((size_t)(Bg * world), sizeof(int64_t));
     d->hw = calloc((size_t)R, sizeof(float));
     d->hl = calloc((size_t)R, sizeof(float));
     d->hk = calloc((size_t)(Bg * d->D), sizeof(float));

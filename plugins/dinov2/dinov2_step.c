@@ -30,6 +30,14 @@
  * Images with no masked patch add nothing to iBOT (but count in 2B); a step
  * with no masked patch at all has no iBOT term and leaves the iBOT centre
  * alone. KoLeo needs B >= 2 (it is 0 otherwise).
+ * Several ranks (env.comm): the masks are drawn for the GLOBAL 2 B world
+ * images of the step (identically on every rank, from the shared mask
+ * stream) and each rank keeps those of its images (rank r holds images r, r +
+ * world, ... of the global batch, the loader's sharding), so N ranks at batch
+ * B mask exactly as one rank at N B; the teacher targets use global centres /
+ * Sinkhorn-Knopp (dinov2_center.c); the DINO and iBOT normalisations by the
+ * local B are the global ones times world (equal batches on every rank) as the
+ * trainer's gradient average expects; KoLeo stays per rank (as DINOv2).
  * While iteration < freeze_last_layer_iters the last layers' (weight_g,
  * weight_v) gradients stay zero (DINOv2 sets their learning rate to 0).
  */
@@ -97,11 +105,17 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     const double nterms = (double)(2 + 2 * nl);
 
     /* 1. masks */
-    if (d->test_masks)
+    const int64_t world = ex_comm_world(d->env.comm), rank = ex_comm_rank(d->env.comm);
+    if (d->test_masks) {
         memcpy(d->mask, d->test_masks, (size_t)(Bg * Np));
-    else
-        dn_masks_generate(d->mask, d->nmask, Bg, d->gh, d->gw, dn_masks_max_patches(d->gsize, d->P), d->mask_ratio[0],
-                          d->mask_ratio[1], d->mask_prob, rng);
+    } else {
+        dn_masks_generate(d->mask, d->nmask, Bg * world, d->gh, d->gw, dn_masks_max_patches(d->gsize, d->P),
+                          d->mask_ratio[0], d->mask_ratio[1], d->mask_prob, rng);
+        /* keep this rank's rows: local (crop c, image b) is global row c B world + b world + rank (>= local) */
+        for (int64_t c = 0; c < 2 && world > 1; c++)
+            for (int64_t b = 0; b < B; b++)
+                memmove(d->mask + (c * B + b) * Np, d->mask + (c * B * world + b * world + rank) * Np, (size_t)Np);
+    }
     int64_t nm = 0;
     for (int64_t i = 0; i < Bg; i++) {
         int64_t c = 0;
@@ -116,6 +130,8 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     }
     EX_CHECK(ex_be_upload(be, d->mask_d.data, d->mask, (size_t)(Bg * Np), err));
     if (nm > 0) EX_CHECK(ex_be_upload(be, d->idx_s.data, d->idx, sizeof(int32_t) * (size_t)nm, err));
+    int64_t nm_all = nm; /* masked patches of every rank: the iBOT targets are a collective */
+    EX_CHECK(ex_comm_allreduce_sum_i64(d->env.comm, &nm_all, 1, err));
 
     /* the global images, crop-major */
     const size_t gimg = (size_t)(B * C * d->gsize * d->gsize);
@@ -136,7 +152,8 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     EX_CHECK(dn_teacher_targets(d, &d->cdino, logits, Bg, tau, probs, tmp, err));
     OP(d, copy2d(be->ctx, F(d->tprob_cls), K, probs + B * K, K, B, K), "copy2d"); /* swap the crops */
     OP(d, copy2d(be->ctx, F(d->tprob_cls) + B * K, K, probs, K, B, K), "copy2d");
-    if (nm > 0) EX_CHECK(dn_teacher_targets(d, &d->cibot, logits + Bg * K, nm, tau, F(d->tprob_patch), tmp + Bg * K, err));
+    if (nm_all > 0)
+        EX_CHECK(dn_teacher_targets(d, &d->cibot, logits + Bg * K, nm, tau, F(d->tprob_patch), tmp + Bg * K, err));
 
     /* 3. student, global crops */
     const float *drop = NULL;

@@ -4,9 +4,12 @@
  * backward (models_mae.py forward + engine_pretrain.py's loss.backward()).
  *
  * Masking (random_masking, per image b of B, L patches):
- *   noise[b, l] = ex_rng_uniform_at(rng->key, rng->offset, b*L + l)   for all b, l;
- *   then rng->offset += B*L (so image b's draw is the backend's rng_permutation at
- *   offset + b*L: the same numbers on every backend);
+ *   noise[b, l] = ex_rng_uniform_at(rng->key, rng->offset, g*L + l)   for all b, l,
+ *   g = b * world + rank the image's place in the GLOBAL batch of the step (the loader's
+ *   sharding gives rank r the images r, r + world, ... of it); then
+ *   rng->offset += B*world*L (one process: g = b, so image b's draw is the backend's
+ *   rng_permutation at offset + b*L: the same numbers on every backend). N ranks at
+ *   batch B thus mask every image exactly as one rank at batch N B does.
  *   ids_shuffle = stable argsort of noise[b] ascending (ties by patch index),
  *   ids_keep = ids_shuffle[:keep], ids_restore = argsort(ids_shuffle),
  *   mask[b, l] = 1 for removed patches (ids_restore >= keep), original order.
@@ -19,6 +22,9 @@
  * loss = sum over removed patches of mean_K (pred - target)^2 / #removed (over the batch)
  *      = sumsq((pred - target) * mask) / (K * #removed);
  * dL/dpred = 2 (pred - target) * mask / (K * #removed). The target has no gradient.
+ * Several ranks: #removed is the GLOBAL count (all-reduced) divided by world, so a rank's loss is
+ * world x its share of the global loss and the trainer's average of the ranks' gradients is the
+ * gradient of (loss * mask).sum() / mask.sum() over the global batch.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -44,11 +50,13 @@ static int cmp_key(const void *pa, const void *pb) {
 
 void mae_draw_masks(mae *m, int64_t B, ex_rng *rng) {
     const int64_t L = m->L, keep = m->keep, T = 1 + L;
+    const int64_t world = ex_comm_world(m->env.comm), rank = ex_comm_rank(m->env.comm);
     mae_key *keys = m->sort_keys;
     for (int64_t b = 0; b < B; b++) {
         float *noise = m->noise + b * L;
+        const int64_t g = b * world + rank; /* place in the step's global batch */
         for (int64_t l = 0; l < L; l++) {
-            noise[l] = ex_rng_uniform_at(rng->key, rng->offset, (uint64_t)(b * L + l));
+            noise[l] = ex_rng_uniform_at(rng->key, rng->offset, (uint64_t)(g * L + l));
             keys[l].u = noise[l];
             keys[l].i = (int32_t)l;
         }
@@ -66,7 +74,7 @@ void mae_draw_masks(mae *m, int64_t B, ex_rng *rng) {
             m->maskf[b * L + l] = restore[l] >= keep ? 1.0f : 0.0f;
         }
     }
-    rng->offset += (uint64_t)(B * L);
+    rng->offset += (uint64_t)(B * world * L);
 }
 
 /* m->target (or m->patches) from the view; returns the target pointer. */
@@ -138,7 +146,9 @@ ex_status mae_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t itera
     OP(m, reduce(c, EX_RED_SUMSQ, F(m->loss_d), diff, n), "reduce");
     float sumsq = 0.0f;
     EX_CHECK(ex_be_download(be, &sumsq, m->loss_d.data, sizeof sumsq, err));
-    const double denom = (double)K * (double)(B * (L - keep));
+    int64_t removed = B * (L - keep);
+    EX_CHECK(ex_comm_allreduce_sum_i64(m->env.comm, &removed, 1, err));
+    const double denom = (double)K * (double)removed / (double)ex_comm_world(m->env.comm);
     const double loss = (double)sumsq / denom;
     OP(m, axpby(c, F(m->dpred), (float)(2.0 / denom), diff, 0.0f, n), "axpby");
 

@@ -31,6 +31,7 @@
 
 #include "explora/backbone.h"
 #include "explora/backend.h"
+#include "explora/comm.h"
 #include "explora/config.h"
 #include "explora/params.h"
 #include "explora/rng.h"
@@ -86,6 +87,11 @@ typedef struct ex_objective_env {
      * as a copy of the student's current values. Owned by the caller of the objective. */
     void *owner;
     ex_status (*make_teacher)(void *owner, const ex_backbone_shape *max, ex_teacher *out, ex_err *err);
+    /* The ranks of data-parallel training (explora/comm.h); NULL = one process. Whatever a loss
+     * normalises over the batch, it normalises over the GLOBAL batch (all ranks): the trainer sums the
+     * ranks' gradients and divides by the world size, so a rank's loss must be world x its share of the
+     * global loss (e.g. MAE: local sum / (global removed patches / world)). Per-rank terms (KoLeo) stay local. */
+    const ex_comm *comm;
 } ex_objective_env;
 
 /* One step's input: `nviews` device tensors (batch, channels, height, width), normalised. */

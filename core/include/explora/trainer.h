@@ -9,6 +9,16 @@
  *                      metrics.jsonl, config.ini and checkpoint.safetensors
  *                      (atomically: a kill during a save leaves the previous one)
  *
+ * Data parallelism: under mpirun every rank runs this loop on its shard of
+ * each epoch (ex_loader rank/world); after the micro-batches the gradients are
+ * summed over ranks and divided by world x accumulate, so N ranks at batch B
+ * take the same steps as one rank at batch N B (the objectives normalise over
+ * the global batch). Rank 0 alone logs and writes metrics, config and
+ * checkpoints; every rank reads the checkpoint on --resume. A rank that fails
+ * prints "rank N of W: <error>" on stderr and aborts every rank.
+ * Effective batch = batch x world x accumulate; [optim] lr_scaling scales lr
+ * with it (linear256: MAE's blr x eff / 256; sqrt1024: DINOv2's lr x sqrt(eff / 1024)).
+ *
  * Resuming restores the trainable tensors, the AdamW moments, the step, the
  * loader position and the masking stream, so a resumed run continues
  * bit-identically to an uninterrupted one.
@@ -19,6 +29,7 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "explora/comm.h"
 #include "explora/loader.h"
 #include "explora/model.h"
 #include "explora/objective.h"
@@ -56,6 +67,10 @@ typedef struct ex_trainer {
     /* the teacher an objective asked for (ex_objective_env.make_teacher) */
     int has_teacher;
     ex_model teacher;
+    /* data parallelism (explora/comm.h): rank 0 logs and writes files; gradients are averaged over ranks */
+    ex_comm comm;
+    float *grad_host;               /* staging of the packed gradients for the all-reduce */
+    double lr_base;                 /* [optim] lr before lr_scaling */
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);

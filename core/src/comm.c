@@ -1,0 +1,154 @@
+/*
+ * core/src/comm.c — the communicator (see explora/comm.h): launcher
+ * detection, the single-process implementation (identities) and dispatch to
+ * the MPI one (comm_mpi.c) when the build has it.
+ */
+#include "explora/comm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm_internal.h"
+
+/* First positive integer among the launchers' world-size variables. */
+int ex_comm_launched_world(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            char *end = NULL;
+            long n = strtol(v, &end, 10);
+            if (end && !*end && n > 0) return (int)n;
+        }
+    }
+    /* PMIx (e.g. Open MPI 5 / Slurm) may announce only the rank */
+    return getenv("PMIX_RANK") ? 1 : 0;
+}
+
+int ex_comm_have_mpi(void) {
+#ifdef EXPLORA_HAVE_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+ex_status ex_comm_init(ex_comm *c, ex_err *err) {
+    memset(c, 0, sizeof *c);
+    c->kind = EX_COMM_SINGLE;
+    c->rank = 0;
+    c->world = 1;
+    const int launched = ex_comm_launched_world();
+    if (launched == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_init(c, err);
+#else
+    EX_ENSURE(launched <= 1, err, EX_E_UNSUPPORTED,
+              "launched by an MPI launcher with %d processes, but this explora was built without MPI "
+              "(install libopenmpi-dev and rebuild); every process would train alone.",
+              launched);
+    return EX_OK;
+#endif
+}
+
+void ex_comm_free(ex_comm *c) {
+    if (!c) return;
+    free(c->scratch);
+    c->scratch = NULL;
+    c->scratch_cap = 0;
+}
+
+int ex_comm_rank(const ex_comm *c) { return c ? c->rank : 0; }
+int ex_comm_world(const ex_comm *c) { return c ? c->world : 1; }
+
+static int single(const ex_comm *c) { return !c || c->kind == EX_COMM_SINGLE || c->world <= 1; }
+
+ex_status ex_comm_allreduce_sum_f32(ex_comm *c, ex_backend *be, float *dev, int64_t n, ex_err *err) {
+    EX_ENSURE(n >= 0 && (n == 0 || dev), err, EX_E_INVALID, "comm: all-reduce of %lld values at %p", (long long)n,
+              (void *)dev);
+    if (single(c) || n == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    if ((size_t)n > c->scratch_cap) {
+        float *p = realloc(c->scratch, sizeof(float) * (size_t)n);
+        EX_ENSURE(p, err, EX_E_NOMEM, "comm: out of memory staging %lld values", (long long)n);
+        c->scratch = p;
+        c->scratch_cap = (size_t)n;
+    }
+    EX_CHECK(ex_be_download(be, c->scratch, dev, sizeof(float) * (size_t)n, err));
+    EX_CHECK(ex_comm_mpi_allreduce_f32(c, c->scratch, n, err));
+    return ex_be_upload(be, dev, c->scratch, sizeof(float) * (size_t)n, err);
+#else
+    (void)be;
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+ex_status ex_comm_allreduce_sum_f32_host(const ex_comm *c, float *host, int64_t n, ex_err *err) {
+    EX_ENSURE(n >= 0 && (n == 0 || host), err, EX_E_INVALID, "comm: all-reduce of %lld floats", (long long)n);
+    if (single(c) || n == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_allreduce_f32(c, host, n, err);
+#else
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+ex_status ex_comm_allreduce_sum_f64(const ex_comm *c, double *host, int64_t n, ex_err *err) {
+    EX_ENSURE(n >= 0 && (n == 0 || host), err, EX_E_INVALID, "comm: all-reduce of %lld doubles", (long long)n);
+    if (single(c) || n == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_allreduce_f64(c, host, n, err);
+#else
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+static ex_status reduce_i64(const ex_comm *c, int64_t *host, int64_t n, int max, ex_err *err) {
+    EX_ENSURE(n >= 0 && (n == 0 || host), err, EX_E_INVALID, "comm: all-reduce of %lld integers", (long long)n);
+    if (single(c) || n == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_allreduce_i64(c, host, n, max, err);
+#else
+    (void)max;
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+ex_status ex_comm_allreduce_sum_i64(const ex_comm *c, int64_t *host, int64_t n, ex_err *err) {
+    return reduce_i64(c, host, n, 0, err);
+}
+
+ex_status ex_comm_allreduce_max_i64(const ex_comm *c, int64_t *host, int64_t n, ex_err *err) {
+    return reduce_i64(c, host, n, 1, err);
+}
+
+ex_status ex_comm_broadcast(const ex_comm *c, void *host, size_t bytes, int root, ex_err *err) {
+    EX_ENSURE(root >= 0 && root < ex_comm_world(c), err, EX_E_INVALID, "comm: broadcast from rank %d of %d", root,
+              ex_comm_world(c));
+    if (single(c) || bytes == 0) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_broadcast(c, host, bytes, root, err);
+#else
+    (void)host;
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+ex_status ex_comm_barrier(const ex_comm *c, double timeout_s, ex_err *err) {
+    if (single(c)) return EX_OK;
+#ifdef EXPLORA_HAVE_MPI
+    return ex_comm_mpi_barrier(c, timeout_s, err);
+#else
+    (void)timeout_s;
+    EX_FAIL(err, EX_E_INTERNAL, "comm: a multi-process communicator in a build without MPI");
+#endif
+}
+
+void ex_comm_abort(const ex_comm *c, int code) {
+#ifdef EXPLORA_HAVE_MPI
+    if (c && c->kind == EX_COMM_MPI) ex_comm_mpi_abort(c, code);
+#else
+    (void)c;
+#endif
+    exit(code);
+}
