@@ -24,6 +24,9 @@ typedef struct cli_args {
     int verbose;
     int dry_run;          /* pretrain --dry-run */
     int resume;           /* pretrain --resume */
+    const char *bench_model;  /* bench --model vits14|vitb14 */
+    const char *bench_policy; /* bench --policy explora|lora|full|infer|all */
+    int bench_batch, bench_iters, bench_warmup; /* bench --batch, --iters, --warmup (0 / -1: defaults) */
 } cli_args;
 
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
@@ -37,9 +40,11 @@ int cli_pretrain(const cli_args *a);
 int cli_export(const cli_args *a);
 int cli_linprobe(const cli_args *a);
 int cli_compare(const cli_args *a);
+int cli_plot(const cli_args *a);
 int cli_analyze(const cli_args *a);
 int cli_finetune(const cli_args *a);
 int cli_eval(const cli_args *a);
 int cli_knn(const cli_args *a);
+int cli_bench(const cli_args *a);
 
 #endif

@@ -54,6 +54,13 @@ static void usage(FILE *out) {
             "                          per-block analysis on target images: covariance spectra,\n"
             "                          patch-position and patch-class probes, cls attention maps\n"
             "                          (table, plots; see docs/ANALYSIS.md)\n"
+            "  plot RUN_DIR [--out DIR]\n"
+            "                          loss, lr and gradient-norm curves of a run as PNG\n"
+            "  bench [--model vits14|vitb14] [--policy explora|lora|full|infer|all] [--batch 8]\n"
+            "        [--iters N] [--warmup W]\n"
+            "                          CPU performance benchmark on synthetic data: images/s, time per\n"
+            "                          phase and op class, FLOPs, GEMM-peak fraction, peak RSS\n"
+            "                          (docs/PERFORMANCE.md)\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -82,6 +89,7 @@ static int need_value(int argc, char **argv, int i) {
 static int parse_args(int argc, char **argv, cli_args *a) {
     memset(a, 0, sizeof *a);
     a->show = 3;
+    a->bench_warmup = -1;
     if (argc < 2) return 0;
     a->verb = argv[1];
     for (int i = 2; i < argc; i++) {
@@ -127,6 +135,20 @@ static int parse_args(int argc, char **argv, cli_args *a) {
                 return 0;
             }
             a->show = (int)v;
+        } else if (strcmp(s, "--model") == 0 || strcmp(s, "--policy") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            *(s[2] == 'm' ? &a->bench_model : &a->bench_policy) = argv[++i];
+        } else if (strcmp(s, "--batch") == 0 || strcmp(s, "--iters") == 0 || strcmp(s, "--warmup") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            char *end;
+            long v = strtol(argv[i + 1], &end, 10);
+            if (*end || v < (s[2] == 'w' ? 0 : 1) || v > 100000) {
+                fprintf(stderr, "explora: error: %s '%s' is not a count between %d and 100000.\n", s, argv[i + 1],
+                        s[2] == 'w' ? 0 : 1);
+                return 0;
+            }
+            i++;
+            *(s[2] == 'b' ? &a->bench_batch : s[2] == 'i' ? &a->bench_iters : &a->bench_warmup) = (int)v;
         } else if (strcmp(s, "--dry-run") == 0) {
             a->dry_run = 1;
         } else if (strcmp(s, "--resume") == 0) {
@@ -167,10 +189,12 @@ int main(int argc, char **argv) {
     if (strcmp(v, "export") == 0) return cli_export(&a);
     if (strcmp(v, "linprobe") == 0) return cli_linprobe(&a);
     if (strcmp(v, "compare") == 0) return cli_compare(&a);
+    if (strcmp(v, "plot") == 0) return cli_plot(&a);
     if (strcmp(v, "analyze") == 0) return cli_analyze(&a);
     if (strcmp(v, "finetune") == 0) return cli_finetune(&a);
     if (strcmp(v, "eval") == 0) return cli_eval(&a);
     if (strcmp(v, "knn") == 0) return cli_knn(&a);
+    if (strcmp(v, "bench") == 0) return cli_bench(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }
