@@ -8,7 +8,8 @@
 #   3. extended MAE pre-training of that source with three PEFT policies at the
 #      same budget: ExPLoRA (last block + LoRA q,v + norms + cls), LoRA only,
 #      unfreeze only
-#   4. the DINOv2 linear-probe protocol on each (and on the source), then `compare`
+#   4. the DINOv2 linear-probe protocol on each (and on the source), then `compare`;
+#      `plot` draws the ExPLoRA run's curves (runs/demo/explora/*.png)
 #   5. `analyze` of the source and ExPLoRA models (per-block spectra, probes, attention maps)
 #
 # Source and target are the same domain here: this runs the whole pipeline
@@ -30,6 +31,7 @@ for v in explora lora_only unfreeze_only; do
   $x pretrain configs/demo/$v.ini
   $x linprobe configs/demo/$v.ini --checkpoint runs/demo/$v/checkpoint.safetensors
 done
+$x plot runs/demo/explora   # loss, lr and gradient-norm curves as PNG
 echo; echo "=== 4. comparison"
 $x compare configs/demo/source.ini configs/demo/explora.ini configs/demo/lora_only.ini configs/demo/unfreeze_only.ini \
   --out runs/demo
