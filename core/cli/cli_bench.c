@@ -384,7 +384,7 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
     EX_CHECK_GOTO(ex_model_plan(&m, &shape, err), st, done);
     ex_optim_config oc = {0};
     oc.lr = 1e-4, oc.min_lr = 1e-4, oc.weight_decay = 0.05, oc.beta1 = 0.9, oc.beta2 = 0.999, oc.eps = 1e-8;
-    oc.clip_grad = 0.0, oc.warmup_steps = 0, oc.steps = 1000000000;
+    oc.clip_grad = 0.0, oc.warmup_steps = 0, oc.steps = 1000000000, oc.weight_decay_end = -1.0, oc.layer_decay = 1.0;
     if (pol->train) EX_CHECK_GOTO(ex_optim_plan(&opt, wbe, &m.params, &oc, &m.plan, err), st, done);
     r->planned_bytes = ex_memory_plan_total(&m.plan);
     r->trainable = ex_params_numel(&m.params, 1);

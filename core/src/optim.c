@@ -15,6 +15,13 @@ static const ex_key_spec k_optim_keys[] = {
     {"min_lr", EX_KEY_FLOAT, "1e-6", 0, 10, NULL, "learning rate at the end of the cosine"},
     {"warmup_steps", EX_KEY_INT, "0", 0, 1e12, NULL, "linear warm-up from 0"},
     {"weight_decay", EX_KEY_FLOAT, "0.05", 0, 10, NULL, "AdamW decoupled weight decay (not on biases, norms, gammas)"},
+    {"weight_decay_end", EX_KEY_FLOAT, "-1", -1, 10, NULL,
+     "weight decay at the last step, reached by a half-cosine without warm-up from weight_decay (DINOv2: 0.04 -> 0.2); "
+     "-1: constant"},
+    {"layer_decay", EX_KEY_FLOAT, "1", 1e-6, 1, NULL,
+     "layer-wise lr decay (MAE/BEiT fine-tuning, e.g. 0.65): block i of D trains at lr x layer_decay^(D - i), the "
+     "embeddings (patch_embed, cls/register/mask tokens, pos_embed) at x layer_decay^(D + 1), everything else "
+     "(final norm, heads, decoder) at x 1; 1: off"},
     {"beta1", EX_KEY_FLOAT, "0.9", 0, 0.999999, NULL, "AdamW beta1"},
     {"beta2", EX_KEY_FLOAT, "0.999", 0, 0.999999999, NULL, "AdamW beta2 (MAE uses 0.95)"},
     {"eps", EX_KEY_FLOAT, "1e-8", 0, 1, NULL, "AdamW epsilon"},
@@ -38,6 +45,11 @@ ex_status ex_optim_config_read(const ex_cfg_section *s, ex_optim_config *o, ex_e
     EX_CHECK(ex_cfg_float(s, "beta2", &o->beta2, err));
     EX_CHECK(ex_cfg_float(s, "eps", &o->eps, err));
     EX_CHECK(ex_cfg_float(s, "clip_grad", &o->clip_grad, err));
+    EX_CHECK(ex_cfg_float(s, "weight_decay_end", &o->weight_decay_end, err));
+    EX_CHECK(ex_cfg_float(s, "layer_decay", &o->layer_decay, err));
+    EX_ENSURE(o->weight_decay_end >= 0 || o->weight_decay_end == -1, err, EX_E_CONFIG,
+              "[optim] weight_decay_end = %g: give a decay >= 0, or -1 to keep weight_decay constant.",
+              o->weight_decay_end);
     EX_ENSURE(o->warmup_steps <= o->steps, err, EX_E_CONFIG, "[optim] warmup_steps = %lld exceeds steps = %lld.",
               (long long)o->warmup_steps, (long long)o->steps);
     return EX_OK;
@@ -51,6 +63,27 @@ static float wd_mult_for(const char *name) {
     return 1.0f;
 }
 
+/* The leading "blocks.<i>." of a backbone parameter name: i, or -1. */
+static int64_t block_index(const char *name) {
+    if (strncmp(name, "blocks.", 7) != 0) return -1;
+    char *end;
+    long long i = strtoll(name + 7, &end, 10);
+    return end != name + 7 && *end == '.' && i >= 0 ? (int64_t)i : -1;
+}
+
+double ex_optim_layer_scale(const char *name, int64_t depth, double layer_decay) {
+    if (!(layer_decay > 0.0 && layer_decay < 1.0)) return 1.0; /* 1 (and a zeroed config): off */
+    static const char *const embed[] = {"cls_token", "pos_embed", "patch_embed", "register_tokens", "mask_token"};
+    int64_t id = depth + 1; /* final norm, heads, decoders, objective parameters */
+    const int64_t b = block_index(name);
+    if (b >= 0) id = b + 1;
+    for (size_t k = 0; k < sizeof embed / sizeof *embed; k++) {
+        const size_t n = strlen(embed[k]);
+        if (strncmp(name, embed[k], n) == 0 && (name[n] == '\0' || name[n] == '.')) id = 0;
+    }
+    return pow(layer_decay, (double)(depth + 1 - id));
+}
+
 ex_status ex_optim_plan(ex_optim *o, ex_backend *be, ex_params *ps, const ex_optim_config *cfg, ex_memory_plan *plan,
                         ex_err *err) {
     memset(o, 0, sizeof *o);
@@ -60,12 +93,22 @@ ex_status ex_optim_plan(ex_optim *o, ex_backend *be, ex_params *ps, const ex_opt
     for (int i = 0; i < ps->count; i++) n += ps->items[i]->trainable;
     o->slots = calloc((size_t)(n ? n : 1), sizeof *o->slots);
     EX_ENSURE(o->slots, err, EX_E_NOMEM, "out of memory planning the optimiser");
+    int64_t depth = 0; /* backbone blocks, from the names of all parameters (frozen ones included) */
+    for (int i = 0; i < ps->count; i++) {
+        const int64_t b = block_index(ps->items[i]->value.name);
+        if (b + 1 > depth) depth = b + 1;
+    }
+    EX_ENSURE(!(cfg->layer_decay > 0.0 && cfg->layer_decay < 1.0) || depth > 0, err, EX_E_CONFIG,
+              "[optim] layer_decay = %g needs a backbone with blocks.<i>.* parameters; this model has none. Set "
+              "layer_decay = 1.",
+              cfg->layer_decay);
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
         if (!p->trainable) continue;
         ex_optim_slot *sl = &o->slots[o->count++];
         sl->param = p;
         sl->wd_mult = wd_mult_for(p->value.name);
+        sl->lr_mult = (float)ex_optim_layer_scale(p->value.name, depth, cfg->layer_decay);
         char name[EX_NAME_MAX];
         snprintf(name, sizeof name, "%.140s.adam_m", p->value.name);
         EX_CHECK(ex_tensor_init(&sl->m, name, EX_F32, p->value.ndim, p->value.shape, err));
@@ -82,6 +125,11 @@ double ex_schedule_cosine(double base, double final, int64_t warmup, int64_t tot
     if (t >= total) return final;
     double progress = (double)(t - warmup) / (double)(total - warmup);
     return final + 0.5 * (base - final) * (1.0 + cos(M_PI * progress));
+}
+
+double ex_optim_weight_decay_at(const ex_optim_config *c, int64_t t) {
+    if (c->weight_decay_end < 0) return c->weight_decay;
+    return ex_schedule_cosine(c->weight_decay, c->weight_decay_end, 0, c->steps, t);
 }
 
 static ex_status ensure_norm_buf(ex_optim *o, ex_err *err) {
@@ -129,12 +177,13 @@ ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err 
     EX_ENSURE(isfinite(norm), err, EX_E_INVALID, "optim: the gradient norm is %g at step %lld", norm,
               (long long)o->step);
     if (c->clip_grad > 0.0 && norm > c->clip_grad) EX_CHECK(ex_optim_scale_grads(o, (float)(c->clip_grad / (norm + 1e-6)), err));
-    double lr = ex_schedule_cosine(c->lr, c->min_lr, c->warmup_steps, c->steps, o->step);
+    const double lr = ex_schedule_cosine(c->lr, c->min_lr, c->warmup_steps, c->steps, o->step);
+    const double wd = ex_optim_weight_decay_at(c, o->step);
     o->step++;
     for (int i = 0; i < o->count; i++) {
         ex_optim_slot *sl = &o->slots[i];
-        ex_adamw_params h = {(float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps,
-                             (float)(c->weight_decay * sl->wd_mult), o->step};
+        ex_adamw_params h = {(float)(lr * sl->lr_mult), (float)c->beta1, (float)c->beta2, (float)c->eps,
+                             (float)(wd * sl->wd_mult), o->step};
         ex_status st = o->be->vt.adamw(o->be->ctx, sl->param->value.data, sl->param->grad.data, sl->m.data, sl->v.data,
                                        ex_tensor_numel(&sl->param->value), &h);
         EX_ENSURE(st == EX_OK, err, st, "optim: AdamW failed on '%s'", sl->param->value.name);

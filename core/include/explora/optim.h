@@ -10,7 +10,14 @@
  *
  * Schedules, per optimiser step t of T: linear warm-up from 0 over W steps,
  * then half-cosine from the base value to the final one (DINOv2's
- * CosineScheduler / MAE's adjust_learning_rate).
+ * CosineScheduler / MAE's adjust_learning_rate). The weight decay follows the
+ * same half-cosine without warm-up when weight_decay_end >= 0 (DINOv2).
+ *
+ * Layer-wise lr decay (MAE's param_groups_lrd, DINOv2's get_vit_lr_decay_rate):
+ * with D backbone blocks, a parameter of layer id k trains at
+ * lr x layer_decay^(D + 1 - k), where k = 0 for the embeddings, i + 1 for
+ * blocks.i.* and D + 1 for everything else. The weight decay is applied at the
+ * scaled rate too, as torch's AdamW does with a group lr.
  */
 #ifndef EXPLORA_OPTIM_H
 #define EXPLORA_OPTIM_H
@@ -29,6 +36,8 @@ extern "C" {
 
 typedef struct ex_optim_config {
     double lr, min_lr, weight_decay, beta1, beta2, eps, clip_grad;
+    double weight_decay_end; /* < 0: constant weight_decay */
+    double layer_decay;      /* in (0, 1); anything else (1, or 0 in a zeroed struct): off */
     int64_t warmup_steps, steps;
 } ex_optim_config;
 
@@ -36,6 +45,7 @@ typedef struct ex_optim_slot {
     ex_param *param;
     ex_tensor m, v;  /* (same shape), optim arena */
     float wd_mult;   /* 0 or 1 */
+    float lr_mult;   /* layer-wise lr decay factor (1 when off) */
 } ex_optim_slot;
 
 typedef struct ex_optim {
@@ -56,6 +66,10 @@ EX_API ex_status ex_optim_plan(ex_optim *o, ex_backend *be, ex_params *ps, const
                                ex_memory_plan *plan, ex_err *err);
 /* Value of a warm-up + cosine schedule at step t. */
 EX_API double ex_schedule_cosine(double base, double final, int64_t warmup, int64_t total, int64_t t);
+/* The weight decay used at optimiser step t. */
+EX_API double ex_optim_weight_decay_at(const ex_optim_config *c, int64_t t);
+/* The lr factor of parameter `name` in a backbone of `depth` blocks (see above); 1 when layer_decay = 1. */
+EX_API double ex_optim_layer_scale(const char *name, int64_t depth, double layer_decay);
 /* Global L2 norm of all trainable gradients (fixed order, computed on the device). */
 EX_API ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err);
 /* Scale every trainable gradient by s (accumulation averaging, clipping). */
