@@ -10,7 +10,11 @@
  *     ex_loader_next naming the sample index (a synthetic failing sample, and
  *     a corrupt file in an imagefolder tree), for every number of workers,
  *     without hanging; freeing a loader with batches in flight is clean
- *     (run under ASan in the Debug build).
+ *     (run under ASan in the Debug build);
+ *   - skip_bad: unreadable samples are replaced by the next readable one
+ *     (labels show which), counted, the first error kept, batches still the
+ *     same for every number of workers; 16 unreadable in a row give up with a
+ *     clear error; the corrupt imagefolder file is stepped over too.
  * The synthetic dataset is defined here: image i has a size and pixels that
  * are functions of i, and label i.
  */
@@ -31,7 +35,9 @@
 
 typedef struct synth {
     int64_t n;
-    int64_t bad; /* index whose get fails, -1: none */
+    int64_t bad;  /* index whose get fails, -1: none */
+    int64_t bad2; /* a second one (0 in the initialisers above: set explicitly), -1: none */
+    int all_bad;  /* every get fails */
 } synth;
 
 static uint32_t mix(uint32_t x) {
@@ -54,7 +60,8 @@ static int64_t synth_length(void *self) { return ((synth *)self)->n; }
 static ex_status synth_get(void *self, int64_t index, ex_sample *out, ex_err *err) {
     const synth *s = self;
     memset(out, 0, sizeof *out);
-    if (index == s->bad) EX_FAIL(err, EX_E_FORMAT, "synthetic sample %lld is corrupt", (long long)index);
+    if (index == s->bad || index == s->bad2 || s->all_bad)
+        EX_FAIL(err, EX_E_FORMAT, "synthetic sample %lld is corrupt", (long long)index);
     out->height = 20 + (int)(index % 7);
     out->width = 24 + (int)(index % 5);
     out->channels = 3;
@@ -100,10 +107,14 @@ static ex_view_recipe recipe(void) {
 
 static const double k_mean[3] = {0.485, 0.456, 0.406}, k_std[3] = {0.229, 0.224, 0.225};
 
-static void init_loader(ex_loader *l, synth *ds, int64_t batch, int workers, int rank, int world) {
+static void init_loader_skip(ex_loader *l, synth *ds, int64_t batch, int workers, int rank, int world, int skip_bad) {
     ex_view_recipe r = recipe();
     ex_err err;
-    EXT_OK(ex_loader_init(l, &synth_vt, ds, &r, batch, 3, k_mean, k_std, 1234, workers, rank, world, &err), &err);
+    EXT_OK(ex_loader_init(l, &synth_vt, ds, &r, batch, 3, k_mean, k_std, 1234, workers, rank, world, skip_bad, &err), &err);
+}
+
+static void init_loader(ex_loader *l, synth *ds, int64_t batch, int workers, int rank, int world) {
+    init_loader_skip(l, ds, batch, workers, rank, world, 0);
 }
 
 /* Floats of one batch: views then labels (as floats of the index). */
@@ -143,7 +154,7 @@ static float *run_batches(synth *ds, int64_t batch, int workers, int nb) {
 
 static void test_same_batches_whatever_the_workers(void **state) {
     (void)state;
-    synth ds = {23, -1};
+    synth ds = {23, -1, -1, 0};
     const int64_t batch = 5;
     const int nb = 10; /* 50 images: two epochs of 23 and a bit of the third */
     ex_loader probe;
@@ -168,7 +179,7 @@ static void test_same_batches_whatever_the_workers(void **state) {
 
 static void test_epoch_is_a_permutation(void **state) {
     (void)state;
-    synth ds = {23, -1};
+    synth ds = {23, -1, -1, 0};
     for (int workers = 0; workers <= 2; workers += 2) {
         ex_loader l;
         init_loader(&l, &ds, 1, workers, 0, 1);
@@ -193,7 +204,7 @@ static void test_epoch_is_a_permutation(void **state) {
 
 static void test_sharding_covers_each_epoch_once(void **state) {
     (void)state;
-    synth ds = {23, -1};
+    synth ds = {23, -1, -1, 0};
     int count[2][23];
     memset(count, 0, sizeof count);
     const int64_t shard_len[2] = {12, 11};
@@ -231,12 +242,12 @@ static void test_sharding_covers_each_epoch_once(void **state) {
     ex_err err;
     ex_loader bad;
     ex_view_recipe r = recipe();
-    assert_int_equal(ex_loader_init(&bad, &synth_vt, &ds, &r, 1, 3, k_mean, k_std, 1, 0, 2, 2, &err), EX_E_INVALID);
+    assert_int_equal(ex_loader_init(&bad, &synth_vt, &ds, &r, 1, 3, k_mean, k_std, 1, 0, 2, 2, 0, &err), EX_E_INVALID);
 }
 
 static void test_seek_gives_the_same_next_batch(void **state) {
     (void)state;
-    synth ds = {23, -1};
+    synth ds = {23, -1, -1, 0};
     const int64_t batch = 4;
     for (int wa = 0; wa <= 3; wa += 3)
         for (int wb = 0; wb <= 2; wb += 2) {
@@ -283,7 +294,7 @@ static void test_seek_gives_the_same_next_batch(void **state) {
 
 static void test_sample_error_stops_the_pipeline(void **state) {
     (void)state;
-    synth ds = {23, -1};
+    synth ds = {23, -1, -1, 0};
     /* find where image 9 falls in epoch 0 */
     ex_loader probe;
     init_loader(&probe, &ds, 1, 0, 0, 1);
@@ -313,6 +324,74 @@ static void test_sample_error_stops_the_pipeline(void **state) {
         assert_string_equal(again.msg, err.msg);
         /* seek restarts the pipeline; freeing it with batches in flight is clean */
         EXT_OK(ex_loader_seek(&l, 1, 0, &err), &err);
+        ex_loader_free(&l);
+    }
+}
+
+static void test_skip_bad_replaces_and_counts(void **state) {
+    (void)state;
+    synth ds = {23, 9, 10, 0}; /* 9 and 10 unreadable: both become 11 */
+    const int64_t batch = 5;
+    float *ref = NULL;
+    for (int workers = 0; workers <= 3; workers++) {
+        ex_loader l;
+        init_loader_skip(&l, &ds, batch, workers, 0, 1, 1);
+        ex_err err;
+        int count[23] = {0};
+        const int64_t nf = batch_floats(&l);
+        float *buf = malloc(sizeof(float) * (size_t)(nf * 4));
+        assert_non_null(buf);
+        for (int k = 0; k < 4; k++) { /* 20 of epoch 0's 23 images */
+            EXT_OK(ex_loader_next(&l, &err), &err);
+            copy_batch(&l, buf + k * nf);
+            for (int64_t r = 0; r < batch; r++) count[l.labels[r]]++;
+        }
+        /* the rest of epoch 0: 3 images, then 2 of epoch 1 */
+        EXT_OK(ex_loader_next(&l, &err), &err);
+        int seen9 = 0, seen10 = 0;
+        for (int k = 0; k < 23; k++) {
+            seen9 += k == 9 ? count[k] : 0;
+            seen10 += k == 10 ? count[k] : 0;
+        }
+        assert_int_equal(seen9 + seen10, 0);
+        assert_true(l.skipped >= 3); /* epoch 0: 9 (tries 9, 10) and 10 */
+        assert_int_equal(l.first_skip.code, EX_E_FORMAT);
+        if (!strstr(l.first_skip.msg, "corrupt") || (!strstr(l.first_skip.msg, "sample 9 ") && !strstr(l.first_skip.msg, "sample 10 ")))
+            fail_msg("first skip: %s", l.first_skip.msg);
+        if (!ref) {
+            ref = buf;
+        } else {
+            if (memcmp(ref, buf, sizeof(float) * (size_t)(nf * 4)) != 0)
+                fail_msg("%d workers: batches with skipped samples differ from 0 workers'", workers);
+            free(buf);
+        }
+        ex_loader_free(&l);
+    }
+    free(ref);
+    /* one batch of exactly epoch 0: sample 11 stands in for 9 and for 10, so it appears three times */
+    {
+        ex_loader l;
+        init_loader_skip(&l, &ds, 23, 0, 0, 1, 1);
+        ex_err err;
+        EXT_OK(ex_loader_next(&l, &err), &err); /* exactly epoch 0 */
+        int c11 = 0;
+        for (int r = 0; r < 23; r++) c11 += l.labels[r] == 11;
+        assert_int_equal(c11, 3);
+        assert_int_equal(l.skipped, 3); /* 9's row: 9 and 10 fail; 10's row: 10 fails */
+        ex_loader_free(&l);
+    }
+}
+
+static void test_skip_bad_gives_up(void **state) {
+    (void)state;
+    synth ds = {40, -1, -1, 1};
+    for (int workers = 0; workers <= 2; workers++) {
+        ex_loader l;
+        init_loader_skip(&l, &ds, 2, workers, 0, 1, 1);
+        ex_err err;
+        assert_int_equal(ex_loader_next(&l, &err), EX_E_FORMAT);
+        if (!strstr(err.msg, "16 samples in a row") || !strstr(err.msg, "skip_bad gives up") || !strstr(err.msg, "corrupt"))
+            fail_msg("%d workers: %s", workers, err.msg);
         ex_loader_free(&l);
     }
 }
@@ -374,13 +453,24 @@ static void test_corrupt_image_in_imagefolder(void **state) {
     ex_view_recipe r = recipe();
     for (int workers = 0; workers <= 2; workers++) {
         ex_loader l;
-        EXT_OK(ex_loader_init(&l, vt, ds, &r, 2, 3, k_mean, k_std, 5, workers, 0, 1, &err), &err);
+        EXT_OK(ex_loader_init(&l, vt, ds, &r, 2, 3, k_mean, k_std, 5, workers, 0, 1, 0, &err), &err);
         ex_status st = EX_OK;
         int k = 0;
         for (; k < 3 && st == EX_OK; k++) st = ex_loader_next(&l, &err); /* one epoch */
         if (st == EX_OK) fail_msg("%d workers: an epoch over a corrupt image went through", workers);
         if (!strstr(err.msg, "sample 5") || !strstr(err.msg, "broken.png"))
             fail_msg("%d workers: the message lacks the sample index or the file: %s", workers, err.msg);
+        ex_loader_free(&l);
+        /* with skip_bad the epoch goes through, sample 0 stands in for it (5 + 1 mod 6), counted once */
+        EXT_OK(ex_loader_init(&l, vt, ds, &r, 2, 3, k_mean, k_std, 5, workers, 0, 1, 1, &err), &err);
+        int c0 = 0;
+        for (int b = 0; b < 3; b++) {
+            EXT_OK(ex_loader_next(&l, &err), &err);
+            for (int j = 0; j < 2; j++) c0 += l.labels[j] == 0;
+        }
+        assert_int_equal(l.skipped, 1);
+        if (!strstr(l.first_skip.msg, "broken.png")) fail_msg("first skip: %s", l.first_skip.msg);
+        assert_int_equal(c0, 6); /* class a (label 0): its 5 images and the stand-in */
         ex_loader_free(&l);
     }
     vt->close(ds);
@@ -396,6 +486,8 @@ int main(void) {
         cmocka_unit_test(test_sharding_covers_each_epoch_once),
         cmocka_unit_test(test_seek_gives_the_same_next_batch),
         cmocka_unit_test(test_sample_error_stops_the_pipeline),
+        cmocka_unit_test(test_skip_bad_replaces_and_counts),
+        cmocka_unit_test(test_skip_bad_gives_up),
         cmocka_unit_test(test_corrupt_image_in_imagefolder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

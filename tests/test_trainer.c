@@ -458,6 +458,64 @@ static void test_pipeline_end_to_end(void **state) {
     free(table);
 }
 
+/* [run] skip_bad: a corrupt image in an imagefolder tree stops a run by default (naming the file) and is
+ * stepped over, counted per epoch and in summary.json, with skip_bad = true. */
+static void test_skip_bad_images(void **state) {
+    (void)state;
+    char root[4096], path[8400], dir[4096], ini[4096], *out;
+    ext_tmp_path(root, sizeof root, "skipbad-data");
+    ext_tmp_path(dir, sizeof dir, "skipbad-run");
+    snprintf(path, sizeof path, "rm -rf '%s' '%s'", root, dir);
+    assert_int_equal(system(path), 0);
+    mkdir(root, 0755);
+    snprintf(path, sizeof path, "%s/a", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/b", root);
+    mkdir(path, 0755);
+    for (int i = 0; i < 6; i++) {
+        char src[4200], *data = NULL;
+        size_t len = 0;
+        ex_err err;
+        snprintf(src, sizeof src, "%s/images/%s", ext_env("EXPLORA_TEST_DATA_DIR"), i % 2 ? "rgb8.png" : "rgb420.jpg");
+        EXT_OK(ex_read_file(src, &data, &len, &err), &err);
+        snprintf(path, sizeof path, "%s/a/%d.%s", root, i, i % 2 ? "png" : "jpg");
+        ext_write_file(path, data, len);
+        free(data);
+    }
+    snprintf(path, sizeof path, "%s/b/broken.png", root);
+    ext_write_file(path, "\x89PNG\r\n\x1a\n truncated", 18);
+    char text[16384];
+    snprintf(text, sizeof text,
+             "[run]\nseed = 3\nout = %s\nlog_every = 2\n"
+             "[backend]\nname = cpu\n"
+             "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 1\nheads = 2\nchannels = 3\npos_grid = 4\n"
+             "pos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 16\n"
+             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+             "[objective]\nname = mae\nimage_size = 16\ndecoder_dim = 8\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "[data]\nname = imagefolder\nroot = %s\n"
+             "[optim]\nbatch = 4\nsteps = 6\nlr = 1e-3\n",
+             dir, root);
+    ext_tmp_path(ini, sizeof ini, "skipbad.ini");
+    ext_write_file(ini, text, strlen(text));
+    RUN_EXPECT(1, &out, "pretrain '%s'", ini);
+    expect_in(out, "broken.png");
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set run.skip_bad=true", ini);
+    expect_in(out, "epoch 0 finished: ");
+    expect_in(out, "unreadable samples replaced since the last report");
+    expect_in(out, "broken.png");
+    free(out);
+    char *summary = NULL;
+    ex_err err;
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    EXT_OK(ex_read_file(path, &summary, NULL, &err), &err);
+    const char *k = strstr(summary, "\"skipped_samples\": ");
+    if (!k) fail_msg("summary.json lacks skipped_samples: %s", summary);
+    const long skipped = strtol(k + 19, NULL, 10);
+    assert_true(skipped >= 3 && skipped <= 4); /* 24 images: epochs 0-2 (7 each) and 3 of epoch 3 */
+    free(summary);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
@@ -468,6 +526,7 @@ int main(void) {
         cmocka_unit_test(test_dry_run_writes_nothing),
         cmocka_unit_test(test_export_merges_and_round_trips),
         cmocka_unit_test(test_pipeline_end_to_end),
+        cmocka_unit_test(test_skip_bad_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,9 @@ typedef struct slot {
     int64_t end_epoch, end_pos; /* the cursor after the batch's last row */
     int64_t err_row;         /* first failing row, -1: none */
     ex_err err;
+    int64_t skipped;         /* unreadable samples replaced in this batch (skip_bad) */
+    int64_t note_row;        /* row of `note` (-1: none): the first skip of the batch by row */
+    ex_err note;
 } slot;
 
 typedef struct worker {
@@ -148,9 +151,9 @@ static ex_status make_view(const ex_loader *l, worker *wk, const ex_sample *s, i
     return st;
 }
 
-/* Decode item (epoch, index) into row `row` of slot `sl`. */
-static ex_status make_row(const ex_loader *l, worker *wk, slot *sl, int64_t row, int64_t epoch, int64_t index,
-                          ex_err *err) {
+/* Decode sample `index` of epoch `epoch` into row `row` of slot `sl`. */
+static ex_status make_sample(const ex_loader *l, worker *wk, slot *sl, int64_t row, int64_t epoch, int64_t index,
+                             ex_err *err) {
     ex_sample s;
     memset(&s, 0, sizeof s);
     ex_status st = l->vt->get(l->ds, index, &s, err);
@@ -164,12 +167,62 @@ static ex_status make_row(const ex_loader *l, worker *wk, slot *sl, int64_t row,
     return st;
 }
 
+/* Errors of one sample's data (a missing, truncated or corrupt file, a wrong band count, a bad label) that
+ * skip_bad may step over; anything else (memory, a broken plugin) always stops. */
+static int skippable(ex_status st) {
+    return st == EX_E_IO || st == EX_E_FORMAT || st == EX_E_SHAPE || st == EX_E_RANGE;
+}
+
+/* Item (epoch, index) into row `row`. With skip_bad, an unreadable sample is replaced by the next readable one
+ * of the dataset (index + 1, index + 2, ... mod n; a function of the index alone, so batches stay the same
+ * whatever the threads); *skips counts the replaced samples and *note keeps the first one's error. */
+static ex_status make_row(const ex_loader *l, worker *wk, slot *sl, int64_t row, int64_t epoch, int64_t index,
+                          int64_t *skips, ex_err *note, ex_err *err) {
+    for (int attempt = 0;; attempt++) {
+        ex_err e;
+        ex_err_clear(&e);
+        const ex_status st = make_sample(l, wk, sl, row, epoch, (index + attempt) % l->n, &e);
+        if (st == EX_OK) return EX_OK;
+        if (!l->skip_bad || !skippable(st)) {
+            *err = e;
+            if (err->code == EX_OK) err->code = st;
+            return st;
+        }
+        ++*skips;
+        if (note->code == EX_OK) {
+            *note = e;
+            if (note->code == EX_OK) note->code = st;
+        }
+        if (attempt + 1 == EX_LOADER_SKIP_TRIES || attempt + 1 == l->n) {
+            *err = e;
+            ex_err_prefix(err, "loader: %d samples in a row from %lld on are unreadable (skip_bad gives up); the last: ",
+                          attempt + 1, (long long)index);
+            ex_err_hint(err, "check the dataset's paths and files (explora data CONFIG --show N).");
+            if (err->code == EX_OK) err->code = st;
+            return err->code;
+        }
+    }
+}
+
 /* Start slot `sl` for batch k (its first item was just handed out). */
 static void slot_begin(slot *sl, int64_t k) {
     sl->batch_no = k;
     sl->filled = 0;
     sl->err_row = -1;
     ex_err_clear(&sl->err);
+    sl->skipped = 0;
+    sl->note_row = -1;
+    ex_err_clear(&sl->note);
+}
+
+/* Under the lock (or single-threaded): record row `row`'s skips in its slot. */
+static void slot_note_skips(slot *sl, int64_t row, int64_t skips, const ex_err *note) {
+    if (skips == 0) return;
+    sl->skipped += skips;
+    if (sl->note_row < 0 || row < sl->note_row) {
+        sl->note_row = row;
+        sl->note = *note;
+    }
 }
 
 /* ---------------------------------------------------------------------------
@@ -201,9 +254,13 @@ static void *worker_main(void *arg) {
         }
         p->busy++;
         pthread_mutex_unlock(&p->mu);
-        if (st == EX_OK) st = make_row(l, wk, sl, row, epoch, index, &err);
+        int64_t skips = 0;
+        ex_err note;
+        ex_err_clear(&note);
+        if (st == EX_OK) st = make_row(l, wk, sl, row, epoch, index, &skips, &note, &err);
         pthread_mutex_lock(&p->mu);
         p->busy--;
+        slot_note_skips(sl, row, skips, &note);
         if (st != EX_OK) {
             if (sl->err_row < 0 || row < sl->err_row) {
                 sl->err_row = row;
@@ -263,7 +320,7 @@ static void pipe_free(ex_loader *l) {
 
 ex_status ex_loader_init(ex_loader *l, const ex_dataset_vtable *vt, void *ds, const ex_view_recipe *recipe,
                          int64_t batch, int64_t channels, const double *mean, const double *std, uint64_t seed,
-                         int workers, int rank, int world, ex_err *err) {
+                         int workers, int rank, int world, int skip_bad, ex_err *err) {
     memset(l, 0, sizeof *l);
     l->vt = vt;
     l->ds = ds;
@@ -284,6 +341,7 @@ ex_status ex_loader_init(ex_loader *l, const ex_dataset_vtable *vt, void *ds, co
     l->rank = rank;
     l->world = world;
     l->workers = workers;
+    l->skip_bad = skip_bad != 0;
     l->shard = (l->n - rank + world - 1) / world;
     memcpy(l->mean, mean, sizeof(double) * (size_t)channels);
     memcpy(l->std, std, sizeof(double) * (size_t)channels);
@@ -384,6 +442,10 @@ static ex_status deliver(ex_loader *l, slot *sl, ex_err *err) {
     }
     for (int v = 0; v < EX_MAX_VIEWS; v++) l->views[v] = sl->views[v];
     l->labels = sl->labels;
+    if (sl->skipped > 0) {
+        if (l->skipped == 0) l->first_skip = sl->note;
+        l->skipped += sl->skipped;
+    }
     l->epoch = sl->end_epoch;
     l->pos = sl->end_pos;
     return EX_OK;
@@ -404,7 +466,11 @@ ex_status ex_loader_next(ex_loader *l, ex_err *err) {
             ex_err e;
             ex_err_clear(&e);
             st = cursor_take(l, &epoch, &index, &e);
-            if (st == EX_OK) st = make_row(l, &p->workers[0], sl, row, epoch, index, &e);
+            int64_t skips = 0;
+            ex_err note;
+            ex_err_clear(&note);
+            if (st == EX_OK) st = make_row(l, &p->workers[0], sl, row, epoch, index, &skips, &note, &e);
+            slot_note_skips(sl, row, skips, &note);
             if (st != EX_OK) {
                 sl->err_row = row;
                 sl->err = e;

@@ -21,6 +21,9 @@ static const ex_key_spec k_run_keys[] = {
     {"loader_workers", EX_KEY_INT, "2", 0, 256, NULL,
      "threads decoding and augmenting images ahead of the training step (0: on the main thread); batches are "
      "the same whatever the number"},
+    {"skip_bad", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
+     "training: replace a sample that cannot be read (missing, truncated or corrupt image, wrong band count) by "
+     "the next readable one and count it (reported per epoch and in summary.json) instead of stopping"},
     EX_KEY_END,
 };
 

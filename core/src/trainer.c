@@ -326,9 +326,10 @@ static ex_status write_summary(ex_trainer *t, double seconds, ex_err *err) {
     EX_CHECK(ex_atomic_open(&af, path, err));
     fprintf(af.fp,
             "{\"trainable_params\": %lld, \"total_params\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
-            "\"final_loss\": %.6g, \"peak_rss_mib\": %.1f, \"objective\": \"%s\"}\n",
+            "\"final_loss\": %.6g, \"peak_rss_mib\": %.1f, \"objective\": \"%s\", \"skipped_samples\": %lld}\n",
             (long long)ex_params_numel(&t->model.params, 1), (long long)ex_params_numel(&t->model.params, 0),
-            (long long)t->optim.step, seconds, t->last_loss, (double)ru.ru_maxrss / 1024.0, t->obj_plugin->desc.name);
+            (long long)t->optim.step, seconds, t->last_loss, (double)ru.ru_maxrss / 1024.0, t->obj_plugin->desc.name,
+            (long long)t->loader.skipped);
     return ex_atomic_commit(&af, err);
 }
 
@@ -406,8 +407,10 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     const ex_cfg_section run = {t->session->config, "run", ex_core_run_keys()};
     int64_t workers = 0;
     EX_CHECK(ex_cfg_int(&run, "loader_workers", &workers, err));
+    int skip_bad = 0;
+    EX_CHECK(ex_cfg_bool(&run, "skip_bad", &skip_bad, err));
     EX_CHECK(ex_loader_init(&t->loader, t->ds_vt, t->ds, &t->recipe, t->batch, C, mean, std, t->model.seed,
-                            (int)workers, t->comm.rank, t->comm.world, err));
+                            (int)workers, t->comm.rank, t->comm.world, skip_bad, err));
     for (int v = 0; v < t->recipe.count; v++)
         EX_CHECK(ex_be_alloc(t->be,
                              sizeof(float) * (size_t)(t->batch * C * t->recipe.views[v].height * t->recipe.views[v].width),
@@ -469,6 +472,22 @@ ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err) {
     return st;
 }
 
+/* skip_bad: one line for the unreadable samples replaced since the last report, when the batch that finishes
+ * an epoch arrives (its count runs to the end of that batch) and at the end of the run (epoch < 0). */
+static void report_skips(const ex_trainer *t, FILE *log, int64_t epoch, int64_t *reported) {
+    const int64_t n = t->loader.skipped - *reported;
+    if (n <= 0) return;
+    if (epoch >= 0)
+        fprintf(log, "epoch %lld finished: %lld unreadable samples replaced since the last report (%lld in this run); the "
+                "first: %s\n",
+                (long long)epoch, (long long)n, (long long)t->loader.skipped, t->loader.first_skip.msg);
+    else
+        fprintf(log, "%lld unreadable samples replaced since the last report (%lld in this run); the first: %s\n",
+                (long long)n, (long long)t->loader.skipped, t->loader.first_skip.msg);
+    fflush(log);
+    *reported = t->loader.skipped;
+}
+
 static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     EX_CHECK(prepare(t, err));
     const int writer = t->comm.rank == 0;
@@ -481,13 +500,17 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     ex_status st = EX_OK;
     double t0 = now_s(), tlast = t0;
     const int tty = isatty(fileno(log));
-    int64_t images_since = 0;
+    int64_t images_since = 0, seen_epoch = t->loader.epoch, reported_skips = 0;
     while (t->optim.step < t->ocfg.steps && st == EX_OK) {
         EX_CHECK_GOTO(ex_optim_zero_grads(&t->optim, err), st, done);
         ex_loss_terms sum;
         memset(&sum, 0, sizeof sum);
         for (int64_t micro = 0; micro < t->accumulate; micro++) {
             EX_CHECK_GOTO(ex_loader_next(&t->loader, err), st, done);
+            if (t->loader.epoch != seen_epoch) { /* skip_bad: what the finished epoch stepped over */
+                report_skips(t, log, seen_epoch, &reported_skips);
+                seen_epoch = t->loader.epoch;
+            }
             ex_batch b;
             memset(&b, 0, sizeof b);
             b.batch = t->batch;
@@ -554,6 +577,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             break;
         }
     }
+    report_skips(t, log, -1, &reported_skips);
     if (st == EX_OK && writer) EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
     if (st == EX_OK && writer) EX_CHECK_GOTO(write_summary(t, now_s() - t0, err), st, done);
     /* every rank leaves together, after rank 0's files are complete; a rank stuck elsewhere is an error */

@@ -19,6 +19,14 @@
  * pipeline after that image's batch: ex_loader_next returns it (naming the
  * sample index) for that batch and keeps returning it until ex_loader_seek.
  *
+ * Bad samples: by default a sample that cannot be read (missing, truncated or
+ * corrupt file, wrong band count) is an error as above. With skip_bad (an
+ * ex_loader_init argument: workers start decoding at init), it is replaced by the next readable
+ * sample of the dataset (index + 1, + 2, ... mod n, at most
+ * EX_LOADER_SKIP_TRIES in a row), so batches keep their size and stay a
+ * function of (seed, epoch); `skipped` counts the replaced samples of the
+ * batches delivered so far and `first_skip` holds the first one's error.
+ *
  * Sharding: rank r of `world` takes positions r, r + world, r + 2 world, ...
  * of each epoch's permutation (so the ranks together cover every epoch exactly
  * once; when n is not a multiple of world, the lower ranks take one image more
@@ -40,6 +48,8 @@ extern "C" {
 
 struct ex_loader_pipe; /* threads, locks and batch slots (core/src/loader.c) */
 
+#define EX_LOADER_SKIP_TRIES 16 /* skip_bad: unreadable samples in a row before giving up */
+
 typedef struct ex_loader {
     const ex_dataset_vtable *vt;
     void *ds;
@@ -59,14 +69,18 @@ typedef struct ex_loader {
      * host (batch, channels, h, w) per view, and (batch) labels */
     float *views[EX_MAX_VIEWS];
     int64_t *labels;
+    int skip_bad;                    /* replace unreadable samples instead of failing (fixed at init) */
+    int64_t skipped;                 /* samples replaced in the batches delivered so far */
+    ex_err first_skip;               /* the first replaced sample's error (code EX_OK: none yet) */
     struct ex_loader_pipe *pipe;     /* private */
 } ex_loader;
 
-/* workers: decoding threads (0: on the caller's thread); rank in [0, world): this process's share.
+/* workers: decoding threads (0: on the caller's thread); rank in [0, world): this process's share;
+ * skip_bad: replace unreadable samples (see above) instead of failing.
  * The dataset's `get` must be thread-safe (explora/plugin.h) when workers >= 1. */
 EX_API ex_status ex_loader_init(ex_loader *l, const ex_dataset_vtable *vt, void *ds, const ex_view_recipe *recipe,
                                 int64_t batch, int64_t channels, const double *mean, const double *std, uint64_t seed,
-                                int workers, int rank, int world, ex_err *err);
+                                int workers, int rank, int world, int skip_bad, ex_err *err);
 /* Point views and labels at the next `batch` images (crossing epoch boundaries as needed). */
 EX_API ex_status ex_loader_next(ex_loader *l, ex_err *err);
 /* Jump to a saved position (epoch, pos): the next batch starts there. Drops what was prefetched. */
