@@ -289,6 +289,12 @@ static void test_usage_errors(void **state) {
     assert_int_equal(run(&out, "check x.ini --set"), 2);
     expect_contains(out, "needs a value");
     free(out);
+    assert_int_equal(run(&out, "demo /nonexistent/demo-configs"), 2);
+    expect_contains(out, "/nonexistent/demo-configs/quickstart.ini' is missing");
+    free(out);
+    assert_int_equal(run(&out, "demo a b"), 2);
+    expect_contains(out, "usage: explora demo");
+    free(out);
     assert_int_equal(run(&out, "version"), 0);
     expect_contains(out, "plugin ABI 1.0");
     free(out);

@@ -46,5 +46,6 @@ int cli_finetune(const cli_args *a);
 int cli_eval(const cli_args *a);
 int cli_knn(const cli_args *a);
 int cli_bench(const cli_args *a);
+int cli_demo(const cli_args *a);
 
 #endif

@@ -61,6 +61,9 @@ static void usage(FILE *out) {
             "                          CPU performance benchmark on synthetic data: images/s, time per\n"
             "                          phase and op class, FLOPs, GEMM-peak fraction, peak RSS\n"
             "                          (docs/PERFORMANCE.md)\n"
+            "  demo [DIR]              the ExPLoRA pipeline in miniature on Fashion-MNIST, from the demo\n"
+            "                          configs in DIR (default configs/demo): source model, three\n"
+            "                          PEFT policies, linear probes, compare table, plots, analysis\n"
             "  version                 print the version and ABI\n"
             "  help                    this text\n"
             "\n"
@@ -195,6 +198,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "eval") == 0) return cli_eval(&a);
     if (strcmp(v, "knn") == 0) return cli_knn(&a);
     if (strcmp(v, "bench") == 0) return cli_bench(&a);
+    if (strcmp(v, "demo") == 0) return cli_demo(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }
