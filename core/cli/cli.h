@@ -32,6 +32,12 @@ typedef struct cli_args {
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
 int cli_report(const cli_args *a, const ex_err *err);
 
+/* The body of a verb on one config (a->positional[0]) with a started backend. */
+typedef ex_status (*cli_session_fn)(const cli_args *a, ex_session *s, ex_backend *be, ex_err *err);
+/* Open a->positional[0] with the command line's session options, validate it, start its backend, run fn,
+ * then stop the backend and close the session; every error goes through cli_report. Returns the exit code. */
+int cli_run_session(const cli_args *a, cli_session_fn fn);
+
 int cli_plugins(const cli_args *a);
 int cli_check(const cli_args *a);
 int cli_data(const cli_args *a);

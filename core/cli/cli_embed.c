@@ -230,33 +230,24 @@ done:
     return st;
 }
 
+/* run_embed with its host buffers, freed whatever happened. */
+static ex_status embed_session(const cli_args *a, ex_session *s, ex_backend *be, ex_err *err) {
+    embed_out o;
+    memset(&o, 0, sizeof o);
+    const ex_status st = run_embed(a, s, be, &o, err);
+    free(o.cls);
+    free(o.patch_mean);
+    free(o.blocks);
+    free(o.labels);
+    free(o.ids);
+    return st;
+}
+
 int cli_embed(const cli_args *a) {
     if (a->npositional != 1 || !a->out) {
         fprintf(stderr, "explora: error: usage: explora embed CONFIG.ini --out FEATURES.safetensors [--blocks i,j] "
                         "[--set section.key=value ...]\n");
         return CLI_USAGE;
     }
-    ex_session s;
-    ex_err err;
-    ex_err_clear(&err);
-    ex_session_options opt = a->session;
-    opt.config_path = a->positional[0];
-    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
-    ex_backend be;
-    int rc = CLI_OK;
-    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
-        rc = cli_report(a, &err);
-    } else {
-        embed_out o;
-        memset(&o, 0, sizeof o);
-        if (run_embed(a, &s, &be, &o, &err) != EX_OK) rc = cli_report(a, &err);
-        free(o.cls);
-        free(o.patch_mean);
-        free(o.blocks);
-        free(o.labels);
-        free(o.ids);
-        ex_backend_destroy(&be);
-    }
-    ex_session_close(&s);
-    return rc;
+    return cli_run_session(a, embed_session);
 }

@@ -185,20 +185,5 @@ int cli_linprobe(const cli_args *a) {
         fprintf(stderr, "explora: error: usage: explora linprobe CONFIG.ini [--checkpoint CKPT] [--set section.key=value ...]\n");
         return CLI_USAGE;
     }
-    ex_session s;
-    ex_err err;
-    ex_err_clear(&err);
-    ex_session_options opt = a->session;
-    opt.config_path = a->positional[0];
-    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
-    ex_backend be;
-    int rc = CLI_OK;
-    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
-        rc = cli_report(a, &err);
-    } else {
-        if (run_linprobe(a, &s, &be, &err) != EX_OK) rc = cli_report(a, &err);
-        ex_backend_destroy(&be);
-    }
-    ex_session_close(&s);
-    return rc;
+    return cli_run_session(a, run_linprobe);
 }

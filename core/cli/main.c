@@ -81,6 +81,25 @@ int cli_report(const cli_args *a, const ex_err *err) {
     return (err->code == EX_E_CONFIG || err->code == EX_E_INVALID) ? CLI_USAGE : CLI_FAILED;
 }
 
+int cli_run_session(const cli_args *a, cli_session_fn fn) {
+    ex_session s;
+    ex_err err;
+    ex_err_clear(&err);
+    ex_session_options opt = a->session;
+    opt.config_path = a->positional[0];
+    if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
+    ex_backend be;
+    int rc = CLI_OK;
+    if (ex_session_validate(&s, &err) != EX_OK || ex_session_backend(&s, &be, &err) != EX_OK) {
+        rc = cli_report(a, &err);
+    } else {
+        if (fn(a, &s, &be, &err) != EX_OK) rc = cli_report(a, &err);
+        ex_backend_destroy(&be);
+    }
+    ex_session_close(&s);
+    return rc;
+}
+
 static int need_value(int argc, char **argv, int i) {
     if (i + 1 >= argc || argv[i + 1][0] == '\0') {
         fprintf(stderr, "explora: error: option %s needs a value. Run 'explora help'.\n", argv[i]);
