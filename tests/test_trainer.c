@@ -423,14 +423,24 @@ static void test_pipeline_end_to_end(void **state) {
     RUN_EXPECT(0, &out, "export '%s' --out '%s' --format mae", a_ini, exp);
     free(out);
     /* the data needs labels for the probe */
-    RUN_EXPECT(0, &out, "linprobe '%s' --checkpoint '%s' --set data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "
-                        "--set eval_data.name=idx --set eval_data.images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz "
-                        "--set eval_data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "
-                        "--set linprobe.limit=300 --set linprobe.eval_limit=200 --set linprobe.epochs=2 "
-                        "--set 'linprobe.lrs=0.01, 0.1' --set 'linprobe.blocks=1, 2'",
-               a_ini, ck);
+#define PROBE_ARGS                                                                                                    \
+    "--set data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "                                  \
+    "--set eval_data.name=idx --set eval_data.images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz "    \
+    "--set eval_data.labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz "                             \
+    "--set linprobe.limit=300 --set linprobe.eval_limit=200 --set linprobe.epochs=2 "                                 \
+    "--set 'linprobe.lrs=0.01, 0.1' --set 'linprobe.blocks=1, 2'"
+    RUN_EXPECT(0, &out, "linprobe '%s' --checkpoint '%s' " PROBE_ARGS, a_ini, ck);
     expect_in(out, "best top-1");
+    if (strstr(out, "(cached)")) fail_msg("a first linprobe found cached features:\n%s", out);
     free(out);
+    /* the feature cache: reused when only the probe's training changes, not when the preprocessing does */
+    RUN_EXPECT(0, &out, "linprobe '%s' --checkpoint '%s' " PROBE_ARGS " --set linprobe.epochs=1", a_ini, ck);
+    expect_in(out, "(cached)");
+    free(out);
+    RUN_EXPECT(0, &out, "linprobe '%s' --checkpoint '%s' " PROBE_ARGS " --set transform.mean=0.3", a_ini, ck);
+    if (strstr(out, "(cached)")) fail_msg("features cached under another [transform] mean were reused:\n%s", out);
+    free(out);
+#undef PROBE_ARGS
     /* a second run from the exported model, with a LoRA-only stack, no probe: its row shows "-" */
     snprintf(text, sizeof text,
              "[run]\nseed = 3\nout = %s\n[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\n"

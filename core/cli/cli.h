@@ -38,6 +38,12 @@ typedef ex_status (*cli_session_fn)(const cli_args *a, ex_session *s, ex_backend
  * then stop the backend and close the session; every error goes through cli_report. Returns the exit code. */
 int cli_run_session(const cli_args *a, cli_session_fn fn);
 
+/* The key of linprobe's and knn's feature caches (core/cli/cli_cache_key.c): the checkpoint, the resolved
+ * config outside [run], [optim], [objective], [analyze], [linprobe] and [knn], and the `extra` keys given as
+ * {section, key} pairs. */
+ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *const (*extra)[2], int nextra,
+                                uint64_t *key, ex_err *err);
+
 int cli_plugins(const cli_args *a);
 int cli_check(const cli_args *a);
 int cli_data(const cli_args *a);

@@ -53,33 +53,6 @@ static ex_status features_for(ex_model *m, ex_session *s, const char *section, c
     return ex_features_save(f, cache, err);
 }
 
-static uint64_t fnv1a(uint64_t h, const char *s) {
-    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
-    return h;
-}
-
-/* A key for the feature caches: the inputs that decide the features. */
-static uint64_t cache_key(const ex_session *s, const char *checkpoint) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    char buf[256];
-    if (checkpoint) {
-        struct stat sb;
-        h = fnv1a(h, checkpoint);
-        if (stat(checkpoint, &sb) == 0) {
-            snprintf(buf, sizeof buf, "|%lld|%lld", (long long)sb.st_size, (long long)sb.st_mtime);
-            h = fnv1a(h, buf);
-        }
-    }
-    static const char *const keys[][2] = {{"backbone", "weights"}, {"data", "images"}, {"data", "root"},
-                                          {"eval_data", "images"}, {"eval_data", "root"}, {"transform", "resize"},
-                                          {"linprobe", "limit"}, {"linprobe", "eval_limit"}, {"linprobe", "blocks"}};
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        h = fnv1a(h, "|");
-        h = fnv1a(h, ex_config_raw(s->config, keys[k][0], keys[k][1]));
-    }
-    return h;
-}
-
 static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, ex_err *err) {
     const ex_cfg_section lp = {s->config, "linprobe", ex_core_linprobe_keys()};
     const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
@@ -113,7 +86,9 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
     EX_CHECK(ex_model_image_size(s, &fo.height, &fo.width, err));
     if (mkdir(out, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create '%s': %s", out, strerror(errno));
     /* caches are named by what made them: the checkpoint (path, size, time), the base weights, the data */
-    const uint64_t key = cache_key(s, a->checkpoint);
+    static const char *const extra[][2] = {{"linprobe", "limit"}, {"linprobe", "eval_limit"}, {"linprobe", "blocks"}};
+    uint64_t key = 0;
+    EX_CHECK(cli_feature_cache_key(s, a->checkpoint, extra, (int)(sizeof extra / sizeof *extra), &key, err));
     snprintf(path_tr, sizeof path_tr, "%s/features_train_%016llx.safetensors", out, (unsigned long long)key);
     snprintf(path_ev, sizeof path_ev, "%s/features_eval_%016llx.safetensors", out, (unsigned long long)key);
 
