@@ -1,6 +1,6 @@
 /*
  * tests/test_cli.c — the explora command as a user runs it: exit codes, what
- * `plugins`, `plugins --keys`, `check` and `data` print, and that config
+ * `plugins`, `plugins --keys`, `check`, `data` and `bench data` print, and that config
  * errors name the file, line, key and value.
  */
 #include <stdio.h>
@@ -275,6 +275,37 @@ static void test_embed_image_folder(void **state) {
     free(log);
 }
 
+/* `explora bench data` on three real small images: it runs, counts them, and a missing file is named. */
+static void test_bench_data(void **state) {
+    (void)state;
+    char dir[4096], list[4200], *out;
+    ext_tmp_path(dir, sizeof dir, "bench-data");
+    const char *data = ext_env("EXPLORA_TEST_DATA_DIR");
+    static char cmd[16384];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cp '%s/images/rgb420.jpg' '%s/images/rgb8.png' '%s/images/gray.jpg' '%s/'",
+             dir, dir, data, data, data, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(list, sizeof list, "%s/list.txt", dir);
+    ext_write_file(list, "rgb420.jpg\nrgb8.png\ngray.jpg\n", 29);
+    assert_int_equal(run(&out, "bench data --list '%s' --iters 2 --warmup 0 --workers 2", list), 0);
+    expect_contains(out, "3 images from");
+    expect_contains(out, "bench-data-result impl=explora images=3 passes=2 decode_ips=");
+    expect_contains(out, "workers=2 multicrop_workers_ips=");
+    free(out);
+    ext_write_file(list, "rgb420.jpg\nmissing.jpg\n", 23);
+    assert_int_equal(run(&out, "bench data --list '%s' --iters 1", list), 1);
+    expect_contains(out, "missing.jpg");
+    free(out);
+    assert_int_equal(run(&out, "bench data"), 2);
+    expect_contains(out, "usage: explora bench data --list FILE");
+    free(out);
+    assert_int_equal(run(&out, "bench --list '%s'", list), 2);
+    free(out);
+    assert_int_equal(run(&out, "bench data --list '%s' --workers many", list), 2);
+    expect_contains(out, "--workers 'many'");
+    free(out);
+}
+
 static void test_usage_errors(void **state) {
     (void)state;
     char *out;
@@ -312,6 +343,7 @@ int main(void) {
         cmocka_unit_test(test_data_verb),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_embed_image_folder),
+        cmocka_unit_test(test_bench_data),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,6 +27,8 @@ typedef struct cli_args {
     const char *bench_model;  /* bench --model vits14|vitb14 */
     const char *bench_policy; /* bench --policy explora|lora|full|infer|all */
     int bench_batch, bench_iters, bench_warmup; /* bench --batch, --iters, --warmup (0 / -1: defaults) */
+    const char *bench_list;   /* bench data --list FILE */
+    int bench_workers;        /* bench data --workers N */
 } cli_args;
 
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
@@ -58,6 +60,7 @@ int cli_finetune(const cli_args *a);
 int cli_eval(const cli_args *a);
 int cli_knn(const cli_args *a);
 int cli_bench(const cli_args *a);
+int cli_bench_data(const cli_args *a);
 int cli_demo(const cli_args *a);
 
 #endif

@@ -554,7 +554,7 @@ static int parse_opts(const cli_args *a, bench_opts *o) {
 
 int cli_bench(const cli_args *a) {
     bench_opts o;
-    if (a->npositional != 0 || !parse_opts(a, &o)) {
+    if (a->npositional != 0 || a->bench_list || a->bench_workers || !parse_opts(a, &o)) {
         fprintf(stderr, "explora: error: usage: explora bench [--model vits14|vitb14] "
                         "[--policy explora|lora|full|infer|all] [--batch 8] [--iters N] [--warmup W] "
                         "[--set section.key=value ...]\n");

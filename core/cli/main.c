@@ -61,6 +61,9 @@ static void usage(FILE *out) {
             "                          CPU performance benchmark on synthetic data: images/s, time per\n"
             "                          phase and op class, FLOPs, GEMM-peak fraction, peak RSS\n"
             "                          (docs/PERFORMANCE.md)\n"
+            "  bench data --list FILE [--iters P] [--warmup W] [--workers N]\n"
+            "                          data-pipeline benchmark: JPEG decoding and DINOv2's multi-crop\n"
+            "                          augmentation, images/s per thread (bench/data.sh: beside Pillow)\n"
             "  demo [DIR]              the ExPLoRA pipeline in miniature on Fashion-MNIST, from the demo\n"
             "                          configs in DIR (default configs/demo): source model, three\n"
             "                          PEFT policies, linear probes, compare table, plots, analysis\n"
@@ -160,6 +163,18 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         } else if (strcmp(s, "--model") == 0 || strcmp(s, "--policy") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             *(s[2] == 'm' ? &a->bench_model : &a->bench_policy) = argv[++i];
+        } else if (strcmp(s, "--list") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->bench_list = argv[++i];
+        } else if (strcmp(s, "--workers") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v > 256) {
+                fprintf(stderr, "explora: error: --workers '%s' is not a thread count between 0 and 256.\n", argv[i]);
+                return 0;
+            }
+            a->bench_workers = (int)v;
         } else if (strcmp(s, "--batch") == 0 || strcmp(s, "--iters") == 0 || strcmp(s, "--warmup") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             char *end;
@@ -216,7 +231,8 @@ int main(int argc, char **argv) {
     if (strcmp(v, "finetune") == 0) return cli_finetune(&a);
     if (strcmp(v, "eval") == 0) return cli_eval(&a);
     if (strcmp(v, "knn") == 0) return cli_knn(&a);
-    if (strcmp(v, "bench") == 0) return cli_bench(&a);
+    if (strcmp(v, "bench") == 0)
+        return a.npositional >= 1 && strcmp(a.positional[0], "data") == 0 ? cli_bench_data(&a) : cli_bench(&a);
     if (strcmp(v, "demo") == 0) return cli_demo(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
