@@ -269,6 +269,20 @@ static void test_embed_image_folder(void **state) {
     for (int64_t i = 0; i < n; i++) assert_true(isfinite(cls[i]));
     assert_true(fabs(cls[0] - cls[24]) > 1e-6); /* different images, different features */
     free(cls);
+    /* a corrupt file in the tree: an error naming it; with [run] skip_bad it is dropped and counted */
+    snprintf(cmd, sizeof cmd, "head -c 60 '%s/images/rgb420.jpg' > '%s/beta/truncated.jpg'", data, root);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(run(&log, "embed '%s' --out '%s' --set optim.batch=2", ini, out), 1);
+    expect_contains(log, "truncated.jpg");
+    free(log);
+    assert_int_equal(run(&log, "embed '%s' --out '%s' --set optim.batch=2 --set run.skip_bad=true", ini, out), 0);
+    expect_contains(log, "1 unreadable samples dropped ([run] skip_bad), 5 kept");
+    expect_contains(log, "wrote 5 x 24 features");
+    free(log);
+    labels = read_tensor(out, "labels", &n);
+    assert_int_equal(n, 5);
+    assert_memory_equal(labels, want, sizeof want);
+    free(labels);
     /* without resize the sizes do not fit: the error says what to set */
     assert_int_equal(run(&log, "embed '%s' --out '%s' --set transform.resize=0", ini, out), 1);
     expect_contains(log, "[transform] resize");

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "explora/config.h"
+#include "explora/eval_input.h"
 #include "explora/loader.h"
 #include "test_support.h"
 
@@ -328,6 +329,92 @@ static void test_sample_error_stops_the_pipeline(void **state) {
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * the evaluation input path (explora/eval_input.h)
+ * --------------------------------------------------------------------------- */
+
+/* Every sample in dataset order, each exactly what ex_eval_transform makes of it; limit honoured. */
+static void test_eval_input_order_and_transform(void **state) {
+    (void)state;
+    synth ds = {11, -1, -1, 0};
+    ex_eval_input in;
+    ex_err err;
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 0, 16, 16, 3, 20, k_mean, k_std, 0, &err), &err);
+    float images[4 * 3 * 16 * 16], want[3 * 16 * 16], scratch[16 * 16 * 16];
+    ex_eval_row rows[4];
+    int64_t got = 0, seen = 0;
+    do {
+        EXT_OK(ex_eval_input_next(&in, images, 4, rows, &got, &err), &err);
+        for (int64_t k = 0; k < got; k++, seen++) {
+            assert_int_equal(rows[k].index, seen);
+            assert_int_equal(rows[k].label, seen);
+            ex_sample smp;
+            EXT_OK(synth_get(&ds, seen, &smp, &err), &err);
+            assert_string_equal(rows[k].id, smp.id);
+            EXT_OK(ex_eval_transform(&smp, 16, 16, 3, 20, k_mean, k_std, scratch, want, &err), &err);
+            ex_sample_clear(&smp);
+            assert_memory_equal(images + k * 3 * 16 * 16, want, sizeof want);
+        }
+    } while (got > 0);
+    assert_int_equal(seen, 11);
+    assert_int_equal(in.skipped, 0);
+    ex_eval_input_free(&in);
+    /* limit 5: five rows, then the end */
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 5, 16, 16, 3, 20, k_mean, k_std, 0, &err), &err);
+    EXT_OK(ex_eval_input_next(&in, images, 4, rows, &got, &err), &err);
+    assert_int_equal(got, 4);
+    EXT_OK(ex_eval_input_next(&in, images, 4, rows, &got, &err), &err);
+    assert_int_equal(got, 1);
+    EXT_OK(ex_eval_input_next(&in, images, 4, rows, &got, &err), &err);
+    assert_int_equal(got, 0);
+    ex_eval_input_free(&in);
+    /* without resize the sizes must match: an error naming the sample and what to set */
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 0, 16, 16, 3, 0, k_mean, k_std, 0, &err), &err);
+    assert_int_equal(ex_eval_input_next(&in, images, 4, rows, &got, &err), EX_E_SHAPE);
+    if (!strstr(err.msg, "sample 0: 'synth-0' is 20x24") || !strstr(err.msg, "[transform] resize")) fail_msg("%s", err.msg);
+    ex_eval_input_free(&in);
+}
+
+/* skip_bad drops (never repeats) unreadable samples and counts them; without it the first is an error. */
+static void test_eval_input_skip_bad_drops(void **state) {
+    (void)state;
+    synth ds = {23, 9, 10, 0};
+    ex_eval_input in;
+    ex_err err;
+    float images[4 * 3 * 16 * 16];
+    ex_eval_row rows[4];
+    int64_t got = 0;
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 0, 16, 16, 3, 20, k_mean, k_std, 0, &err), &err);
+    ex_status st = EX_OK;
+    for (int i = 0; i < 10 && st == EX_OK; i++) st = ex_eval_input_next(&in, images, 4, rows, &got, &err);
+    assert_int_equal(st, EX_E_FORMAT);
+    if (!strstr(err.msg, "sample 9: ") || !strstr(err.msg, "corrupt")) fail_msg("%s", err.msg);
+    ex_eval_input_free(&in);
+
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 0, 16, 16, 3, 20, k_mean, k_std, 1, &err), &err);
+    int64_t seen[32], n = 0;
+    do {
+        EXT_OK(ex_eval_input_next(&in, images, 4, rows, &got, &err), &err);
+        for (int64_t k = 0; k < got; k++) seen[n++] = rows[k].index;
+    } while (got > 0);
+    assert_int_equal(n, 21);
+    for (int64_t i = 0, j = 0; i < 23; i++)
+        if (i != 9 && i != 10) assert_int_equal(seen[j++], i);
+    assert_int_equal(in.skipped, 2);
+    assert_int_equal(in.first_skip.code, EX_E_FORMAT);
+    if (!strstr(in.first_skip.msg, "sample 9: ")) fail_msg("first skip: %s", in.first_skip.msg);
+    ex_eval_input_free(&in);
+
+    /* nothing readable: an error even with skip_bad */
+    ds.all_bad = 1;
+    EXT_OK(ex_eval_input_init(&in, &synth_vt, &ds, 0, 16, 16, 3, 20, k_mean, k_std, 1, &err), &err);
+    st = EX_OK;
+    for (int i = 0; i < 10 && st == EX_OK; i++) st = ex_eval_input_next(&in, images, 4, rows, &got, &err);
+    assert_int_equal(st, EX_E_FORMAT);
+    if (!strstr(err.msg, "all 23 samples are unreadable")) fail_msg("%s", err.msg);
+    ex_eval_input_free(&in);
+}
+
 static void test_skip_bad_replaces_and_counts(void **state) {
     (void)state;
     synth ds = {23, 9, 10, 0}; /* 9 and 10 unreadable: both become 11 */
@@ -486,6 +573,8 @@ int main(void) {
         cmocka_unit_test(test_sharding_covers_each_epoch_once),
         cmocka_unit_test(test_seek_gives_the_same_next_batch),
         cmocka_unit_test(test_sample_error_stops_the_pipeline),
+        cmocka_unit_test(test_eval_input_order_and_transform),
+        cmocka_unit_test(test_eval_input_skip_bad_drops),
         cmocka_unit_test(test_skip_bad_replaces_and_counts),
         cmocka_unit_test(test_skip_bad_gives_up),
         cmocka_unit_test(test_corrupt_image_in_imagefolder),

@@ -5,6 +5,7 @@
 #ifndef EXPLORA_CLI_H
 #define EXPLORA_CLI_H
 
+#include "explora/features.h"
 #include "explora/session.h"
 
 /* Exit codes. */
@@ -45,6 +46,11 @@ int cli_run_session(const cli_args *a, cli_session_fn fn);
  * {section, key} pairs. */
 ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *const (*extra)[2], int nextra,
                                 uint64_t *key, ex_err *err);
+
+/* Features of a dataset section (core/cli/cli_features.c): from `cache` when the file exists, else extracted
+ * through m and written there; *classes (may be NULL) = the dataset's class count (0 when cached or unknown). */
+ex_status cli_features_for(ex_model *m, ex_session *s, const char *section, const char *cache, const ex_feature_opts *o,
+                           ex_features *f, int64_t *classes, ex_err *err);
 
 int cli_plugins(const cli_args *a);
 int cli_check(const cli_args *a);

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "explora/augment.h"
+#include "explora/eval_input.h"
 #include "explora/model.h"
 #include "explora/safetensors.h"
 
@@ -65,56 +65,6 @@ static ex_status append_id(embed_out *o, const char *id, ex_err *err) {
     return EX_OK;
 }
 
-/* Fill images (b, C, H, W) from samples, normalised; checks sizes and channels. */
-static ex_status fill_batch(const ex_dataset_vtable *vt, void *ds, int64_t start, int64_t b, int64_t C, int64_t H,
-                            int64_t W, const double *mean, const double *std, int64_t resize, float *images,
-                            embed_out *o, ex_err *err) {
-    for (int64_t k = 0; k < b; k++) {
-        ex_sample s = {0};
-        EX_CHECK(vt->get(ds, start + k, &s, err));
-        ex_status st = EX_OK;
-        if (resize > 0) { /* torchvision Resize(resize) + CenterCrop(H, W) */
-            float *crop = malloc(sizeof(float) * (size_t)(H * W * s.channels));
-            st = crop ? ex_resize_center_crop(s.pixels, s.height, s.width, s.channels, resize, EX_FILTER_BICUBIC, 0, crop,
-                                              H, W, err)
-                      : ex_err_set(err, EX_E_NOMEM, __FILE__, __LINE__, "out of memory");
-            if (st == EX_OK) {
-                free(s.pixels);
-                s.pixels = crop;
-                s.height = (int)H;
-                s.width = (int)W;
-            } else {
-                free(crop);
-                ex_err_prefix(err, "sample %lld (%s): ", (long long)(start + k), s.id);
-            }
-        }
-        if (st != EX_OK) {
-        } else if (s.height != H || s.width != W) {
-            st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__,
-                            "sample %lld (%s) is %dx%d but [backbone] image_size is %lldx%lld.", (long long)(start + k),
-                            s.id, s.height, s.width, (long long)H, (long long)W);
-            ex_err_hint(err, "set [transform] resize (e.g. 256 for 224) to resize and centre-crop, or set image_size to "
-                             "their size (a multiple of the patch size).");
-        } else if (s.channels != C && !(s.channels == 1 && C == 3)) {
-            st = ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__, "sample %lld (%s) has %d channels; the backbone takes %lld.",
-                            (long long)(start + k), s.id, s.channels, (long long)C);
-        }
-        if (st == EX_OK) {
-            float *img = images + k * C * H * W;
-            for (int64_t c = 0; c < C; c++) {
-                int64_t sc = s.channels == 1 ? 0 : c;
-                for (int64_t i = 0; i < H * W; i++)
-                    img[c * H * W + i] = (float)(((double)s.pixels[i * s.channels + sc] - mean[c]) / std[c]);
-            }
-            o->labels[start + k] = s.label;
-            st = append_id(o, s.id, err);
-        }
-        ex_sample_clear(&s);
-        EX_CHECK(st);
-    }
-    return EX_OK;
-}
-
 static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, embed_out *o, ex_err *err) {
     ex_model m;
     memset(&m, 0, sizeof m);
@@ -122,6 +72,10 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     const ex_plugin *dp = NULL;
     ex_cfg_section dview;
     float *images = NULL, *tokens = NULL;
+    ex_eval_row *rows = NULL;
+    ex_eval_input in;
+    memset(&in, 0, sizeof in);
+    int64_t kept = 0; /* rows embedded so far (skip_bad may drop samples) */
     ex_status st = EX_OK;
     ex_backbone_shape shape = {0};
     const ex_cfg_section optim = {s->config, "optim", ex_core_optim_keys()};
@@ -167,13 +121,24 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     o->blocks = calloc((size_t)((nb ? nb : 1) * N * D), sizeof(float));
     o->labels = calloc((size_t)(N ? N : 1), sizeof(int64_t));
     images = malloc(sizeof(float) * (size_t)(shape.batch * C * H * W));
-    if (!o->cls || !o->patch_mean || !o->blocks || !o->labels || !images)
+    rows = malloc(sizeof(ex_eval_row) * (size_t)shape.batch);
+    if (!o->cls || !o->patch_mean || !o->blocks || !o->labels || !images || !rows)
         EX_FAIL_GOTO(err, st, done, EX_E_NOMEM, "out of memory for %lld features", (long long)N);
     void *dimg = NULL;
     EX_CHECK_GOTO(ex_be_alloc(be, sizeof(float) * (size_t)(shape.batch * C * H * W), &dimg, err), st, done);
-    for (int64_t start = 0; start < N && st == EX_OK; start += shape.batch) {
-        int64_t b = N - start < shape.batch ? N - start : shape.batch;
-        EX_CHECK_GOTO(fill_batch(dvt, ds, start, b, C, H, W, mean, std, resize, images, o, err), st, free_dev);
+    int skip_bad = 0;
+    const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+    EX_CHECK_GOTO(ex_cfg_bool(&run, "skip_bad", &skip_bad, err), st, free_dev);
+    EX_CHECK_GOTO(ex_eval_input_init(&in, dvt, ds, 0, H, W, C, resize, mean, std, skip_bad, err), st, free_dev);
+    for (;;) {
+        const int64_t start = kept;
+        int64_t b = 0;
+        EX_CHECK_GOTO(ex_eval_input_next(&in, images, shape.batch, rows, &b, err), st, free_dev);
+        if (b == 0) break;
+        for (int64_t k = 0; k < b; k++) {
+            o->labels[start + k] = rows[k].label;
+            EX_CHECK_GOTO(append_id(o, rows[k].id, err), st, free_dev);
+        }
         EX_CHECK_GOTO(ex_be_upload(be, dimg, images, sizeof(float) * (size_t)(b * C * H * W), err), st, free_dev);
         ex_backbone_io io = {0};
         io.batch = b, io.height = H, io.width = W, io.images = dimg, io.train = 0;
@@ -200,29 +165,35 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
             for (int64_t k = 0; k < b; k++)
                 memcpy(o->blocks + ((int64_t)i * N + start + k) * D, tokens + k * T * D, sizeof(float) * (size_t)D);
         }
-        fprintf(stderr, "\rembedded %lld/%lld", (long long)(start + b), (long long)N);
+        kept += b;
+        fprintf(stderr, "\rembedded %lld/%lld", (long long)in.next, (long long)N);
     }
     fprintf(stderr, "\n");
+    if (in.skipped > 0)
+        printf("embed: %lld unreadable samples dropped ([run] skip_bad), %lld kept; the first: %s\n", (long long)in.skipped,
+               (long long)kept, in.first_skip.msg);
     if (st == EX_OK) {
         ex_st_writer *w;
         EX_CHECK_GOTO(ex_st_writer_new(&w, err), st, free_dev);
-        st = ex_st_writer_add(w, "cls", EX_F32, 2, (int64_t[]){N, D}, o->cls, err);
-        if (st == EX_OK) st = ex_st_writer_add(w, "patch_mean", EX_F32, 2, (int64_t[]){N, D}, o->patch_mean, err);
+        st = ex_st_writer_add(w, "cls", EX_F32, 2, (int64_t[]){kept, D}, o->cls, err);
+        if (st == EX_OK) st = ex_st_writer_add(w, "patch_mean", EX_F32, 2, (int64_t[]){kept, D}, o->patch_mean, err);
         for (int i = 0; i < nb && st == EX_OK; i++) {
             char name[64];
             snprintf(name, sizeof name, "block.%lld", (long long)blocks[i]);
-            st = ex_st_writer_add(w, name, EX_F32, 2, (int64_t[]){N, D}, o->blocks + (int64_t)i * N * D, err);
+            st = ex_st_writer_add(w, name, EX_F32, 2, (int64_t[]){kept, D}, o->blocks + (int64_t)i * N * D, err);
         }
-        if (st == EX_OK) st = ex_st_writer_add(w, "labels", EX_I64, 1, (int64_t[]){N}, o->labels, err);
+        if (st == EX_OK) st = ex_st_writer_add(w, "labels", EX_I64, 1, (int64_t[]){kept}, o->labels, err);
         if (st == EX_OK) st = ex_st_writer_metadata(w, "ids", o->ids ? o->ids : "", err);
         if (st == EX_OK) st = ex_st_writer_metadata(w, "backbone", m.plugin->desc.name, err);
         if (st == EX_OK) st = ex_st_writer_finish(w, a->out, err);
         ex_st_writer_free(w);
-        if (st == EX_OK) printf("wrote %lld x %lld features to %s\n", (long long)N, (long long)D, a->out);
+        if (st == EX_OK) printf("wrote %lld x %lld features to %s\n", (long long)kept, (long long)D, a->out);
     }
 free_dev:
     ex_be_free(be, dimg);
 done:
+    ex_eval_input_free(&in);
+    free(rows);
     if (ds) dvt->close(ds);
     free(images);
     free(tokens);

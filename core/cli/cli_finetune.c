@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "explora/augment.h"
 #include "explora/evaluate.h"
+#include "explora/eval_input.h"
 #include "explora/fileio.h"
 #include "explora/safetensors.h"
 #include "explora/trainer.h"
@@ -42,24 +43,6 @@ static ex_status need_classify(const ex_session *s, const char *verb, ex_err *er
     EX_ENSURE(ex_config_has_section(s->config, "eval_data"), err, EX_E_CONFIG,
               "explora %s evaluates on [eval_data]: add that section (a labelled dataset).", verb);
     return EX_OK;
-}
-
-/* One sample into img (C, H, W), normalised, through the evaluation transform. */
-static ex_status eval_image(const ex_sample *s, int64_t resize, int64_t H, int64_t W, int64_t C, const double *mean,
-                            const double *std, float *scratch, float *img, ex_err *err) {
-    const float *src = s->pixels;
-    if (resize > 0) {
-        EX_CHECK(ex_resize_center_crop(s->pixels, s->height, s->width, s->channels, resize, EX_FILTER_BICUBIC, 0, scratch,
-                                       H, W, err));
-        src = scratch;
-    } else if (s->height != H || s->width != W) {
-        ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__, "sample '%s' is %dx%d, the model takes %lldx%lld.", s->id,
-                   s->height, s->width, (long long)H, (long long)W);
-        ex_err_hint(err, "set [transform] resize to resize and centre-crop (e.g. 256 for 224).");
-        return EX_E_SHAPE;
-    }
-    EX_ENSURE(s->channels >= 1 && s->channels <= 16, err, EX_E_SHAPE, "sample '%s' has %d channels", s->id, s->channels);
-    return ex_normalize_chw(src, H, W, s->channels, C, mean, std, img, err);
 }
 
 /* Evaluate the trainer's model + objective on [eval_data]; write <dir>/eval.json and print the numbers. */
@@ -82,51 +65,63 @@ static ex_status evaluate(ex_trainer *t, const char *dir, ex_cls_metrics *mt, ex
     int nm = 0, ns = 0;
     int64_t resize = 0, classes = 0;
     const int64_t C = t->model.info.channels, H = t->recipe.views[0].height, W = t->recipe.views[0].width;
-    const int64_t B = t->batch, N = vt->length(ds);
-    float *images = NULL, *scratch = NULL;
+    const int64_t B = t->batch;
+    int64_t N = 0;
+    float *images = NULL;
     int64_t *pred = NULL, *labels = NULL, *groups = NULL;
+    ex_eval_row *rows = NULL;
     void *dev = NULL;
-    int has_groups = 0;
+    int has_groups = 0, skip_bad = 0;
+    ex_eval_input in;
+    memset(&in, 0, sizeof in);
+    const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+    EX_CHECK_GOTO(ex_cfg_bool(&run, "skip_bad", &skip_bad, err), st, done);
     EX_CHECK_GOTO(ex_cfg_float_list(&tf, "mean", mean, 16, &nm, err), st, done);
     EX_CHECK_GOTO(ex_cfg_float_list(&tf, "std", std, 16, &ns, err), st, done);
     EX_CHECK_GOTO(ex_cfg_int(&tf, "resize", &resize, err), st, done);
     EX_CHECK_GOTO(ex_cfg_int(&oview, "classes", &classes, err), st, done);
     if (nm != C || ns != C)
         EX_FAIL_GOTO(err, st, done, EX_E_CONFIG, "[transform] mean and std need %lld values (one per channel).", (long long)C);
-    if (N < 1) EX_FAIL_GOTO(err, st, done, EX_E_INVALID, "[eval_data] is empty");
+    st = ex_eval_input_init(&in, vt, ds, 0, H, W, C, resize, mean, std, skip_bad, err);
+    if (st != EX_OK) {
+        ex_err_prefix(err, "[eval_data]: ");
+        goto done;
+    }
+    const int64_t cap = in.n;
     images = malloc(sizeof(float) * (size_t)(B * C * H * W));
-    scratch = malloc(sizeof(float) * (size_t)(H * W * 16));
-    pred = malloc(sizeof(int64_t) * (size_t)(N * EVAL_TOPK));
-    labels = malloc(sizeof(int64_t) * (size_t)N);
-    groups = malloc(sizeof(int64_t) * (size_t)N);
-    if (!images || !scratch || !pred || !labels || !groups)
-        EX_FAIL_GOTO(err, st, done, EX_E_NOMEM, "out of memory for %lld evaluation samples", (long long)N);
+    rows = malloc(sizeof(ex_eval_row) * (size_t)B);
+    pred = malloc(sizeof(int64_t) * (size_t)(cap * EVAL_TOPK));
+    labels = malloc(sizeof(int64_t) * (size_t)cap);
+    groups = malloc(sizeof(int64_t) * (size_t)cap);
+    if (!images || !rows || !pred || !labels || !groups)
+        EX_FAIL_GOTO(err, st, done, EX_E_NOMEM, "out of memory for %lld evaluation samples", (long long)cap);
     EX_CHECK_GOTO(ex_be_alloc(t->be, sizeof(float) * (size_t)(B * C * H * W), &dev, err), st, done);
-    for (int64_t start = 0; start < N; start += B) {
-        const int64_t b = N - start < B ? N - start : B;
+    for (;;) {
+        int64_t b = 0;
+        st = ex_eval_input_next(&in, images, B, rows, &b, err);
+        if (st != EX_OK) {
+            ex_err_prefix(err, "[eval_data] ");
+            goto done;
+        }
+        if (b == 0) break;
         for (int64_t k = 0; k < b; k++) {
-            ex_sample smp;
-            memset(&smp, 0, sizeof smp);
-            st = vt->get(ds, start + k, &smp, err);
-            if (st == EX_OK) st = eval_image(&smp, resize, H, W, C, mean, std, scratch, images + k * C * H * W, err);
-            labels[start + k] = smp.label;
-            groups[start + k] = smp.group;
-            has_groups |= smp.group >= 0;
-            ex_sample_clear(&smp);
-            if (st != EX_OK) {
-                ex_err_prefix(err, "[eval_data] sample %lld: ", (long long)(start + k));
-                goto done;
-            }
-            if (labels[start + k] >= classes)
-                EX_FAIL_GOTO(err, st, done, EX_E_RANGE, "[eval_data] sample %lld has label %lld, [objective] classes = %lld",
-                             (long long)(start + k), (long long)labels[start + k], (long long)classes);
+            if (rows[k].label >= classes) /* unlabeled samples (-1) are left out of the metrics */
+                EX_FAIL_GOTO(err, st, done, EX_E_RANGE, "[eval_data] sample %lld (%s) has label %lld, [objective] classes = %lld",
+                             (long long)rows[k].index, rows[k].id, (long long)rows[k].label, (long long)classes);
+            labels[N + k] = rows[k].label;
+            groups[N + k] = rows[k].group;
+            has_groups |= rows[k].group >= 0;
         }
         EX_CHECK_GOTO(ex_be_upload(t->be, dev, images, sizeof(float) * (size_t)(b * C * H * W), err), st, done);
         ex_batch batch;
         memset(&batch, 0, sizeof batch);
         batch.batch = b, batch.nviews = 1, batch.views[0] = dev, batch.height[0] = H, batch.width[0] = W;
-        EX_CHECK_GOTO(t->obj->evaluate(t->obj_self, &batch, pred + start * EVAL_TOPK, EVAL_TOPK, err), st, done);
+        EX_CHECK_GOTO(t->obj->evaluate(t->obj_self, &batch, pred + N * EVAL_TOPK, EVAL_TOPK, err), st, done);
+        N += b;
     }
+    if (in.skipped > 0)
+        printf("evaluation: %lld unreadable samples dropped ([run] skip_bad); the first: %s\n", (long long)in.skipped,
+               in.first_skip.msg);
     EX_CHECK_GOTO(ex_classification_metrics(pred, EVAL_TOPK, labels, has_groups ? groups : NULL, N, classes, mt, err), st,
                   done);
     {
@@ -134,8 +129,10 @@ static ex_status evaluate(ex_trainer *t, const char *dir, ex_cls_metrics *mt, ex
         snprintf(path, sizeof path, "%s/eval.json", dir);
         ex_atomic_file af;
         EX_CHECK_GOTO(ex_atomic_open(&af, path, err), st, done);
-        fprintf(af.fp, "{\"top1\": %.4f, \"top5\": %.4f, \"macro_f1\": %.4f, \"samples\": %lld, \"classes\": %lld",
-                mt->top1, mt->top5, mt->macro_f1, (long long)mt->n, (long long)classes);
+        fprintf(af.fp,
+                "{\"top1\": %.4f, \"top5\": %.4f, \"macro_f1\": %.4f, \"samples\": %lld, \"skipped_samples\": %lld, "
+                "\"classes\": %lld",
+                mt->top1, mt->top5, mt->macro_f1, (long long)mt->n, (long long)in.skipped, (long long)classes);
         if (mt->ngroups > 0) {
             fprintf(af.fp, ", \"worst_group_top1\": %.4f, \"group_top1\": [", mt->worst_group_acc);
             for (int64_t g = 0; g < mt->ngroups; g++) {
@@ -155,8 +152,9 @@ static ex_status evaluate(ex_trainer *t, const char *dir, ex_cls_metrics *mt, ex
     }
 done:
     if (dev) ex_be_free(t->be, dev);
+    ex_eval_input_free(&in);
     free(images);
-    free(scratch);
+    free(rows);
     free(pred);
     free(labels);
     free(groups);

@@ -21,29 +21,6 @@
 #include "explora/features.h"
 #include "explora/fileio.h"
 
-/* Features of `section` from the cache file when present, else extracted and cached. */
-static ex_status features_for(ex_model *m, ex_session *s, const char *section, const char *cache, const ex_feature_opts *o,
-                              ex_features *f, ex_err *err) {
-    if (access(cache, R_OK) == 0) {
-        printf("features: %s (cached)\n", cache);
-        return ex_features_load(f, cache, err);
-    }
-    const ex_plugin *p;
-    ex_cfg_section view;
-    EX_CHECK(ex_session_plugin(s, section, EX_PLUGIN_DATASET, NULL, &p, &view, err));
-    const ex_dataset_vtable *vt = &p->vtable_copy.dataset;
-    void *ds = NULL;
-    ex_status st = vt->open(&view, &ds, err);
-    if (st != EX_OK) {
-        ex_err_prefix(err, "[%s] %s: ", section, p->desc.name);
-        return st;
-    }
-    st = ex_features_extract(m, vt, ds, o, f, isatty(fileno(stdout)) ? stdout : NULL, err);
-    vt->close(ds);
-    EX_CHECK(st);
-    return ex_features_save(f, cache, err);
-}
-
 /* The last block's cls rows (n, dim) of a feature set, labels < 0 dropped for the bank. */
 static float *last_cls(const ex_features *f) {
     float *x = malloc(sizeof(float) * (size_t)(f->n * f->dim));
@@ -72,6 +49,7 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
     EX_CHECK(ex_cfg_path(&run, "out", out, sizeof out, err));
     EX_CHECK(ex_cfg_int(&optim, "batch", &fo.batch, err));
     EX_CHECK(ex_cfg_int(&tf, "resize", &fo.resize, err));
+    EX_CHECK(ex_cfg_bool(&run, "skip_bad", &fo.skip_bad, err));
     EX_CHECK(ex_cfg_float_list(&tf, "mean", fo.mean, 16, &nm, err));
     EX_CHECK(ex_cfg_float_list(&tf, "std", fo.std, 16, &ns, err));
     EX_ENSURE(ex_config_has_section(s->config, "eval_data"), err, EX_E_CONFIG,
@@ -110,9 +88,9 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
         }
     }
     fo.limit = limit;
-    EX_CHECK_GOTO(features_for(&m, s, "data", path_tr, &fo, &tr, err), st, done);
+    EX_CHECK_GOTO(cli_features_for(&m, s, "data", path_tr, &fo, &tr, NULL, err), st, done);
     fo.limit = eval_limit;
-    EX_CHECK_GOTO(features_for(&m, s, "eval_data", path_ev, &fo, &ev, err), st, done);
+    EX_CHECK_GOTO(cli_features_for(&m, s, "eval_data", path_ev, &fo, &ev, NULL, err), st, done);
     {
         /* the memory bank: labelled training samples only */
         int64_t nb = 0;

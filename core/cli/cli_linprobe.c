@@ -21,38 +21,6 @@
 #include "explora/features.h"
 #include "explora/fileio.h"
 
-static ex_status open_dataset(ex_session *s, const char *section, const ex_dataset_vtable **vt, void **ds, int64_t *classes,
-                              ex_err *err) {
-    const ex_plugin *p;
-    ex_cfg_section view;
-    EX_CHECK(ex_session_plugin(s, section, EX_PLUGIN_DATASET, NULL, &p, &view, err));
-    *vt = &p->vtable_copy.dataset;
-    ex_status st = (*vt)->open(&view, ds, err);
-    if (st != EX_OK) {
-        ex_err_prefix(err, "[%s] %s: ", section, p->desc.name);
-        return st;
-    }
-    *classes = (*vt)->num_classes ? (*vt)->num_classes(*ds) : 0;
-    return EX_OK;
-}
-
-/* Features from the cache file when present, else extracted and cached. */
-static ex_status features_for(ex_model *m, ex_session *s, const char *section, const char *cache, const ex_feature_opts *o,
-                              ex_features *f, int64_t *classes, ex_err *err) {
-    if (access(cache, R_OK) == 0) {
-        printf("features: %s (cached)\n", cache);
-        *classes = 0;
-        return ex_features_load(f, cache, err);
-    }
-    const ex_dataset_vtable *vt;
-    void *ds;
-    EX_CHECK(open_dataset(s, section, &vt, &ds, classes, err));
-    ex_status st = ex_features_extract(m, vt, ds, o, f, isatty(fileno(stdout)) ? stdout : NULL, err);
-    vt->close(ds);
-    EX_CHECK(st);
-    return ex_features_save(f, cache, err);
-}
-
 static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, ex_err *err) {
     const ex_cfg_section lp = {s->config, "linprobe", ex_core_linprobe_keys()};
     const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
@@ -78,6 +46,7 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
     EX_CHECK(ex_cfg_path(&run, "out", out, sizeof out, err));
     EX_CHECK(ex_cfg_int(&optim, "batch", &fo.batch, err));
     EX_CHECK(ex_cfg_int(&tf, "resize", &fo.resize, err));
+    EX_CHECK(ex_cfg_bool(&run, "skip_bad", &fo.skip_bad, err));
     EX_CHECK(ex_cfg_float_list(&tf, "mean", fo.mean, 16, &nm, err));
     EX_CHECK(ex_cfg_float_list(&tf, "std", fo.std, 16, &ns, err));
     fo.nblocks = 0;
@@ -118,9 +87,9 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
         }
     }
     fo.limit = limit;
-    EX_CHECK_GOTO(features_for(&m, s, "data", path_tr, &fo, &tr, &classes, err), st, done);
+    EX_CHECK_GOTO(cli_features_for(&m, s, "data", path_tr, &fo, &tr, &classes, err), st, done);
     fo.limit = eval_limit;
-    EX_CHECK_GOTO(features_for(&m, s, "eval_data", path_ev, &fo, &ev, &eclasses, err), st, done);
+    EX_CHECK_GOTO(cli_features_for(&m, s, "eval_data", path_ev, &fo, &ev, &eclasses, err), st, done);
     if (classes < eclasses) classes = eclasses;
     for (int64_t i = 0; i < tr.n; i++)
         if (tr.labels[i] + 1 > classes) classes = tr.labels[i] + 1;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "explora/augment.h"
+#include "explora/eval_input.h"
 #include "explora/safetensors.h"
 
 /* Host LayerNorm of one row with the model's final norm (weights downloaded once). */
@@ -22,67 +22,40 @@ static void layernorm_row(const float *x, const float *w, const float *b, int64_
     for (int64_t i = 0; i < d; i++) out[i] = (float)(((double)x[i] - mean) * rstd * (double)w[i] + (double)b[i]);
 }
 
-/* One sample into img (C, H, W), normalised, through the evaluation transform. */
-static ex_status prepare(const ex_sample *s, const ex_feature_opts *o, int64_t C, float *scratch, float *img,
-                         ex_err *err) {
-    const int64_t H = o->height, W = o->width;
-    const float *src = s->pixels;
-    if (o->resize > 0) {
-        EX_CHECK(ex_resize_center_crop(s->pixels, s->height, s->width, s->channels, o->resize, EX_FILTER_BICUBIC, 0,
-                                       scratch, H, W, err));
-        src = scratch;
-    } else if (s->height != H || s->width != W) {
-        ex_err_set(err, EX_E_SHAPE, __FILE__, __LINE__, "sample '%s' is %dx%d, the model takes %lldx%lld.", s->id,
-                   s->height, s->width, (long long)H, (long long)W);
-        ex_err_hint(err, "set [transform] resize to resize and centre-crop.");
-        return EX_E_SHAPE;
-    }
-    return ex_normalize_chw(src, H, W, s->channels, C, o->mean, o->std, img, err);
-}
-
 ex_status ex_features_extract(ex_model *m, const ex_dataset_vtable *vt, void *ds, const ex_feature_opts *o,
                               ex_features *out, FILE *progress, ex_err *err) {
     memset(out, 0, sizeof *out);
     const int64_t D = m->info.dim, C = m->info.channels, H = o->height, W = o->width, depth = m->info.depth;
     const int64_t nb = o->nblocks < 1 ? 1 : o->nblocks > depth ? depth : o->nblocks;
-    int64_t N = vt->length(ds);
-    if (o->limit > 0 && o->limit < N) N = o->limit;
-    EX_ENSURE(N >= 1, err, EX_E_INVALID, "the dataset is empty");
     EX_ENSURE(m->vt->block_output, err, EX_E_UNSUPPORTED, "backbone '%s' does not expose block outputs",
               m->plugin->desc.name);
     const ex_param *nw = ex_params_find(&m->params, "norm.weight"), *nbias = ex_params_find(&m->params, "norm.bias");
     EX_ENSURE(nw && nbias, err, EX_E_UNSUPPORTED, "the backbone has no final norm (norm.weight, norm.bias)");
-    out->n = N;
+    ex_eval_input in;
+    EX_CHECK(ex_eval_input_init(&in, vt, ds, o->limit, H, W, C, o->resize, o->mean, o->std, o->skip_bad, err));
+    const int64_t N = in.n; /* at most; skip_bad may drop some */
     out->dim = D;
     out->nblocks = nb;
     out->cls = malloc(sizeof(float) * (size_t)(N * nb * D));
     out->patch = malloc(sizeof(float) * (size_t)(N * D));
     out->labels = malloc(sizeof(int64_t) * (size_t)N);
     float *images = malloc(sizeof(float) * (size_t)(o->batch * C * H * W));
-    float *scratch = malloc(sizeof(float) * (size_t)(H * W * 16));
+    ex_eval_row *rows = malloc(sizeof(ex_eval_row) * (size_t)o->batch);
     float *normw = malloc(sizeof(float) * (size_t)(2 * D)), *host = NULL;
     void *dev = NULL;
     ex_status st = EX_OK;
-    if (!out->cls || !out->patch || !out->labels || !images || !scratch || !normw)
+    if (!out->cls || !out->patch || !out->labels || !images || !rows || !normw)
         EX_FAIL_GOTO(err, st, done, EX_E_NOMEM, "out of memory for %lld features", (long long)N);
     EX_CHECK_GOTO(ex_be_download(m->be, normw, nw->value.data, sizeof(float) * (size_t)D, err), st, done);
     EX_CHECK_GOTO(ex_be_download(m->be, normw + D, nbias->value.data, sizeof(float) * (size_t)D, err), st, done);
     EX_CHECK_GOTO(ex_be_alloc(m->be, sizeof(float) * (size_t)(o->batch * C * H * W), &dev, err), st, done);
     const float eps = 1e-6f;
-    for (int64_t start = 0; start < N; start += o->batch) {
-        const int64_t b = N - start < o->batch ? N - start : o->batch;
-        for (int64_t k = 0; k < b; k++) {
-            ex_sample s;
-            memset(&s, 0, sizeof s);
-            st = vt->get(ds, start + k, &s, err);
-            if (st == EX_OK) st = prepare(&s, o, C, scratch, images + k * C * H * W, err);
-            out->labels[start + k] = s.label;
-            ex_sample_clear(&s);
-            if (st != EX_OK) {
-                ex_err_prefix(err, "sample %lld: ", (long long)(start + k));
-                goto done;
-            }
-        }
+    for (;;) {
+        int64_t b = 0;
+        const int64_t start = out->n;
+        EX_CHECK_GOTO(ex_eval_input_next(&in, images, o->batch, rows, &b, err), st, done);
+        if (b == 0) break;
+        for (int64_t k = 0; k < b; k++) out->labels[start + k] = rows[k].label;
         EX_CHECK_GOTO(ex_be_upload(m->be, dev, images, sizeof(float) * (size_t)(b * C * H * W), err), st, done);
         ex_backbone_io io;
         memset(&io, 0, sizeof io);
@@ -107,13 +80,17 @@ ex_status ex_features_extract(ex_model *m, const ex_dataset_vtable *vt, void *ds
             for (int64_t k = 0; k < b; k++)
                 layernorm_row(host + k * T * D, normw, normw + D, D, eps, out->cls + ((start + k) * nb + i) * D);
         }
-        if (progress) fprintf(progress, "\rfeatures %lld/%lld", (long long)(start + b), (long long)N);
+        out->n += b;
+        if (progress) fprintf(progress, "\rfeatures %lld/%lld", (long long)in.next, (long long)N);
     }
     if (progress) fprintf(progress, "\n");
+    out->skipped = in.skipped;
+    out->first_skip = in.first_skip;
 done:
     if (dev) ex_be_free(m->be, dev);
+    ex_eval_input_free(&in);
     free(images);
-    free(scratch);
+    free(rows);
     free(normw);
     free(host);
     if (st != EX_OK) ex_features_free(out);

@@ -22,8 +22,9 @@ static const ex_key_spec k_run_keys[] = {
      "threads decoding and augmenting images ahead of the training step (0: on the main thread); batches are "
      "the same whatever the number"},
     {"skip_bad", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
-     "training: replace a sample that cannot be read (missing, truncated or corrupt image, wrong band count) by "
-     "the next readable one and count it (reported per epoch and in summary.json) instead of stopping"},
+     "a sample that cannot be read (missing, truncated or corrupt image, wrong size or band count) does not stop "
+     "the run: training replaces it by the next readable one (counted per epoch and in summary.json); feature "
+     "extraction (linprobe, knn, embed) and evaluation drop it and report the count"},
     EX_KEY_END,
 };
 

@@ -8,7 +8,8 @@
  *                        get_intermediate_layers(norm=True)); row nblocks-1 is the last block
  *   patch  (D)           the mean of the last block's patch tokens after the final norm
  * Images go through the evaluation transform ([transform] resize + centre
- * crop, mean/std) and the model in inference mode.
+ * crop, mean/std; explora/eval_input.h) and the model in inference mode.
+ * With skip_bad, unreadable samples are dropped: n counts the kept ones.
  *
  * Linear probe: one linear classifier per (last n blocks, with/without the
  * patch mean, learning rate), all trained on the same cached features with
@@ -34,6 +35,8 @@ typedef struct ex_features {
     float *cls;     /* (n, nblocks, dim) */
     float *patch;   /* (n, dim) */
     int64_t *labels; /* (n), -1 unlabeled */
+    int64_t skipped; /* samples dropped by skip_bad while extracting (not stored in the cache) */
+    ex_err first_skip; /* the first dropped sample's error */
 } ex_features;
 
 typedef struct ex_feature_opts {
@@ -41,6 +44,7 @@ typedef struct ex_feature_opts {
     int64_t nblocks;                      /* last blocks whose cls tokens are kept */
     double mean[16], std[16];
     int64_t limit;                        /* use at most this many samples (0: all) */
+    int skip_bad;                         /* drop unreadable samples instead of failing (explora/eval_input.h) */
 } ex_feature_opts;
 
 /* Run the model over every sample of an open dataset. The model must be allocated and loaded. */
