@@ -176,7 +176,7 @@ static void test_camelyon_splits(void **state) {
     EXT_OK(open_ds(f, "dataset = camelyon17\n", &ds, &err), &err);
     assert_int_equal(f->vt->num_classes(ds), 2);
     f->vt->close(ds);
-    expect_error(f, "dataset = camelyon17\nsplit = id_test\n", EX_E_CONFIG, "camelyon17", "no id_test");
+    expect_error(f, "dataset = camelyon17\nsplit = id_test\n", EX_E_CONFIG, "camelyon17", "no split 'id_test'");
 }
 
 static void test_camelyon_errors(void **state) {
@@ -258,12 +258,71 @@ static void test_iwildcam_errors(void **state) {
     expect_error(f, "dataset = imagenet\n", EX_E_CONFIG, "dataset", NULL);
 }
 
+/* ---------------------------------------------------------------------------
+ * the unlabeled packages
+ * --------------------------------------------------------------------------- */
+
+static void test_camelyon_unlabeled(void **state) {
+    fixture *f = *state;
+    put_image(f, P4A);
+    put_image(f, P10);
+    put_image(f, P20);
+    put_image(f, P30);
+    /* no split or tumor column: WILDS splits the unlabeled package by hospital */
+    put_text(f, "metadata.csv",
+             ",patient,node,x_coord,y_coord,slide,center\n"
+             "0,004,4,3328,21792,0,0\n"
+             "1,010,1,100,200,5,1\n"
+             "2,020,2,300,400,9,2\n"
+             "3,030,3,500,600,12,3\n");
+    expect_split(f, "dataset = camelyon17_unlabeled\n", 2, (const char *const[]){P4A, P30}, (const int[]){-1, -1},
+                 (const int[]){0, 12});
+    expect_split(f, "dataset = camelyon17_unlabeled\nsplit = train_unlabeled\n", 2, (const char *const[]){P4A, P30},
+                 (const int[]){-1, -1}, (const int[]){0, 12});
+    expect_split(f, "dataset = camelyon17_unlabeled\nsplit = val_unlabeled\n", 1, (const char *const[]){P10},
+                 (const int[]){-1}, (const int[]){5});
+    expect_split(f, "dataset = camelyon17_unlabeled\nsplit = test_unlabeled\n", 1, (const char *const[]){P20},
+                 (const int[]){-1}, (const int[]){9});
+    void *ds;
+    ex_err err;
+    EXT_OK(open_ds(f, "dataset = camelyon17_unlabeled\n", &ds, &err), &err);
+    assert_int_equal(f->vt->num_classes(ds), 0);
+    f->vt->close(ds);
+    /* a labelled split name on the unlabeled package, and the other way round, say which splits exist */
+    expect_error(f, "dataset = camelyon17_unlabeled\nsplit = train\n", EX_E_CONFIG, "camelyon17_unlabeled has no split 'train'",
+                 "train_unlabeled, val_unlabeled, test_unlabeled");
+    expect_error(f, "dataset = camelyon17\nsplit = train_unlabeled\n", EX_E_CONFIG, "camelyon17 has no split", "id_val");
+    put_text(f, "metadata.csv", ",patient,node,x_coord,y_coord,slide\n0,004,4,3328,21792,0\n");
+    expect_error(f, "dataset = camelyon17_unlabeled\n", EX_E_FORMAT, "metadata.csv:1:", "'center'");
+}
+
+static void test_iwildcam_unlabeled(void **state) {
+    fixture *f = *state;
+    put_image(f, "images/u1.jpg");
+    put_image(f, "images/u2.jpg");
+    put_text(f, "metadata.csv",
+             "uid,location_remapped,sequence_remapped,datetime,y,category_id\n"
+             "u1,3,1,2013-06-01 10:00:00.000,-1,-1\n"
+             "u2,7,2,2013-06-01 10:00:00.000,12,40\n");
+    expect_split(f, "dataset = iwildcam_unlabeled\n", 2, (const char *const[]){"images/u1.jpg", "images/u2.jpg"},
+                 (const int[]){-1, -1}, (const int[]){3, 7});
+    expect_split(f, "dataset = iwildcam_unlabeled\nsplit = extra_unlabeled\n", 2,
+                 (const char *const[]){"images/u1.jpg", "images/u2.jpg"}, (const int[]){-1, -1}, (const int[]){3, 7});
+    expect_error(f, "dataset = iwildcam_unlabeled\nsplit = test\n", EX_E_CONFIG, "no split 'test'", "extra_unlabeled");
+    put_text(f, "metadata.csv", "uid,location_remapped\n../../etc/passwd,1\n");
+    expect_error(f, "dataset = iwildcam_unlabeled\n", EX_E_FORMAT, "metadata.csv:2:", "..");
+    put_text(f, "metadata.csv", "uid,location_remapped\nmissing,1\n");
+    expect_error(f, "dataset = iwildcam_unlabeled\n", EX_E_IO, "metadata.csv:2:", "missing.jpg");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_camelyon_splits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_camelyon_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_iwildcam_splits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_iwildcam_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_camelyon_unlabeled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iwildcam_unlabeled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,13 +14,50 @@
 #define IWILDCAM_COLS 4
 #define IWILDCAM_CLASSES 182
 
-const char *const wilds_split_names[WS_COUNT] = {"train", "id_val", "val", "test", "id_test"};
+const char *const wilds_split_names[WS_COUNT] = {"train",           "id_val",        "val",
+                                                 "test",            "id_test",       "train_unlabeled",
+                                                 "val_unlabeled",   "test_unlabeled", "extra_unlabeled"};
+
+static const char *const dataset_names[4] = {"camelyon17", "iwildcam", "camelyon17_unlabeled", "iwildcam_unlabeled"};
+
+wilds_split wilds_default_split(wilds_dataset d) {
+    return d == WILDS_CAMELYON17_UNLABELED ? WS_TRAIN_UNLABELED : d == WILDS_IWILDCAM_UNLABELED ? WS_EXTRA_UNLABELED : WS_TRAIN;
+}
+
+int wilds_is_unlabeled_package(wilds_dataset d) { return d == WILDS_CAMELYON17_UNLABELED || d == WILDS_IWILDCAM_UNLABELED; }
+
+/* The splits each dataset has, for checks and messages. */
+static int has_split(wilds_dataset d, wilds_split s) {
+    switch (d) {
+    case WILDS_CAMELYON17: return s == WS_TRAIN || s == WS_ID_VAL || s == WS_VAL || s == WS_TEST;
+    case WILDS_IWILDCAM: return s <= WS_ID_TEST;
+    case WILDS_CAMELYON17_UNLABELED: return s == WS_TRAIN_UNLABELED || s == WS_VAL_UNLABELED || s == WS_TEST_UNLABELED;
+    case WILDS_IWILDCAM_UNLABELED: return s == WS_EXTRA_UNLABELED;
+    }
+    return 0;
+}
+
+static const char *split_list(wilds_dataset d) {
+    switch (d) {
+    case WILDS_CAMELYON17: return "train, id_val, val, test";
+    case WILDS_IWILDCAM: return "train, id_val, val, test, id_test";
+    case WILDS_CAMELYON17_UNLABELED: return "train_unlabeled, val_unlabeled, test_unlabeled";
+    case WILDS_IWILDCAM_UNLABELED: return "extra_unlabeled";
+    }
+    return "";
+}
 
 static const char *const camelyon_names[CAMELYON_COLS] = {"patient", "node",  "x_coord", "y_coord",
                                                           "tumor",   "slide", "center",  "split"};
 enum { C_PATIENT, C_NODE, C_X, C_Y, C_TUMOR, C_SLIDE, C_CENTER, C_SPLIT };
 static const char *const iwildcam_names[IWILDCAM_COLS] = {"split", "filename", "y", "location_remapped"};
 enum { I_SPLIT, I_FILENAME, I_Y, I_LOCATION };
+#define CAMELYON_U_COLS 6
+static const char *const camelyon_u_names[CAMELYON_U_COLS] = {"patient", "node", "x_coord", "y_coord", "slide", "center"};
+enum { CU_PATIENT, CU_NODE, CU_X, CU_Y, CU_SLIDE, CU_CENTER };
+#define IWILDCAM_U_COLS 2
+static const char *const iwildcam_u_names[IWILDCAM_U_COLS] = {"uid", "location_remapped"};
+enum { IU_UID, IU_LOCATION };
 
 void wilds_list_free(wilds_list *l) {
     for (size_t i = 0; i < l->n; i++) {
@@ -120,7 +157,7 @@ static ex_status camelyon_row(const wilds_opts *o, const dcsv *c, const int *col
  * --------------------------------------------------------------------------- */
 
 static ex_status iwildcam_split(const dcsv *c, const char *name, wilds_split *out, ex_err *err) {
-    for (int s = 0; s < WS_COUNT; s++) {
+    for (int s = 0; s <= WS_ID_TEST; s++) {
         if (strcmp(name, wilds_split_names[s]) == 0) {
             *out = (wilds_split)s;
             return EX_OK;
@@ -151,24 +188,68 @@ static ex_status iwildcam_row(const wilds_opts *o, const dcsv *c, const int *col
 }
 
 /* ---------------------------------------------------------------------------
+ * the unlabeled packages
+ * --------------------------------------------------------------------------- */
+
+/* A file name from the CSV that must stay inside the dataset folder. */
+static ex_status safe_name(const dcsv *c, const char *what, const char *v, ex_err *err) {
+    EX_ENSURE(v[0] && v[0] != '/' && !strstr(v, ".."), err, EX_E_FORMAT, "%s:%zu: %s '%.200s' is empty, absolute or contains '..'.",
+              c->path, c->record_line, what, v);
+    return EX_OK;
+}
+
+static ex_status camelyon_u_row(const wilds_opts *o, const dcsv *c, const int *cols, wilds_list *out, ex_err *err) {
+    EX_CHECK(field_count(c, cols, CAMELYON_U_COLS, err));
+    int64_t v[CAMELYON_U_COLS] = {0};
+    for (int i = CU_NODE; i < CAMELYON_U_COLS; i++) EX_CHECK(dcsv_int(c, cols[i], camelyon_u_names[i], &v[i], err));
+    /* WILDS: hospital 1 is the validation hospital, 2 the test one, as in the labelled package */
+    const wilds_split split = v[CU_CENTER] == 1 ? WS_VAL_UNLABELED : v[CU_CENTER] == 2 ? WS_TEST_UNLABELED : WS_TRAIN_UNLABELED;
+    if (split != o->split) return EX_OK;
+    const char *patient = c->field[cols[CU_PATIENT]];
+    EX_CHECK(camelyon_patient(c, patient, err));
+    char rel[512];
+    snprintf(rel, sizeof rel, "patches/patient_%s_node_%lld/patch_patient_%s_node_%lld_x_%lld_y_%lld.png", patient,
+             (long long)v[CU_NODE], patient, (long long)v[CU_NODE], (long long)v[CU_X], (long long)v[CU_Y]);
+    return append(o, c, out, rel, -1, v[CU_SLIDE], err);
+}
+
+static ex_status iwildcam_u_row(const wilds_opts *o, const dcsv *c, const int *cols, wilds_list *out, ex_err *err) {
+    EX_CHECK(field_count(c, cols, IWILDCAM_U_COLS, err));
+    int64_t loc = 0;
+    EX_CHECK(dcsv_int(c, cols[IU_LOCATION], "location_remapped", &loc, err));
+    const char *uid = c->field[cols[IU_UID]];
+    EX_CHECK(safe_name(c, "uid", uid, err));
+    char rel[1024];
+    int n = snprintf(rel, sizeof rel, "images/%s.jpg", uid);
+    EX_ENSURE(n > 0 && (size_t)n < sizeof rel, err, EX_E_FORMAT, "%s:%zu: uid too long.", c->path, c->record_line);
+    return append(o, c, out, rel, -1, loc, err);
+}
+
+/* ---------------------------------------------------------------------------
  * driver
  * --------------------------------------------------------------------------- */
 
 static ex_status parse_rows(const wilds_opts *o, dcsv *c, wilds_list *out, ex_err *err) {
-    int camelyon = o->dataset == WILDS_CAMELYON17;
-    const char *dname = camelyon ? "camelyon17" : "iwildcam";
-    EX_ENSURE(!(camelyon && o->split == WS_ID_TEST), err, EX_E_CONFIG,
-              "wilds: camelyon17 has no id_test split (its splits: train, id_val, val, test).");
+    const wilds_dataset d = o->dataset;
+    const char *dname = dataset_names[d];
+    EX_ENSURE(has_split(d, o->split), err, EX_E_CONFIG, "wilds: %s has no split '%s' (its splits: %s).", dname,
+              wilds_split_names[o->split], split_list(d));
     int has = 0;
     EX_CHECK(dcsv_next(c, &has, err));
     EX_ENSURE(has, err, EX_E_FORMAT, "%s: the CSV is empty (no header row).", c->path);
+    static const char *const *const names[4] = {camelyon_names, iwildcam_names, camelyon_u_names, iwildcam_u_names};
+    static const int ncols[4] = {CAMELYON_COLS, IWILDCAM_COLS, CAMELYON_U_COLS, IWILDCAM_U_COLS};
     int cols[CAMELYON_COLS];
-    EX_CHECK(find_cols(c, camelyon ? camelyon_names : iwildcam_names, camelyon ? CAMELYON_COLS : IWILDCAM_COLS,
-                       dname, cols, err));
+    EX_CHECK(find_cols(c, names[d], ncols[d], dname, cols, err));
     for (;;) {
         EX_CHECK(dcsv_next(c, &has, err));
         if (!has) break;
-        EX_CHECK(camelyon ? camelyon_row(o, c, cols, out, err) : iwildcam_row(o, c, cols, out, err));
+        switch (d) {
+        case WILDS_CAMELYON17: EX_CHECK(camelyon_row(o, c, cols, out, err)); break;
+        case WILDS_IWILDCAM: EX_CHECK(iwildcam_row(o, c, cols, out, err)); break;
+        case WILDS_CAMELYON17_UNLABELED: EX_CHECK(camelyon_u_row(o, c, cols, out, err)); break;
+        case WILDS_IWILDCAM_UNLABELED: EX_CHECK(iwildcam_u_row(o, c, cols, out, err)); break;
+        }
     }
     EX_ENSURE(out->n > 0, err, EX_E_FORMAT, "%s: no rows of %s's split '%s'.", c->path, dname,
               wilds_split_names[o->split]);

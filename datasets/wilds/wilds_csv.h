@@ -13,6 +13,14 @@
  *   filename, y (0..181), location_remapped; image train/<filename>.
  *   label = y, group = location_remapped.
  * `unlabeled` hides labels (label -1) and does not read the label column.
+ *
+ * The unlabeled packages WILDS ships for pre-training (labels always -1):
+ * camelyon17_unlabeled (v1.0): the Camelyon17 columns without split and
+ *   tumor (patient,node,x_coord,y_coord,slide,center), the same patch paths;
+ *   split by hospital as WILDS does: center 1 -> val_unlabeled, center 2 ->
+ *   test_unlabeled, the others train_unlabeled. group = slide.
+ * iwildcam_unlabeled (v1.0): columns uid and location_remapped; image
+ *   images/<uid>.jpg; one split, extra_unlabeled. group = location_remapped.
  * Rows keep file order. Errors name "<csv>:<line>:".
  */
 #ifndef EXPLORA_WILDS_CSV_H
@@ -23,10 +31,25 @@
 
 #include "explora/status.h"
 
-typedef enum wilds_dataset { WILDS_CAMELYON17 = 0, WILDS_IWILDCAM = 1 } wilds_dataset;
+/* In the order of the plugin's `dataset` enum. */
+typedef enum wilds_dataset {
+    WILDS_CAMELYON17 = 0,
+    WILDS_IWILDCAM = 1,
+    WILDS_CAMELYON17_UNLABELED = 2,
+    WILDS_IWILDCAM_UNLABELED = 3
+} wilds_dataset;
 
-/* In the order of the plugin's `split` enum. */
-typedef enum wilds_split { WS_TRAIN = 0, WS_ID_VAL, WS_VAL, WS_TEST, WS_ID_TEST, WS_COUNT } wilds_split;
+/* In the order of the plugin's `split` enum (after its "default"). */
+typedef enum wilds_split {
+    WS_TRAIN = 0, WS_ID_VAL, WS_VAL, WS_TEST, WS_ID_TEST,                    /* the labelled packages */
+    WS_TRAIN_UNLABELED, WS_VAL_UNLABELED, WS_TEST_UNLABELED, WS_EXTRA_UNLABELED, /* the unlabeled ones */
+    WS_COUNT
+} wilds_split;
+
+/* The split a dataset reads when the config does not name one: train, train_unlabeled, extra_unlabeled. */
+wilds_split wilds_default_split(wilds_dataset d);
+/* Whether the dataset is one of the unlabeled packages. */
+int wilds_is_unlabeled_package(wilds_dataset d);
 
 extern const char *const wilds_split_names[WS_COUNT];
 

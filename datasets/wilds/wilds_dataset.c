@@ -1,16 +1,20 @@
 /*
  * datasets/wilds/wilds_dataset.c — the `wilds` dataset plugin: WILDS
- * Camelyon17 (v1.0) and iWildCam2020 (v2.0) from <root>/metadata.csv, one
- * split at a time (rules in wilds_csv.h).
+ * Camelyon17 (v1.0) and iWildCam2020 (v2.0), and the unlabeled packages
+ * camelyon17_unlabeled and iwildcam_unlabeled (v1.0), from <root>/metadata.csv,
+ * one split at a time (rules in wilds_csv.h).
  *
  * Keys: root (the dataset folder, e.g. camelyon17_v1.0, holding
- * metadata.csv and the images); dataset (camelyon17 | iwildcam); split
- * (train | id_val | val | test | id_test; val and test are the OOD ones);
+ * metadata.csv and the images); dataset; split (camelyon17: train | id_val |
+ * val | test; iwildcam: also id_test; val and test are the OOD ones;
+ * camelyon17_unlabeled: train_unlabeled | val_unlabeled | test_unlabeled;
+ * iwildcam_unlabeled: extra_unlabeled; default: the dataset's training split);
  * unlabeled (hide labels: label -1, for pre-training; the label column is
- * not read); channels (3 RGB or 1 gray); limit. Images are checked to exist
- * at open. Samples: pixels in [0, 1], label (tumor 0/1, or y 0..181), group
- * (slide, or location_remapped), id = the image path relative to root.
- * num_classes: 2 / 182 (0 when unlabeled). get is thread-safe.
+ * not read; always on for the unlabeled packages); channels (3 RGB or 1
+ * gray); limit. Images are checked to exist at open. Samples: pixels in
+ * [0, 1], label (tumor 0/1, or y 0..181; -1 unlabeled), group (slide, or
+ * location_remapped), id = the image path relative to root. num_classes:
+ * 2 / 182 (0 when unlabeled). get is thread-safe.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +34,13 @@ typedef struct wilds_ds {
 
 static const ex_key_spec wilds_keys[] = {
     {"root", EX_KEY_PATH, NULL, EX_NORANGE, NULL, "dataset folder with metadata.csv (e.g. camelyon17_v1.0)"},
-    {"dataset", EX_KEY_ENUM, NULL, EX_NORANGE, "camelyon17|iwildcam", "which WILDS dataset"},
-    {"split", EX_KEY_ENUM, "train", EX_NORANGE, "train|id_val|val|test|id_test",
-     "WILDS split (val, test: out of distribution)"},
+    {"dataset", EX_KEY_ENUM, NULL, EX_NORANGE, "camelyon17|iwildcam|camelyon17_unlabeled|iwildcam_unlabeled",
+     "which WILDS package (the *_unlabeled ones: WILDS' unlabeled data for pre-training, labels -1)"},
+    {"split", EX_KEY_ENUM, "default", EX_NORANGE,
+     "default|train|id_val|val|test|id_test|train_unlabeled|val_unlabeled|test_unlabeled|extra_unlabeled",
+     "WILDS split (val, test: out of distribution); camelyon17: train, id_val, val, test; iwildcam: + id_test; "
+     "camelyon17_unlabeled: train_unlabeled, val_unlabeled, test_unlabeled; iwildcam_unlabeled: extra_unlabeled; "
+     "default: train, train_unlabeled or extra_unlabeled"},
     {"unlabeled", EX_KEY_BOOL, "false", EX_NORANGE, NULL, "hide labels (label -1), e.g. for pre-training"},
     {"channels", EX_KEY_INT, "3", 1, 3, NULL, "1 (gray, BT.601 luma) or 3 (RGB)"},
     {"limit", EX_KEY_INT, "0", 0, 2147483647.0, NULL, "use only the first N samples (0: all)"},
@@ -54,7 +62,8 @@ static ex_status wilds_options(const ex_cfg_section *cfg, char *root, wilds_opts
     EX_CHECK(ex_cfg_bool(cfg, "unlabeled", &o->unlabeled, err));
     o->root = root;
     o->dataset = (wilds_dataset)dataset;
-    o->split = (wilds_split)split;
+    o->split = split == 0 ? wilds_default_split(o->dataset) : (wilds_split)(split - 1);
+    if (wilds_is_unlabeled_package(o->dataset)) o->unlabeled = 1;
     o->check_files = 1;
     return EX_OK;
 }
@@ -66,7 +75,7 @@ static ex_status read_metadata(const ex_cfg_section *cfg, wilds_ds *d, ex_err *e
     EX_CHECK(wilds_options(cfg, root, &o, err));
     snprintf(csv, sizeof csv, "%s/metadata.csv", root);
     o.csv_path = csv;
-    d->classes = o.unlabeled ? 0 : o.dataset == WILDS_CAMELYON17 ? 2 : 182;
+    d->classes = o.unlabeled ? 0 : o.dataset == WILDS_CAMELYON17 ? 2 : 182; /* unlabeled packages: o.unlabeled */
     char *text = NULL;
     size_t size = 0;
     ex_status st = ex_read_file(csv, &text, &size, err);
@@ -132,7 +141,8 @@ static const ex_dataset_vtable wilds_vtable = {
 
 static const ex_plugin_desc wilds_desc =
     EX_PLUGIN_DESC(EX_PLUGIN_DATASET, "wilds", "0.1.0",
-                   "WILDS Camelyon17 / iWildCam from metadata.csv, WILDS split rules, group = slide / location",
+                   "WILDS Camelyon17 / iWildCam (and their unlabeled packages) from metadata.csv, WILDS split rules, "
+                   "group = slide / location",
                    wilds_keys, &wilds_vtable);
 
 EX_PLUGIN_ENTRY { return &wilds_desc; }
