@@ -1025,6 +1025,26 @@ static void rng_cases(ex_backend *be, obuf *ob) {
     assert_true(rp2.offset == off0 + 1);
     OK(CALL(be, rng_permutation, done, 0, &rp2));
     assert_true(rp2.offset == off0 + 1);
+
+    /* dropout keep mask: 0 where the stream's uniform is below p, else exactly 1 / (1 - p) */
+    const float p = 0.3f;
+    ex_rng rd = start;
+    OK(CALL(be, rng_dropout, d1, n, p, &rd));
+    assert_true(rd.offset == off0 + (uint64_t)n);
+    float *m = down(&s, d1, n);
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float want = ex_rng_uniform_at(start.key, off0, (uint64_t)i) < p ? 0.0f : 1.0f / (1.0f - p);
+        if (m[i] != want) fail_msg("rng_dropout: element %lld is %g, want %g", (long long)i, (double)m[i], (double)want);
+        dropped += m[i] == 0.0f;
+    }
+    if (fabs((double)dropped / (double)n - p) > 0.005) fail_msg("rng_dropout: dropped %lld of %lld", (long long)dropped, (long long)n);
+    ob_f(ob, m, n);
+    ex_rng rd0 = start; /* p = 0 keeps everything at scale 1 */
+    OK(CALL(be, rng_dropout, d1, n, 0.0f, &rd0));
+    m = down(&s, d1, n);
+    for (int64_t i = 0; i < n; i++) assert_true(m[i] == 1.0f);
+    assert_int_equal(be->vt.rng_dropout(be->ctx, d1, n, 1.0f, &rd0), EX_E_INVALID);
     scope_end(&s);
 }
 static void test_rng(void **state) { all_threads(state, rng_cases, "rng"); }

@@ -456,16 +456,18 @@ static void test_rng(void **state) {
     r[0] = r[1] = ex_rng_seed(1234, EX_RNG_TEST);
     const int64_t n = 100003;
     twin u = tw_alloc(s, (size_t)n * 4), g = tw_alloc(s, (size_t)n * 4), pm = tw_alloc(s, (size_t)n * 4);
-    twin pm2 = tw_alloc(s, 197 * 4);
+    twin pm2 = tw_alloc(s, 197 * 4), dm = tw_alloc(s, (size_t)n * 4);
     BOTH OK(CALL(rng_uniform, F(u), n, -2.0f, 3.0f, &r[k]));
     BOTH OK(CALL(rng_normal, F(g), n, 0.5f, 2.0f, &r[k]));
     BOTH OK(CALL(rng_permutation, I32(pm), n, &r[k]));
     BOTH OK(CALL(rng_permutation, I32(pm2), 197, &r[k]));
+    BOTH OK(CALL(rng_dropout, F(dm), n, 0.3f, &r[k]));
     assert_true(r[0].key == r[1].key && r[0].offset == r[1].offset);
     cmp_exact(s, u, (size_t)n * 4, "rng_uniform");
     cmp_tol(s, g, (size_t)n, 1e-6, 1e-6, "rng_normal");
     cmp_exact(s, pm, (size_t)n * 4, "rng_permutation");
     cmp_exact(s, pm2, 197 * 4, "rng_permutation small");
+    cmp_exact(s, dm, (size_t)n * 4, "rng_dropout");
     scope_end(s);
 }
 

@@ -302,9 +302,9 @@ static ex_status gemm32(ex_backend *be, int trans_a, int64_t m, int64_t n, int64
 }
 
 static ex_status rank1_forward(void *self, ex_backend *be, float *out /* (n, out) */, const float *inp /* (n, in) */,
-                               int64_t n, int train, ex_err *err) {
+                               int64_t n, int train, uint64_t noise, ex_err *err) {
     rank1 *r = self;
-    (void)train;
+    (void)train, (void)noise;
     EX_ENSURE(n <= r->nmax, err, EX_E_RANGE, "rank1: n %lld > nmax", (long long)n);
     r->fwd_calls++;
     EX_CHECK(gemm32(be, 0, n, 1, r->in, inp, r->in, r->a, 1, r->u, 1, 0.0f, err));         /* u = inp @ a */
@@ -438,13 +438,13 @@ static void test_linear_forward(void **state) {
         dlin d;
         dlin_init(&s, &a, 100 + (uint64_t)bias, &d);
         float *out = dguarded(&s, (size_t)(a.n * a.out));
-        OK(ex_linear_forward(be, &d.l, out, d.x, a.n, 1, &err));
+        OK(ex_linear_forward(be, &d.l, out, d.x, a.n, 1, 0, &err));
         double *y = hd(&s, (size_t)(a.n * a.out));
         ref_at(ref_lin, &a, d.theta, lin_theta_size(&a), y);
         ext_assert_close(down(&s, out, (size_t)(a.n * a.out)), to_float(&s, y, (size_t)(a.n * a.out)),
                          (size_t)(a.n * a.out), FWD_ATOL, FWD_RTOL, bias ? "linear forward (bias)" : "linear forward");
         expect_guard(&s, out, (size_t)(a.n * a.out), "linear forward out");
-        OK(ex_linear_forward(be, &d.l, out, d.x, 0, 1, &err)); /* n = 0: nothing to do */
+        OK(ex_linear_forward(be, &d.l, out, d.x, 0, 1, 0, &err)); /* n = 0: nothing to do */
         scope_end(&s);
     }
 }
@@ -554,7 +554,7 @@ static void test_linear_hooks(void **state) {
     dlin_init(&s, &a, 400, &d);
     /* forward */
     float *out = dguarded(&s, NO);
-    OK(ex_linear_forward(be, &d.l, out, d.x, a.n, 1, &err));
+    OK(ex_linear_forward(be, &d.l, out, d.x, a.n, 1, 0, &err));
     assert_int_equal(d.r[0].fwd_calls, 1);
     assert_int_equal(d.r[1].fwd_calls, 1);
     double *y = hd(&s, NO);
@@ -841,7 +841,7 @@ static void dblock_init(scope *s, const bcfg *c, const float *theta, int grads, 
 static void dblock_forward(ex_backend *be, const bcfg *c, dblock *d) {
     ex_err err;
     ex_err_clear(&err);
-    OK(ex_block_forward(be, &d->blk, &d->acts, d->out, d->p[P_X], d->drop1, d->drop2, c->b, c->t, 1, &err));
+    OK(ex_block_forward(be, &d->blk, &d->acts, d->out, d->p[P_X], d->drop1, d->drop2, c->b, c->t, 1, 0, &err));
 }
 
 /* dresid = r, then backward (dresid becomes dL/d inp). */
@@ -1134,22 +1134,22 @@ static void test_block_validation(void **state) {
     dblock_init(&s, c, th, 1, 1, &d);
     ex_block blk = d.blk;
     /* a good call first */
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, &err), EX_OK);
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err), EX_OK);
     blk.heads = 5; /* 12 % 5 != 0 */
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, &err),
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
                      EX_E_SHAPE);
     assert_non_null(strstr(err.msg, "heads"));
     assert_int_equal(ex_block_backward(be, &blk, &d.acts, d.dresid, d.p[P_X], NULL, NULL, d.scratch, c->b, c->t, &err),
                      EX_E_SHAPE);
     blk = d.blk;
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, -1, c->t, 1, &err), EX_E_SHAPE);
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, NULL, NULL, NULL, c->b, c->t, 1, &err), EX_E_INVALID);
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.p[P_X], d.p[P_X], NULL, NULL, c->b, c->t, 1, &err),
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, -1, c->t, 1, 0, &err), EX_E_SHAPE);
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, NULL, NULL, NULL, c->b, c->t, 1, 0, &err), EX_E_INVALID);
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.p[P_X], d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
                      EX_E_INVALID);
     assert_int_equal(ex_block_backward(be, &blk, &d.acts, d.dresid, d.p[P_X], NULL, NULL, NULL, c->b, c->t, &err),
                      EX_E_INVALID);
     blk.fc2.in = 7; /* wrong MLP width */
-    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, &err),
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
                      EX_E_SHAPE);
     blk = d.blk;
     blk.ls1 = NULL; /* a LayerScale gradient without a LayerScale */
@@ -1157,17 +1157,17 @@ static void test_block_validation(void **state) {
                      EX_E_INVALID);
     blk = d.blk;
     blk.mlp = EX_MLP_SWIGLU; /* acts bound for GELU have no glu buffer (and fc1 is too narrow) */
-    assert_int_not_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, &err), EX_OK);
+    assert_int_not_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err), EX_OK);
     ex_block_acts unbound = {0};
-    assert_int_equal(ex_block_forward(be, &d.blk, &unbound, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, &err),
+    assert_int_equal(ex_block_forward(be, &d.blk, &unbound, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
                      EX_E_INVALID);
     /* empty batch: nothing to do */
-    assert_int_equal(ex_block_forward(be, &d.blk, &d.acts, d.out, d.p[P_X], NULL, NULL, 0, c->t, 1, &err), EX_OK);
+    assert_int_equal(ex_block_forward(be, &d.blk, &d.acts, d.out, d.p[P_X], NULL, NULL, 0, c->t, 1, 0, &err), EX_OK);
     /* linear and LayerNorm */
-    assert_int_equal(ex_linear_forward(be, &d.blk.proj, d.out, d.p[P_X], -1, 1, &err), EX_E_SHAPE);
+    assert_int_equal(ex_linear_forward(be, &d.blk.proj, d.out, d.p[P_X], -1, 1, 0, &err), EX_E_SHAPE);
     ex_linear now = d.blk.proj;
     now.w = NULL;
-    assert_int_equal(ex_linear_forward(be, &now, d.out, d.p[P_X], 3, 1, &err), EX_E_INVALID);
+    assert_int_equal(ex_linear_forward(be, &now, d.out, d.p[P_X], 3, 1, 0, &err), EX_E_INVALID);
     assert_int_equal(ex_linear_backward(be, &d.blk.proj, d.out, NULL, d.p[P_X], 3, &err), EX_E_INVALID);
     assert_int_equal(ex_layernorm_forward(be, &d.blk.norm1, d.out, NULL, NULL, d.p[P_X], 3, &err), EX_E_INVALID);
     scope_end(&s);

@@ -341,58 +341,86 @@ static void rand_d(double *d, int n, uint64_t seed, double lo, double hi) {
     free(f);
 }
 
+/* One fused qkv layer (OD -> 3 OD, frozen, with bias) adapted by the lora plugin from `ini`, planned for ON
+ * rows and initialised from seed 3. */
+typedef struct lora1 {
+    ex_backend be;
+    ex_registry *reg;
+    const ex_peft_vtable *vt;
+    ex_config *cfg;
+    one_layer o;
+    ex_params ps;
+    ex_memory_plan plan;
+    void *self;
+} lora1;
+
+static void lora1_open(lora1 *t, const char *ini) {
+    memset(t, 0, sizeof *t);
+    ex_err err;
+    ex_err_clear(&err);
+    ext_backend_open("cpu", NULL, &t->be, &t->reg);
+    const ex_plugin *lp;
+    EXT_OK(ex_registry_find(t->reg, EX_PLUGIN_PEFT, "lora", &lp, &err), &err);
+    t->vt = &lp->vtable_copy.peft;
+    EXT_OK(ex_config_load_string(&t->cfg, ini, "one.ini", &err), &err);
+    EXT_OK(ex_config_validate_section(t->cfg, "peft.lora", lp->desc.keys, NULL, &err), &err);
+    ex_cfg_section view = {t->cfg, "peft.lora", lp->desc.keys};
+    one_layer *o = &t->o;
+    o->qkv.in = OD;
+    o->qkv.out = 3 * OD;
+    ex_params_init(&t->ps);
+    EXT_OK(ex_params_add(&t->ps, "blocks.0.attn.qkv.weight", 2, (int64_t[]){3 * OD, OD}, "attn", &o->qkv.w, &o->qkv.dw,
+                         NULL, &err),
+           &err);
+    EXT_OK(ex_params_add(&t->ps, "blocks.0.attn.qkv.bias", 1, (int64_t[]){3 * OD}, "bias", &o->qkv.b, &o->qkv.db, NULL,
+                         &err),
+           &err);
+    const ex_backbone_vtable bbvt = {.site = one_layer_site};
+    ex_peft_target tg = {&t->be, &t->ps, &bbvt, o, {0}};
+    tg.info.dim = OD, tg.info.depth = 1, tg.info.heads = 2;
+    EXT_OK(t->vt->create(&view, &t->self, &err), &err);
+    EXT_OK(t->vt->apply(t->self, &tg, &err), &err);
+    ex_memory_plan_init(&t->plan, &t->be);
+    EXT_OK(ex_params_plan(&t->ps, &t->plan, &err), &err);
+    EXT_OK(t->vt->plan(t->self, ON, &t->plan, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&t->plan, &err), &err);
+    ex_params_bind(&t->ps);
+    ex_rng rng = ex_rng_seed(3, EX_RNG_INIT);
+    EXT_OK(t->vt->init(t->self, &rng, &err), &err);
+}
+
+static void lora1_close(lora1 *t) {
+    ex_memory_plan_release(&t->plan);
+    t->vt->destroy(t->self);
+    assert_null(t->o.qkv.hooks); /* destroy takes the hook out of the layer */
+    ex_params_free(&t->ps);
+    ex_config_free(t->cfg);
+    ext_backend_close(&t->be, t->reg);
+}
+
 static void test_lora_layer(void **state) {
     (void)state;
     ex_err err;
     ex_err_clear(&err);
-    ex_backend be;
-    ex_registry *reg;
-    ext_backend_open("cpu", NULL, &be, &reg);
-    const ex_plugin *lp;
-    EXT_OK(ex_registry_find(reg, EX_PLUGIN_PEFT, "lora", &lp, &err), &err);
-    const ex_peft_vtable *vt = &lp->vtable_copy.peft;
-    ex_config *cfg;
-    EXT_OK(ex_config_load_string(&cfg, "[peft.lora]\nrank = 3\nalpha = 1.5\ntargets = q, v\n", "one.ini", &err), &err);
-    EXT_OK(ex_config_validate_section(cfg, "peft.lora", lp->desc.keys, NULL, &err), &err);
-    ex_cfg_section view = {cfg, "peft.lora", lp->desc.keys};
-
-    one_layer o;
-    memset(&o, 0, sizeof o);
-    o.qkv.in = OD;
-    o.qkv.out = 3 * OD;
-    ex_params ps;
-    ex_params_init(&ps);
-    EXT_OK(ex_params_add(&ps, "blocks.0.attn.qkv.weight", 2, (int64_t[]){3 * OD, OD}, "attn", &o.qkv.w, &o.qkv.dw, NULL,
-                         &err),
-           &err);
-    EXT_OK(ex_params_add(&ps, "blocks.0.attn.qkv.bias", 1, (int64_t[]){3 * OD}, "bias", &o.qkv.b, &o.qkv.db, NULL, &err),
-           &err);
-    const ex_backbone_vtable bbvt = {.site = one_layer_site};
-    ex_peft_target t = {&be, &ps, &bbvt, &o, {0}};
-    t.info.dim = OD, t.info.depth = 1, t.info.heads = 2;
-
-    void *self = NULL;
-    EXT_OK(vt->create(&view, &self, &err), &err);
-    EXT_OK(vt->apply(self, &t, &err), &err);
-    assert_int_equal(ps.count, 6);
-    assert_non_null(ex_params_find(&ps, "blocks.0.attn.qkv.lora_q.A"));
-    assert_non_null(ex_params_find(&ps, "blocks.0.attn.qkv.lora_v.B"));
-    assert_null(ex_params_find(&ps, "blocks.0.attn.qkv.lora_k.A"));
-    assert_non_null(o.qkv.hooks);
-    ex_memory_plan plan;
-    ex_memory_plan_init(&plan, &be);
-    EXT_OK(ex_params_plan(&ps, &plan, &err), &err);
-    EXT_OK(vt->plan(self, ON, &plan, &err), &err);
-    EXT_OK(ex_memory_plan_commit(&plan, &err), &err);
-    ex_params_bind(&ps);
-    ex_rng rng = ex_rng_seed(3, EX_RNG_INIT);
-    EXT_OK(vt->init(self, &rng, &err), &err);
+    lora1 t;
+    lora1_open(&t, "[peft.lora]\nrank = 3\nalpha = 1.5\ntargets = q, v\n");
+    ex_backend *be = &t.be;
+    const ex_peft_vtable *vt = t.vt;
+    one_layer *o = &t.o;
+    ex_params *ps = &t.ps;
+    ex_memory_plan *plan = &t.plan;
+    void *self = t.self;
+    assert_int_equal(ps->count, 6);
+    assert_non_null(ex_params_find(ps, "blocks.0.attn.qkv.lora_q.A"));
+    assert_non_null(ex_params_find(ps, "blocks.0.attn.qkv.lora_v.B"));
+    assert_null(ex_params_find(ps, "blocks.0.attn.qkv.lora_k.A"));
+    assert_non_null(o->qkv.hooks);
 
     /* the frozen base has no gradient buffers */
-    assert_null(o.qkv.dw);
-    assert_null(o.qkv.db);
-    ex_param *pAq = ex_params_find(&ps, "blocks.0.attn.qkv.lora_q.A"), *pBq = ex_params_find(&ps, "blocks.0.attn.qkv.lora_q.B");
-    ex_param *pAv = ex_params_find(&ps, "blocks.0.attn.qkv.lora_v.A"), *pBv = ex_params_find(&ps, "blocks.0.attn.qkv.lora_v.B");
+    assert_null(o->qkv.dw);
+    assert_null(o->qkv.db);
+    ex_param *pAq = ex_params_find(ps, "blocks.0.attn.qkv.lora_q.A"), *pBq = ex_params_find(ps, "blocks.0.attn.qkv.lora_q.B");
+    ex_param *pAv = ex_params_find(ps, "blocks.0.attn.qkv.lora_v.A"), *pBv = ex_params_find(ps, "blocks.0.attn.qkv.lora_v.B");
     assert_non_null(pAq->grad.data);
     assert_non_null(pBv->grad.data);
     /* init: B = 0, A in U(-1/sqrt(8), 1/sqrt(8)) */
@@ -416,25 +444,25 @@ static void test_lora_layer(void **state) {
     for (int i = 0; i < ORANK * OD; i++) s.Av[i] = ((const float *)pAv->value.data)[i];
     float W[3 * OD * OD], x[ON * OD], r[ON * 3 * OD];
     to_f32(s.W, W, 3 * OD * OD);
-    to_f32(s.b, o.qkv.b, 3 * OD);
+    to_f32(s.b, o->qkv.b, 3 * OD);
     to_f32(s.Bq, pBq->value.data, OD * ORANK);
     to_f32(s.Bv, pBv->value.data, OD * ORANK);
     to_f32(s.x, x, ON * OD);
     to_f32(s.r, r, ON * 3 * OD);
-    memcpy(o.qkv.w, W, sizeof W);
+    memcpy(o->qkv.w, W, sizeof W);
 
     /* forward against the reference */
     float out[ON * 3 * OD], out2[ON * 3 * OD], dinp[ON * OD];
     double yref[ON * 3 * OD];
-    EXT_OK(ex_linear_forward(&be, &o.qkv, out, x, ON, 1, &err), &err);
+    EXT_OK(ex_linear_forward(be, &o->qkv, out, x, ON, 1, 0, &err), &err);
     ref_forward(s.W, s.b, s.Aq, s.Bq, s.Av, s.Bv, s.x, yref);
     for (int i = 0; i < ON * 3 * OD; i++)
         if (fabs(out[i] - yref[i]) > 1e-5) fail_msg("forward[%d]: %.9g vs reference %.9g", i, (double)out[i], yref[i]);
 
     /* backward: L = sum(r * y); every gradient against finite differences of the reference */
-    memset(plan.arenas[EX_MEM_GRAD].base, 0, plan.arenas[EX_MEM_GRAD].planned);
+    memset(plan->arenas[EX_MEM_GRAD].base, 0, plan->arenas[EX_MEM_GRAD].planned);
     memset(dinp, 0, sizeof dinp);
-    EXT_OK(ex_linear_backward(&be, &o.qkv, dinp, r, x, ON, &err), &err);
+    EXT_OK(ex_linear_backward(be, &o->qkv, dinp, r, x, ON, &err), &err);
     fd_check(&s, s.Aq, ORANK * OD, pAq->grad.data, "dA_q");
     fd_check(&s, s.Bq, OD * ORANK, pBq->grad.data, "dB_q");
     fd_check(&s, s.Av, ORANK * OD, pAv->grad.data, "dA_v");
@@ -444,42 +472,114 @@ static void test_lora_layer(void **state) {
     float gAq[ORANK * OD];
     memcpy(gAq, pAq->grad.data, sizeof gAq);
     memset(dinp, 0, sizeof dinp);
-    EXT_OK(ex_linear_backward(&be, &o.qkv, dinp, r, x, ON, &err), &err);
+    EXT_OK(ex_linear_backward(be, &o->qkv, dinp, r, x, ON, &err), &err);
     for (int i = 0; i < ORANK * OD; i++) assert_float_equal(((float *)pAq->grad.data)[i], 2 * gAq[i], 1e-6);
     /* without an input gradient or a trainable A only B's gradient is computed (no crash, same dB) */
-    memset(plan.arenas[EX_MEM_GRAD].base, 0, plan.arenas[EX_MEM_GRAD].planned);
-    EXT_OK(ex_linear_backward(&be, &o.qkv, NULL, r, x, ON, &err), &err);
+    memset(plan->arenas[EX_MEM_GRAD].base, 0, plan->arenas[EX_MEM_GRAD].planned);
+    EXT_OK(ex_linear_backward(be, &o->qkv, NULL, r, x, ON, &err), &err);
     fd_check(&s, s.Bv, OD * ORANK, pBv->grad.data, "dB_v (no dinp)");
 
     /* merge: same forward, k rows untouched, the hook adds nothing; unmerge restores W */
     EXT_OK(vt->merge(self, &err), &err);
     EXT_OK(vt->merge(self, &err), &err); /* idempotent */
-    const float *wm = o.qkv.w;
+    const float *wm = o->qkv.w;
     assert_memory_equal(wm + OD * OD, W + OD * OD, sizeof(float) * OD * OD); /* k rows */
     assert_memory_not_equal(wm, W, sizeof(float) * OD * OD);                 /* q rows changed */
     assert_memory_not_equal(wm + 2 * OD * OD, W + 2 * OD * OD, sizeof(float) * OD * OD);
-    EXT_OK(ex_linear_forward(&be, &o.qkv, out2, x, ON, 0, &err), &err);
+    EXT_OK(ex_linear_forward(be, &o->qkv, out2, x, ON, 0, 0, &err), &err);
     ext_assert_close(out2, out, ON * 3 * OD, 1e-5, 0, "merged forward");
     /* training while merged is refused */
-    assert_int_equal(ex_linear_backward(&be, &o.qkv, dinp, r, x, ON, &err), EX_E_INVALID);
+    assert_int_equal(ex_linear_backward(be, &o->qkv, dinp, r, x, ON, &err), EX_E_INVALID);
     assert_non_null(strstr(err.msg, "merged"));
     EXT_OK(vt->unmerge(self, &err), &err);
-    ext_assert_close(o.qkv.w, W, 3 * OD * OD, 1e-6, 0, "unmerged weight");
-    EXT_OK(ex_linear_forward(&be, &o.qkv, out2, x, ON, 1, &err), &err);
+    ext_assert_close(o->qkv.w, W, 3 * OD * OD, 1e-6, 0, "unmerged weight");
+    EXT_OK(ex_linear_forward(be, &o->qkv, out2, x, ON, 1, 0, &err), &err);
     ext_assert_close(out2, out, ON * 3 * OD, 1e-5, 0, "unmerged forward");
 
     /* more rows than planned is an error, not an overflow */
     float big[(ON + 1) * 3 * OD], bx[(ON + 1) * OD];
     memset(bx, 0, sizeof bx);
-    assert_int_equal(ex_linear_forward(&be, &o.qkv, big, bx, ON + 1, 1, &err), EX_E_SHAPE);
+    assert_int_equal(ex_linear_forward(be, &o->qkv, big, bx, ON + 1, 1, 0, &err), EX_E_SHAPE);
 
-    /* destroy takes the hook out of the layer */
-    ex_memory_plan_release(&plan);
-    vt->destroy(self);
-    assert_null(o.qkv.hooks);
-    ex_params_free(&ps);
-    ex_config_free(cfg);
-    ext_backend_close(&be, reg);
+    lora1_close(&t);
+}
+
+/* LoRA dropout on one layer whose base weight and bias are 0, so the output and the input gradient are the
+ * adapters' alone: the training output is a function of the noise key; its gradients (input, A, B) match
+ * central differences of the dropped-out forward (it is linear in each, so the differences are exact up to
+ * rounding); averaged over many keys the output is the no-dropout output (inverted-dropout scaling). */
+static void test_lora_dropout_layer(void **state) {
+    (void)state;
+    ex_err err;
+    ex_err_clear(&err);
+    lora1 t;
+    lora1_open(&t, "[peft.lora]\nrank = 3\nalpha = 1.5\ntargets = q, v\ndropout = 0.5\n");
+    ex_linear *l = &t.o.qkv;
+    memset(l->w, 0, sizeof(float) * 3 * OD * OD);
+    memset(l->b, 0, sizeof(float) * 3 * OD);
+    ex_param *pAq = ex_params_find(&t.ps, "blocks.0.attn.qkv.lora_q.A"), *pBq = ex_params_find(&t.ps, "blocks.0.attn.qkv.lora_q.B");
+    ex_param *pBv = ex_params_find(&t.ps, "blocks.0.attn.qkv.lora_v.B");
+    ext_fill_uniform(pBq->value.data, OD * ORANK, 21, -1, 1);
+    ext_fill_uniform(pBv->value.data, OD * ORANK, 22, -1, 1);
+    enum { NY = ON * 3 * OD, NX = ON * OD };
+    float x[NX], r[NY], y0[NY], y1[NY], y2[NY], dinp[NX];
+    ext_fill_uniform(x, NX, 23, -1, 1);
+    ext_fill_uniform(r, NY, 24, -1, 1);
+    EXT_OK(ex_linear_forward(&t.be, l, y0, x, ON, 0, 0, &err), &err); /* inference: no dropout */
+    EXT_OK(ex_linear_forward(&t.be, l, y1, x, ON, 1, 0xABC, &err), &err);
+    EXT_OK(ex_linear_forward(&t.be, l, y2, x, ON, 1, 0xABC, &err), &err);
+    assert_memory_equal(y1, y2, sizeof y1);
+    int changed = 0;
+    for (int i = 0; i < NY; i++) changed += y1[i] != y0[i];
+    assert_true(changed > NY / 2);
+    for (int i = 0; i < ON; i++) /* k columns: not adapted, the base's 0 */
+        for (int j = OD; j < 2 * OD; j++) assert_true(y1[i * 3 * OD + j] == 0.0f);
+    /* a training forward without a noise key is refused */
+    assert_int_equal(ex_linear_forward(&t.be, l, y2, x, ON, 1, 0, &err), EX_E_INVALID);
+
+    /* gradients of L = sum(r * y) at key 0xABC against central differences of that forward */
+    memset(t.plan.arenas[EX_MEM_GRAD].base, 0, t.plan.arenas[EX_MEM_GRAD].planned);
+    memset(dinp, 0, sizeof dinp);
+    EXT_OK(ex_linear_forward(&t.be, l, y1, x, ON, 1, 0xABC, &err), &err);
+    EXT_OK(ex_linear_backward(&t.be, l, dinp, r, x, ON, &err), &err);
+    struct { float *v, *g; int n; const char *what; } checks[3] = {
+        {x, dinp, NX, "dinp"}, {pAq->value.data, pAq->grad.data, ORANK * OD, "dA_q"}, {pBq->value.data, pBq->grad.data, OD * ORANK, "dB_q"}};
+    for (int c = 0; c < 3; c++) {
+        double gmax = 0;
+        int zeros = 0;
+        for (int i = 0; i < checks[c].n; i++) gmax = fmax(gmax, fabs(checks[c].g[i]));
+        assert_true(gmax > 1e-2);
+        for (int i = 0; i < checks[c].n; i++) {
+            float *v = &checks[c].v[i];
+            const float keep = *v, h = 0.25f;
+            double L[2];
+            for (int e = 0; e < 2; e++) {
+                *v = keep + (e ? -h : h);
+                EXT_OK(ex_linear_forward(&t.be, l, y2, x, ON, 1, 0xABC, &err), &err);
+                L[e] = 0;
+                for (int k = 0; k < NY; k++) L[e] += (double)r[k] * (double)y2[k];
+            }
+            *v = keep;
+            const double fd = (L[0] - L[1]) / (2.0 * h);
+            if (fabs(fd - checks[c].g[i]) > 1e-4 * gmax + 1e-4 * fabs(fd))
+                fail_msg("%s[%d]: gradient %.7g, finite differences %.7g", checks[c].what, i, (double)checks[c].g[i], fd);
+            zeros += checks[c].g[i] == 0.0f;
+        }
+        /* input entries dropped for both q and v (p = 0.25 each) get no gradient at all */
+        if (c == 0) assert_true(zeros >= 1 && zeros < NX / 2);
+    }
+
+    /* the mean over many keys is the no-dropout output */
+    static double mean[NY];
+    const int K = 4000;
+    for (int k = 0; k < K; k++) {
+        EXT_OK(ex_linear_forward(&t.be, l, y2, x, ON, 1, 1000 + (uint64_t)k, &err), &err);
+        for (int i = 0; i < NY; i++) mean[i] += (double)y2[i] / K;
+    }
+    double num = 0, den = 0;
+    for (int i = 0; i < NY; i++) num += fabs(mean[i] - y0[i]), den += fabs(y0[i]);
+    if (num / den > 0.04) fail_msg("mean over %d keys is %.3g (relative L1) from the no-dropout output", K, num / den);
+    lora1_close(&t);
 }
 
 /* ------------------------------------------------------------------------------
@@ -491,18 +591,21 @@ typedef struct vit_fx {
     ex_st_file *fx;
     float *images; /* (2, 3, 16, 16) */
     float *r;      /* (2, 17, 24) loss weights on every output token */
+    uint64_t noise; /* the noise key of training forwards (adapter dropout), 0: none */
+    int fd_train;   /* train flag of the finite-difference forwards (1 when dropout must stay on) */
 } vit_fx;
 
 #define FX_B 2
 #define FX_T 17
 #define FX_D 24
 
-/* Build the tiny ViT with `peft_ini`, allocate (seed 5), load the fixture's weights. */
-static void vit_open(vit_fx *v, const char *peft_ini) {
+/* Build the tiny ViT with `peft_ini` (and `backbone_extra` keys in [backbone]), allocate (seed 5), load the
+ * fixture's weights. */
+static void vit_open_ex(vit_fx *v, const char *peft_ini, const char *backbone_extra) {
     memset(v, 0, sizeof *v);
     ex_err err;
     char ini[4096];
-    snprintf(ini, sizeof ini, "[run]\nseed = 5\n%s" TINY_BACKBONE, peft_ini);
+    snprintf(ini, sizeof ini, "[run]\nseed = 5\n%s" TINY_BACKBONE "%s", peft_ini, backbone_extra);
     if (pm_build(&v->p, ini, (ex_backbone_shape){FX_B, 16, 16, 0, 0}, &err) != EX_OK) fail_msg("%s", err.msg);
     EXT_OK(ex_model_allocate(&v->p.m, &err), &err);
     char fxpath[4096], path[4096];
@@ -528,6 +631,8 @@ static void vit_open(vit_fx *v, const char *peft_ini) {
     ext_fill_uniform(v->r, FX_B * FX_T * FX_D, 77, -1, 1);
 }
 
+static void vit_open(vit_fx *v, const char *peft_ini) { vit_open_ex(v, peft_ini, ""); }
+
 static void vit_close(vit_fx *v) {
     free(v->images);
     free(v->r);
@@ -541,6 +646,7 @@ static double vit_loss(vit_fx *v, int train, float *tokens) {
     ex_backbone_io io;
     memset(&io, 0, sizeof io);
     io.batch = FX_B, io.height = 16, io.width = 16, io.images = v->images, io.train = train;
+    io.noise = train ? v->noise : 0;
     EXT_OK(v->p.m.vt->forward(v->p.m.self, &io, &err), &err);
     assert_int_equal(io.num_tokens, FX_T);
     double L = 0;
@@ -683,12 +789,11 @@ static void test_adamw_steps_keep_frozen(void **state) {
 }
 
 /* 4. Backbone gradients of every LoRA A and B against finite differences of the loss. */
-static void test_vit_lora_gradients(void **state) {
-    (void)state;
-    vit_fx v;
-    vit_open(&v, k_explora_tiny);
-    ex_params *ps = &v.p.m.params;
-    /* non-zero B (else dL/dA = 0) */
+/* Random B (else dL/dA = 0), then every LoRA tensor's gradient (its 3 largest entries and one fixed one)
+ * against finite differences of the forward; plus, when `extra` names a parameter, that one too (a
+ * gradient that flows back through the adapters' input). Returns the number of entries checked. */
+static int check_lora_grads(vit_fx *v, const char *extra, int expect_params) {
+    ex_params *ps = &v->p.m.params;
     uint64_t seed = 100;
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
@@ -696,11 +801,11 @@ static void test_vit_lora_gradients(void **state) {
         if (strcmp(p->group, "lora") == 0 && p->value.name[len - 1] == 'B')
             ext_fill_uniform(p->value.data, (size_t)ex_tensor_numel(&p->value), seed++, -0.5f, 0.5f);
     }
-    vit_step_grads(&v);
+    vit_step_grads(v);
     int checked = 0, nparams = 0;
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
-        if (strcmp(p->group, "lora") != 0) continue;
+        if (strcmp(p->group, "lora") != 0 && !(extra && strcmp(p->value.name, extra) == 0)) continue;
         nparams++;
         const int64_t n = ex_tensor_numel(&p->value);
         float *g = param_copy(p); /* the value array has the gradient's size */
@@ -725,9 +830,9 @@ static void test_vit_lora_gradients(void **state) {
             const double hs[2] = {8e-2, 4e-2};
             for (int e = 0; e < 2; e++) {
                 w[j] = keep + (float)hs[e];
-                double lp = vit_loss(&v, 0, NULL);
+                double lp = vit_loss(v, v->fd_train, NULL);
                 w[j] = keep - (float)hs[e];
-                double lm = vit_loss(&v, 0, NULL);
+                double lm = vit_loss(v, v->fd_train, NULL);
                 /* the step actually taken in fp32 */
                 d[e] = (lp - lm) / ((double)(keep + (float)hs[e]) - (double)(keep - (float)hs[e]));
             }
@@ -741,9 +846,97 @@ static void test_vit_lora_gradients(void **state) {
         }
         free(g);
     }
-    assert_int_equal(nparams, 8); /* A and B of q and v in blocks 0 and 1 */
-    assert_int_equal(checked, 32);
+    assert_int_equal(nparams, expect_params);
+    return checked;
+}
+
+static void test_vit_lora_gradients(void **state) {
+    (void)state;
+    vit_fx v;
+    vit_open(&v, k_explora_tiny);
+    /* A and B of q and v in blocks 0 and 1 */
+    assert_int_equal(check_lora_grads(&v, NULL, 8), 32);
     vit_close(&v);
+}
+
+/* LoRA dropout in a ViT: a training forward is a function of its noise key (same key, same tokens; another key,
+ * other tokens; inference: no dropout), gradients match finite differences of the dropped-out forward (the
+ * backward regenerates the forward's masks), and activation checkpointing recomputes the same masks. */
+static const char *k_dropout_tiny = "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\n"
+                                    "cls_token = true\n[peft.lora]\nrank = 4\ndropout = 0.25\n";
+
+static void randomise_lora_b(vit_fx *v) {
+    ex_params *ps = &v->p.m.params;
+    uint64_t seed = 300;
+    for (int i = 0; i < ps->count; i++) {
+        ex_param *p = ps->items[i];
+        size_t len = strlen(p->value.name);
+        if (strcmp(p->group, "lora") == 0 && p->value.name[len - 1] == 'B')
+            ext_fill_uniform(p->value.data, (size_t)ex_tensor_numel(&p->value), seed++, -0.5f, 0.5f);
+    }
+}
+
+static void test_vit_lora_dropout(void **state) {
+    (void)state;
+    enum { N = FX_B * FX_T * FX_D };
+    static float plain[N], inf[N], a[N], b[N], c[N];
+    vit_fx v;
+    vit_open(&v, k_explora_tiny);
+    randomise_lora_b(&v);
+    vit_loss(&v, 0, plain);
+    vit_close(&v);
+
+    vit_open(&v, k_dropout_tiny);
+    randomise_lora_b(&v);
+    vit_loss(&v, 0, inf); /* inference: no dropout, whatever the key */
+    assert_memory_equal(inf, plain, sizeof inf);
+    ex_err err;
+    ex_backbone_io io;
+    memset(&io, 0, sizeof io);
+    io.batch = FX_B, io.height = 16, io.width = 16, io.images = v.images, io.train = 1; /* no noise key */
+    assert_int_equal(v.p.m.vt->forward(v.p.m.self, &io, &err), EX_E_INVALID);
+    if (!strstr(err.msg, "dropout") || !strstr(err.msg, "noise")) fail_msg("%s", err.msg);
+    v.noise = 0x1234;
+    vit_loss(&v, 1, a);
+    vit_loss(&v, 1, b);
+    assert_memory_equal(a, b, sizeof a);
+    v.noise = 0x1235;
+    vit_loss(&v, 1, c);
+    int differ = 0;
+    for (int i = 0; i < N; i++) differ += c[i] != a[i];
+    assert_true(differ > N / 2);
+    double dev = 0;
+    for (int i = 0; i < N; i++) dev = fmax(dev, fabs(a[i] - plain[i]));
+    assert_true(dev > 1e-3); /* dropout did change the training forward */
+
+    /* gradients of the dropped-out forward: every LoRA tensor, and the trainable norm1 of block 0, whose
+     * gradient flows back through the adapters' masked input gradient */
+    v.noise = 0x777;
+    v.fd_train = 1;
+    assert_int_equal(check_lora_grads(&v, "blocks.0.norm1.weight", 9), 36);
+    vit_close(&v);
+
+    /* activation checkpointing: the recomputed blocks draw the same masks, so every gradient is bitwise the same */
+    vit_fx r;
+    vit_open(&v, k_dropout_tiny);
+    vit_open_ex(&r, k_dropout_tiny, "recompute = true\n");
+    randomise_lora_b(&v);
+    randomise_lora_b(&r);
+    v.noise = r.noise = 0x99;
+    vit_step_grads(&v);
+    vit_step_grads(&r);
+    int compared = 0;
+    for (int i = 0; i < v.p.m.params.count; i++) {
+        const ex_param *p = v.p.m.params.items[i], *q = r.p.m.params.items[i];
+        assert_string_equal(p->value.name, q->value.name);
+        if (!p->trainable) continue;
+        if (memcmp(p->grad.data, q->grad.data, sizeof(float) * (size_t)ex_tensor_numel(&p->grad)) != 0)
+            fail_msg("%s: gradients differ with recompute = true", p->value.name);
+        compared++;
+    }
+    assert_true(compared > 20);
+    vit_close(&v);
+    vit_close(&r);
 }
 
 /* ------------------------------------------------------------------------------
@@ -773,7 +966,7 @@ static void test_config_errors(void **state) {
     expect_error("[peft]\nstack = unfreeze\n[peft.unfreeze]\nblocks = 7\n", EX_E_CONFIG, "[peft.unfreeze] blocks",
                  "block 7");
     expect_error("[peft]\nstack = lora\n[peft.lora]\nalpha = 0\n", EX_E_CONFIG, "alpha", NULL);
-    expect_error("[peft]\nstack = lora\n[peft.lora]\ndropout = 0.1\n", EX_E_UNSUPPORTED, "dropout = 0.1", NULL);
+    expect_error("[peft]\nstack = lora\n[peft.lora]\ndropout = 0.95\n", EX_E_CONFIG, "dropout", "0.95");
     expect_error("[peft]\nstack = lora\n[peft.lora]\nranks = 4\n", EX_E_CONFIG, "ranks", NULL);
     expect_error("[peft]\nstack = unfreeze\n[peft.unfreeze]\nregister_tokens = true\n", EX_E_CONFIG,
                  "register_tokens = true", NULL);
@@ -855,9 +1048,11 @@ int main(void) {
         cmocka_unit_test(test_counts_vitl14),
         cmocka_unit_test(test_stack_rules),
         cmocka_unit_test(test_lora_layer),
+        cmocka_unit_test(test_lora_dropout_layer),
         cmocka_unit_test(test_identity_at_init),
         cmocka_unit_test(test_adamw_steps_keep_frozen),
         cmocka_unit_test(test_vit_lora_gradients),
+        cmocka_unit_test(test_vit_lora_dropout),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_init_determinism),
     };

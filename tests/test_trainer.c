@@ -63,21 +63,25 @@ static void need_data(void) {
 }
 
 /* A tiny MAE run config into path; run directory `out`. */
-static void write_config(char *path, size_t cap, const char *name, const char *out, int steps) {
+static void write_config_peft(char *path, size_t cap, const char *name, const char *out, int steps, const char *peft) {
     char text[8192];
     snprintf(text, sizeof text,
              "[run]\nseed = 3\nout = %s\nlog_every = 1\n"
              "[backend]\nname = cpu\n"
              "[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 7\n"
              "pos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
-             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+             "%s"
              "[objective]\nname = mae\nimage_size = 28\ndecoder_dim = 16\ndecoder_depth = 1\ndecoder_heads = 2\n"
              "[data]\nname = idx\nimages = %s\nlimit = 512\n"
              "[transform]\nmean = 0.286\nstd = 0.353\n"
              "[optim]\nbatch = 16\naccumulate = 2\nsteps = %d\nlr = 2e-3\nwarmup_steps = 2\nclip_grad = 3\n",
-             out, FMNIST, steps);
+             out, peft, FMNIST, steps);
     ext_tmp_path(path, cap, name);
     ext_write_file(path, text, strlen(text));
+}
+
+static void write_config(char *path, size_t cap, const char *name, const char *out, int steps) {
+    write_config_peft(path, cap, name, out, steps, "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n");
 }
 
 static double *losses(const char *run_dir, int *n) {
@@ -184,6 +188,47 @@ static void test_resume_is_bit_identical(void **state) {
     RUN_EXPECT(1, &out, "pretrain '%s' --resume", ini_c);
     expect_in(out, "without --resume");
     free(out);
+}
+
+/* LoRA dropout draws its masks from the step, the micro-batch and the seed: a resumed run (with gradient
+ * accumulation and activation checkpointing) ends bit-identical to the uninterrupted one, and the dropout
+ * really changes training (the adapters differ from a run without it). */
+static void test_lora_dropout_resume_is_bit_identical(void **state) {
+    (void)state;
+    need_data();
+    static const char *peft = "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\n"
+                              "[peft.lora]\nrank = 4\ndropout = 0.2\n";
+    char ini_a[4096], ini_b[4096], ini_c[4096], dir_a[4096], dir_b[4096], dir_c[4096], ck_a[4200], ck_b[4200], ck_c[4200];
+    char *out;
+    ext_tmp_path(dir_a, sizeof dir_a, "run-dropout-straight");
+    ext_tmp_path(dir_b, sizeof dir_b, "run-dropout-resumed");
+    ext_tmp_path(dir_c, sizeof dir_c, "run-no-dropout");
+    write_config_peft(ini_a, sizeof ini_a, "dropout-a.ini", dir_a, 6, peft);
+    write_config_peft(ini_b, sizeof ini_b, "dropout-b.ini", dir_b, 6, peft);
+    write_config_peft(ini_c, sizeof ini_c, "dropout-c.ini", dir_c, 6, peft);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true", ini_a);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --set run.stop_at=3", ini_b);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --resume", ini_b);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --set peft.lora.dropout=0", ini_c);
+    free(out);
+    snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
+    snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
+    snprintf(ck_c, sizeof ck_c, "%s/checkpoint.safetensors", dir_c);
+    compare_checkpoints(ck_a, ck_b);
+    ex_err err;
+    ex_st_file *fa, *fc;
+    EXT_OK(ex_st_open(&fa, ck_a, &err), &err);
+    EXT_OK(ex_st_open(&fc, ck_c, &err), &err);
+    const ex_st_entry *ea = ex_st_find(fa, "param.blocks.0.attn.qkv.lora_q.A"),
+                      *ec = ex_st_find(fc, "param.blocks.0.attn.qkv.lora_q.A");
+    assert_non_null(ea);
+    assert_non_null(ec);
+    assert_true(memcmp(ex_st_data(fa, ea), ex_st_data(fc, ec), ea->end - ea->begin) != 0);
+    ex_st_close(fa);
+    ex_st_close(fc);
 }
 
 /* A NaN in the data makes the loss NaN: the run stops with the step, the last finite loss and a hint,
@@ -530,6 +575,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mae_pretraining_lowers_the_loss),
         cmocka_unit_test(test_resume_is_bit_identical),
+        cmocka_unit_test(test_lora_dropout_resume_is_bit_identical),
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),

@@ -211,6 +211,7 @@ static const ex_backend_vtable cpu_vtable = {
     /* .rng_uniform = */ cpu_rng_uniform,
     /* .rng_normal = */ cpu_rng_normal,
     /* .rng_permutation = */ cpu_rng_permutation,
+    /* .rng_dropout = */ cpu_rng_dropout,
     /* .patchify_fwd = */ cpu_patchify_fwd,
     /* .patchify_bwd = */ cpu_patchify_bwd,
     /* .copy2d = */ cpu_copy2d,

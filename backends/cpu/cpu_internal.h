@@ -193,5 +193,6 @@ ex_status cpu_ema(void *ctx, float *teacher, const float *student, float momentu
 ex_status cpu_rng_uniform(void *ctx, float *out, int64_t n, float lo, float hi, ex_rng *rng);
 ex_status cpu_rng_normal(void *ctx, float *out, int64_t n, float mean, float std, ex_rng *rng);
 ex_status cpu_rng_permutation(void *ctx, int32_t *out, int64_t n, ex_rng *rng);
+ex_status cpu_rng_dropout(void *ctx, float *out, int64_t n, float p, ex_rng *rng);
 
 #endif /* EXPLORA_CPU_INTERNAL_H */

@@ -1,5 +1,5 @@
 /*
- * backends/cpu/cpu_rng.c — uniform, normal and permutation draws on the shared
+ * backends/cpu/cpu_rng.c — uniform, normal, dropout-mask and permutation draws on the shared
  * Philox-4x32-10 streams of explora/rng.h.
  *
  * Element i of a draw of n values uses the block at counter rng->offset + i;
@@ -30,6 +30,20 @@ ex_status cpu_rng_uniform(void *vctx, float *out /* (n) */, int64_t n, float lo,
         /* rounding may reach hi; keep the interval half-open */
         out[i] = x < hi || lo == hi ? x : nextafterf(hi, lo);
     }
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+}
+
+ex_status cpu_rng_dropout(void *vctx, float *out /* (n) */, int64_t n, float p, ex_rng *rng) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0 && rng, "cpu: rng_dropout: bad arguments");
+    CPU_ARG(p >= 0.0f && p < 1.0f, "cpu: rng_dropout: p = %g is outside [0, 1)", (double)p);
+    if (n == 0) return EX_OK;
+    CPU_ARG(out, "cpu: rng_dropout: NULL output");
+    const uint64_t key = rng->key, off = rng->offset;
+    const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for PAR(n)
+    for (int64_t i = 0; i < n; i++) out[i] = ex_rng_uniform_at(key, off, (uint64_t)i) < p ? 0.0f : keep;
     rng->offset += (uint64_t)n;
     return EX_OK;
 }

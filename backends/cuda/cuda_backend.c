@@ -359,6 +359,7 @@ static const ex_backend_vtable cu_vtable = {
     /* .rng_uniform = */ cu_rng_uniform,
     /* .rng_normal = */ cu_rng_normal,
     /* .rng_permutation = */ cu_rng_permutation,
+    /* .rng_dropout = */ cu_rng_dropout,
     /* .patchify_fwd = */ cu_patchify_fwd,
     /* .patchify_bwd = */ cu_patchify_bwd,
     /* .copy2d = */ cu_copy2d,

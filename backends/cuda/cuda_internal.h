@@ -195,6 +195,7 @@ ex_status cu_copy2d(void *ctx, float *dst, int64_t dst_ld, const float *src, int
 ex_status cu_rng_uniform(void *ctx, float *out, int64_t n, float lo, float hi, ex_rng *rng);
 ex_status cu_rng_normal(void *ctx, float *out, int64_t n, float mean, float std, ex_rng *rng);
 ex_status cu_rng_permutation(void *ctx, int32_t *out, int64_t n, ex_rng *rng);
+ex_status cu_rng_dropout(void *ctx, float *out, int64_t n, float p, ex_rng *rng);
 
 #ifdef __cplusplus
 }

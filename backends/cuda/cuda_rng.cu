@@ -28,6 +28,10 @@ __global__ void k_rng_uniform(float *out, int64_t n, float lo, float hi, uint64_
     }
 }
 
+__global__ void k_rng_dropout(float *out, int64_t n, float p, float keep, uint64_t key, uint64_t off) {
+    CU_FOR(i, n) out[i] = ex_rng_uniform_at(key, off, (uint64_t)i) < p ? 0.0f : keep;
+}
+
 __global__ void k_rng_normal(float *out, int64_t n, float mean, float std, uint64_t key, uint64_t off) {
     CU_FOR(i, n) out[i] = mean + std * ex_rng_normal_at(key, off, (uint64_t)i);
 }
@@ -54,6 +58,18 @@ ex_status cu_rng_uniform(void *vctx, float *out, int64_t n, float lo, float hi, 
     if (n == 0) return EX_OK;
     CU_ARG(out, "cuda: rng_uniform: NULL output");
     k_rng_uniform<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, lo, hi, rng->key, rng->offset);
+    CU_LAUNCHED(ctx);
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+}
+
+ex_status cu_rng_dropout(void *vctx, float *out, int64_t n, float p, ex_rng *rng) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && rng, "cuda: rng_dropout: bad arguments");
+    CU_ARG(p >= 0.0f && p < 1.0f, "cuda: rng_dropout: p = %g is outside [0, 1)", (double)p);
+    if (n == 0) return EX_OK;
+    CU_ARG(out, "cuda: rng_dropout: NULL output");
+    k_rng_dropout<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, p, 1.0f / (1.0f - p), rng->key, rng->offset);
     CU_LAUNCHED(ctx);
     rng->offset += (uint64_t)n;
     return EX_OK;

@@ -44,6 +44,7 @@ static const char *k_op_names[EX_OP_COUNT] = {
     [EX_OP_RNG_UNIFORM] = "rng_uniform",
     [EX_OP_RNG_NORMAL] = "rng_normal",
     [EX_OP_RNG_PERMUTATION] = "rng_permutation",
+    [EX_OP_RNG_DROPOUT] = "rng_dropout",
     [EX_OP_PATCHIFY_FWD] = "patchify_fwd",
     [EX_OP_PATCHIFY_BWD] = "patchify_bwd",
     [EX_OP_COPY2D] = "copy2d",
@@ -67,7 +68,8 @@ static const struct {
     SLOT(gather_rows),   SLOT(scatter_add_rows), SLOT(mask_rows_fwd),     SLOT(mask_rows_bwd),
     SLOT(xent_fwd),      SLOT(xent_bwd),         SLOT(l2norm_fwd),        SLOT(l2norm_bwd),
     SLOT(adamw),         SLOT(ema),              SLOT(rng_uniform),       SLOT(rng_normal),
-    SLOT(rng_permutation), SLOT(patchify_fwd),   SLOT(patchify_bwd),      SLOT(copy2d),
+    SLOT(rng_permutation), SLOT(rng_dropout),    SLOT(patchify_fwd),      SLOT(patchify_bwd),
+    SLOT(copy2d),
 };
 #undef SLOT
 

@@ -232,37 +232,38 @@ static ex_status activation_fwd(ex_backend *be, const ex_block *blk, const ex_bl
 /* acts->branch1 (n, dim) = proj(attn(qkv(norm1(inp)))), filling ln1, qkv, att, lse on the way. */
 static ex_status attention_branch_fwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a,
                                       const float *inp /* (n, dim) */, int64_t b, int64_t t, int train,
-                                      ex_err *err) {
+                                      uint64_t noise, ex_err *err) {
     const int64_t n = b * t, hs = blk->dim / blk->heads;
     EX_CHECK(ex_layernorm_forward(be, &blk->norm1, a->ln1, a->ln1_mean, a->ln1_rstd, inp, n, err));
-    EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv, a->ln1, n, train, err));
+    EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv, a->ln1, n, train, noise, err));
     NN_BE(be, err, attention_fwd, a->att, a->lse, a->qkv, b, t, blk->heads, hs, (float)(1.0 / sqrt((double)hs)));
-    EX_CHECK(ex_linear_forward(be, &blk->proj, a->branch1, a->att, n, train, err));
+    EX_CHECK(ex_linear_forward(be, &blk->proj, a->branch1, a->att, n, train, noise, err));
     return EX_OK;
 }
 
 /* acts->branch2 (n, dim) = fc2(act(fc1(norm2(mid)))), filling ln2, fc1, act (, glu). */
 static ex_status mlp_branch_fwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a, int64_t n, int train,
-                                ex_err *err) {
+                                uint64_t noise, ex_err *err) {
     EX_CHECK(ex_layernorm_forward(be, &blk->norm2, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, n, err));
-    EX_CHECK(ex_linear_forward(be, &blk->fc1, a->fc1, a->ln2, n, train, err));
+    EX_CHECK(ex_linear_forward(be, &blk->fc1, a->fc1, a->ln2, n, train, noise, err));
     EX_CHECK(activation_fwd(be, blk, a, n, err));
-    EX_CHECK(ex_linear_forward(be, &blk->fc2, a->branch2, a->act, n, train, err));
+    EX_CHECK(ex_linear_forward(be, &blk->fc2, a->branch2, a->act, n, train, noise, err));
     return EX_OK;
 }
 
 ex_status ex_block_forward(ex_backend *be, const ex_block *blk, ex_block_acts *acts, float *out /* (b, t, dim) */,
                            const float *inp /* (b, t, dim) */, const float *drop1 /* (b) or NULL */,
-                           const float *drop2 /* (b) or NULL */, int64_t b, int64_t t, int train, ex_err *err) {
+                           const float *drop2 /* (b) or NULL */, int64_t b, int64_t t, int train, uint64_t noise,
+                           ex_err *err) {
     EX_CHECK(check_block(be, blk, b, t, err));
     if (b * t == 0) return EX_OK;
     EX_CHECK(check_acts(blk, acts, err));
     EX_ENSURE(out && inp, err, EX_E_INVALID, "block forward: NULL input or output");
     EX_ENSURE(out != inp, err, EX_E_INVALID, "block forward: out must not alias inp");
     const int64_t d = blk->dim;
-    EX_CHECK(attention_branch_fwd(be, blk, acts, inp, b, t, train, err));
+    EX_CHECK(attention_branch_fwd(be, blk, acts, inp, b, t, train, noise, err));
     EX_CHECK(residual_add(be, acts->mid, inp, acts->branch1, out, blk->ls1, drop1, b, t, d, err));
-    EX_CHECK(mlp_branch_fwd(be, blk, acts, b * t, train, err));
+    EX_CHECK(mlp_branch_fwd(be, blk, acts, b * t, train, noise, err));
     EX_CHECK(residual_add(be, out, acts->mid, acts->branch2, out, blk->ls2, drop2, b, t, d, err));
     return EX_OK;
 }

@@ -34,14 +34,14 @@ static ex_status check_linear(const ex_backend *be, const ex_linear *l, int64_t 
 }
 
 ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out /* (n, out) */,
-                            const float *inp /* (n, in) */, int64_t n, int train, ex_err *err) {
+                            const float *inp /* (n, in) */, int64_t n, int train, uint64_t noise, ex_err *err) {
     EX_CHECK(check_linear(be, l, n, "linear forward", err));
     if (n == 0) return EX_OK;
     EX_ENSURE(out && inp, err, EX_E_INVALID, "linear forward: NULL input or output");
     EX_CHECK(ex_be_linear_fwd(be, out, inp, l->w, l->b, n, l->in, l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->forward, err, EX_E_INVALID, "linear forward: a hook has no forward function");
-        EX_CHECK(h->forward(h->self, be, out, inp, n, train, err));
+        EX_CHECK(h->forward(h->self, be, out, inp, n, train, noise, err));
     }
     return EX_OK;
 }

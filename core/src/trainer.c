@@ -420,6 +420,15 @@ static ex_status prepare(ex_trainer *t, ex_err *err) {
     return EX_OK;
 }
 
+/* The noise key of micro-batch `micro` of the current step (adapter dropout): a function of the seed, the
+ * step, the micro-batch and the rank, so a resumed run draws what the uninterrupted one drew. Never 0. */
+static uint64_t noise_key(const ex_trainer *t, int64_t micro) {
+    const ex_rng base = ex_rng_seed(t->model.seed, EX_RNG_DROPPATH);
+    uint64_t k = ex_splitmix64(base.key ^ ex_splitmix64((uint64_t)t->optim.step * (uint64_t)t->accumulate + (uint64_t)micro));
+    k = ex_splitmix64(k ^ (uint64_t)t->comm.rank);
+    return k ? k : 1;
+}
+
 /* Sum the trainable gradients over ranks (one packed all-reduce) and scale by 1 / (world x accumulate);
  * one process: the accumulation average alone, as before. */
 static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
@@ -516,6 +525,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             b.batch = t->batch;
             b.nviews = t->recipe.count;
             b.labels = t->loader.labels;
+            b.noise = noise_key(t, micro);
             for (int v = 0; v < b.nviews; v++) {
                 const ex_view_spec *sp = &t->recipe.views[v];
                 EX_CHECK_GOTO(ex_be_upload(t->be, t->dev_views[v], t->loader.views[v],

@@ -308,6 +308,7 @@ static ex_status head_forward(classify *c, const ex_batch *batch, int train, ex_
     memset(&io, 0, sizeof io);
     io.batch = B, io.height = c->height, io.width = c->width, io.images = batch->views[0];
     io.mask_mode = EX_MASK_NONE, io.drop = drop, io.train = train;
+    io.noise = train ? ex_noise_derive(batch->noise, 1) : 0;
     EX_CHECK(c->env.bb->forward(c->env.bb_self, &io, err));
     EX_ENSURE(io.tokens && io.num_tokens == T, err, EX_E_INTERNAL, "classify: the backbone returned %lld tokens, expected %lld",
               (long long)io.num_tokens, (long long)T);

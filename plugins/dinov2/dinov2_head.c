@@ -145,7 +145,7 @@ ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, in
     for (int l = 0; l < h->nlayers; l++) {
         const int last = l == h->nlayers - 1;
         float *out = last ? F(a->z) + r0 * bn : F(a->pre[l]) + r0 * hid; /* (n, out) */
-        EX_CHECK(ex_linear_forward(be, &h->mlp[l], out, in, n, 1, err));
+        EX_CHECK(ex_linear_forward(be, &h->mlp[l], out, in, n, 1, 0, err));
         if (!last) {
             float *post = F(a->post[l]) + r0 * hid; /* (n, hid) */
             OP(d, gelu_fwd(be->ctx, post, out, n * hid), "gelu_fwd");

@@ -162,6 +162,7 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     memset(&sio, 0, sizeof sio);
     sio.batch = Bg, sio.height = d->gsize, sio.width = d->gsize, sio.images = F(d->gimg);
     sio.mask_mode = EX_MASK_REPLACE, sio.mask = d->mask_d.data, sio.drop = drop, sio.train = 1;
+    sio.noise = ex_noise_derive(batch->noise, 1);
     EX_CHECK(d->env.bb->forward(d->env.bb_self, &sio, err));
     EX_CHECK(gather_inputs(d, sio.tokens, Bg, Tg, nm, err));
     EX_CHECK(heads_forward(d, &d->sdino, &d->sibot, Bg, nm, 1.0f / Ts, err));
@@ -208,6 +209,7 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
         memset(&lio, 0, sizeof lio);
         lio.batch = nb, lio.height = d->lsize, lio.width = d->lsize, lio.images = F(d->limg);
         lio.mask_mode = EX_MASK_NONE, lio.drop = drop, lio.train = 1;
+        lio.noise = ex_noise_derive(batch->noise, 2 + (uint64_t)c0); /* one key per local chunk */
         EX_CHECK(d->env.bb->forward(d->env.bb_self, &lio, err));
         EX_CHECK(gather_inputs(d, lio.tokens, nb, Tl, 0, err));
         EX_CHECK(dn_head_forward(d, &d->sdino, F(d->xin), 0, nb, 1.0f / Ts, err));

@@ -31,8 +31,19 @@
  * (rows, rank) per slice for backward. merge folds s * B A into W's rows
  * (export, evaluation) and makes the hook add nothing; unmerge takes it out.
  *
- * dropout > 0 is not implemented (ExPLoRA and loralib default to 0): create
- * rejects it with EX_E_UNSUPPORTED.
+ * Dropout (loralib's lora_dropout, p = dropout; ExPLoRA uses 0): in a training
+ * forward each slice sees its own inverted-dropout copy of the input,
+ *
+ *   y[:, slice] += s * ((x * M) A^T) B^T,   M = keep mask, 0 or 1/(1 - p)
+ *
+ * (ExPLoRA's q and v are separate layers with a dropout each: one mask per
+ * slice). M comes from the backend's rng_dropout on a Philox stream keyed on
+ * (the seed, the pass's noise key, the site, the slice), so a recomputed
+ * forward (activation checkpointing) and the backward regenerate exactly the
+ * mask the forward used: nothing of size (rows, in) is kept per site; two
+ * shared scratch buffers (rows, max in) hold M and x * M while a slice is
+ * processed. Backward: dA += dh^T (x * M), dinp += (dh A) * M. Inference
+ * (train = 0) and merged weights use no dropout.
  */
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +67,7 @@ typedef struct lora_slice {
     float *A, *dA;       /* (rank, in) and its gradient (NULL when frozen) */
     float *B, *dB;       /* (rows, rank) and its gradient (NULL when frozen) */
     ex_tensor h;         /* (max_rows, rank) x A^T of the last forward, for backward */
+    uint64_t noise;      /* dropout: the noise key of the last forward; 0 = it used no dropout */
 } lora_slice;
 
 /* One adapted linear layer and its hook. */
@@ -85,6 +97,9 @@ struct lora {
     int nsites;
     int64_t max_rows;            /* rows planned for the caches, 0 before plan */
     ex_tensor dh;                /* (max_rows, rank) backward scratch shared by every slice */
+    float dropout;               /* p of the adapters' input dropout, 0: none */
+    uint64_t stream;             /* dropout: the seed's key (from init), mixed with each pass's noise key */
+    ex_tensor mask, xd;          /* dropout: (max_rows, max in) keep mask and masked input, shared scratch */
     int merged;
 };
 
@@ -92,8 +107,8 @@ static const ex_key_spec lora_keys[] = {
     {"rank", EX_KEY_INT, "8", 1, 4096, NULL, "rank r of every adapter (ExPLoRA pre-training: 64; LoRA fine-tuning: 8)"},
     {"alpha", EX_KEY_FLOAT, "1", 1e-6, 1e6, NULL,
      "scale s = alpha / rank; the default 1 gives ExPLoRA's and loralib's s = 1/rank (peft's habit alpha = rank is s = 1)"},
-    {"dropout", EX_KEY_FLOAT, "0", 0, 0.999, NULL,
-     "dropout on the adapter input (loralib); only 0 is implemented, as ExPLoRA uses"},
+    {"dropout", EX_KEY_FLOAT, "0", 0, 0.9, NULL,
+     "dropout probability on each adapter's input in training (loralib's lora_dropout; ExPLoRA uses 0)"},
     {"targets", EX_KEY_STRING_LIST, "q, v", EX_NORANGE, NULL,
      "sites to adapt in each block: q, k, v (row slices of the fused qkv), proj, fc1, fc2 (w12, w3 for SwiGLU)"},
     {"blocks", EX_KEY_INT_LIST, "", -4096, 4095, NULL,
@@ -129,28 +144,62 @@ static ex_status gemm(ex_backend *be, int ta, int tb, int64_t m, int64_t n, int6
  * The hook
  * ------------------------------------------------------------------------------ */
 
-/* out (n, lin->out) += scale * (inp (n, in) @ A^T) @ B^T in each slice's columns. */
+/* The keep mask of slice k of site `st` for the pass keyed `noise`, into L->mask (n, in): a pure function of
+ * (seed, noise, site, slice), so the backward and a recomputed forward regenerate it. */
+static ex_status dropout_mask(const lora_site *st, int k, uint64_t noise, int64_t n, ex_err *err) {
+    const lora *L = st->owner;
+    const uint64_t site = (uint64_t)(st - L->sites);
+    ex_rng r;
+    r.key = ex_splitmix64(L->stream ^ ex_noise_derive(noise, site * LORA_MAX_SLICES + (uint64_t)k));
+    r.offset = 0;
+    ex_status s = L->be->vt.rng_dropout(L->be->ctx, L->mask.data, n * st->lin->in, L->dropout, &r);
+    EX_ENSURE(s == EX_OK, err, s, "lora: %s: backend '%s': rng_dropout failed", st->name, L->be->name);
+    return EX_OK;
+}
+
+/* L->xd (n, in) = inp * mask of slice k (after dropout_mask). */
+static ex_status masked_input(const lora_site *st, const float *inp, int64_t n, ex_err *err) {
+    const lora *L = st->owner;
+    ex_status s = L->be->vt.binary(L->be->ctx, EX_BIN_MUL, L->xd.data, inp, L->mask.data, n * st->lin->in);
+    EX_ENSURE(s == EX_OK, err, s, "lora: %s: backend '%s': binary failed", st->name, L->be->name);
+    return EX_OK;
+}
+
+/* out (n, lin->out) += scale * (x (n, in) @ A^T) @ B^T in each slice's columns; x = inp, or inp * M in a
+ * training forward with dropout. */
 static ex_status lora_hook_forward(void *self, ex_backend *be, float *out /* (n, lin->out) */,
-                                   const float *inp /* (n, lin->in) */, int64_t n, int train, ex_err *err) {
+                                   const float *inp /* (n, lin->in) */, int64_t n, int train, uint64_t noise,
+                                   ex_err *err) {
     lora_site *st = self;
     const lora *L = st->owner;
-    (void)train; /* no dropout: the same computation with and without a backward to follow */
     if (L->merged || n == 0) return EX_OK; /* merged: W already holds s * B A */
     EX_ENSURE(L->max_rows > 0 && L->dh.data, err, EX_E_INVALID,
               "lora: %s: forward before the adapters' buffers were planned and allocated", st->name);
     EX_ENSURE(n <= L->max_rows, err, EX_E_SHAPE, "lora: %s: %lld rows exceed the %lld planned", st->name, (long long)n,
               (long long)L->max_rows);
+    const int drop = train && L->dropout > 0.0f;
+    EX_ENSURE(!drop || noise != 0, err, EX_E_INVALID,
+              "lora: %s: [%s] dropout = %g needs the training pass's noise key (ex_backbone_io.noise), which the "
+              "objective did not set",
+              st->name, L->section, (double)L->dropout);
     const int64_t in = st->lin->in, ld = st->lin->out, r = L->rank;
     for (int i = 0; i < st->nslices; i++) {
-        const lora_slice *sl = &st->slices[i];
+        lora_slice *sl = &st->slices[i];
         float *h = sl->h.data; /* (n, r) */
-        EX_CHECK(gemm(be, 0, 1, n, r, in, 1.0f, inp, in, sl->A, in, 0.0f, h, r, err));
+        const float *x = inp;
+        if (drop) {
+            EX_CHECK(dropout_mask(st, i, noise, n, err));
+            EX_CHECK(masked_input(st, inp, n, err));
+            x = L->xd.data;
+        }
+        sl->noise = drop ? noise : 0;
+        EX_CHECK(gemm(be, 0, 1, n, r, in, 1.0f, x, in, sl->A, in, 0.0f, h, r, err));
         EX_CHECK(gemm(be, 0, 1, n, sl->rows, r, L->scale, h, r, sl->B, r, 1.0f, out + sl->row0, ld, err));
     }
     return EX_OK;
 }
 
-/* dB += s * dout_slice^T @ h; dh = s * dout_slice @ B; dA += dh^T @ inp; dinp += dh @ A. */
+/* dB += s * dout_slice^T @ h; dh = s * dout_slice @ B; dA += dh^T @ x; dinp += (dh @ A) [* M]. */
 static ex_status lora_hook_backward(void *self, ex_backend *be, float *dinp /* (n, lin->in) or NULL */,
                                     const float *dout /* (n, lin->out) */, const float *inp /* (n, lin->in) */,
                                     int64_t n, ex_err *err) {
@@ -171,8 +220,24 @@ static ex_status lora_hook_backward(void *self, ex_backend *be, float *dinp /* (
         if (sl->dB) EX_CHECK(gemm(be, 1, 0, sl->rows, r, n, L->scale, ds, ld, h, r, 1.0f, sl->dB, r, err));
         if (!sl->dA && !dinp) continue;
         EX_CHECK(gemm(be, 0, 0, n, r, sl->rows, L->scale, ds, ld, sl->B, r, 0.0f, dh, r, err));
-        if (sl->dA) EX_CHECK(gemm(be, 1, 0, r, in, n, 1.0f, dh, r, inp, in, 1.0f, sl->dA, in, err));
-        if (dinp) EX_CHECK(gemm(be, 0, 0, n, in, r, 1.0f, dh, r, sl->A, in, 1.0f, dinp, in, err));
+        if (!sl->noise) {
+            if (sl->dA) EX_CHECK(gemm(be, 1, 0, r, in, n, 1.0f, dh, r, inp, in, 1.0f, sl->dA, in, err));
+            if (dinp) EX_CHECK(gemm(be, 0, 0, n, in, r, 1.0f, dh, r, sl->A, in, 1.0f, dinp, in, err));
+            continue;
+        }
+        /* dropout: the forward's mask again, then x * M for dA and (dh A) * M for dinp */
+        EX_CHECK(dropout_mask(st, i, sl->noise, n, err));
+        float *xd = L->xd.data; /* (n, in) */
+        if (sl->dA) {
+            EX_CHECK(masked_input(st, inp, n, err));
+            EX_CHECK(gemm(be, 1, 0, r, in, n, 1.0f, dh, r, xd, in, 1.0f, sl->dA, in, err));
+        }
+        if (dinp) {
+            EX_CHECK(gemm(be, 0, 0, n, in, r, 1.0f, dh, r, sl->A, in, 0.0f, xd, in, err));
+            ex_status s = be->vt.binary(be->ctx, EX_BIN_MUL, xd, xd, L->mask.data, n * in);
+            if (s == EX_OK) s = be->vt.axpby(be->ctx, dinp, 1.0f, xd, 1.0f, n * in);
+            EX_ENSURE(s == EX_OK, err, s, "lora: %s: backend '%s': elementwise op failed", st->name, be->name);
+        }
     }
     return EX_OK;
 }
@@ -207,10 +272,7 @@ static ex_status lora_create(const ex_cfg_section *cfg, void **self, ex_err *err
     if (L->rank < 1)
         EX_FAIL_GOTO(err, st, fail, EX_E_CONFIG, "[%s] rank = %lld: the rank must be at least 1.", L->section,
                      (long long)L->rank);
-    if (dropout > 0)
-        EX_FAIL_GOTO(err, st, fail, EX_E_UNSUPPORTED,
-                     "[%s] dropout = %g: LoRA dropout is not implemented (only 0, which ExPLoRA and loralib use).",
-                     L->section, dropout);
+    L->dropout = (float)dropout;
     if (n == 0)
         EX_FAIL_GOTO(err, st, fail, EX_E_CONFIG, "[%s] targets is empty: name at least one of q, k, v, proj, fc1, fc2.",
                      L->section);
@@ -414,6 +476,16 @@ static ex_status lora_plan(void *self, int64_t max_rows, ex_memory_plan *plan, e
     }
     EX_CHECK(ex_tensor_init(&L->dh, "lora.dh", EX_F32, 2, shape, err));
     EX_CHECK(ex_arena_add(acts, &L->dh, err));
+    if (L->dropout > 0.0f) { /* the mask and the masked input of one slice at a time */
+        int64_t max_in = 1;
+        for (int i = 0; i < L->nsites; i++)
+            if (L->sites[i].lin->in > max_in) max_in = L->sites[i].lin->in;
+        const int64_t wide[2] = {max_rows, max_in};
+        EX_CHECK(ex_tensor_init(&L->mask, "lora.dropout_mask", EX_F32, 2, wide, err));
+        EX_CHECK(ex_arena_add(acts, &L->mask, err));
+        EX_CHECK(ex_tensor_init(&L->xd, "lora.dropout_input", EX_F32, 2, wide, err));
+        EX_CHECK(ex_arena_add(acts, &L->xd, err));
+    }
     L->max_rows = max_rows;
     return EX_OK;
 }
@@ -422,6 +494,7 @@ static ex_status lora_plan(void *self, int64_t max_rows, ex_memory_plan *plan, e
 static ex_status lora_init(void *self, ex_rng *rng, ex_err *err) {
     lora *L = self;
     EX_ENSURE(!L->merged, err, EX_E_INVALID, "lora: init() while merged");
+    L->stream = ex_splitmix64(rng->key ^ 0x4C6F5241u); /* the dropout masks' seed: the run's, not the draw position */
     for (int i = 0; i < L->nsites; i++) {
         lora_site *s = &L->sites[i];
         const int64_t in = s->lin->in, na = L->rank * in;

@@ -76,7 +76,7 @@ static ex_status add_norm(mae *m, const char *prefix, ex_layernorm *ln, ex_err *
 }
 
 static ex_status lora_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                              ex_err *err);
+                              uint64_t noise, ex_err *err);
 static ex_status lora_backward(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp,
                                int64_t n, ex_err *err);
 
@@ -229,7 +229,8 @@ static ex_status gemm(ex_backend *be, int ta, int tb, int64_t mm, int64_t nn, in
 
 /* out (n, 3Dd) slice columns += s * (inp (n, Dd) A^T) B^T; h (n, r) kept. */
 static ex_status lora_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                              ex_err *err) {
+                              uint64_t noise, ex_err *err) {
+    (void)noise; /* the decoder's adapters have no dropout */
     mae_lora *lo = self;
     const mae *m = lo->owner;
     const int64_t Dd = m->ddim, r = m->lora_rank;
@@ -282,7 +283,7 @@ ex_status mae_decoder_forward(mae *m, const float *tokens, int64_t B, ex_err *er
     }
     m->last_x_in = x_in;
     float *emb = F(m->emb), *cat = F(m->cat), *rep = F(m->mask_rep), *x0 = F(m->xs);
-    EX_CHECK(ex_linear_forward(m->env.be, &m->embed, emb, x_in, B * Tk, 1, err));
+    EX_CHECK(ex_linear_forward(m->env.be, &m->embed, emb, x_in, B * Tk, 1, 0, err));
     OP(m, copy2d(c, cat, T * Dd, emb, Tk * Dd, B, Tk * Dd), "copy2d");
     OP(m, copy2d(c, rep, Dd, m->mask_token, 0, removed, Dd), "copy2d");
     OP(m, copy2d(c, cat + Tk * Dd, T * Dd, rep, 0, B, removed * Dd), "copy2d");
@@ -291,11 +292,11 @@ ex_status mae_decoder_forward(mae *m, const float *tokens, int64_t B, ex_err *er
     const size_t stream = (size_t)(B * T * Dd);
     for (int64_t i = 0; i < m->ddepth; i++)
         EX_CHECK(ex_block_forward(m->env.be, &m->blocks[i], &m->block_acts[i], x0 + (size_t)(i + 1) * stream,
-                                  x0 + (size_t)i * stream, NULL, NULL, B, T, 1, err));
+                                  x0 + (size_t)i * stream, NULL, NULL, B, T, 1, 0, err)); /* no noisy layers */
     EX_CHECK(ex_layernorm_forward(m->env.be, &m->norm, F(m->ln_out), F(m->ln_mean), F(m->ln_rstd),
                                   x0 + (size_t)m->ddepth * stream, B * T, err));
     OP(m, copy2d(c, F(m->npatch), L * Dd, F(m->ln_out) + Dd, T * Dd, B, L * Dd), "copy2d");
-    return ex_linear_forward(m->env.be, &m->pred, F(m->predb), F(m->npatch), B * L, 1, err);
+    return ex_linear_forward(m->env.be, &m->pred, F(m->predb), F(m->npatch), B * L, 1, 0, err);
 }
 
 /* --- backward ------------------------------------------------------------------------------- */

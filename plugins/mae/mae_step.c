@@ -130,6 +130,7 @@ ex_status mae_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t itera
     memset(&io, 0, sizeof io);
     io.batch = B, io.height = m->height, io.width = m->width, io.images = batch->views[0];
     io.mask_mode = EX_MASK_DROP, io.ids_keep = I32(m->ids_keep_d), io.keep = keep, io.train = 1;
+    io.noise = ex_noise_derive(batch->noise, 1);
     EX_CHECK(m->env.bb->forward(m->env.bb_self, &io, err));
     EX_ENSURE(io.tokens && io.num_tokens == 1 + m->registers + keep, err, EX_E_INTERNAL,
               "mae: the backbone returned %lld tokens, expected 1 + %lld registers + %lld kept", (long long)io.num_tokens,

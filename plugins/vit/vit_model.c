@@ -275,7 +275,7 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
 
     float *patches = F(v->patches), *pemb = F(v->pemb);
     OP(v, patchify_fwd(c, patches, io->images, B, a->channels, io->height, io->width, P, EX_PATCH_CPP), "patchify_fwd");
-    EX_CHECK(ex_linear_forward(v->be, &v->patch_embed, pemb, patches, B * Np, io->train, err));
+    EX_CHECK(ex_linear_forward(v->be, &v->patch_embed, pemb, patches, B * Np, io->train, io->noise, err));
     if (io->mask_mode == EX_MASK_REPLACE) OP(v, mask_rows_fwd(c, pemb, pemb, io->mask, v->mask_tok, B * Np, D), "mask_rows_fwd");
     const float *pos = NULL;
     EX_CHECK(position_table(v, nh, nw, &pos, err));
@@ -297,7 +297,7 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     for (int64_t i = 0; i < a->depth; i++) {
         const float *d1 = io->drop ? io->drop + (2 * i) * B : NULL, *d2 = io->drop ? io->drop + (2 * i + 1) * B : NULL;
         EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
-                                  x0 + (size_t)i * stream, d1, d2, B, T, io->train, err));
+                                  x0 + (size_t)i * stream, d1, d2, B, T, io->train, io->noise, err));
     }
     EX_CHECK(ex_layernorm_forward(v->be, &v->norm, F(v->out), F(v->mean), F(v->rstd), x0 + (size_t)a->depth * stream,
                                   B * T, err));
@@ -334,9 +334,10 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
                                    F(v->rstd), B * T, err));
     for (int64_t i = a->depth - 1; i >= 0; i--) {
         const float *d1 = io->drop ? io->drop + (2 * i) * B : NULL, *d2 = io->drop ? io->drop + (2 * i + 1) * B : NULL;
-        if (a->recompute) /* rebuild block i's activations (bitwise the same: the ops are deterministic) */
+        if (a->recompute) /* rebuild block i's activations (bitwise the same: the ops are deterministic and the
+                           * adapters' random draws are keyed on the pass's noise key, not on a call count) */
             EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
-                                      x0 + (size_t)i * stream, d1, d2, B, T, 1, err));
+                                      x0 + (size_t)i * stream, d1, d2, B, T, 1, io->noise, err));
         EX_CHECK(ex_block_backward(v->be, &v->blocks[i], &v->block_acts[i], dres, x0 + (size_t)i * stream, d1, d2,
                                    F(v->scratch), B, T, err));
     }

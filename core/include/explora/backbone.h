@@ -68,6 +68,8 @@ typedef struct ex_backbone_io {
     int64_t keep;
     const float *drop;       /* (depth, 2, batch) stochastic-depth scales, or NULL (no drop path) */
     int train;               /* keep activations for backward */
+    uint64_t noise;          /* key of this pass's random draws inside layers (adapter dropout; explora/nn.h);
+                              * 0: none. Objectives derive it from ex_batch.noise, one key per forward. */
     /* outputs (device pointers into the backbone's activations; valid until the next forward) */
     float *tokens;           /* (batch, num_tokens, dim) after the final norm */
     int64_t num_tokens;

@@ -79,6 +79,7 @@ typedef enum ex_op {
     EX_OP_RNG_UNIFORM,
     EX_OP_RNG_NORMAL,
     EX_OP_RNG_PERMUTATION,
+    EX_OP_RNG_DROPOUT,
     EX_OP_PATCHIFY_FWD,
     EX_OP_PATCHIFY_BWD,
     EX_OP_COPY2D,
@@ -260,6 +261,9 @@ typedef struct ex_backend_vtable {
     /* out (n) = a uniformly random permutation of [0, n): the stable argsort of n uniforms
      * (MAE's masking rule); advances rng. */
     ex_status (*rng_permutation)(void *ctx, int32_t *out, int64_t n, ex_rng *rng);
+    /* Inverted-dropout keep mask: out[i] = u_i < p ? 0 : 1 / (1 - p), with u_i the uniform [0, 1) that
+     * rng_uniform would draw at element i; 0 <= p < 1; advances rng by n. */
+    ex_status (*rng_dropout)(void *ctx, float *out, int64_t n, float p, ex_rng *rng);
 
     /* --- layout ----------------------------------------------------------------------- */
     /* Non-overlapping patches (convolution with stride = kernel = p as im2col):

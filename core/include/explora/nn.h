@@ -37,13 +37,21 @@ extern "C" {
 
 /* A hook adds its own term to a linear layer's output: out += delta(inp).
  * It owns its parameters, gradients and whatever it caches between forward and
- * backward (sized for the largest n it will see). Hooks chain through `next`. */
+ * backward (sized for the largest n it will see). Hooks chain through `next`.
+ *
+ * Noise keys: a training pass carries a 64-bit `noise` key (ex_backbone_io.noise)
+ * for its random draws inside layers, such as adapter dropout. 0 means "draw
+ * nothing". A hook keys its draws on (noise, its own identity), never on a call
+ * count, so a recomputation of the same pass (activation checkpointing) draws the
+ * same values, and the draws are a function of the seed, the step and the
+ * micro-batch (resumed runs repeat them). */
 typedef struct ex_linear_hook ex_linear_hook;
 struct ex_linear_hook {
     void *self;
-    /* out (n, out_features) += delta(inp (n, in_features)); train = 1 when a backward will follow. */
+    /* out (n, out_features) += delta(inp (n, in_features)); train = 1 when a backward will follow; noise: the
+     * pass's key (0: none). A backward applies to the most recent forward. */
     ex_status (*forward)(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                         ex_err *err);
+                         uint64_t noise, ex_err *err);
     /* dinp (n, in_features) += d delta / d inp applied to dout (n, out_features) (dinp may be NULL);
      * the hook's own parameter gradients += ... */
     ex_status (*backward)(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp, int64_t n,
@@ -63,7 +71,15 @@ typedef struct ex_linear {
 
 /* out (n, out) = inp (n, in) @ w^T + b, then every hook adds its term. */
 EX_API ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out, const float *inp, int64_t n,
-                                   int train, ex_err *err);
+                                   int train, uint64_t noise, ex_err *err);
+
+/* The key of sub-pass k of a pass keyed `noise` (an objective's several forwards in one micro-batch, a
+ * layer's several draws): 0 stays 0, anything else gives a non-zero key. */
+static inline uint64_t ex_noise_derive(uint64_t noise, uint64_t k) {
+    if (noise == 0) return 0;
+    const uint64_t d = ex_splitmix64(noise ^ ex_splitmix64(k + 0x6A09E667F3BCC909ull));
+    return d ? d : 1;
+}
 /* dinp (n, in) += dout @ w (skipped when dinp is NULL); dw += dout^T @ inp; db += colsum(dout);
  * then every hook's backward. */
 EX_API ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
@@ -131,10 +147,10 @@ EX_API size_t ex_block_scratch_floats(const ex_block *blk, int64_t b, int64_t t)
 
 /* out (b, t, dim) = block(inp (b, t, dim)). out must not alias inp (inp is the
  * residual input that backward needs). drop1/drop2 (b): per-image scales of
- * the two branches, or NULL. */
+ * the two branches, or NULL. noise: the pass's key, handed to the linear layers' hooks. */
 EX_API ex_status ex_block_forward(ex_backend *be, const ex_block *blk, ex_block_acts *acts, float *out,
                                   const float *inp, const float *drop1, const float *drop2, int64_t b, int64_t t,
-                                  int train, ex_err *err);
+                                  int train, uint64_t noise, ex_err *err);
 
 /* Backward through one block. On entry dresid (b, t, dim) holds dL/d out; on
  * return it holds dL/d inp (updated in place). Parameter gradients that are

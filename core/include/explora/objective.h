@@ -101,6 +101,9 @@ typedef struct ex_batch {
     const float *views[EX_MAX_VIEWS];
     int64_t height[EX_MAX_VIEWS], width[EX_MAX_VIEWS];
     const int64_t *labels;         /* host (batch), or NULL */
+    uint64_t noise;                /* key of this micro-batch's training noise, a function of (seed, step,
+                                    * micro-batch, rank); 0: none. Each forward of the step gets its own key
+                                    * ex_noise_derive(noise, k) in ex_backbone_io.noise. */
 } ex_batch;
 
 typedef struct ex_loss_terms {

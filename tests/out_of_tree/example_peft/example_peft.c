@@ -63,8 +63,9 @@ static void rs_destroy(void *self) {
 }
 
 /* h (n, rows) = inp (n, in) @ W[row0:row0+rows]^T ; out[:, row0:] += h * s */
-static ex_status rs_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train, ex_err *err) {
-    (void)train;
+static ex_status rs_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
+                             uint64_t noise, ex_err *err) {
+    (void)train, (void)noise;
     rescale_site *s = self;
     ex_gemm_desc g = {0};
     g.trans_b = 1, g.m = n, g.n = s->rows, g.k = s->lin->in, g.alpha = 1, g.beta = 0;
