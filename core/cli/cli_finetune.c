@@ -6,7 +6,11 @@
  *       pooled tokens, label-smoothed cross-entropy; usually LoRA r8 on q, v of
  *       every block, configs/peft/finetune_lora_r8.ini), then the evaluation on
  *       [eval_data]; <run>/eval.json, and "finetune_top1" added to
- *       <run>/summary.json for `explora compare`.
+ *       <run>/summary.json for `explora compare`. With [run] eval_every = N
+ *       it also evaluates every N steps (<run>/evals.jsonl); eval.json and
+ *       summary.json then carry the best top-1 over the run's evaluations
+ *       ("best_top1", "finetune_best_top1"), the number the SatMAE/ExPLoRA
+ *       fine-tuning scripts report (the maximum over epochs).
  *   explora eval CONFIG --checkpoint C [--out DIR]
  *       the same evaluation for a finetune checkpoint (its trained tensors,
  *       the classify head included, over the [backbone] weights); eval.json in
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "explora/augment.h"
@@ -45,8 +50,16 @@ static ex_status need_classify(const ex_session *s, const char *verb, ex_err *er
     return EX_OK;
 }
 
-/* Evaluate the trainer's model + objective on [eval_data]; write <dir>/eval.json and print the numbers. */
-static ex_status evaluate(ex_trainer *t, const char *dir, ex_cls_metrics *mt, ex_err *err) {
+/* What one evaluation measured. */
+typedef struct eval_result {
+    ex_cls_metrics mt;
+    int64_t skipped, classes;
+} eval_result;
+
+/* Evaluate the trainer's model + objective on [eval_data] into r (free r->mt after). */
+static ex_status evaluate(ex_trainer *t, eval_result *r, ex_err *err) {
+    ex_cls_metrics *mt = &r->mt;
+    memset(r, 0, sizeof *r);
     ex_session *s = t->session;
     EX_ENSURE(t->obj->evaluate, err, EX_E_UNSUPPORTED, "objective '%s' cannot evaluate", t->obj_plugin->desc.name);
     const ex_plugin *dp;
@@ -124,32 +137,8 @@ static ex_status evaluate(ex_trainer *t, const char *dir, ex_cls_metrics *mt, ex
                in.first_skip.msg);
     EX_CHECK_GOTO(ex_classification_metrics(pred, EVAL_TOPK, labels, has_groups ? groups : NULL, N, classes, mt, err), st,
                   done);
-    {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/eval.json", dir);
-        ex_atomic_file af;
-        EX_CHECK_GOTO(ex_atomic_open(&af, path, err), st, done);
-        fprintf(af.fp,
-                "{\"top1\": %.4f, \"top5\": %.4f, \"macro_f1\": %.4f, \"samples\": %lld, \"skipped_samples\": %lld, "
-                "\"classes\": %lld",
-                mt->top1, mt->top5, mt->macro_f1, (long long)mt->n, (long long)in.skipped, (long long)classes);
-        if (mt->ngroups > 0) {
-            fprintf(af.fp, ", \"worst_group_top1\": %.4f, \"group_top1\": [", mt->worst_group_acc);
-            for (int64_t g = 0; g < mt->ngroups; g++) {
-                if (mt->group_n[g]) fprintf(af.fp, "%s%.4f", g ? ", " : "", mt->group_acc[g]);
-                else fprintf(af.fp, "%snull", g ? ", " : "");
-            }
-            fprintf(af.fp, "], \"group_samples\": [");
-            for (int64_t g = 0; g < mt->ngroups; g++) fprintf(af.fp, "%s%lld", g ? ", " : "", (long long)mt->group_n[g]);
-            fprintf(af.fp, "]");
-        }
-        fprintf(af.fp, "}\n");
-        EX_CHECK_GOTO(ex_atomic_commit(&af, err), st, done);
-        printf("evaluation on %lld images: top-1 %.2f%%, top-5 %.2f%%, macro-F1 %.2f%%", (long long)mt->n, mt->top1, mt->top5,
-               mt->macro_f1);
-        if (mt->ngroups > 0) printf(", worst group top-1 %.2f%% (%lld groups)", mt->worst_group_acc, (long long)mt->ngroups);
-        printf("; %s\n", path);
-    }
+    r->skipped = in.skipped;
+    r->classes = classes;
 done:
     if (dev) ex_be_free(t->be, dev);
     ex_eval_input_free(&in);
@@ -162,8 +151,96 @@ done:
     return st;
 }
 
-/* summary.json (written by the trainer) gains "finetune_top1". */
-static ex_status add_to_summary(const char *dir, double top1, ex_err *err) {
+/* <dir>/eval.json from r, with `extra` (", \"key\": value" pairs or "") inside the object; prints the numbers. */
+static ex_status write_eval(const char *dir, const eval_result *r, const char *extra, ex_err *err) {
+    const ex_cls_metrics *mt = &r->mt;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/eval.json", dir);
+    ex_atomic_file af;
+    EX_CHECK(ex_atomic_open(&af, path, err));
+    fprintf(af.fp,
+            "{\"top1\": %.4f, \"top5\": %.4f, \"macro_f1\": %.4f, \"samples\": %lld, \"skipped_samples\": %lld, "
+            "\"classes\": %lld",
+            mt->top1, mt->top5, mt->macro_f1, (long long)mt->n, (long long)r->skipped, (long long)r->classes);
+    if (mt->ngroups > 0) {
+        fprintf(af.fp, ", \"worst_group_top1\": %.4f, \"group_top1\": [", mt->worst_group_acc);
+        for (int64_t g = 0; g < mt->ngroups; g++) {
+            if (mt->group_n[g]) fprintf(af.fp, "%s%.4f", g ? ", " : "", mt->group_acc[g]);
+            else fprintf(af.fp, "%snull", g ? ", " : "");
+        }
+        fprintf(af.fp, "], \"group_samples\": [");
+        for (int64_t g = 0; g < mt->ngroups; g++) fprintf(af.fp, "%s%lld", g ? ", " : "", (long long)mt->group_n[g]);
+        fprintf(af.fp, "]");
+    }
+    fprintf(af.fp, "%s}\n", extra);
+    EX_CHECK(ex_atomic_commit(&af, err));
+    printf("evaluation on %lld images: top-1 %.2f%%, top-5 %.2f%%, macro-F1 %.2f%%", (long long)mt->n, mt->top1, mt->top5,
+           mt->macro_f1);
+    if (mt->ngroups > 0) printf(", worst group top-1 %.2f%% (%lld groups)", mt->worst_group_acc, (long long)mt->ngroups);
+    printf("; %s\n", path);
+    return EX_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * evaluations during fine-tuning ([run] eval_every): <run>/evals.jsonl, one line per evaluation, and the best
+ * top-1 over them (the SatMAE / ExPLoRA fine-tuning scripts report the maximum over epochs)
+ * --------------------------------------------------------------------------- */
+
+static ex_status append_eval_line(const char *dir, int64_t step, const eval_result *r, ex_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/evals.jsonl", dir);
+    FILE *f = fopen(path, "a");
+    EX_ENSURE(f, err, EX_E_IO, "cannot append to '%s': %s", path, strerror(errno));
+    fprintf(f, "{\"step\": %lld, \"top1\": %.4f, \"top5\": %.4f, \"macro_f1\": %.4f}\n", (long long)step, r->mt.top1,
+            r->mt.top5, r->mt.macro_f1);
+    const int bad = ferror(f);
+    EX_ENSURE(fclose(f) == 0 && !bad, err, EX_E_IO, "cannot write '%s': %s", path, strerror(errno));
+    return EX_OK;
+}
+
+/* The best top-1 of <dir>/evals.jsonl and its step (*step = -1: no line). */
+static ex_status best_eval(const char *dir, double *top1, int64_t *step, ex_err *err) {
+    char path[4200], *text = NULL;
+    snprintf(path, sizeof path, "%s/evals.jsonl", dir);
+    *top1 = 0.0;
+    *step = -1;
+    EX_CHECK(ex_read_file(path, &text, NULL, err));
+    for (char *line = text; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        long long s = 0;
+        double v = 0.0;
+        if (sscanf(line, "{\"step\": %lld, \"top1\": %lf", &s, &v) == 2 && (*step < 0 || v > *top1)) {
+            *top1 = v;
+            *step = (int64_t)s;
+        }
+        line = next;
+    }
+    free(text);
+    return EX_OK;
+}
+
+typedef struct eval_every {
+    int64_t every;
+} eval_every;
+
+/* The trainer's after-step callback: every `every` steps but the last (the final evaluation follows the run). */
+static ex_status eval_after_step(void *ctx, ex_trainer *t, int64_t step, ex_err *err) {
+    const eval_every *e = ctx;
+    if (e->every <= 0 || step % e->every != 0 || step >= t->ocfg.steps || t->comm.rank != 0) return EX_OK;
+    eval_result r;
+    ex_status st = evaluate(t, &r, err);
+    if (st == EX_OK) st = append_eval_line(t->out_dir, step, &r, err);
+    if (st == EX_OK)
+        printf("eval at step %lld: top-1 %.2f%%, top-5 %.2f%%, macro-F1 %.2f%% (%lld images)\n", (long long)step,
+               r.mt.top1, r.mt.top5, r.mt.macro_f1, (long long)r.mt.n);
+    fflush(stdout);
+    ex_cls_metrics_free(&r.mt);
+    return st;
+}
+
+/* summary.json (written by the trainer) gains "finetune_top1" (the final evaluation) and "finetune_best_top1". */
+static ex_status add_to_summary(const char *dir, double top1, double best, ex_err *err) {
     char path[4200], *text = NULL;
     snprintf(path, sizeof path, "%s/summary.json", dir);
     EX_CHECK(ex_read_file(path, &text, NULL, err));
@@ -176,7 +253,7 @@ static ex_status add_to_summary(const char *dir, double top1, ex_err *err) {
     ex_atomic_file af;
     ex_status st = ex_atomic_open(&af, path, err);
     if (st == EX_OK) {
-        fprintf(af.fp, "%s, \"finetune_top1\": %.4f}\n", text, top1);
+        fprintf(af.fp, "%s, \"finetune_top1\": %.4f, \"finetune_best_top1\": %.4f}\n", text, top1, best);
         st = ex_atomic_commit(&af, err);
     }
     free(text);
@@ -202,6 +279,39 @@ static int open_all(const cli_args *a, const char *verb, ex_session *s, ex_backe
     return CLI_OK;
 }
 
+/* Train (evaluating every [run] eval_every steps), then the final evaluation: eval.json with the best top-1 over
+ * every evaluation of the run (resumed ones included), summary.json. */
+static ex_status run_finetune(ex_trainer *t, ex_err *err) {
+    const ex_cfg_section run = {t->session->config, "run", ex_core_run_keys()};
+    eval_every ev = {0};
+    EX_CHECK(ex_cfg_int(&run, "eval_every", &ev.every, err));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/evals.jsonl", t->out_dir);
+    if (!t->resume && t->comm.rank == 0 && unlink(path) != 0 && errno != ENOENT)
+        EX_FAIL(err, EX_E_IO, "cannot remove the previous run's '%s': %s", path, strerror(errno));
+    t->after_step = eval_after_step;
+    t->after_step_ctx = &ev;
+    EX_CHECK(ex_trainer_run(t, stdout, err));
+    t->after_step = NULL;
+    eval_result r;
+    ex_status st = evaluate(t, &r, err);
+    if (st == EX_OK && t->comm.rank == 0) {
+        double best = 0.0;
+        int64_t best_step = -1;
+        char extra[160];
+        st = append_eval_line(t->out_dir, t->optim.step, &r, err);
+        if (st == EX_OK) st = best_eval(t->out_dir, &best, &best_step, err);
+        snprintf(extra, sizeof extra, ", \"step\": %lld, \"best_top1\": %.4f, \"best_step\": %lld", (long long)t->optim.step,
+                 best, (long long)best_step);
+        if (st == EX_OK) st = write_eval(t->out_dir, &r, extra, err);
+        if (st == EX_OK && best_step != t->optim.step)
+            printf("best top-1 over the run's evaluations: %.2f%% at step %lld (evals.jsonl)\n", best, (long long)best_step);
+        if (st == EX_OK) st = add_to_summary(t->out_dir, r.mt.top1, best, err);
+    }
+    ex_cls_metrics_free(&r.mt);
+    return st;
+}
+
 int cli_finetune(const cli_args *a) {
     if (a->npositional != 1) {
         fprintf(stderr, "explora: error: usage: explora finetune CONFIG.ini [--resume] [--set section.key=value ...]\n");
@@ -219,14 +329,7 @@ int cli_finetune(const cli_args *a) {
         ex_trainer_print(&t, stdout);
         fflush(stdout);
         t.resume = a->resume;
-        if (!a->dry_run) {
-            ex_cls_metrics mt;
-            memset(&mt, 0, sizeof mt);
-            if (ex_trainer_run(&t, stdout, &err) != EX_OK || evaluate(&t, t.out_dir, &mt, &err) != EX_OK ||
-                add_to_summary(t.out_dir, mt.top1, &err) != EX_OK)
-                rc = cli_report(a, &err);
-            ex_cls_metrics_free(&mt);
-        }
+        if (!a->dry_run && run_finetune(&t, &err) != EX_OK) rc = cli_report(a, &err);
     }
     ex_trainer_free(&t);
     ex_backend_destroy(&be);
@@ -281,13 +384,13 @@ int cli_eval(const cli_args *a) {
     ex_err err;
     ex_err_clear(&err);
     if (rc == CLI_OK) {
-        ex_cls_metrics mt;
-        memset(&mt, 0, sizeof mt);
+        eval_result r;
+        memset(&r, 0, sizeof r);
         const char *dir = a->out ? a->out : t.out_dir;
         if (make_dirs(dir, &err) != EX_OK || load_for_eval(&t, a->checkpoint, &err) != EX_OK ||
-            evaluate(&t, dir, &mt, &err) != EX_OK)
+            evaluate(&t, &r, &err) != EX_OK || write_eval(dir, &r, "", &err) != EX_OK)
             rc = cli_report(a, &err);
-        ex_cls_metrics_free(&mt);
+        ex_cls_metrics_free(&r.mt);
     }
     ex_trainer_free(&t);
     ex_backend_destroy(&be);

@@ -578,6 +578,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
         if (tty && step % t->log_every != 0 && step != t->ocfg.steps) progress_bar(t, log, step, &sum, t0);
         if (writer && t->checkpoint_every > 0 && step % t->checkpoint_every == 0)
             EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
+        if (t->after_step) EX_CHECK_GOTO(t->after_step(t->after_step_ctx, t, step, err), st, done);
         if (t->stop_at > 0 && step >= t->stop_at) {
             fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
             break;

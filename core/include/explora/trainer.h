@@ -64,6 +64,10 @@ typedef struct ex_trainer {
      * (Ctrl-C) after the current step, writing a checkpoint first */
     int resume;
     volatile sig_atomic_t *stop;
+    /* set by the caller, or NULL: called after every optimiser step (after that step's checkpoint), on every
+     * rank; an error stops the run. finetune evaluates through it ([run] eval_every). */
+    ex_status (*after_step)(void *ctx, struct ex_trainer *t, int64_t step, ex_err *err);
+    void *after_step_ctx;
     /* the teacher an objective asked for (ex_objective_env.make_teacher) */
     int has_teacher;
     ex_model teacher;
