@@ -6,6 +6,7 @@
  * values checked against numbers read independently with Python's gzip module.
  */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -200,11 +201,80 @@ static void test_real_fashion_mnist(void **state) {
     vt->close(ds);
 }
 
+/* The simulated camera: photons = 0 leaves the images alone; otherwise a grey 0.5 image gets the Poisson shot
+ * noise, read noise and ADC of idx_sensor.h (mean and standard deviation of the DN over many pixels), fixed per
+ * (seed, index), different for another index or seed; blur spreads a bright dot. */
+static void test_sensor_simulation(void **state) {
+    fixture *f = *state;
+    enum { N = 8, H = 28, W = 28 };
+    const unsigned char ih[] = {0, 0, 8, 3, 0, 0, 0, N, 0, 0, 0, H, 0, 0, 0, W};
+    static unsigned char px[N * H * W];
+    for (int i = 0; i < N * H * W; i++) px[i] = i < (N - 1) * H * W ? 128 : 0; /* 7 grey images, then black */
+    px[(N - 1) * H * W + 14 * W + 14] = 255;                                     /* one bright dot in the last */
+    char ip[4096], body[9000];
+    write_idx(ip, sizeof ip, "grey.idx", ih, sizeof ih, px, sizeof px);
+    const ex_dataset_vtable *vt = &f->plugin->vtable_copy.dataset;
+    ex_err err;
+    void *ds;
+    ex_sample a, b;
+    /* photons 50, read noise 2 e-, black 16 DN: gain (255 - 16) / 50 DN per electron; grey 128 gives
+     * 25.1 electrons on average (the Poisson inverse-CDF path), DN 136 +- 26, far from the ADC's limits */
+    snprintf(body, sizeof body, "images = %s\nsensor_photons = 50\nsensor_read_noise = 2\nsensor_black = 16\n", ip);
+    EXT_OK(open_ds(f, body, &ds, &err), &err);
+    double s1 = 0, s2 = 0;
+    const int n = (N - 1) * H * W;
+    for (int i = 0; i < N - 1; i++) {
+        EXT_OK(vt->get(ds, i, &a, &err), &err);
+        for (int k = 0; k < H * W; k++) {
+            const double dn = (double)a.pixels[k] * 255.0;
+            assert_true(fabs(dn - nearbyint(dn)) < 1e-3); /* on the ADC's 8-bit grid */
+            s1 += dn, s2 += dn * dn;
+        }
+        ex_sample_clear(&a);
+    }
+    const double gain = 239.0 / 50.0, lambda = 50.0 * 128.0 / 255.0;
+    const double mean = s1 / n, sd = sqrt(s2 / n - mean * mean);
+    const double want_mean = 16.0 + gain * lambda, want_sd = gain * sqrt(lambda + 4.0);
+    if (fabs(mean - want_mean) > 2.0 || fabs(sd - want_sd) > 0.04 * want_sd)
+        fail_msg("DN mean %.2f (want %.2f), sd %.2f (want %.2f)", mean, want_mean, sd, want_sd);
+    EXT_OK(vt->get(ds, 2, &a, &err), &err);
+    EXT_OK(vt->get(ds, 2, &b, &err), &err);
+    assert_memory_equal(a.pixels, b.pixels, sizeof(float) * H * W); /* one capture */
+    ex_sample_clear(&b);
+    EXT_OK(vt->get(ds, 3, &b, &err), &err);
+    assert_memory_not_equal(a.pixels, b.pixels, sizeof(float) * H * W);
+    ex_sample_clear(&b);
+    vt->close(ds);
+    snprintf(body, sizeof body, "images = %s\nsensor_photons = 6\nsensor_seed = 1\n", ip);
+    EXT_OK(open_ds(f, body, &ds, &err), &err);
+    EXT_OK(vt->get(ds, 2, &b, &err), &err);
+    assert_memory_not_equal(a.pixels, b.pixels, sizeof(float) * H * W);
+    ex_sample_clear(&a);
+    ex_sample_clear(&b);
+    vt->close(ds);
+    /* blur without noise (a very bright sensor): the dot spreads to its neighbours */
+    snprintf(body, sizeof body, "images = %s\nsensor_photons = 1e6\nsensor_read_noise = 0\nsensor_black = 0\nsensor_blur = 1\n", ip);
+    EXT_OK(open_ds(f, body, &ds, &err), &err);
+    EXT_OK(vt->get(ds, N - 1, &a, &err), &err);
+    const float c = a.pixels[14 * W + 14], r1 = a.pixels[14 * W + 15], r3 = a.pixels[14 * W + 17];
+    assert_true(c < 0.5f && r1 > 0.02f && r1 < c && r3 < r1); /* Gaussian sigma 1: centre 0.16, 1 px 0.10 of 255 */
+    ex_sample_clear(&a);
+    vt->close(ds);
+    /* no simulation: the stored bytes */
+    snprintf(body, sizeof body, "images = %s\n", ip);
+    EXT_OK(open_ds(f, body, &ds, &err), &err);
+    EXT_OK(vt->get(ds, 0, &a, &err), &err);
+    assert_true(a.pixels[0] == 128.0f / 255.0f);
+    ex_sample_clear(&a);
+    vt->close(ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reads_images_labels_names),
         cmocka_unit_test(test_hostile_files),
         cmocka_unit_test(test_real_fashion_mnist),
+        cmocka_unit_test(test_sensor_simulation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -5,12 +5,17 @@
  * package puts them under /usr/share/datasets/fashion-mnist/.
  *
  * Samples are H x W x 1 with values in [0, 1] (byte / 255).
+ *
+ * sensor_photons > 0 re-captures every image with a simulated low-light
+ * camera (blur, shot and read noise, 8-bit ADC; idx_sensor.h): the same
+ * labelled images as a second, shifted domain, fixed per (sensor_seed, index).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "explora/plugin.h"
 #include "idx_format.h"
+#include "idx_sensor.h"
 
 #define IDX_MAX_CLASSES 256
 
@@ -19,6 +24,7 @@ typedef struct idx_dataset {
     idx_array labels; /* (n), or count 0 when unlabeled */
     int64_t n, h, w;
     int64_t num_classes;
+    idx_sensor sensor;
     char *class_names[IDX_MAX_CLASSES];
     char names_buf[8192];
 } idx_dataset;
@@ -29,6 +35,13 @@ static const ex_key_spec idx_keys[] = {
     {"limit", EX_KEY_INT, "0", 0, 2147483647.0, NULL, "use only the first N samples (0: all)"},
     {"class_names", EX_KEY_STRING_LIST, "", EX_NORANGE, NULL,
      "names of the classes in label order (comma-separated); empty: numbers"},
+    {"sensor_photons", EX_KEY_FLOAT, "0", 0.0, 1e6, NULL,
+     "re-capture each image with a simulated low-light camera: mean photo-electrons of a white pixel (shot noise); "
+     "0: the images as stored"},
+    {"sensor_blur", EX_KEY_FLOAT, "0", 0.0, 10.0, NULL, "simulated camera: optical blur sigma in pixels"},
+    {"sensor_read_noise", EX_KEY_FLOAT, "2", 0.0, 1e4, NULL, "simulated camera: read noise in electrons"},
+    {"sensor_black", EX_KEY_FLOAT, "16", 0.0, 254.0, NULL, "simulated camera: black level of the 8-bit ADC in DN"},
+    {"sensor_seed", EX_KEY_INT, "0", 0, INT64_MAX, NULL, "simulated camera: seed of the noise (a fixed capture)"},
     EX_KEY_END,
 };
 
@@ -50,6 +63,13 @@ static ex_status idx_open(const ex_cfg_section *cfg, void **self, ex_err *err) {
     EX_CHECK_GOTO(ex_cfg_path(cfg, "images", images, sizeof images, err), st, fail);
     EX_CHECK_GOTO(ex_cfg_path(cfg, "labels", labels, sizeof labels, err), st, fail);
     EX_CHECK_GOTO(ex_cfg_int(cfg, "limit", &limit, err), st, fail);
+    int64_t sensor_seed = 0;
+    EX_CHECK_GOTO(ex_cfg_float(cfg, "sensor_photons", &d->sensor.photons, err), st, fail);
+    EX_CHECK_GOTO(ex_cfg_float(cfg, "sensor_blur", &d->sensor.blur, err), st, fail);
+    EX_CHECK_GOTO(ex_cfg_float(cfg, "sensor_read_noise", &d->sensor.read_noise, err), st, fail);
+    EX_CHECK_GOTO(ex_cfg_float(cfg, "sensor_black", &d->sensor.black, err), st, fail);
+    EX_CHECK_GOTO(ex_cfg_int(cfg, "sensor_seed", &sensor_seed, err), st, fail);
+    d->sensor.seed = (uint64_t)sensor_seed;
     EX_CHECK_GOTO(ex_cfg_string_list(cfg, "class_names", (const char **)d->class_names, IDX_MAX_CLASSES, &nnames,
                                      d->names_buf, sizeof d->names_buf, err),
                   st, fail);
@@ -98,6 +118,16 @@ static ex_status idx_get(void *self, int64_t index, ex_sample *out, ex_err *err)
     EX_ENSURE(out->pixels, err, EX_E_NOMEM, "out of memory");
     const uint8_t *src = d->images.data + (size_t)index * np;
     for (size_t i = 0; i < np; i++) out->pixels[i] = (float)src[i] * (1.0f / 255.0f);
+    if (d->sensor.photons > 0.0) {
+        float *tmp = malloc(np * sizeof(float));
+        ex_status st = tmp ? idx_sensor_apply(&d->sensor, index, out->pixels, d->h, d->w, tmp, err)
+                           : ex_err_set(err, EX_E_NOMEM, __FILE__, __LINE__, "out of memory");
+        free(tmp);
+        if (st != EX_OK) {
+            ex_sample_clear(out);
+            return st;
+        }
+    }
     out->width = (int)d->w;
     out->height = (int)d->h;
     out->channels = 1;
