@@ -73,9 +73,10 @@ static void expect_fixture(vt_ctx *c, const float *dev, const char *name, int gr
     free(got);
 }
 
-/* Build the model from INI text, plan for the fixture's shapes, load its weights. */
-static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
-                       int64_t keep) {
+/* Build the model from INI text, plan for the fixture's shapes (inference = 1: an inference-only plan), load its
+ * weights. */
+static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
+                          int64_t keep, int inference) {
     memset(c, 0, sizeof *c);
     ex_err err;
     ex_err_clear(&err);
@@ -95,7 +96,7 @@ static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini,
     EXT_OK(ex_params_set_trainable(&c->params, "*", 1, NULL, &err), &err);
     ex_memory_plan_init(&c->plan, &c->be);
     EXT_OK(ex_params_plan(&c->params, &c->plan, &err), &err);
-    ex_backbone_shape max = {batch, h, w, keep, 1};
+    ex_backbone_shape max = {batch, h, w, keep, !inference, inference};
     EXT_OK(c->vt->plan(c->model, &max, &c->plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c->plan, &err), &err);
     ex_params_bind(&c->params);
@@ -119,6 +120,11 @@ static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini,
     EXT_OK(ex_st_writer_finish(wr, path, &err), &err);
     ex_st_writer_free(wr);
     EXT_OK(c->vt->load(c->model, path, "auto", &err), &err);
+}
+
+static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
+                       int64_t keep) {
+    open_model_ex(c, fixture, backbone_ini, batch, h, w, keep, 0);
 }
 
 static void close_model(vt_ctx *c) {
@@ -335,6 +341,47 @@ static void test_recompute_gives_identical_gradients(void **state) {
     free(g2);
 }
 
+/* An inference-only plan: the same tokens and block outputs, bitwise, as a training plan's train = 0 forward, in
+ * less than half the activation memory; a training forward and the attention of an early block are refused. */
+static void test_inference_plan(void **state) {
+    (void)state;
+    vt_ctx c;
+    ex_err err;
+    const int64_t B = 2, T = 17, D = 24, depth = 3;
+    float *tok[2], *blk[2];
+    size_t acts[2];
+    for (int inf = 0; inf < 2; inf++) {
+        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, inf);
+        acts[inf] = c.plan.arenas[EX_MEM_ACTIVATION].planned;
+        float *images = fx_f32(c.fx, "input", NULL);
+        ex_backbone_io io = {0};
+        io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 0;
+        EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+        assert_int_equal(io.num_tokens, T);
+        tok[inf] = malloc(sizeof(float) * B * T * D);
+        memcpy(tok[inf], io.tokens, sizeof(float) * B * T * D);
+        blk[inf] = malloc(sizeof(float) * depth * B * T * D);
+        for (int64_t i = 0; i < depth; i++)
+            memcpy(blk[inf] + i * B * T * D, c.vt->block_output(c.model, i), sizeof(float) * B * T * D);
+        if (inf) {
+            io.train = 1;
+            assert_int_equal(c.vt->forward(c.model, &io, &err), EX_E_INVALID);
+            assert_non_null(strstr(err.msg, "inference"));
+            io.train = 0;
+            EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+            float probs[2 * 3 * 17];
+            assert_int_equal(c.vt->attention(c.model, 0, probs, &err), EX_E_UNSUPPORTED);
+            EXT_OK(c.vt->attention(c.model, depth - 1, probs, &err), &err);
+        }
+        free(images);
+        close_model(&c);
+    }
+    assert_memory_equal(tok[0], tok[1], sizeof(float) * B * T * D);
+    assert_memory_equal(blk[0], blk[1], sizeof(float) * depth * B * T * D);
+    if (!(acts[1] * 2 < acts[0])) fail_msg("inference plan %zu bytes of activations, training plan %zu", acts[1], acts[0]);
+    for (int k = 0; k < 2; k++) free(tok[k]), free(blk[k]);
+}
+
 /* Parameters (values of every tensor, in registration order) after loading names/<file>. */
 static float *load_named(const char *ini, const char *file, size_t *n, const char *skip) {
     vt_ctx c;
@@ -354,7 +401,7 @@ static float *load_named(const char *ini, const char *file, size_t *n, const cha
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 4, 4, 0, 0};
+    ex_backbone_shape max = {1, 4, 4, 0, 0, 0};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);
@@ -468,7 +515,7 @@ static void test_bad_checkpoint_lists_problems(void **state) {
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 16, 16, 0, 0};
+    ex_backbone_shape max = {1, 16, 16, 0, 0, 0};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);
@@ -498,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_registers),
         cmocka_unit_test(test_mae),
         cmocka_unit_test(test_recompute_gives_identical_gradients),
+        cmocka_unit_test(test_inference_plan),
         cmocka_unit_test(test_naming_conventions),
         cmocka_unit_test(test_bad_checkpoint_lists_problems),
     };

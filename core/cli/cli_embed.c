@@ -86,6 +86,7 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     EX_CHECK(ex_cfg_int(&tf, "resize", &resize, err));
     EX_CHECK(ex_cfg_int(&optim, "batch", &shape.batch, err));
     EX_CHECK(ex_model_image_size(s, &shape.height, &shape.width, err));
+    shape.inference = 1;
     EX_CHECK(ex_cfg_float_list(&tf, "mean", mean, 16, &nm, err));
     EX_CHECK(ex_cfg_float_list(&tf, "std", std, 16, &ns, err));
     EX_CHECK(ex_session_plugin(s, "data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));

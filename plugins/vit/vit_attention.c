@@ -21,8 +21,10 @@ ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err) {
     EX_ENSURE(v->block_acts && v->last.tokens, err, EX_E_INVALID, "vit: attention() before a forward");
     EX_ENSURE(i >= 0 && i < a->depth, err, EX_E_RANGE, "vit: attention of block %lld (depth %lld)", (long long)i,
               (long long)a->depth);
-    EX_ENSURE(!a->recompute || i == a->depth - 1, err, EX_E_UNSUPPORTED,
-              "vit: with recompute on only the last block's attention is kept (asked for block %lld)", (long long)i);
+    EX_ENSURE(!v->shared_acts || i == a->depth - 1, err, EX_E_UNSUPPORTED,
+              "vit: with recompute on, or planned for inference only, only the last block's attention is kept (asked "
+              "for block %lld)",
+              (long long)i);
     EX_ENSURE(probs, err, EX_E_INVALID, "vit: attention() needs an output buffer");
     const int64_t B = v->last.batch, T = v->ntok, D = a->dim, H = a->heads, hs = D / H;
     float *rows = malloc(sizeof(float) * (size_t)(T * 3 * D));

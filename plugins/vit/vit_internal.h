@@ -70,6 +70,7 @@ typedef struct vit {
     ex_tensor mean, rstd; /* (B, T) */
     ex_tensor dresid;    /* (B, T, D) */
     ex_block_acts *block_acts; /* (depth), bound into acts */
+    int shared_acts;           /* every block binds the same activations (recompute, or an inference plan) */
     size_t acts_floats;
 
     /* state of the last forward */

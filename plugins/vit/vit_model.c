@@ -130,26 +130,31 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     const int64_t Np = nh * nw, T = 1 + E + Np, K = a->channels * a->patch * a->patch;
     const int64_t side = nh > nw ? nh : nw, gside = a->grid_h > a->grid_w ? a->grid_h : a->grid_w;
     v->max_tokens = T;
-    EX_CHECK(plan_buf(plan, &v->patches, "vit.patches", B * Np * K * (max->input_grad ? 2 : 1), err));
+    /* inference: nothing for backward (1-float placeholders) and one block's activations for every block */
+    const int inf = max->inference != 0;
+    EX_CHECK(plan_buf(plan, &v->patches, "vit.patches", B * Np * K * (max->input_grad && !inf ? 2 : 1), err));
     EX_CHECK(plan_buf(plan, &v->pemb, "vit.pemb", B * Np * D, err));
-    EX_CHECK(plan_buf(plan, &v->dpemb, "vit.dpemb", B * Np * D, err));
-    EX_CHECK(plan_buf(plan, &v->dpemb2, "vit.dpemb2", B * Np * D, err));
+    EX_CHECK(plan_buf(plan, &v->dpemb, "vit.dpemb", inf ? 1 : B * Np * D, err));
+    EX_CHECK(plan_buf(plan, &v->dpemb2, "vit.dpemb2", B * Np * D, err)); /* also the kept patches of a drop-mask forward */
     EX_CHECK(plan_buf(plan, &v->pos_rs, "vit.pos_rs", (1 + Np) * D, err));
-    EX_CHECK(plan_buf(plan, &v->dpos_rs, "vit.dpos_rs", (1 + Np) * D, err));
+    EX_CHECK(plan_buf(plan, &v->dpos_rs, "vit.dpos_rs", inf ? 1 : (1 + Np) * D, err));
     EX_CHECK(plan_buf(plan, &v->rh, "vit.rh", side * gside, err));
     EX_CHECK(plan_buf(plan, &v->rw, "vit.rw", side * gside, err));
     EX_CHECK(plan_buf(plan, &v->rtmp, "vit.rtmp", side * gside * D, err));
     EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (E > 0 ? E : 1) * D, err));
     EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (a->depth + 1) * B * T * D, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
-    /* with recomputation only one block's activations exist: each block's are rebuilt before its backward */
-    const int64_t kept = a->recompute ? 1 : a->depth;
+    /* with recomputation only one block's activations exist: each block's are rebuilt before its backward;
+     * inference keeps none between blocks */
+    v->shared_acts = a->recompute || inf;
+    const int64_t kept = v->shared_acts ? 1 : a->depth;
     EX_CHECK(plan_buf(plan, &v->acts, "vit.block_acts", kept * (int64_t)v->acts_floats, err));
-    EX_CHECK(plan_buf(plan, &v->scratch, "vit.block_scratch", (int64_t)ex_block_scratch_floats(&v->blocks[0], B, T), err));
+    EX_CHECK(plan_buf(plan, &v->scratch, "vit.block_scratch",
+                      inf ? 1 : (int64_t)ex_block_scratch_floats(&v->blocks[0], B, T), err));
     EX_CHECK(plan_buf(plan, &v->out, "vit.out", B * T * D, err));
     EX_CHECK(plan_buf(plan, &v->mean, "vit.norm_mean", B * T, err));
     EX_CHECK(plan_buf(plan, &v->rstd, "vit.norm_rstd", B * T, err));
-    EX_CHECK(plan_buf(plan, &v->dresid, "vit.dresid", B * T * D, err));
+    EX_CHECK(plan_buf(plan, &v->dresid, "vit.dresid", inf ? 1 : B * T * D, err));
     return EX_OK;
 }
 
@@ -160,7 +165,7 @@ ex_status vit_ready(void *self, ex_err *err) {
     EX_ENSURE(v->block_acts, err, EX_E_NOMEM, "vit: out of memory");
     for (int64_t i = 0; i < v->a.depth; i++)
         ex_block_acts_bind(&v->block_acts[i], &v->blocks[i], v->max.batch, v->max_tokens,
-                           F(v->acts) + (size_t)(v->a.recompute ? 0 : i) * v->acts_floats);
+                           F(v->acts) + (size_t)(v->shared_acts ? 0 : i) * v->acts_floats);
     if (v->a.pos == VIT_POS_SINCOS) {
         const int64_t rows = 1 + v->a.grid_h * v->a.grid_w;
         float *table = malloc(sizeof(float) * (size_t)(rows * v->a.dim));
@@ -253,6 +258,8 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     void *c = v->be->ctx;
     const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
     EX_ENSURE(v->block_acts, err, EX_E_INVALID, "vit: forward() before ready()");
+    EX_ENSURE(!io->train || !v->max.inference, err, EX_E_INVALID,
+              "vit: a training forward (train = 1) on a model planned for inference only");
     EX_ENSURE(B >= 1 && B <= v->max.batch, err, EX_E_SHAPE, "vit: batch %lld outside the planned 1..%lld",
               (long long)B, (long long)v->max.batch);
     EX_ENSURE(io->height % P == 0 && io->width % P == 0 && io->height > 0 && io->width > 0, err, EX_E_SHAPE,

@@ -56,6 +56,9 @@ typedef struct ex_backbone_shape {
     int64_t batch, height, width;
     int64_t keep;    /* EX_MASK_DROP: patches kept per image (0 when not used) */
     int input_grad;  /* 1 if backward will be asked for the gradient of the images */
+    int inference;   /* 1: only forwards with train = 0 will run (features, embeddings, benchmarks): the
+                      * backbone may plan much less memory (no backward buffers; the blocks' activations
+                      * shared). Training forwards and backward are then errors. */
 } ex_backbone_shape;
 
 typedef struct ex_backbone_io {
