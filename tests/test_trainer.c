@@ -278,6 +278,36 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
         if (la[i] != lb[i]) fail_msg("step %d: loss %.9g straight, %.9g resumed", i + 1, la[i], lb[i]);
     free(la);
     free(lb);
+
+    /* extended pre-training from run A's checkpoint: the backbone reads A's EMA teacher and the heads start as
+     * A's teacher heads (one step at lr 0 keeps every value, so C's trained tensors equal A's teacher) */
+    char dir_c[4096], ini_c[4096], ck_c[4200];
+    ext_tmp_path(dir_c, sizeof dir_c, "dino-extended");
+    snprintf(text, sizeof text, "[run]\nseed = 5\nout = %s\n%s", dir_c, body);
+    ext_tmp_path(ini_c, sizeof ini_c, "dino-c.ini");
+    ext_write_file(ini_c, text, strlen(text));
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s --set objective.head_weights=%s --set optim.steps=1 "
+                        "--set optim.lr=0 --set optim.min_lr=0 --set optim.warmup_steps=0",
+               ini_c, ck_a, ck_a);
+    free(out);
+    snprintf(ck_c, sizeof ck_c, "%s/checkpoint.safetensors", dir_c);
+    ex_st_file *fa, *fc;
+    EXT_OK(ex_st_open(&fa, ck_a, &err), &err);
+    EXT_OK(ex_st_open(&fc, ck_c, &err), &err);
+    static const char *const pairs[][2] = {
+        {"objective.teacher.blocks.1.mlp.fc2.weight", "param.blocks.1.mlp.fc2.weight"},
+        {"objective.teacher.cls_token", "param.cls_token"},
+        {"objective.teacher_head.dino_head.mlp.0.weight", "param.dino_head.mlp.0.weight"},
+        {"objective.teacher_head.dino_head.last_layer.weight_v", "param.dino_head.last_layer.weight_v"}};
+    for (int i = 0; i < 4; i++) {
+        const ex_st_entry *ea = ex_st_find(fa, pairs[i][0]), *ec = ex_st_find(fc, pairs[i][1]);
+        if (!ea || !ec) fail_msg("missing %s or %s", pairs[i][0], pairs[i][1]);
+        assert_int_equal(ea->end - ea->begin, ec->end - ec->begin);
+        if (memcmp(ex_st_data(fa, ea), ex_st_data(fc, ec), ea->end - ea->begin) != 0)
+            fail_msg("%s of the extended run is not %s of the source run", pairs[i][1], pairs[i][0]);
+    }
+    ex_st_close(fa);
+    ex_st_close(fc);
 }
 
 /* kill -9 during training with a checkpoint every step: whatever moment the kill lands, the checkpoint on

@@ -407,7 +407,10 @@ static float *load_named(const char *ini, const char *file, size_t *n, const cha
     ex_params_bind(&c.params);
     EXT_OK(c.vt->ready(c.model, &err), &err);
     char path[4096];
-    snprintf(path, sizeof path, "%s/../fixtures/names/%s", ext_env("EXPLORA_TEST_DATA_DIR"), file);
+    if (file[0] == '/')
+        snprintf(path, sizeof path, "%s", file);
+    else
+        snprintf(path, sizeof path, "%s/../fixtures/names/%s", ext_env("EXPLORA_TEST_DATA_DIR"), file);
     EXT_OK(c.vt->load(c.model, path, "auto", &err), &err);
     size_t total = (size_t)ex_params_numel(&c.params, 0), k = 0;
     float *out = malloc(sizeof(float) * total);
@@ -464,6 +467,55 @@ static void test_naming_conventions(void **state) {
     float *student = load_named(ini, "dinov2_training.safetensors", &n, NULL);
     assert_float_equal(student[0], ref[0] + 1.0f, 1e-6);
     free(student);
+
+    /* an explora run's checkpoint.safetensors: param.* (the trained model, here +2), optim.m.* (moments),
+     * objective.teacher.* (the EMA teacher, here the reference) and the teacher's heads: auto reads the teacher,
+     * checkpoint_copy = student the trained model */
+    {
+        char src[4096], run[4096];
+        snprintf(src, sizeof src, "%s/../fixtures/names/dinov2_official.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
+        ext_tmp_path(run, sizeof run, "run_checkpoint.safetensors");
+        ex_err err;
+        ex_st_file *f;
+        ex_st_writer *w;
+        EXT_OK(ex_st_open(&f, src, &err), &err);
+        EXT_OK(ex_st_writer_new(&w, &err), &err);
+        float *keep[3 * 64]; /* the writer reads the buffers at finish */
+        int nkeep = 0;
+        for (int i = 0; i < ex_st_count(f); i++) {
+            const ex_st_entry *e = ex_st_at(f, i);
+            const int64_t m = numel(e);
+            float *v = malloc(sizeof(float) * (size_t)m), *z = calloc((size_t)m, sizeof(float));
+            float *p = malloc(sizeof(float) * (size_t)m);
+            assert_true(nkeep + 3 <= 3 * 64);
+            keep[nkeep++] = v, keep[nkeep++] = z, keep[nkeep++] = p;
+            EXT_OK(ex_st_read_f32(f, e, v, m, &err), &err);
+            for (int64_t j = 0; j < m; j++) p[j] = v[j] + 2.0f;
+            char name[EX_NAME_MAX + 32];
+            snprintf(name, sizeof name, "objective.teacher.%s", e->name);
+            EXT_OK(ex_st_writer_add(w, name, EX_F32, e->ndim, e->shape, v, &err), &err);
+            snprintf(name, sizeof name, "optim.m.%s", e->name);
+            EXT_OK(ex_st_writer_add(w, name, EX_F32, e->ndim, e->shape, z, &err), &err);
+            snprintf(name, sizeof name, "param.%s", e->name);
+            EXT_OK(ex_st_writer_add(w, name, EX_F32, e->ndim, e->shape, p, &err), &err);
+        }
+        const float head[4] = {1, 2, 3, 4};
+        EXT_OK(ex_st_writer_add(w, "objective.teacher_head.dino_head.mlp.0.weight", EX_F32, 2, (int64_t[]){2, 2}, head, &err),
+               &err);
+        EXT_OK(ex_st_writer_finish(w, run, &err), &err);
+        ex_st_writer_free(w);
+        ex_st_close(f);
+        for (int i = 0; i < nkeep; i++) free(keep[i]);
+        float *t = load_named(dino, run, &n, NULL);
+        assert_int_equal(n, n0);
+        assert_memory_equal(t, ref, n * sizeof(float));
+        free(t);
+        snprintf(ini, sizeof ini, "%scheckpoint_copy = student\n", dino);
+        float *s = load_named(ini, run, &n, NULL);
+        for (size_t j = 0; j < n; j++)
+            if (fabsf(s[j] - (ref[j] + 2.0f)) > 1e-5f) fail_msg("student copy of a run checkpoint: value %zu", j);
+        free(s);
+    }
 
     /* the architecture read from the checkpoint itself (.pth, training layout): same parameters */
     char ckpt_ini[1024];

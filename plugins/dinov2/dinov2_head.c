@@ -233,12 +233,18 @@ static int map_name(void *user, const char *ckpt_name, char *out, size_t cap, in
 ex_status dn_head_load(dinov2 *d, const char *path, ex_err *err) {
     ex_st_file *f = NULL;
     EX_CHECK(ex_st_open(&f, path, err));
+    /* which copy: a training export's teacher (else student); an explora run checkpoint's teacher heads
+     * ("objective.teacher_head.", else the trained "param." ones); else the names as they are */
     map_ctx m = {"", d->separate_ibot};
+    int rank = 0; /* 4 teacher > 3 run teacher > 2 student > 1 run param */
     for (int i = 0; i < ex_st_count(f); i++) {
         const char *n = ex_st_at(f, i)->name;
         if (strncmp(n, "module.", 7) == 0) n += 7;
-        if (strncmp(n, "teacher.dino_head.", 18) == 0) m.prefix = "teacher.";
-        else if (strncmp(n, "student.dino_head.", 18) == 0 && !m.prefix[0]) m.prefix = "student.";
+        if (strncmp(n, "teacher.dino_head.", 18) == 0 && rank < 4) m.prefix = "teacher.", rank = 4;
+        else if (strncmp(n, "objective.teacher_head.dino_head.", 33) == 0 && rank < 3)
+            m.prefix = "objective.teacher_head.", rank = 3;
+        else if (strncmp(n, "student.dino_head.", 18) == 0 && rank < 2) m.prefix = "student.", rank = 2;
+        else if (strncmp(n, "param.dino_head.", 16) == 0 && rank < 1) m.prefix = "param.", rank = 1;
     }
     ex_param *items[2 * (2 * DN_MAX_LAYERS + 2)];
     int count = 0;

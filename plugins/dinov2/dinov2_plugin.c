@@ -14,10 +14,9 @@
  *   centres        DINO and iBOT (centering mode).
  *
  * Views: 2 global crops (RandomResizedCrop global_scale, ratio 3/4..4/3,
- * flip 0.5) and local_crops local crops (local_scale). DINOv2's colour
- * jitter (p 0.8), grayscale (p 0.2), Gaussian blur (effective p 0 / 0.9 /
- * 0.5) and solarisation (global crop 2, p 0.2) are not in ex_view_spec yet:
- * the loader applies crops and flips only.
+ * flip 0.5) and local_crops local crops (local_scale), each with DINOv2's
+ * colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (effective p 0 /
+ * 0.9 / 0.5) and solarisation (global crop 2, p 0.2), applied by the loader.
  *
  * The self pointer is a struct dinov2 (dinov2_internal.h).
  */
@@ -61,7 +60,9 @@ static const ex_key_spec dn_keys[] = {
      "iterations during which the heads' last layers get no gradient (ExPLoRA: ~3000)"},
     {"drop_path", EX_KEY_FLOAT, "0", 0.0, 0.999, NULL, "stochastic depth rate of the student backbone (DINOv2 rule)"},
     {"head_weights", EX_KEY_PATH, "", EX_NORANGE, NULL,
-     "optional safetensors file with dino_head.* (and ibot_head.*) to start the heads from"},
+     "optional safetensors file to start the heads from: dino_head.* (and ibot_head.*), a training export's "
+     "teacher./student. copy, or an explora run's checkpoint (its teacher heads): extended pre-training that "
+     "carries the source run's heads"},
     EX_KEY_END,
 };
 

@@ -37,7 +37,8 @@ const ex_key_spec vit_keys[] = {
     {"format", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|dinov2|timm|hf|mae|hf-mae",
      "naming convention of the checkpoint (auto: detected from its tensor names)"},
     {"checkpoint_copy", EX_KEY_STRING, "auto", EX_NORANGE, NULL,
-     "which copy to read from a training export with several (teacher, student, ...); auto: teacher if "
+     "which copy to read from a training export with several (teacher, student, ...), or from an explora run's "
+     "checkpoint.safetensors (teacher: the objective's EMA teacher, student: the trained model); auto: teacher if "
      "present, else student; none: read names as they are"},
     {"layerscale_init", EX_KEY_FLOAT, "1e-5", 0, 10, NULL,
      "LayerScale gamma when training from scratch (no weights); DINOv2 uses 1e-5"},

@@ -123,5 +123,10 @@ ex_status vit_init(void *self, ex_rng *rng, ex_err *err);
 int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset);
 /* Guess the convention of a file from its tensor names; "" if unknown. */
 const char *vit_detect_format(const ex_weights *f);
+/* The name prefix of the copy to read from a file that holds several (select, cap >= 32): copy "auto" takes the
+ * teacher when there is one, else the student; "none" reads names as they are; other values name a copy.
+ * Training exports name them "teacher." / "student."; explora's own run checkpoints "objective.teacher." (the
+ * teacher an objective keeps) and "param." (the trained model). */
+void vit_select_copy(const ex_weights *f, const char *copy, char *select, size_t cap);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * plugins/vit/vit_names.c — checkpoint naming conventions mapped onto the
  * internal (official DINOv2) names. Training exports hold several copies
- * ("teacher.", "student."): only the selected one is read (the teacher by
- * default, as DINOv2 evaluates it). Prefixes "module.", "backbone.", "model."
+ * ("teacher.", "student."; explora's run checkpoints "objective.teacher.",
+ * "param."): only the selected one is read (the teacher by default, as DINOv2
+ * evaluates it). Prefixes "module.", "backbone.", "model."
  * and "dinov2." (DDP, ExPLoRA and DINOv2 training checkpoints, {"model": ...}
  * files) are stripped, SSL heads and MAE decoders ignored, and DINOv2's FSDP
  * chunked names blocks.<chunk>.<i>.* become blocks.<i>.*.
@@ -130,6 +131,30 @@ static int map_native(const vit *v, const char *name, char *out, size_t cap) {
     return 1;
 }
 
+void vit_select_copy(const ex_weights *f, const char *copy, char *select, size_t cap) {
+    int teacher = 0, student = 0, run_teacher = 0, run_param = 0;
+    for (int i = 0; i < ex_weights_count(f); i++) {
+        const char *n = ex_weights_at(f, i)->name;
+        teacher |= starts(n, "teacher.");
+        student |= starts(n, "student.");
+        run_teacher |= starts(n, "objective.teacher.");
+        run_param |= starts(n, "param.");
+    }
+    const int run = run_teacher || run_param; /* an explora run checkpoint */
+    const char *t = run ? (run_teacher ? "objective.teacher." : "") : teacher ? "teacher." : "";
+    const char *s = run ? (run_param ? "param." : "") : student ? "student." : "";
+    if (strcmp(copy, "auto") == 0)
+        snprintf(select, cap, "%s", t[0] ? t : s);
+    else if (strcmp(copy, "none") == 0)
+        select[0] = '\0';
+    else if (run && strcmp(copy, "teacher") == 0)
+        snprintf(select, cap, "%s", "objective.teacher.");
+    else if (run && strcmp(copy, "student") == 0)
+        snprintf(select, cap, "%s", "param.");
+    else
+        snprintf(select, cap, "%s.", copy);
+}
+
 int vit_map_name(void *user, const char *ckpt_name, char *out, size_t cap, int64_t *row_offset) {
     const vit *v = user;
     const char *name = ckpt_name;
@@ -197,15 +222,7 @@ ex_status vit_preset_from_checkpoint(const char *path, const char *format, const
     memset(&v, 0, sizeof v);
     const char *fmt = strcmp(format, "auto") == 0 ? vit_detect_format(&f) : format;
     snprintf(v.format, sizeof v.format, "%s", fmt);
-    int has_teacher = 0, has_student = 0;
-    for (int i = 0; i < ex_weights_count(&f); i++) {
-        has_teacher |= starts(ex_weights_at(&f, i)->name, "teacher.");
-        has_student |= starts(ex_weights_at(&f, i)->name, "student.");
-    }
-    if (strcmp(copy, "auto") == 0)
-        snprintf(v.select, sizeof v.select, "%s", has_teacher ? "teacher." : has_student ? "student." : "");
-    else if (strcmp(copy, "none") != 0)
-        snprintf(v.select, sizeof v.select, "%s.", copy);
+    vit_select_copy(&f, copy, v.select, sizeof v.select);
     memset(p, 0, sizeof *p);
     p->name = "checkpoint";
     p->depth = 0;

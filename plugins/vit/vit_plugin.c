@@ -70,18 +70,7 @@ static ex_status vit_load(void *self, const char *path, const char *format, ex_e
     }
     snprintf(v->format, sizeof v->format, "%s", fmt);
     /* a training export holds several copies: read the selected one (teacher by default) */
-    int has_teacher = 0, has_student = 0;
-    for (int i = 0; i < ex_weights_count(&f); i++) {
-        const char *n = ex_weights_at(&f, i)->name;
-        has_teacher |= strncmp(n, "teacher.", 8) == 0;
-        has_student |= strncmp(n, "student.", 8) == 0;
-    }
-    if (strcmp(v->copy, "auto") == 0)
-        snprintf(v->select, sizeof v->select, "%s", has_teacher ? "teacher." : has_student ? "student." : "");
-    else if (strcmp(v->copy, "none") == 0)
-        v->select[0] = '\0';
-    else
-        snprintf(v->select, sizeof v->select, "%s.", v->copy);
+    vit_select_copy(&f, v->copy, v->select, sizeof v->select);
     ex_status st = ex_params_load(v->params, v->be, &f, vit_map_name, v, 1, err);
     if (st != EX_OK && v->select[0]) ex_err_prefix(err, "copy '%.*s': ", (int)strlen(v->select) - 1, v->select);
     if (st != EX_OK) ex_err_prefix(err, "vit (format %s): ", v->format);
