@@ -789,18 +789,23 @@ static void test_adamw_steps_keep_frozen(void **state) {
 }
 
 /* 4. Backbone gradients of every LoRA A and B against finite differences of the loss. */
-/* Random B (else dL/dA = 0), then every LoRA tensor's gradient (its 3 largest entries and one fixed one)
- * against finite differences of the forward; plus, when `extra` names a parameter, that one too (a
- * gradient that flows back through the adapters' input). Returns the number of entries checked. */
-static int check_lora_grads(vit_fx *v, const char *extra, int expect_params) {
+/* Random B of every LoRA adapter (B = 0 would hide the gradients of A), from `seed` on. */
+static void randomise_lora_b(vit_fx *v, uint64_t seed) {
     ex_params *ps = &v->p.m.params;
-    uint64_t seed = 100;
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
         size_t len = strlen(p->value.name);
         if (strcmp(p->group, "lora") == 0 && p->value.name[len - 1] == 'B')
             ext_fill_uniform(p->value.data, (size_t)ex_tensor_numel(&p->value), seed++, -0.5f, 0.5f);
     }
+}
+
+/* Random B (else dL/dA = 0), then every LoRA tensor's gradient (its 3 largest entries and one fixed one)
+ * against finite differences of the forward; plus, when `extra` names a parameter, that one too (a
+ * gradient that flows back through the adapters' input). Returns the number of entries checked. */
+static int check_lora_grads(vit_fx *v, const char *extra, int expect_params) {
+    ex_params *ps = &v->p.m.params;
+    randomise_lora_b(v, 100);
     vit_step_grads(v);
     int checked = 0, nparams = 0;
     for (int i = 0; i < ps->count; i++) {
@@ -865,29 +870,18 @@ static void test_vit_lora_gradients(void **state) {
 static const char *k_dropout_tiny = "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\n"
                                     "cls_token = true\n[peft.lora]\nrank = 4\ndropout = 0.25\n";
 
-static void randomise_lora_b(vit_fx *v) {
-    ex_params *ps = &v->p.m.params;
-    uint64_t seed = 300;
-    for (int i = 0; i < ps->count; i++) {
-        ex_param *p = ps->items[i];
-        size_t len = strlen(p->value.name);
-        if (strcmp(p->group, "lora") == 0 && p->value.name[len - 1] == 'B')
-            ext_fill_uniform(p->value.data, (size_t)ex_tensor_numel(&p->value), seed++, -0.5f, 0.5f);
-    }
-}
-
 static void test_vit_lora_dropout(void **state) {
     (void)state;
     enum { N = FX_B * FX_T * FX_D };
     static float plain[N], inf[N], a[N], b[N], c[N];
     vit_fx v;
     vit_open(&v, k_explora_tiny);
-    randomise_lora_b(&v);
+    randomise_lora_b(&v, 300);
     vit_loss(&v, 0, plain);
     vit_close(&v);
 
     vit_open(&v, k_dropout_tiny);
-    randomise_lora_b(&v);
+    randomise_lora_b(&v, 300);
     vit_loss(&v, 0, inf); /* inference: no dropout, whatever the key */
     assert_memory_equal(inf, plain, sizeof inf);
     ex_err err;
@@ -920,8 +914,8 @@ static void test_vit_lora_dropout(void **state) {
     vit_fx r;
     vit_open(&v, k_dropout_tiny);
     vit_open_ex(&r, k_dropout_tiny, "recompute = true\n");
-    randomise_lora_b(&v);
-    randomise_lora_b(&r);
+    randomise_lora_b(&v, 300);
+    randomise_lora_b(&r, 300);
     v.noise = r.noise = 0x99;
     vit_step_grads(&v);
     vit_step_grads(&r);

@@ -47,6 +47,9 @@ int cli_run_session(const cli_args *a, cli_session_fn fn);
 ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *const (*extra)[2], int nextra,
                                 uint64_t *key, ex_err *err);
 
+/* Open the dataset plugin that [section] names (core/cli/cli_dataset.c); errors name the section and plugin. */
+ex_status cli_open_dataset(const ex_session *s, const char *section, const ex_plugin **plugin, void **ds, ex_err *err);
+
 /* Features of a dataset section (core/cli/cli_features.c): from `cache` when the file exists, else extracted
  * through m and written there; *classes (may be NULL) = the dataset's class count (0 when cached or unknown). */
 ex_status cli_features_for(ex_model *m, ex_session *s, const char *section, const char *cache, const ex_feature_opts *o,

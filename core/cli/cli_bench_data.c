@@ -119,12 +119,9 @@ int cli_bench_data(const cli_args *a) {
     ex_err_clear(&err);
     if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
     const ex_plugin *p = NULL;
-    ex_cfg_section view;
     void *ds = NULL;
     int rc = CLI_OK;
-    if (ex_session_validate(&s, &err) != EX_OK ||
-        ex_session_plugin(&s, "data", EX_PLUGIN_DATASET, NULL, &p, &view, &err) != EX_OK ||
-        p->vtable_copy.dataset.open(&view, &ds, &err) != EX_OK) {
+    if (ex_session_validate(&s, &err) != EX_OK || cli_open_dataset(&s, "data", &p, &ds, &err) != EX_OK) {
         rc = cli_report(a, &err);
         ex_session_close(&s);
         return rc;

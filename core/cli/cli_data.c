@@ -18,20 +18,13 @@ int cli_data(const cli_args *a) {
     opt.config_path = a->positional[0];
     if (ex_session_open(&s, &opt, &err) != EX_OK) return cli_report(a, &err);
     const ex_plugin *p = NULL;
-    ex_cfg_section view;
     void *ds = NULL;
     int rc = CLI_OK;
-    if (ex_session_validate(&s, &err) != EX_OK ||
-        ex_session_plugin(&s, "data", EX_PLUGIN_DATASET, NULL, &p, &view, &err) != EX_OK) {
+    if (ex_session_validate(&s, &err) != EX_OK || cli_open_dataset(&s, "data", &p, &ds, &err) != EX_OK) {
         rc = cli_report(a, &err);
         goto done;
     }
     const ex_dataset_vtable *vt = &p->vtable_copy.dataset;
-    if (vt->open(&view, &ds, &err) != EX_OK) {
-        ex_err_prefix(&err, "dataset '%s': ", p->desc.name);
-        rc = cli_report(a, &err);
-        goto done;
-    }
     int64_t n = vt->length(ds);
     printf("dataset %s (%s %s): %lld samples", p->desc.name, p->path, p->desc.version, (long long)n);
     if (vt->num_classes) printf(", %lld classes", (long long)vt->num_classes(ds));

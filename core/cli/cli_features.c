@@ -16,15 +16,10 @@ ex_status cli_features_for(ex_model *m, ex_session *s, const char *section, cons
         return ex_features_load(f, cache, err);
     }
     const ex_plugin *p;
-    ex_cfg_section view;
-    EX_CHECK(ex_session_plugin(s, section, EX_PLUGIN_DATASET, NULL, &p, &view, err));
-    const ex_dataset_vtable *vt = &p->vtable_copy.dataset;
     void *ds = NULL;
-    ex_status st = vt->open(&view, &ds, err);
-    if (st != EX_OK) {
-        ex_err_prefix(err, "[%s] %s: ", section, p->desc.name);
-        return st;
-    }
+    EX_CHECK(cli_open_dataset(s, section, &p, &ds, err));
+    const ex_dataset_vtable *vt = &p->vtable_copy.dataset;
+    ex_status st;
     if (classes && vt->num_classes) *classes = vt->num_classes(ds);
     st = ex_features_extract(m, vt, ds, o, f, isatty(fileno(stdout)) ? stdout : NULL, err);
     vt->close(ds);
