@@ -63,15 +63,10 @@ static ex_status evaluate(ex_trainer *t, eval_result *r, ex_err *err) {
     ex_session *s = t->session;
     EX_ENSURE(t->obj->evaluate, err, EX_E_UNSUPPORTED, "objective '%s' cannot evaluate", t->obj_plugin->desc.name);
     const ex_plugin *dp;
-    ex_cfg_section dview;
-    EX_CHECK(ex_session_plugin(s, "eval_data", EX_PLUGIN_DATASET, NULL, &dp, &dview, err));
-    const ex_dataset_vtable *vt = &dp->vtable_copy.dataset;
     void *ds = NULL;
-    ex_status st = vt->open(&dview, &ds, err);
-    if (st != EX_OK) {
-        ex_err_prefix(err, "[eval_data] %s: ", dp->desc.name);
-        return st;
-    }
+    EX_CHECK(cli_open_dataset(s, "eval_data", &dp, &ds, err));
+    const ex_dataset_vtable *vt = &dp->vtable_copy.dataset;
+    ex_status st = EX_OK;
     const ex_cfg_section tf = {s->config, "transform", ex_core_transform_keys()};
     const ex_cfg_section oview = t->obj_view;
     double mean[16], std[16];
