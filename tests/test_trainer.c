@@ -154,6 +154,20 @@ static void compare_checkpoints(const char *a, const char *b) {
     ex_st_close(fb);
 }
 
+/* Run `ini_a` to the end, and `ini_b` (the same schedule in another folder) stopped after `stop_at` steps and
+ * resumed to the end; `extra` (may be "") is added to every command. */
+static void straight_and_resumed(const char *ini_a, const char *ini_b, int stop_at, const char *extra) {
+    char *out, want[64];
+    RUN_EXPECT(0, &out, "pretrain '%s' %s", ini_a, extra);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --set run.stop_at=%d", ini_b, extra, stop_at);
+    snprintf(want, sizeof want, "stopping at step %d", stop_at);
+    expect_in(out, want);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --resume", ini_b, extra);
+    free(out);
+}
+
 static void test_resume_is_bit_identical(void **state) {
     (void)state;
     need_data();
@@ -162,14 +176,8 @@ static void test_resume_is_bit_identical(void **state) {
     ext_tmp_path(dir_b, sizeof dir_b, "run-resumed");
     write_config(ini_a, sizeof ini_a, "straight.ini", dir_a, 8);
     write_config(ini_b, sizeof ini_b, "resumed.ini", dir_b, 8);
-    RUN_EXPECT(0, &out, "pretrain '%s'", ini_a);
-    free(out);
     /* the same 8-step schedule, stopped after step 4, then resumed to the end */
-    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=4", ini_b);
-    expect_in(out, "stopping at step 4");
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --resume", ini_b);
-    free(out);
+    straight_and_resumed(ini_a, ini_b, 4, "");
     snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
     snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
     compare_checkpoints(ck_a, ck_b);
@@ -206,12 +214,7 @@ static void test_lora_dropout_resume_is_bit_identical(void **state) {
     write_config_peft(ini_a, sizeof ini_a, "dropout-a.ini", dir_a, 6, peft);
     write_config_peft(ini_b, sizeof ini_b, "dropout-b.ini", dir_b, 6, peft);
     write_config_peft(ini_c, sizeof ini_c, "dropout-c.ini", dir_c, 6, peft);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true", ini_a);
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --set run.stop_at=3", ini_b);
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --resume", ini_b);
-    free(out);
+    straight_and_resumed(ini_a, ini_b, 3, "--set backbone.recompute=true");
     RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.recompute=true --set peft.lora.dropout=0", ini_c);
     free(out);
     snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
@@ -255,12 +258,7 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
     snprintf(text, sizeof text, "[run]\nseed = 4\nout = %s\nlog_every = 1\n%s", dir_b, body);
     ext_tmp_path(ini_b, sizeof ini_b, "dino-b.ini");
     ext_write_file(ini_b, text, strlen(text));
-    RUN_EXPECT(0, &out, "pretrain '%s'", ini_a);
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=3", ini_b);
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --resume", ini_b);
-    free(out);
+    straight_and_resumed(ini_a, ini_b, 3, "");
     snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
     snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
     compare_checkpoints(ck_a, ck_b); /* includes objective.teacher.*, teacher heads and centres */
