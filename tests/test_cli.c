@@ -1,6 +1,6 @@
 /*
  * tests/test_cli.c — the explora command as a user runs it: exit codes, what
- * `plugins`, `plugins --keys`, `check`, `data` and `bench data` print, and that config
+ * `plugins`, `plugins --keys`, `check`, `data`, `slim` and `bench data` print, and that config
  * errors name the file, line, key and value.
  */
 #include <stdio.h>
@@ -323,6 +323,79 @@ static void test_bench_data(void **state) {
     free(out);
 }
 
+/* slim keeps exactly the tensors under the chosen prefixes, byte for byte, with
+ * their dtypes and the metadata; refuses a prefix that matches nothing (naming
+ * what the file holds) and leaves no output behind then. */
+static void test_slim(void **state) {
+    (void)state;
+    char in[4096], out_path[4096], *out;
+    ext_tmp_path(in, sizeof in, "slim-in.safetensors");
+    ext_tmp_path(out_path, sizeof out_path, "slim-out.safetensors");
+    remove(out_path);
+    static const float teacher[6] = {1, 2, 3, 4, 5, 6}, head[2] = {-1.5f, 0.25f}, moment[6] = {9, 9, 9, 9, 9, 9};
+    static const uint16_t half[3] = {0x3c00, 0x4000, 0xc000};
+    ex_err err;
+    ex_err_clear(&err);
+    ex_st_writer *w;
+    assert_int_equal(ex_st_writer_new(&w, &err), EX_OK);
+    assert_int_equal(ex_st_writer_add(w, "param.blocks.0.w", EX_F32, 2, (int64_t[]){2, 3}, moment, &err), EX_OK);
+    assert_int_equal(ex_st_writer_add(w, "optim.m.blocks.0.w", EX_F32, 2, (int64_t[]){2, 3}, moment, &err), EX_OK);
+    assert_int_equal(ex_st_writer_add(w, "objective.teacher.blocks.0.w", EX_F32, 2, (int64_t[]){2, 3}, teacher, &err), EX_OK);
+    assert_int_equal(ex_st_writer_add(w, "objective.teacher.norm.b", EX_F16, 1, (int64_t[]){3}, half, &err), EX_OK);
+    assert_int_equal(ex_st_writer_add(w, "objective.teacher_head.dino_head.w", EX_F32, 1, (int64_t[]){2}, head, &err), EX_OK);
+    assert_int_equal(ex_st_writer_metadata(w, "step", "4000", &err), EX_OK);
+    assert_int_equal(ex_st_writer_finish(w, in, &err), EX_OK);
+    ex_st_writer_free(w);
+
+    assert_int_equal(run(&out, "slim '%s' --out '%s' --keep nothing.", in, out_path), 2);
+    expect_contains(out, "starts with 'nothing.'");
+    expect_contains(out, "'objective.teacher.'");
+    expect_contains(out, "'optim.'");
+    free(out);
+    FILE *none = fopen(out_path, "rb");
+    assert_null(none);
+
+    assert_int_equal(run(&out, "slim '%s' --out '%s'", in, out_path), 0);
+    expect_contains(out, "3 tensors");
+    free(out);
+    ex_st_file *f;
+    assert_int_equal(ex_st_open(&f, out_path, &err), EX_OK);
+    assert_int_equal(ex_st_count(f), 3);
+    assert_null(ex_st_find(f, "param.blocks.0.w"));
+    assert_null(ex_st_find(f, "optim.m.blocks.0.w"));
+    const ex_st_entry *e = ex_st_find(f, "objective.teacher.blocks.0.w");
+    assert_non_null(e);
+    assert_int_equal(e->ndim, 2);
+    assert_int_equal(e->shape[1], 3);
+    assert_memory_equal(ex_st_data(f, e), teacher, sizeof teacher);
+    e = ex_st_find(f, "objective.teacher.norm.b");
+    assert_non_null(e);
+    assert_int_equal(e->dtype, EX_F16);
+    assert_memory_equal(ex_st_data(f, e), half, sizeof half);
+    e = ex_st_find(f, "objective.teacher_head.dino_head.w");
+    assert_non_null(e);
+    assert_memory_equal(ex_st_data(f, e), head, sizeof head);
+    assert_string_equal(ex_st_metadata(f, "step"), "4000");
+    ex_st_close(f);
+
+    assert_int_equal(run(&out, "slim '%s' --out '%s' --keep ' param. , optim.m.'", in, out_path), 0);
+    expect_contains(out, "2 tensors");
+    free(out);
+    assert_int_equal(ex_st_open(&f, out_path, &err), EX_OK);
+    assert_int_equal(ex_st_count(f), 2);
+    assert_non_null(ex_st_find(f, "optim.m.blocks.0.w"));
+    ex_st_close(f);
+
+    assert_int_equal(run(&out, "slim '%s'", in), 2);
+    expect_contains(out, "usage: explora slim");
+    free(out);
+    assert_int_equal(run(&out, "slim '%s' --out '%s'", in, in), 2);
+    free(out);
+    assert_int_equal(run(&out, "slim /nonexistent/ck.safetensors --out '%s'", out_path), 1);
+    expect_contains(out, "/nonexistent/ck.safetensors");
+    free(out);
+}
+
 static void test_usage_errors(void **state) {
     (void)state;
     char *out;
@@ -363,6 +436,7 @@ int main(void) {
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_embed_image_folder),
         cmocka_unit_test(test_bench_data),
+        cmocka_unit_test(test_slim),
         cmocka_unit_test(test_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

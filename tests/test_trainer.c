@@ -306,6 +306,51 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
     }
     ex_st_close(fa);
     ex_st_close(fc);
+
+    /* which copy evaluation reads: export --copy teacher (the default for a checkpoint with a teacher) writes
+     * A's EMA teacher, --copy student its optimised student (they differ after 6 steps); `slim` keeps the
+     * teacher and its heads, and reads back as the teacher; a slim file has no student to read */
+    char ck_s[4200], ex_t[4200], ex_a[4200], ex_st[4200], ex_sl[4200];
+    snprintf(ck_s, sizeof ck_s, "%s/slim.safetensors", dir_a);
+    snprintf(ex_t, sizeof ex_t, "%s/export-teacher.safetensors", dir_a);
+    snprintf(ex_a, sizeof ex_a, "%s/export-auto.safetensors", dir_a);
+    snprintf(ex_st, sizeof ex_st, "%s/export-student.safetensors", dir_a);
+    snprintf(ex_sl, sizeof ex_sl, "%s/export-slim.safetensors", dir_a);
+    RUN_EXPECT(0, &out, "slim '%s' --out '%s'", ck_a, ck_s);
+    free(out);
+    RUN_EXPECT(0, &out, "export '%s' --checkpoint '%s' --copy teacher --out '%s'", ini_a, ck_a, ex_t);
+    free(out);
+    RUN_EXPECT(0, &out, "export '%s' --checkpoint '%s' --out '%s'", ini_a, ck_a, ex_a);
+    free(out);
+    RUN_EXPECT(0, &out, "export '%s' --checkpoint '%s' --copy student --out '%s'", ini_a, ck_a, ex_st);
+    free(out);
+    RUN_EXPECT(0, &out, "export '%s' --checkpoint '%s' --out '%s'", ini_a, ck_s, ex_sl);
+    free(out);
+    RUN_EXPECT(2, &out, "export '%s' --checkpoint '%s' --copy student --out '%s'", ini_a, ck_s, ex_st);
+    if (!strstr(out, "no 'param.*' tensors")) fail_msg("student copy of a slim file: %s", out);
+    free(out);
+    EXT_OK(ex_st_open(&fa, ck_a, &err), &err);
+    static const char *const names[] = {"blocks.1.mlp.fc2.weight", "blocks.0.attn.qkv.weight", "cls_token", "norm.weight"};
+    const char *files[4] = {ex_t, ex_a, ex_sl, ex_st};
+    for (int k = 0; k < 4; k++) {
+        ex_st_file *fe;
+        EXT_OK(ex_st_open(&fe, files[k], &err), &err);
+        for (int i = 0; i < 4; i++) {
+            char tn[256], sn[256];
+            snprintf(tn, sizeof tn, "objective.teacher.%s", names[i]);
+            snprintf(sn, sizeof sn, "param.%s", names[i]);
+            const ex_st_entry *et = ex_st_find(fa, tn), *es = ex_st_find(fa, sn), *ee = ex_st_find(fe, names[i]);
+            if (!et || !es || !ee) fail_msg("%s: missing %s", files[k], names[i]);
+            const size_t bytes = et->end - et->begin;
+            assert_int_equal(ee->end - ee->begin, bytes);
+            const int is_teacher = memcmp(ex_st_data(fe, ee), ex_st_data(fa, et), bytes) == 0;
+            const int is_student = memcmp(ex_st_data(fe, ee), ex_st_data(fa, es), bytes) == 0;
+            if (k < 3 && (!is_teacher || is_student)) fail_msg("%s: %s is not the teacher's", files[k], names[i]);
+            if (k == 3 && (!is_student || is_teacher)) fail_msg("%s: %s is not the student's", files[k], names[i]);
+        }
+        ex_st_close(fe);
+    }
+    ex_st_close(fa);
 }
 
 /* kill -9 during training with a checkpoint every step: whatever moment the kill lands, the checkpoint on

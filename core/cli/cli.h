@@ -22,6 +22,7 @@ typedef struct cli_args {
     const char *blocks;   /* embed --blocks i,j */
     const char *format;   /* export --format NAME */
     const char *checkpoint; /* export / linprobe / analyze --checkpoint FILE */
+    const char *copy;       /* export / linprobe / knn / embed --copy auto|student|teacher */
     int verbose;
     int dry_run;          /* pretrain --dry-run */
     int resume;           /* pretrain --resume */
@@ -30,6 +31,7 @@ typedef struct cli_args {
     int bench_batch, bench_iters, bench_warmup; /* bench --batch, --iters, --warmup (0 / -1: defaults) */
     const char *bench_list;   /* bench data --list FILE */
     int bench_workers;        /* bench data --workers N */
+    const char *keep;         /* slim --keep PREFIX,... */
 } cli_args;
 
 /* Print "explora: error: <msg>" (and the source location with -v); return the exit code for it. */
@@ -44,7 +46,7 @@ int cli_run_session(const cli_args *a, cli_session_fn fn);
 /* The key of linprobe's and knn's feature caches (core/cli/cli_cache_key.c): the checkpoint, the resolved
  * config outside [run], [optim], [objective], [analyze], [linprobe] and [knn], and the `extra` keys given as
  * {section, key} pairs. */
-ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *const (*extra)[2], int nextra,
+ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *copy, const char *const (*extra)[2], int nextra,
                                 uint64_t *key, ex_err *err);
 
 /* Open the dataset plugin that [section] names (core/cli/cli_dataset.c); errors name the section and plugin. */
@@ -71,5 +73,6 @@ int cli_knn(const cli_args *a);
 int cli_bench(const cli_args *a);
 int cli_bench_data(const cli_args *a);
 int cli_demo(const cli_args *a);
+int cli_slim(const cli_args *a);
 
 #endif

@@ -280,7 +280,7 @@ static ex_status analyze_model(const cli_args *a, const char *ini, const char *o
     EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
     if (o.checkpoint[0]) {
         int n = 0;
-        EX_CHECK_GOTO(ex_model_load_trained(&m, o.checkpoint, &n, err), st, done);
+        EX_CHECK_GOTO(ex_model_load_trained(&m, o.checkpoint, NULL, &n, err), st, done);
         printf("%s: loaded %d trained tensors from %s\n", res->name, n, o.checkpoint);
     }
     for (int i = 0; i < m.npeft; i++) {

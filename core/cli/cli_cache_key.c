@@ -3,7 +3,7 @@
  * knn keep in their run directory: a hash of everything that decides the
  * features, so a cache is reused only when they would come out the same.
  *
- * It covers the checkpoint (path, size, mtime) and every key of the resolved
+ * It covers the checkpoint (path, size, mtime, which copy of the model) and every key of the resolved
  * config (includes and --set applied; where each value came from is left
  * out) except the sections that cannot change features: [run], [optim],
  * [objective], [analyze], [linprobe] and [knn]. The caller adds the keys of
@@ -31,7 +31,7 @@ static int feature_free_section(const char *line) {
     return 0;
 }
 
-ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *const (*extra)[2], int nextra,
+ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, const char *copy, const char *const (*extra)[2], int nextra,
                                 uint64_t *key, ex_err *err) {
     uint64_t h = 0xCBF29CE484222325ull;
     if (checkpoint) {
@@ -42,6 +42,8 @@ ex_status cli_feature_cache_key(const ex_session *s, const char *checkpoint, con
             snprintf(buf, sizeof buf, "|%lld|%lld", (long long)sb.st_size, (long long)sb.st_mtime);
             h = fnv1a_str(h, buf);
         }
+        h = fnv1a_str(h, "|copy=");
+        h = fnv1a_str(h, copy ? copy : "auto");
     }
     char *text = NULL;
     size_t len = 0;

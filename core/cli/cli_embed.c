@@ -110,7 +110,7 @@ static ex_status run_embed(const cli_args *a, ex_session *s, ex_backend *be, emb
     EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
     if (a->checkpoint) { /* a pretrain run's trained tensors, adapters left unmerged */
         int n = 0;
-        EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, &n, err), st, done);
+        EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, a->copy, &n, err), st, done);
         printf("loaded %d trained tensors from %s\n", n, a->checkpoint);
     }
     EX_CHECK_GOTO(dvt->open(&dview, &ds, err), st, done);

@@ -36,7 +36,7 @@ static ex_status run_export(const cli_args *a, ex_session *s, ex_backend *be, ex
     }
     if (access(ckpt, R_OK) == 0) {
         int n = 0;
-        EX_CHECK_GOTO(ex_model_load_trained(&m, ckpt, &n, err), st, done);
+        EX_CHECK_GOTO(ex_model_load_trained(&m, ckpt, a->copy, &n, err), st, done);
         printf("loaded %d trained tensors from %s\n", n, ckpt);
     } else if (a->checkpoint) {
         EX_FAIL_GOTO(err, st, done, EX_E_IO, "cannot read checkpoint '%s'.", ckpt);

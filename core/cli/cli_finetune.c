@@ -360,7 +360,7 @@ static ex_status load_for_eval(ex_trainer *t, const char *ckpt, ex_err *err) {
     init_rng.offset = (uint64_t)1 << 40;
     if (t->obj->init) EX_CHECK(t->obj->init(t->obj_self, &init_rng, err));
     int n = 0;
-    EX_CHECK(ex_model_load_trained(&t->model, ckpt, &n, err));
+    EX_CHECK(ex_model_load_trained(&t->model, ckpt, "student", &n, err));
     printf("loaded %d trained tensors from %s\n", n, ckpt);
     return EX_OK;
 }

@@ -59,7 +59,7 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
     if (mkdir(out, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create '%s': %s", out, strerror(errno));
     static const char *const extra[][2] = {{"knn", "limit"}, {"knn", "eval_limit"}};
     uint64_t key = 0;
-    EX_CHECK(cli_feature_cache_key(s, a->checkpoint, extra, (int)(sizeof extra / sizeof *extra), &key, err));
+    EX_CHECK(cli_feature_cache_key(s, a->checkpoint, a->copy, extra, (int)(sizeof extra / sizeof *extra), &key, err));
     snprintf(path_tr, sizeof path_tr, "%s/features_knn_train_%016llx.safetensors", out, (unsigned long long)key);
     snprintf(path_ev, sizeof path_ev, "%s/features_knn_eval_%016llx.safetensors", out, (unsigned long long)key);
 
@@ -79,7 +79,7 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
         EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
         if (a->checkpoint) {
             int n = 0;
-            EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, &n, err), st, done);
+            EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, a->copy, &n, err), st, done);
             printf("loaded %d trained tensors from %s\n", n, a->checkpoint);
         }
         for (int i = 0; i < m.npeft; i++) {

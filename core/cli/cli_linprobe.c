@@ -57,7 +57,7 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
     /* caches are named by what made them: the checkpoint (path, size, time), the base weights, the data */
     static const char *const extra[][2] = {{"linprobe", "limit"}, {"linprobe", "eval_limit"}, {"linprobe", "blocks"}};
     uint64_t key = 0;
-    EX_CHECK(cli_feature_cache_key(s, a->checkpoint, extra, (int)(sizeof extra / sizeof *extra), &key, err));
+    EX_CHECK(cli_feature_cache_key(s, a->checkpoint, a->copy, extra, (int)(sizeof extra / sizeof *extra), &key, err));
     snprintf(path_tr, sizeof path_tr, "%s/features_train_%016llx.safetensors", out, (unsigned long long)key);
     snprintf(path_ev, sizeof path_ev, "%s/features_eval_%016llx.safetensors", out, (unsigned long long)key);
 
@@ -78,7 +78,7 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
         EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);
         if (a->checkpoint) {
             int n = 0;
-            EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, &n, err), st, done);
+            EX_CHECK_GOTO(ex_model_load_trained(&m, a->checkpoint, a->copy, &n, err), st, done);
             printf("loaded %d trained tensors from %s\n", n, a->checkpoint);
         }
         for (int i = 0; i < m.npeft; i++) {

@@ -35,6 +35,9 @@ static void usage(FILE *out) {
             "                          trainable counts and memory plan without loading anything\n"
             "  export CONFIG --out F [--format dinov2|timm|hf|mae|hf-mae] [--checkpoint C]\n"
             "                          the run's backbone with its adapters merged, as a plain ViT\n"
+            "  slim CKPT --out F [--keep PREFIX,...]\n"
+            "                          the tensors of a run checkpoint that start a later run (by\n"
+            "                          default the EMA teacher and its heads), without optimiser state\n"
             "  linprobe CONFIG [--checkpoint C]\n"
             "                          DINOv2 linear-probe protocol: features of [data] and\n"
             "                          [eval_data] cached once, a grid of linear classifiers\n"
@@ -74,6 +77,10 @@ static void usage(FILE *out) {
             "  --set section.key=value  override a config value (repeatable)\n"
             "  --plugin-path DIR        search DIR for plugins first (repeatable); see also\n"
             "                           EXPLORA_PLUGIN_PATH (':'-separated)\n"
+            "  --copy auto|student|teacher\n"
+            "                           which model of a --checkpoint export, linprobe, knn and embed\n"
+            "                           read: the EMA teacher (DINOv2 keeps one) or the optimised\n"
+            "                           student; auto (default): the teacher when there is one\n"
             "  -v, --verbose            more detail in errors\n",
             EXPLORA_VERSION);
 }
@@ -163,6 +170,16 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         } else if (strcmp(s, "--model") == 0 || strcmp(s, "--policy") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             *(s[2] == 'm' ? &a->bench_model : &a->bench_policy) = argv[++i];
+        } else if (strcmp(s, "--copy") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->copy = argv[++i];
+            if (strcmp(a->copy, "auto") && strcmp(a->copy, "student") && strcmp(a->copy, "teacher")) {
+                fprintf(stderr, "explora: error: --copy '%s' is not auto, student or teacher.\n", a->copy);
+                return 0;
+            }
+        } else if (strcmp(s, "--keep") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            a->keep = argv[++i];
         } else if (strcmp(s, "--list") == 0) {
             if (!need_value(argc, argv, i)) return 0;
             a->bench_list = argv[++i];
@@ -234,6 +251,7 @@ int main(int argc, char **argv) {
     if (strcmp(v, "bench") == 0)
         return a.npositional >= 1 && strcmp(a.positional[0], "data") == 0 ? cli_bench_data(&a) : cli_bench(&a);
     if (strcmp(v, "demo") == 0) return cli_demo(&a);
+    if (strcmp(v, "slim") == 0) return cli_slim(&a);
     fprintf(stderr, "explora: error: unknown verb '%s'. Run 'explora help' for the list.\n", v);
     return CLI_USAGE;
 }

@@ -164,17 +164,42 @@ void ex_model_print(const ex_model *m, FILE *out) {
     ex_memory_plan_print(&m->plan, out);
 }
 
-ex_status ex_model_load_trained(ex_model *m, const char *path, int *loaded, ex_err *err) {
+ex_status ex_model_load_trained(ex_model *m, const char *path, const char *copy, int *loaded, ex_err *err) {
+    if (!copy) copy = "auto";
+    EX_ENSURE(strcmp(copy, "auto") == 0 || strcmp(copy, "student") == 0 || strcmp(copy, "teacher") == 0, err,
+              EX_E_INVALID, "copy '%s' of checkpoint '%s' is not one of auto, student, teacher", copy, path);
     ex_st_file *f;
     EX_CHECK(ex_st_open(&f, path, err));
+    static const char k_teacher[] = "objective.teacher.", k_student[] = "param.";
+    int has_teacher = 0;
+    for (int i = 0; i < ex_st_count(f) && !has_teacher; i++)
+        has_teacher = strncmp(ex_st_at(f, i)->name, k_teacher, sizeof k_teacher - 1) == 0;
+    if (strcmp(copy, "teacher") == 0 && !has_teacher) {
+        ex_st_close(f);
+        EX_FAIL(err, EX_E_INVALID,
+                "checkpoint '%s' has no EMA teacher (no 'objective.teacher.*' tensors: its objective keeps none); "
+                "use the student copy (copy auto or student)",
+                path);
+    }
+    const char *prefix = strcmp(copy, "student") == 0 ? k_student : has_teacher ? k_teacher : k_student;
+    const size_t plen = strlen(prefix);
+    int has_prefix = 0;
+    for (int i = 0; i < ex_st_count(f) && !has_prefix; i++) has_prefix = strncmp(ex_st_at(f, i)->name, prefix, plen) == 0;
+    if (!has_prefix) {
+        ex_st_close(f);
+        EX_FAIL(err, EX_E_INVALID,
+                "'%s' holds no '%s*' tensors: it is not an explora run checkpoint%s. Pass a run's checkpoint.safetensors, "
+                "or load plain weights through [backbone] weights",
+                path, prefix, has_teacher ? " with a student copy (slim keeps only the teacher: use copy auto)" : "");
+    }
     ex_status st = EX_OK;
     float *host = NULL;
     size_t cap = 0;
     *loaded = 0;
     for (int i = 0; i < ex_st_count(f) && st == EX_OK; i++) {
         const ex_st_entry *e = ex_st_at(f, i);
-        if (strncmp(e->name, "param.", 6) != 0) continue;
-        ex_param *p = ex_params_find(&m->params, e->name + 6);
+        if (strncmp(e->name, prefix, plen) != 0) continue;
+        ex_param *p = ex_params_find(&m->params, e->name + plen);
         if (!p) continue; /* an objective's head: not part of this model */
         const int64_t n = ex_tensor_numel(&p->value);
         if ((size_t)n > cap) {

@@ -62,9 +62,12 @@ EX_API ex_status ex_model_allocate(ex_model *m, ex_err *err);
 /* Load weights from `path`, or from [backbone] weights when path is NULL; when that is empty the backbone
  * initialises its parameters for training from scratch (its `init` slot, seeded by [run] seed). */
 EX_API ex_status ex_model_load(ex_model *m, const char *path, ex_err *err);
-/* The trained tensors of a pretrain checkpoint ("param.<name>") into the parameters of that name
- * (tensors of objectives' heads are skipped); *loaded counts them. */
-EX_API ex_status ex_model_load_trained(ex_model *m, const char *path, int *loaded, ex_err *err);
+/* The trained tensors of a pretrain checkpoint into the parameters of that name (tensors of objectives'
+ * heads are skipped); *loaded counts them. `copy` picks which copy of the model: "student" (the
+ * optimised "param.<name>"), "teacher" (the EMA teacher "objective.teacher.<name>" that DINOv2 keeps;
+ * an error when the checkpoint has none), or "auto"/NULL: the teacher when there is one (DINOv2 evaluates
+ * and releases its teacher), else the student. */
+EX_API ex_status ex_model_load_trained(ex_model *m, const char *path, const char *copy, int *loaded, ex_err *err);
 EX_API void ex_model_free(ex_model *m);
 
 /* Parameter counts by group and the memory plan, as printed at the start of a run. */
