@@ -559,10 +559,7 @@ int cli_analyze(const cli_args *a) {
     const char *dir = a->out ? a->out : "analysis";
     ex_err err;
     ex_err_clear(&err);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "explora: error: cannot create '%s': %s\n", dir, strerror(errno));
-        return CLI_FAILED;
-    }
+    if (ex_mkdir_p(dir, &err) != EX_OK) return cli_report(a, &err);
     an_result res[16];
     memset(res, 0, sizeof res);
     int nr = 0, rc = CLI_OK;

@@ -332,20 +332,6 @@ int cli_finetune(const cli_args *a) {
     return rc;
 }
 
-/* mkdir -p */
-static ex_status make_dirs(const char *path, ex_err *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
-    return EX_OK;
-}
-
 /* The finetune run's state from a checkpoint: [backbone] weights (or the seeded initialisation), the
  * objective's initialisation, then every trained tensor (adapters, unfrozen blocks, head, fc_norm). */
 static ex_status load_for_eval(ex_trainer *t, const char *ckpt, ex_err *err) {
@@ -382,7 +368,7 @@ int cli_eval(const cli_args *a) {
         eval_result r;
         memset(&r, 0, sizeof r);
         const char *dir = a->out ? a->out : t.out_dir;
-        if (make_dirs(dir, &err) != EX_OK || load_for_eval(&t, a->checkpoint, &err) != EX_OK ||
+        if (ex_mkdir_p(dir, &err) != EX_OK || load_for_eval(&t, a->checkpoint, &err) != EX_OK ||
             evaluate(&t, &r, &err) != EX_OK || write_eval(dir, &r, "", &err) != EX_OK)
             rc = cli_report(a, &err);
         ex_cls_metrics_free(&r.mt);

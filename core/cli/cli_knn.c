@@ -56,7 +56,7 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
               "explora knn needs [data] (the labelled memory bank) and [eval_data] (the queries).");
     fo.nblocks = 1;
     EX_CHECK(ex_model_image_size(s, &fo.height, &fo.width, err));
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create '%s': %s", out, strerror(errno));
+    EX_CHECK(ex_mkdir_p(out, err));
     static const char *const extra[][2] = {{"knn", "limit"}, {"knn", "eval_limit"}};
     uint64_t key = 0;
     EX_CHECK(cli_feature_cache_key(s, a->checkpoint, a->copy, extra, (int)(sizeof extra / sizeof *extra), &key, err));

@@ -53,7 +53,7 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
     for (int i = 0; i < po.nnb; i++)
         if (po.nblocks[i] > fo.nblocks) fo.nblocks = po.nblocks[i];
     EX_CHECK(ex_model_image_size(s, &fo.height, &fo.width, err));
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create '%s': %s", out, strerror(errno));
+    EX_CHECK(ex_mkdir_p(out, err));
     /* caches are named by what made them: the checkpoint (path, size, time), the base weights, the data */
     static const char *const extra[][2] = {{"linprobe", "limit"}, {"linprobe", "eval_limit"}, {"linprobe", "blocks"}};
     uint64_t key = 0;

@@ -117,3 +117,20 @@ ex_status ex_path_join(const char *dir, const char *rel, char *out, size_t cap, 
     EX_ENSURE(n >= 0 && (size_t)n < cap, err, EX_E_RANGE, "path too long: '%s/%s'", dir ? dir : "", rel);
     return EX_OK;
 }
+
+ex_status ex_mkdir_p(const char *path, ex_err *err) {
+    char buf[4096];
+    EX_ENSURE(strlen(path) < sizeof buf, err, EX_E_RANGE, "directory path '%.80s...' is longer than %zu bytes", path,
+              sizeof buf - 1);
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+    return EX_OK;
+}

@@ -30,6 +30,9 @@ EX_API void ex_atomic_abort(ex_atomic_file *af);
 /* Read a whole file into a NUL-terminated malloc'ed buffer (size excludes the NUL). */
 EX_API ex_status ex_read_file(const char *path, char **data, size_t *size, ex_err *err);
 
+/* Create a directory and its missing parents (mkdir -p); existing ones are fine. */
+EX_API ex_status ex_mkdir_p(const char *path, ex_err *err);
+
 /* Directory part of a path ("." if none) into out. */
 EX_API void ex_path_dirname(const char *path, char *out, size_t cap);
 /* Join dir and rel unless rel is absolute. EX_E_RANGE if it does not fit. */
