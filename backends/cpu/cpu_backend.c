@@ -215,6 +215,10 @@ static const ex_backend_vtable cpu_vtable = {
     /* .patchify_fwd = */ cpu_patchify_fwd,
     /* .patchify_bwd = */ cpu_patchify_bwd,
     /* .copy2d = */ cpu_copy2d,
+    /* collectives: none; several processes reduce CPU memory by MPI directly (explora/comm.h) */
+    /* .comm_unique_id = */ NULL,
+    /* .comm_init = */ NULL,
+    /* .comm_allreduce_sum_f32 = */ NULL,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

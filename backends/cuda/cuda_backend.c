@@ -110,7 +110,9 @@ ex_status cu_read_flag(cu_ctx *ctx, int *value) {
  * ------------------------------------------------------------------------------ */
 
 static const ex_key_spec cu_keys[] = {
-    {"device", EX_KEY_INT, "0", 0, 1024, NULL, "CUDA device ordinal (as listed by nvidia-smi, after CUDA_VISIBLE_DEVICES)."},
+    {"device", EX_KEY_INT, "-1", -1, 1024, NULL,
+     "CUDA device ordinal (as listed by nvidia-smi, after CUDA_VISIBLE_DEVICES); -1: the launcher's local rank "
+     "modulo the visible devices (device 0 for a single process), one GPU per process under mpirun."},
     {"tf32", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
      "Let cuBLAS use TF32 tensor cores for fp32 GEMMs (faster on Ampere and newer, ~1e-3 relative error)."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
@@ -121,6 +123,7 @@ void cu_shutdown(void *vctx) {
     cu_ctx *ctx = vctx;
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    cu_comm_destroy(ctx);
     if (ctx->blas) cublasDestroy(ctx->blas);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->attn) cudaFree(ctx->attn);
@@ -144,7 +147,7 @@ void cu_shutdown(void *vctx) {
 ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     EX_ENSURE(out, err, EX_E_INVALID, "cuda backend: init called without a context pointer");
     *out = NULL;
-    int64_t device = 0, scratch_mib = 1024;
+    int64_t device = -1, scratch_mib = 1024;
     int tf32 = 0;
     if (cfg) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
@@ -158,6 +161,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         (void)cudaGetLastError();
         EX_FAIL(err, EX_E_DEVICE, "backend cuda: no usable GPU: %s — use [backend] name = cpu", why);
     }
+    if (device < 0) device = cu_local_rank() % count;
     EX_ENSURE(device >= 0 && device < count, err, EX_E_CONFIG,
               "backend cuda: device = %lld but only %d CUDA device(s) are visible", (long long)device, count);
     cu_ctx *ctx = calloc(1, sizeof *ctx);
@@ -363,6 +367,15 @@ static const ex_backend_vtable cu_vtable = {
     /* .patchify_fwd = */ cu_patchify_fwd,
     /* .patchify_bwd = */ cu_patchify_bwd,
     /* .copy2d = */ cu_copy2d,
+#ifdef EXPLORA_HAVE_NCCL
+    /* .comm_unique_id = */ cu_comm_unique_id,
+    /* .comm_init = */ cu_comm_init,
+    /* .comm_allreduce_sum_f32 = */ cu_comm_allreduce_sum_f32,
+#else /* built without NCCL: several processes reduce through host memory (MPI) */
+    /* .comm_unique_id = */ NULL,
+    /* .comm_init = */ NULL,
+    /* .comm_allreduce_sum_f32 = */ NULL,
+#endif
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cuda", "0.1.0",

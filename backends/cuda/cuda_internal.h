@@ -60,7 +60,18 @@ typedef struct cu_ctx {
     int *dflag;
     int *hflag;
     char last_error[512];    /* the last device error, for messages */
+    void *nccl;              /* ncclComm_t after comm_init (cuda_comm.c); NULL: no communicator */
 } cu_ctx;
+
+/* cuda_comm.c: the launcher's local rank (0 when none), which picks the device of `device = -1`;
+ * NCCL collectives when built with EXPLORA_HAVE_NCCL; cu_comm_destroy releases the communicator. */
+int cu_local_rank(void);
+void cu_comm_destroy(cu_ctx *ctx);
+#ifdef EXPLORA_HAVE_NCCL
+ex_status cu_comm_unique_id(void *ctx, void *id, size_t cap, size_t *len, ex_err *err);
+ex_status cu_comm_init(void *ctx, const void *id, size_t len, int rank, int world, ex_err *err);
+ex_status cu_comm_allreduce_sum_f32(void *ctx, float *buf, int64_t n, ex_err *err);
+#endif
 
 /* Turn a CUDA runtime / cuBLAS failure into EX_E_DEVICE, recording where it happened. */
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);

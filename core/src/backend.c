@@ -94,6 +94,14 @@ ex_status ex_backend_create(ex_backend *be, const struct ex_plugin *plugin, cons
               "plugin '%s' is not a backend", plugin ? plugin->desc.name : "(null)");
     snprintf(be->name, sizeof be->name, "%s", plugin->desc.name);
     be->vt = plugin->vtable_copy.backend;
+    const int ncomm = !!be->vt.comm_unique_id + !!be->vt.comm_init + !!be->vt.comm_allreduce_sum_f32;
+    if (ncomm != 0 && ncomm != 3) {
+        memset(be, 0, sizeof *be);
+        EX_FAIL(err, EX_E_INVALID,
+                "backend '%s' (%s) fills %d of the 3 collective slots (comm_unique_id, comm_init, "
+                "comm_allreduce_sum_f32): a backend offers all three or none",
+                plugin->desc.name, plugin->path, ncomm);
+    }
     ex_status st = be->vt.init(cfg, &be->ctx, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "backend '%s' (%s): ", be->name, plugin->path);

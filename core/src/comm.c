@@ -63,10 +63,45 @@ int ex_comm_world(const ex_comm *c) { return c ? c->world : 1; }
 
 static int single(const ex_comm *c) { return !c || c->kind == EX_COMM_SINGLE || c->world <= 1; }
 
+/* The id of a device communicator: NCCL's is 128 bytes; room to spare for other libraries. */
+#define EX_COMM_ID_MAX 4096
+
+ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err) {
+    *attached = 0;
+    if (single(c) || !be->vt.comm_init) return EX_OK;
+    unsigned char id[EX_COMM_ID_MAX];
+    memset(id, 0, sizeof id);
+    size_t len = 0;
+    /* rank 0 makes the id; its status travels with it, so a failure there stops every rank here */
+    int64_t status[2] = {0, 0};
+    if (c->rank == 0) {
+        ex_status st = be->vt.comm_unique_id(be->ctx, id, sizeof id, &len, err);
+        status[0] = st == EX_OK ? 0 : 1;
+        status[1] = (int64_t)len;
+        if (st == EX_OK && (len == 0 || len > sizeof id)) {
+            status[0] = 1;
+            ex_err_set(err, EX_E_DEVICE, __FILE__, __LINE__, "backend '%s': a device communicator id of %zu bytes",
+                       be->name, len);
+        }
+    }
+    EX_CHECK(ex_comm_broadcast(c, status, sizeof status, 0, err));
+    if (status[0] != 0) {
+        if (c->rank == 0) return err->code ? err->code : EX_E_DEVICE;
+        EX_FAIL(err, EX_E_DEVICE, "rank 0 could not create the device communicator of backend '%s'", be->name);
+    }
+    len = (size_t)status[1];
+    EX_CHECK(ex_comm_broadcast(c, id, len, 0, err));
+    EX_CHECK(be->vt.comm_init(be->ctx, id, len, c->rank, c->world, err));
+    c->device = be;
+    *attached = 1;
+    return EX_OK;
+}
+
 ex_status ex_comm_allreduce_sum_f32(ex_comm *c, ex_backend *be, float *dev, int64_t n, ex_err *err) {
     EX_ENSURE(n >= 0 && (n == 0 || dev), err, EX_E_INVALID, "comm: all-reduce of %lld values at %p", (long long)n,
               (void *)dev);
     if (single(c) || n == 0) return EX_OK;
+    if (c->device && c->device->ctx == be->ctx) return be->vt.comm_allreduce_sum_f32(be->ctx, dev, n, err);
 #ifdef EXPLORA_HAVE_MPI
     if ((size_t)n > c->scratch_cap) {
         float *p = realloc(c->scratch, sizeof(float) * (size_t)n);

@@ -21,6 +21,9 @@ static const ex_key_spec k_run_keys[] = {
     {"loader_workers", EX_KEY_INT, "2", 0, 256, NULL,
      "threads decoding and augmenting images ahead of the training step (0: on the main thread); batches are "
      "the same whatever the number"},
+    {"collectives", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|host",
+     "several processes: how gradients are summed. auto: in device memory by the backend's collectives when it "
+     "has them (CUDA built with NCCL), else through host memory by MPI; host: always through host memory by MPI"},
     {"eval_every", EX_KEY_INT, "0", 0, INT64_MAX, NULL,
      "finetune: also evaluate on [eval_data] every N optimiser steps (evals.jsonl; eval.json and summary.json add "
      "the best top-1 over the evaluations, as the SatMAE/ExPLoRA scripts report); 0: only at the end"},

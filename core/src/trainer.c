@@ -8,9 +8,11 @@
  * then the objective updates its teachers/centres.
  *
  * Several processes (mpirun, explora/comm.h): after the micro-batches the
- * trainable gradients are packed into one host buffer, summed over ranks in a
- * single all-reduce and scaled by 1 / (world x accumulate) before clipping; the
- * logged loss terms are averaged over ranks. Rank 0 writes every file; a rank
+ * trainable gradients are summed over ranks and scaled by 1 / (world x
+ * accumulate) before clipping: in device memory through the backend's
+ * collectives (NCCL) when it has them ([run] collectives = auto), else packed
+ * into one host buffer and summed by a single MPI all-reduce. The logged loss
+ * terms are averaged over ranks. Rank 0 writes every file; a rank
  * that fails reports itself on stderr and aborts all ranks (report_abort).
  */
 #include "explora/trainer.h"
@@ -33,19 +35,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static ex_status mkdir_p(const char *path, ex_err *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) EX_FAIL(err, EX_E_IO, "cannot create directory '%s': %s", buf, strerror(errno));
-    return EX_OK;
 }
 
 /* ex_objective_env.make_teacher: the backbone + PEFT stack again, frozen, with the student's values. */
@@ -100,6 +89,9 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     t->be = be;
     const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
     const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+    int collectives = 0, attached = 0;
+    EX_CHECK(ex_cfg_enum(&run, "collectives", &collectives, err));
+    if (collectives == 0) EX_CHECK(ex_comm_attach_device(&t->comm, be, &attached, err)); /* auto */
     EX_CHECK(ex_cfg_int(&optim, "batch", &t->batch, err));
     EX_CHECK(ex_cfg_int(&optim, "accumulate", &t->accumulate, err));
     EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
@@ -146,6 +138,9 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
         fprintf(out, "%d process%s: effective batch %lld (batch x processes x accumulate), base lr %g scaled to %g\n",
                 t->comm.world, t->comm.world > 1 ? "es" : "", (long long)(t->batch * t->comm.world * t->accumulate),
                 t->lr_base, t->ocfg.lr);
+    if (t->comm.world > 1)
+        fprintf(out, "gradients summed over processes %s\n",
+                t->comm.device ? "in device memory by the backend's collectives" : "through host memory by MPI");
     ex_model_print(&t->model, out);
 }
 
@@ -372,7 +367,7 @@ static void progress_bar(const ex_trainer *t, FILE *log, int64_t step, const ex_
 
 static ex_status prepare(ex_trainer *t, ex_err *err) {
     const int writer = t->comm.rank == 0; /* rank 0 alone writes files */
-    if (writer) EX_CHECK(mkdir_p(t->out_dir, err));
+    if (writer) EX_CHECK(ex_mkdir_p(t->out_dir, err));
     if (writer) remove_stale_temporaries(t->out_dir);
     if (writer && !t->resume) EX_CHECK(write_config(t, err));
     EX_CHECK(ex_model_allocate(&t->model, err));
@@ -429,13 +424,21 @@ static uint64_t noise_key(const ex_trainer *t, int64_t micro) {
     return k ? k : 1;
 }
 
-/* Sum the trainable gradients over ranks (one packed all-reduce) and scale by 1 / (world x accumulate);
+/* Sum the trainable gradients over ranks (device collectives, or one packed host all-reduce) and scale by
+ * 1 / (world x accumulate);
  * one process: the accumulation average alone, as before. */
 static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
     const int world = t->comm.world;
     if (world <= 1) {
         if (t->accumulate > 1) EX_CHECK(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err));
         return EX_OK;
+    }
+    if (t->comm.device) { /* in device memory, one tensor at a time (NCCL queues them on the backend's stream) */
+        for (int i = 0; i < t->optim.count; i++) {
+            ex_tensor *g = &t->optim.slots[i].param->grad;
+            EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, (float *)g->data, ex_tensor_numel(g), err));
+        }
+        return ex_optim_scale_grads(&t->optim, (float)(1.0 / ((double)world * (double)t->accumulate)), err);
     }
     size_t total = 0;
     for (int i = 0; i < t->optim.count; i++) total += (size_t)ex_tensor_numel(&t->optim.slots[i].param->grad);

@@ -286,8 +286,21 @@ static void test_failing_rank_stops_every_rank(void **state) {
     assert_memory_equal(now, good, good_len);
 }
 
+/* The core's side of device collectives (rank 0's id broadcast, dispatch to the backend's slots, errors on
+ * every rank): comm_device_check under mpirun -np 2. */
+static void test_device_collectives_wiring(void **state) {
+    (void)state;
+    char *out;
+    int rc = sh(&out, "timeout 120 '%s' --allow-run-as-root --oversubscribe -np 2 '%s'", ext_env("EXPLORA_MPIRUN"),
+                ext_env("EXPLORA_COMM_DEVICE_CHECK"));
+    if (rc != 0 || !strstr(out, "comm-device-check rank 0: ok") || !strstr(out, "comm-device-check rank 1: ok"))
+        fail_msg("exit code %d:\n%s", rc, out);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_device_collectives_wiring),
         cmocka_unit_test(test_mae_two_ranks_match_one_rank),
         cmocka_unit_test(test_two_ranks_resume_bit_identically),
         cmocka_unit_test(test_dinov2_two_ranks_match_one_rank),

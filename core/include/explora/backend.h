@@ -279,6 +279,19 @@ typedef struct ex_backend_vtable {
      * repeats one source row into every destination row (broadcast). */
     ex_status (*copy2d)(void *ctx, float *dst, int64_t dst_ld, const float *src, int64_t src_ld,
                         int64_t rows, int64_t cols);
+
+    /* --- collectives between processes [opt; ABI 2.1; all three or none] ----------------------------- */
+    /* A backend whose devices can reduce among themselves (NCCL on CUDA) offers these; the core's
+     * communicator (explora/comm.h) then reduces device buffers through them instead of staging through
+     * host memory and MPI. The core calls them only when several processes run. */
+    /* Rank 0 only: the bytes that identify a new communicator (NCCL's unique id), at most cap. */
+    ex_status (*comm_unique_id)(void *ctx, void *id, size_t cap, size_t *len, ex_err *err);
+    /* Every rank, with rank 0's bytes (broadcast by the core over MPI): join the communicator of `world`
+     * processes as `rank`. Collective: every rank calls it. The backend releases it at shutdown. */
+    ex_status (*comm_init)(void *ctx, const void *id, size_t len, int rank, int world, ex_err *err);
+    /* In place: buf (n) = the element-wise sum of buf over the ranks, ordered after the backend's queued
+     * work like any other op. Collective. */
+    ex_status (*comm_allreduce_sum_f32)(void *ctx, float *buf, int64_t n, ex_err *err);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)

@@ -15,7 +15,10 @@
  *
  * Collectives must be called by every rank in the same order with the same
  * sizes. Device buffers go through the backend's copy ops (download, reduce
- * on the host, upload): on the CPU backend that is a memcpy each way.
+ * on the host, upload): on the CPU backend that is a memcpy each way. A
+ * backend with collective slots (CUDA built with NCCL) reduces them in device
+ * memory instead, once ex_comm_attach_device has joined every rank's backend
+ * into one device communicator (rank 0's id broadcast over MPI).
  *
  * Failure: ex_comm_abort reports nothing itself; the caller prints
  * "rank N of W: <message>" on stderr first. Under MPI it calls MPI_Abort, which
@@ -47,6 +50,8 @@ typedef struct ex_comm {
     /* host staging for device all-reduces (grown on demand, freed by ex_comm_free) */
     float *scratch;
     size_t scratch_cap;
+    /* the backend whose collective slots reduce device buffers (ex_comm_attach_device); NULL: staging */
+    ex_backend *device;
 } ex_comm;
 
 /* The environment of a launcher that started several processes? Returns the world size it announces
@@ -62,6 +67,10 @@ EX_API int ex_comm_have_mpi(void);
 EX_API int ex_comm_rank(const ex_comm *c);
 EX_API int ex_comm_world(const ex_comm *c);
 
+/* With several ranks and a backend that has collective slots: rank 0 creates the device communicator's id,
+ * MPI broadcasts it, every rank joins; later device all-reduces on `be` go through the backend (NCCL).
+ * Otherwise (one rank, or a backend without the slots) nothing changes and *attached = 0. Collective. */
+EX_API ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err);
 /* In place, element-wise sum over ranks of n fp32 values in DEVICE memory of `be`. */
 EX_API ex_status ex_comm_allreduce_sum_f32(ex_comm *c, ex_backend *be, float *dev, int64_t n, ex_err *err);
 /* In place sums of host values. */

@@ -1,0 +1,145 @@
+/*
+ * tests/distributed/comm_device_check.c — run under `mpirun -np 2` by
+ * test_distributed: the core's side of device collectives (explora/comm.h
+ * ex_comm_attach_device and the dispatch of ex_comm_allreduce_sum_f32), with
+ * a fake backend whose collective slots record how they are called and sum
+ * through the host path. What it checks, on every rank:
+ *   - rank 0 alone makes the id; every rank joins with rank 0's bytes, its own
+ *     rank and the world size;
+ *   - a device all-reduce then goes through the backend's slot (and sums);
+ *   - a backend without the slots is not attached and still sums by staging;
+ *   - when rank 0 cannot make an id, every rank returns an error (no hang).
+ * Prints "comm-device-check rank R: ok" and exits 0, or names the failed check
+ * and exits 1. (NCCL itself needs GPUs: scripts/gpu_check.sh.)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "explora/comm.h"
+
+typedef struct fake {
+    ex_comm *comm; /* the host path the fake's all-reduce uses */
+    int ids_made, inits, reduces, fail_id;
+    int rank_seen, world_seen;
+    unsigned char id_seen[64];
+    size_t id_len;
+} fake;
+
+static ex_status fake_copy(void *ctx, void *dst, const void *src, size_t bytes, ex_copy_kind kind) {
+    (void)ctx, (void)kind;
+    memmove(dst, src, bytes);
+    return EX_OK;
+}
+
+static ex_status fake_id(void *ctx, void *id, size_t cap, size_t *len, ex_err *err) {
+    fake *f = ctx;
+    f->ids_made++;
+    if (f->fail_id) EX_FAIL(err, EX_E_DEVICE, "fake: no id today");
+    EX_ENSURE(cap >= 40, err, EX_E_INVALID, "fake: %zu bytes of room", cap);
+    memset(id, 0, 40);
+    snprintf(id, 40, "id-of-rank-0-pid-%ld", (long)getpid());
+    *len = 40;
+    return EX_OK;
+}
+
+static ex_status fake_init(void *ctx, const void *id, size_t len, int rank, int world, ex_err *err) {
+    fake *f = ctx;
+    EX_ENSURE(len <= sizeof f->id_seen, err, EX_E_INVALID, "fake: id of %zu bytes", len);
+    f->inits++;
+    memcpy(f->id_seen, id, len);
+    f->id_len = len;
+    f->rank_seen = rank;
+    f->world_seen = world;
+    return EX_OK;
+}
+
+static ex_status fake_allreduce(void *ctx, float *buf, int64_t n, ex_err *err) {
+    fake *f = ctx;
+    f->reduces++;
+    return ex_comm_allreduce_sum_f32_host(f->comm, buf, n, err);
+}
+
+static int rank_g = -1;
+#define CHECK(cond, ...)                                                         \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "comm-device-check rank %d: failed: ", rank_g);      \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fprintf(stderr, " (%s:%d)\n", __FILE__, __LINE__);                   \
+            return 1;                                                            \
+        }                                                                        \
+    } while (0)
+
+int main(void) {
+    ex_comm c;
+    ex_err err;
+    ex_err_clear(&err);
+    if (ex_comm_init(&c, &err) != EX_OK) {
+        fprintf(stderr, "comm-device-check: %s\n", err.msg);
+        return 1;
+    }
+    rank_g = c.rank;
+    CHECK(c.world == 2, "world %d (run me under mpirun -np 2)", c.world);
+
+    /* 1. a backend with collective slots */
+    fake f;
+    memset(&f, 0, sizeof f);
+    f.comm = &c;
+    ex_backend be;
+    memset(&be, 0, sizeof be);
+    snprintf(be.name, sizeof be.name, "fake");
+    be.vt.copy = fake_copy;
+    be.vt.comm_unique_id = fake_id;
+    be.vt.comm_init = fake_init;
+    be.vt.comm_allreduce_sum_f32 = fake_allreduce;
+    be.ctx = &f;
+    int attached = -1;
+    CHECK(ex_comm_attach_device(&c, &be, &attached, &err) == EX_OK, "attach: %s", err.msg);
+    CHECK(attached == 1 && c.device == &be, "not attached");
+    CHECK(f.ids_made == (c.rank == 0), "%d ids made", f.ids_made);
+    CHECK(f.inits == 1 && f.rank_seen == c.rank && f.world_seen == 2, "init %d times as rank %d of %d", f.inits,
+          f.rank_seen, f.world_seen);
+    CHECK(f.id_len == 40 && strncmp((char *)f.id_seen, "id-of-rank-0-pid-", 17) == 0, "id '%.40s'", f.id_seen);
+    /* the same id bytes on every rank: rank 0's, broadcast */
+    unsigned char id0[40];
+    memcpy(id0, f.id_seen, sizeof id0);
+    CHECK(ex_comm_broadcast(&c, id0, sizeof id0, 0, &err) == EX_OK, "broadcast: %s", err.msg);
+    CHECK(memcmp(id0, f.id_seen, sizeof id0) == 0, "rank %d joined with '%.40s', rank 0 made '%.40s'", c.rank,
+          f.id_seen, id0);
+    float v[5];
+    for (int i = 0; i < 5; i++) v[i] = (float)(i + 1) * (c.rank ? 10.0f : 1.0f);
+    CHECK(ex_comm_allreduce_sum_f32(&c, &be, v, 5, &err) == EX_OK, "all-reduce: %s", err.msg);
+    CHECK(f.reduces == 1, "the device all-reduce did not use the backend's slot (%d calls)", f.reduces);
+    for (int i = 0; i < 5; i++) CHECK(v[i] == 11.0f * (float)(i + 1), "sum[%d] = %g", i, (double)v[i]);
+    c.device = NULL;
+
+    /* 2. a backend without the slots: not attached, device buffers staged through the host */
+    ex_backend plain;
+    memset(&plain, 0, sizeof plain);
+    snprintf(plain.name, sizeof plain.name, "plain");
+    plain.vt.copy = fake_copy;
+    plain.ctx = &f;
+    CHECK(ex_comm_attach_device(&c, &plain, &attached, &err) == EX_OK && attached == 0 && !c.device, "plain attached");
+    for (int i = 0; i < 5; i++) v[i] = c.rank ? 2.0f : 0.5f;
+    CHECK(ex_comm_allreduce_sum_f32(&c, &plain, v, 5, &err) == EX_OK, "staged all-reduce: %s", err.msg);
+    for (int i = 0; i < 5; i++) CHECK(v[i] == 2.5f, "staged sum[%d] = %g", i, (double)v[i]);
+    CHECK(f.reduces == 1, "staging called the slot");
+
+    /* 3. rank 0 cannot make an id: both ranks fail, none waits */
+    fake g;
+    memset(&g, 0, sizeof g);
+    g.comm = &c;
+    g.fail_id = 1;
+    be.ctx = &g;
+    ex_err_clear(&err);
+    CHECK(ex_comm_attach_device(&c, &be, &attached, &err) != EX_OK, "attach succeeded without an id");
+    CHECK(attached == 0 && !c.device && g.inits == 0, "joined without an id");
+    CHECK(strstr(err.msg, c.rank == 0 ? "no id today" : "rank 0 could not create") != NULL, "error '%s'", err.msg);
+
+    CHECK(ex_comm_barrier(&c, 60.0, &err) == EX_OK, "barrier: %s", err.msg);
+    printf("comm-device-check rank %d: ok\n", c.rank);
+    ex_comm_free(&c);
+    return 0;
+}
