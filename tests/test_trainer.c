@@ -522,7 +522,8 @@ static void test_export_merges_and_round_trips(void **state) {
     free(ref_b0);
 }
 
-/* pretrain -> export -> linprobe -> compare on a tiny model and real images; the table holds every run's numbers. */
+/* pretrain -> export -> linprobe -> finetune -> compare on a tiny model and real images; the table holds every
+ * run's numbers. */
 static void test_pipeline_end_to_end(void **state) {
     (void)state;
     need_data();
@@ -572,17 +573,48 @@ static void test_pipeline_end_to_end(void **state) {
     ext_write_file(b_ini, text, strlen(text));
     RUN_EXPECT(0, &out, "pretrain '%s'", b_ini);
     free(out);
+    /* fine-tuning of run a's exported model, written where compare looks for it (<run a>/finetune) */
+    char ft_ini[4096], ft_dir[4200], md[4400];
+    snprintf(ft_dir, sizeof ft_dir, "%s/finetune", dir_a);
+    snprintf(text, sizeof text,
+             "[run]\nseed = 3\nout = %s\n[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\n"
+             "channels = 1\npos_grid = 7\npos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
+             "weights = %s\nformat = mae\n[peft]\nstack = lora\n[peft.lora]\nrank = 2\ntargets = q, v\n"
+             "[objective]\nname = classify\nclasses = 10\nimage_size = 28\n"
+             "[data]\nname = idx\nimages = %s\nlabels = /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz\n"
+             "limit = 256\n[eval_data]\nname = idx\nimages = %s\n"
+             "labels = /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz\nlimit = 128\n"
+             "[transform]\nresize = 28\nmean = 0.286\nstd = 0.353\n[optim]\nbatch = 16\nsteps = 4\nlr = 1e-3\n",
+             ft_dir, exp, FMNIST, FMNIST);
+    ext_tmp_path(ft_ini, sizeof ft_ini, "pipe-ft.ini");
+    ext_write_file(ft_ini, text, strlen(text));
+    RUN_EXPECT(0, &out, "finetune '%s'", ft_ini);
+    free(out);
+    char *ft_sum = NULL;
+    snprintf(md, sizeof md, "%s/summary.json", ft_dir);
+    ex_err err;
+    EXT_OK(ex_read_file(md, &ft_sum, NULL, &err), &err);
+    const char *k = strstr(ft_sum, "\"finetune_top1\": ");
+    assert_non_null(k);
+    const double ft_top1 = strtod(k + 16, NULL);
+    free(ft_sum);
     RUN_EXPECT(0, &out, "compare '%s' '%s' --out '%s'", a_ini, b_ini, cmp_dir);
     free(out);
-    char md[4200], *table = NULL;
+    char *table = NULL;
     snprintf(md, sizeof md, "%s/compare.md", cmp_dir);
-    ex_err err;
     EXT_OK(ex_read_file(md, &table, NULL, &err), &err);
     expect_in(table, "-pipe-a | unfreeze | ");
     expect_in(table, "-pipe-b | lora | ");
-    const char *row_b = strstr(table, "-pipe-b |");
+    const char *row_a = strstr(table, "-pipe-a |"), *row_b = strstr(table, "-pipe-b |");
+    assert_non_null(row_a);
     assert_non_null(row_b);
-    assert_non_null(strstr(row_b, " - |\n")); /* no linear probe for run b */
+    /* run a's row ends with its fine-tune's top-1 and time; run b has neither a probe nor a fine-tune */
+    char want[64];
+    snprintf(want, sizeof want, "| %.2f | ", ft_top1);
+    const char *eol = strchr(row_a, '\n');
+    const char *hit = strstr(row_a, want);
+    if (!hit || hit > eol) fail_msg("run a's row lacks its fine-tuning top-1 '%s':\n%s", want, table);
+    assert_non_null(strstr(row_b, " - | - | - |\n"));
     free(table);
 }
 

@@ -3,9 +3,13 @@
  * one row per run configuration, collected from its run directory ([run] out):
  * the PEFT stack and trainable parameters of its extended pre-training
  * (summary.json, written by pretrain), pre-training time and peak memory, the
- * final SSL loss, and the best linear-probe top-1 (linprobe.json). Written as
- * Markdown and CSV (compare.md, compare.csv in --out, default the current
- * directory) and printed. A run that has not produced a file shows "-".
+ * final SSL loss, the best linear-probe top-1 (linprobe.json), and the top-1
+ * and time of its fine-tuning. The fine-tuning of a run is looked for in the
+ * run's own summary.json (a config that is itself a `finetune` run) or in
+ * <run>/finetune/summary.json (a fine-tune of that run's model, as `explora
+ * demo` writes it). Written as Markdown and CSV (compare.md, compare.csv in
+ * --out, default the current directory) and printed. A run that has not
+ * produced a file shows "-".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +28,7 @@ static double json_number(const char *text, const char *key) {
 
 typedef struct row {
     char name[256], stack[256];
-    double trainable, seconds, peak, loss, top1, ft1;
+    double trainable, seconds, peak, loss, top1, ft1, ftsec;
 } row;
 
 static void fmt(char *buf, size_t cap, double v, const char *f) {
@@ -57,9 +61,22 @@ static int collect(const cli_args *a, const char *ini, row *r, ex_err *err) {
     r->seconds = json_number(text, "seconds");
     r->peak = json_number(text, "peak_rss_mib");
     r->loss = json_number(text, "final_loss");
-    r->ft1 = json_number(text, "finetune_top1"); /* explora finetune */
+    r->ft1 = json_number(text, "finetune_top1"); /* the row is itself a finetune run */
+    r->ftsec = __builtin_nan("");
+    if (r->ft1 == r->ft1) {
+        r->ftsec = r->seconds;
+        r->seconds = __builtin_nan("");
+    }
     free(text);
     text = NULL;
+    if (r->ft1 != r->ft1) { /* a fine-tune of this run's model, in <run>/finetune */
+        snprintf(path, sizeof path, "%s/finetune/summary.json", out);
+        if (ex_read_file(path, &text, NULL, NULL) != EX_OK) text = NULL;
+        r->ft1 = json_number(text, "finetune_top1");
+        r->ftsec = json_number(text, "seconds");
+        free(text);
+        text = NULL;
+    }
     snprintf(path, sizeof path, "%s/linprobe.json", out);
     if (ex_read_file(path, &text, NULL, NULL) != EX_OK) text = NULL;
     r->top1 = json_number(text, "best_top1");
@@ -84,22 +101,25 @@ int cli_compare(const cli_args *a) {
     ex_atomic_file fm, fc;
     if (ex_atomic_open(&fm, md, &err) != EX_OK || ex_atomic_open(&fc, csv, &err) != EX_OK) return cli_report(a, &err);
     fprintf(fm.fp, "| run | PEFT stack | trainable params (with SSL head/decoder) | pre-training time (s) | peak memory (MiB) | "
-                   "final SSL loss | linear probe top-1 (%%) | fine-tuning top-1 (%%) |\n|---|---|---|---|---|---|---|---|\n");
-    fprintf(fc.fp, "run,stack,trainable_params,pretrain_seconds,peak_rss_mib,final_loss,linprobe_top1,finetune_top1\n");
-    printf("%-24s %-22s %12s %10s %10s %10s %10s %10s\n", "run", "stack", "trainable", "time (s)", "peak MiB", "SSL loss", "top-1 %",
-           "FT top-1");
+                   "final SSL loss | linear probe top-1 (%%) | fine-tuning top-1 (%%) | fine-tuning time (s) |\n"
+                   "|---|---|---|---|---|---|---|---|---|\n");
+    fprintf(fc.fp, "run,stack,trainable_params,pretrain_seconds,peak_rss_mib,final_loss,linprobe_top1,finetune_top1,"
+                   "finetune_seconds\n");
+    printf("%-24s %-22s %12s %10s %10s %10s %10s %10s %10s\n", "run", "stack", "trainable", "time (s)", "peak MiB",
+           "SSL loss", "top-1 %", "FT top-1", "FT time");
     for (int i = 0; i < a->npositional; i++) {
         const row *r = &rows[i];
-        char t[32], s[32], p[32], l[32], acc[32], ft[32];
+        char t[32], s[32], p[32], l[32], acc[32], ft[32], fs[32];
         fmt(t, sizeof t, r->trainable, "%.0f");
         fmt(s, sizeof s, r->seconds, "%.1f");
         fmt(p, sizeof p, r->peak, "%.0f");
         fmt(l, sizeof l, r->loss, "%.4f");
         fmt(acc, sizeof acc, r->top1, "%.2f");
         fmt(ft, sizeof ft, r->ft1, "%.2f");
-        fprintf(fm.fp, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r->name, r->stack, t, s, p, l, acc, ft);
-        fprintf(fc.fp, "%s,\"%s\",%s,%s,%s,%s,%s,%s\n", r->name, r->stack, t, s, p, l, acc, ft);
-        printf("%-24s %-22s %12s %10s %10s %10s %10s %10s\n", r->name, r->stack, t, s, p, l, acc, ft);
+        fmt(fs, sizeof fs, r->ftsec, "%.1f");
+        fprintf(fm.fp, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->name, r->stack, t, s, p, l, acc, ft, fs);
+        fprintf(fc.fp, "%s,\"%s\",%s,%s,%s,%s,%s,%s,%s\n", r->name, r->stack, t, s, p, l, acc, ft, fs);
+        printf("%-24s %-22s %12s %10s %10s %10s %10s %10s %10s\n", r->name, r->stack, t, s, p, l, acc, ft, fs);
     }
     if (ex_atomic_commit(&fm, &err) != EX_OK || ex_atomic_commit(&fc, &err) != EX_OK) return cli_report(a, &err);
     printf("\nwrote %s and %s\n", md, csv);
