@@ -413,6 +413,17 @@ static void test_usage_errors(void **state) {
     assert_int_equal(run(&out, "demo /nonexistent/demo-configs"), 2);
     expect_contains(out, "/nonexistent/demo-configs/quickstart.ini' is missing");
     free(out);
+    /* every config present but not the shipped source model: named, with where to get it */
+    char demo_dir[4096];
+    static char cmd[16384];
+    ext_tmp_path(demo_dir, sizeof demo_dir, "demo-configs");
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cd '%s' && touch quickstart.ini source.ini explora.ini "
+                              "lora_only.ini unfreeze_only.ini finetune.ini", demo_dir, demo_dir, demo_dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(run(&out, "demo '%s'", demo_dir), 2);
+    expect_contains(out, "source-fashion-mnist.safetensors' is missing");
+    expect_contains(out, "docs/DOMAIN_SHIFT.md");
+    free(out);
     assert_int_equal(run(&out, "demo a b"), 2);
     expect_contains(out, "usage: explora demo");
     free(out);
