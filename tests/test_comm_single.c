@@ -62,10 +62,28 @@ static void test_launched_without_mpi(void **state) {
     clear_launcher();
 }
 
+/* The node-local rank that picks a GPU: the first valid launcher variable, else 0. */
+static void test_local_rank(void **state) {
+    (void)state;
+    static const char *const local[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
+    for (size_t i = 0; i < 4; i++) unsetenv(local[i]);
+    assert_int_equal(ex_comm_launched_local_rank(), 0);
+    setenv("SLURM_LOCALID", "2", 1);
+    assert_int_equal(ex_comm_launched_local_rank(), 2);
+    setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3", 1); /* Open MPI's comes first */
+    assert_int_equal(ex_comm_launched_local_rank(), 3);
+    setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3x", 1); /* not a number: the next variable */
+    assert_int_equal(ex_comm_launched_local_rank(), 2);
+    setenv("SLURM_LOCALID", "-1", 1);
+    assert_int_equal(ex_comm_launched_local_rank(), 0);
+    for (size_t i = 0; i < 4; i++) unsetenv(local[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_process),
         cmocka_unit_test(test_launched_without_mpi),
+        cmocka_unit_test(test_local_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

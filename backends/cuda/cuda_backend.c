@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "explora/comm.h"
 #include "cuda_internal.h"
 #include "explora/plugin.h"
 
@@ -161,7 +162,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         (void)cudaGetLastError();
         EX_FAIL(err, EX_E_DEVICE, "backend cuda: no usable GPU: %s — use [backend] name = cpu", why);
     }
-    if (device < 0) device = cu_local_rank() % count;
+    if (device < 0) device = ex_comm_launched_local_rank() % count;
     EX_ENSURE(device >= 0 && device < count, err, EX_E_CONFIG,
               "backend cuda: device = %lld but only %d CUDA device(s) are visible", (long long)device, count);
     cu_ctx *ctx = calloc(1, sizeof *ctx);

@@ -12,7 +12,7 @@
  *
  * Device choice with several processes on one machine: the `device` key's
  * default (-1) takes the launcher's local rank modulo the visible devices
- * (cu_local_rank), so `mpirun -np 4` on a 4-GPU machine gives each rank its
+ * (ex_comm_launched_local_rank), so `mpirun -np 4` on a 4-GPU machine gives each rank its
  * own GPU without per-rank configs.
  */
 #include <stdio.h>
@@ -20,20 +20,6 @@
 #include <string.h>
 
 #include "cuda_internal.h"
-
-int cu_local_rank(void) {
-    /* Open MPI, MPICH/Hydra, Slurm, torchrun-style launchers */
-    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) {
-            char *end = NULL;
-            long r = strtol(v, &end, 10);
-            if (end && !*end && r >= 0 && r < 1 << 20) return (int)r;
-        }
-    }
-    return 0;
-}
 
 #ifdef EXPLORA_HAVE_NCCL
 #include <nccl.h>

@@ -63,9 +63,7 @@ typedef struct cu_ctx {
     void *nccl;              /* ncclComm_t after comm_init (cuda_comm.c); NULL: no communicator */
 } cu_ctx;
 
-/* cuda_comm.c: the launcher's local rank (0 when none), which picks the device of `device = -1`;
- * NCCL collectives when built with EXPLORA_HAVE_NCCL; cu_comm_destroy releases the communicator. */
-int cu_local_rank(void);
+/* cuda_comm.c: NCCL collectives when built with EXPLORA_HAVE_NCCL; cu_comm_destroy releases the communicator. */
 void cu_comm_destroy(cu_ctx *ctx);
 #ifdef EXPLORA_HAVE_NCCL
 ex_status cu_comm_unique_id(void *ctx, void *id, size_t cap, size_t *len, ex_err *err);

@@ -77,7 +77,7 @@ static int step(verb_fn fn, const cli_args *base, const char *const *pos, int np
 /* The fine-tuning of one model: finetune.ini with [backbone] weights = `weights` (NULL: the config's, the
  * shipped source) and [run] out = <run>/finetune, where compare finds it. */
 static int finetune_step(const cli_args *a, const char *cfg, const char *weights, const char *run_dir) {
-    static char set_w[4400], set_o[4400];
+    char set_w[4400], set_o[4400]; /* live until step() has waited for the child */
     cli_args b = *a;
     if (b.session.nsets + 2 > EX_SESSION_MAX_SETS) {
         fprintf(stderr, "explora: error: demo: too many --set options to add the fine-tuning's own.\n");

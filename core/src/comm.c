@@ -25,6 +25,20 @@ int ex_comm_launched_world(void) {
     return getenv("PMIX_RANK") ? 1 : 0;
 }
 
+/* First non-negative integer among the launchers' node-local rank variables (0 when none). */
+int ex_comm_launched_local_rank(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            char *end = NULL;
+            long r = strtol(v, &end, 10);
+            if (end && !*end && r >= 0 && r < (1L << 20)) return (int)r;
+        }
+    }
+    return 0;
+}
+
 int ex_comm_have_mpi(void) {
 #ifdef EXPLORA_HAVE_MPI
     return 1;

@@ -57,6 +57,9 @@ typedef struct ex_comm {
 /* The environment of a launcher that started several processes? Returns the world size it announces
  * (0: no launcher variables found). */
 EX_API int ex_comm_launched_world(void);
+/* The process's rank among those of its machine, from the launcher's environment (Open MPI, MPICH, Slurm,
+ * LOCAL_RANK); 0 when there is none. GPU backends pick their device with it. */
+EX_API int ex_comm_launched_local_rank(void);
 /* Initialise (see above). A NULL comm pointer elsewhere in this API means a single process. */
 EX_API ex_status ex_comm_init(ex_comm *c, ex_err *err);
 /* Release the staging buffer (MPI itself is finalised at process exit). */
