@@ -10,17 +10,23 @@
 
 #include "comm_internal.h"
 
+/* The first of the n environment variables that holds a whole number in [lo, 2^20); -1 when none does. */
+static int first_env_int(const char *const *vars, size_t n, long lo) {
+    for (size_t i = 0; i < n; i++) {
+        const char *v = getenv(vars[i]);
+        if (!v || !*v) continue;
+        char *end = NULL;
+        const long x = strtol(v, &end, 10);
+        if (end && !*end && x >= lo && x < (1L << 20)) return (int)x;
+    }
+    return -1;
+}
+
 /* First positive integer among the launchers' world-size variables. */
 int ex_comm_launched_world(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) {
-            char *end = NULL;
-            long n = strtol(v, &end, 10);
-            if (end && !*end && n > 0) return (int)n;
-        }
-    }
+    const int n = first_env_int(vars, sizeof vars / sizeof *vars, 1);
+    if (n > 0) return n;
     /* PMIx (e.g. Open MPI 5 / Slurm) may announce only the rank */
     return getenv("PMIX_RANK") ? 1 : 0;
 }
@@ -28,15 +34,8 @@ int ex_comm_launched_world(void) {
 /* First non-negative integer among the launchers' node-local rank variables (0 when none). */
 int ex_comm_launched_local_rank(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) {
-            char *end = NULL;
-            long r = strtol(v, &end, 10);
-            if (end && !*end && r >= 0 && r < (1L << 20)) return (int)r;
-        }
-    }
-    return 0;
+    const int r = first_env_int(vars, sizeof vars / sizeof *vars, 0);
+    return r < 0 ? 0 : r;
 }
 
 int ex_comm_have_mpi(void) {
