@@ -560,11 +560,15 @@ static void test_pipeline_end_to_end(void **state) {
     if (strstr(out, "(cached)")) fail_msg("features cached under another [transform] mean were reused:\n%s", out);
     free(out);
 #undef PROBE_ARGS
+    /* run a's exported model (MAE names; the %s is its path) under LoRA rank 2: the second run and the
+     * fine-tuning both start from it */
+#define EXPORTED_LORA_BACKBONE                                                                            \
+    "[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 7\n"         \
+    "pos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\nweights = %s\nformat = mae\n"    \
+    "[peft]\nstack = lora\n[peft.lora]\nrank = 2\n"
     /* a second run from the exported model, with a LoRA-only stack, no probe: its row shows "-" */
     snprintf(text, sizeof text,
-             "[run]\nseed = 3\nout = %s\n[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\n"
-             "channels = 1\npos_grid = 7\npos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
-             "weights = %s\nformat = mae\n[peft]\nstack = lora\n[peft.lora]\nrank = 2\n"
+             "[run]\nseed = 3\nout = %s\n" EXPORTED_LORA_BACKBONE
              "[objective]\nname = mae\nimage_size = 28\ndecoder_dim = 16\ndecoder_depth = 1\ndecoder_heads = 2\n"
              "weights = %s\n[data]\nname = idx\nimages = %s\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
              "[optim]\nbatch = 16\nsteps = 3\n",
@@ -577,9 +581,7 @@ static void test_pipeline_end_to_end(void **state) {
     char ft_ini[4096], ft_dir[4200], md[4400];
     snprintf(ft_dir, sizeof ft_dir, "%s/finetune", dir_a);
     snprintf(text, sizeof text,
-             "[run]\nseed = 3\nout = %s\n[backbone]\nname = vit\npatch = 4\ndim = 32\ndepth = 2\nheads = 2\n"
-             "channels = 1\npos_grid = 7\npos_embed = sincos\nmask_token = off\nlayerscale = off\nimage_size = 28\n"
-             "weights = %s\nformat = mae\n[peft]\nstack = lora\n[peft.lora]\nrank = 2\ntargets = q, v\n"
+             "[run]\nseed = 3\nout = %s\n" EXPORTED_LORA_BACKBONE "targets = q, v\n"
              "[objective]\nname = classify\nclasses = 10\nimage_size = 28\n"
              "[data]\nname = idx\nimages = %s\nlabels = /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz\n"
              "limit = 256\n[eval_data]\nname = idx\nimages = %s\n"
@@ -590,6 +592,7 @@ static void test_pipeline_end_to_end(void **state) {
     ext_write_file(ft_ini, text, strlen(text));
     RUN_EXPECT(0, &out, "finetune '%s'", ft_ini);
     free(out);
+#undef EXPORTED_LORA_BACKBONE
     char *ft_sum = NULL;
     snprintf(md, sizeof md, "%s/summary.json", ft_dir);
     ex_err err;
