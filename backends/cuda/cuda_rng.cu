@@ -23,7 +23,9 @@
 __global__ void k_rng_uniform(float *out, int64_t n, float lo, float hi, uint64_t key, uint64_t off) {
     const float range = hi - lo;
     CU_FOR(i, n) {
-        const float x = lo + range * ex_rng_uniform_at(key, off, (uint64_t)i);
+        /* separately rounded multiply and add, as the CPU backend computes it: a fused
+         * multiply-add (nvcc contracts by default) differs in the last bit */
+        const float x = __fadd_rn(lo, __fmul_rn(range, ex_rng_uniform_at(key, off, (uint64_t)i)));
         out[i] = x < hi || lo == hi ? x : nextafterf(hi, lo); /* keep [lo, hi) half-open */
     }
 }
