@@ -107,15 +107,21 @@ static twin tw_up(scope *s, const void *host, size_t bytes) {
 
 /* n uniforms in [lo, hi) on both backends. */
 static twin tw_rand(scope *s, size_t n, uint64_t seed, float lo, float hi) {
-    float *h = hbuf(s, n * sizeof(float));
+    float *h = malloc(n ? n * sizeof(float) : 1);
+    assert_non_null(h);
     ext_fill_uniform(h, n, seed, lo, hi);
-    return tw_up(s, h, n * sizeof(float));
+    twin t = tw_up(s, h, n * sizeof(float));
+    free(h);
+    return t;
 }
 
 static twin tw_const(scope *s, size_t n, float v) {
-    float *h = hbuf(s, n * sizeof(float));
+    float *h = malloc(n ? n * sizeof(float) : 1);
+    assert_non_null(h);
     for (size_t i = 0; i < n; i++) h[i] = v;
-    return tw_up(s, h, n * sizeof(float));
+    twin t = tw_up(s, h, n * sizeof(float));
+    free(h);
+    return t;
 }
 
 static void *down(scope *s, const void *dev, size_t bytes, int k) {
@@ -131,19 +137,33 @@ static void scope_end(scope *s) {
     s->nd = s->nh = 0;
 }
 
-/* Compare n floats of twin t: cuda (got) against cpu (ref). */
+/* Both copies of twin t on the host (malloc'd; the caller frees them): ref = cpu, got = cuda. */
+static void down_pair(scope *s, twin t, size_t bytes, void **ref, void **got) {
+    for (int k = 0; k < 2; k++) {
+        void *h = malloc(bytes ? bytes : 1);
+        assert_non_null(h);
+        if (bytes) OK(s->e->be[k].vt.copy(s->e->be[k].ctx, h, t.p[k], bytes, EX_COPY_D2H));
+        *(k == 0 ? ref : got) = h;
+    }
+}
+
+/* Compare n floats of twin t: cuda (got) against cpu (ref). The host copies are freed before a
+ * failure is reported, so a long test cannot run out of scope slots. */
 static void cmp_tol(scope *s, twin t, size_t n, double atol, double rtol, const char *what) {
-    const float *ref = down(s, t.p[0], n * sizeof(float), 0);
-    const float *got = down(s, t.p[1], n * sizeof(float), 1);
+    void *vr = NULL, *vg = NULL;
+    down_pair(s, t, n * sizeof(float), &vr, &vg);
+    const float *ref = vr, *got = vg;
+    char msg[256] = "";
     double se = 0.0, sr = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !msg[0]; i++) {
         const double r = ref[i], g = got[i];
         if (r != r || g != g) {
-            if (!(r != r && g != g)) fail_msg("%s: element %zu: cuda %.9g, cpu %.9g (NaN mismatch)", what, i, g, r);
+            if (!(r != r && g != g))
+                snprintf(msg, sizeof msg, "%s: element %zu: cuda %.9g, cpu %.9g (NaN mismatch)", what, i, g, r);
             continue;
         }
         if (isinf(r) || isinf(g)) {
-            if (r != g) fail_msg("%s: element %zu: cuda %.9g, cpu %.9g", what, i, g, r);
+            if (r != g) snprintf(msg, sizeof msg, "%s: element %zu: cuda %.9g, cpu %.9g", what, i, g, r);
             continue;
         }
         const double d = fabs(g - r);
@@ -151,20 +171,30 @@ static void cmp_tol(scope *s, twin t, size_t n, double atol, double rtol, const 
         sr += r * r;
         const double lim = n >= PARITY_NMSE_MIN ? 10.0 * (atol + rtol * fabs(r)) + 1e-6 : atol + rtol * fabs(r);
         if (!(d <= lim))
-            fail_msg("%s: element %zu of %zu: cuda %.9g, cpu %.9g (|diff| %.3g > %.3g)", what, i, n, g, r, d, lim);
+            snprintf(msg, sizeof msg, "%s: element %zu of %zu: cuda %.9g, cpu %.9g (|diff| %.3g > %.3g)", what, i, n,
+                     g, r, d, lim);
     }
-    if (n >= PARITY_NMSE_MIN) {
+    if (!msg[0] && n >= PARITY_NMSE_MIN) {
         const double nmse = sr > 0.0 ? se / sr : se / (double)n;
-        if (!(nmse <= NMSE_MAX)) fail_msg("%s: NMSE %.3g > %.1g over %zu elements", what, nmse, NMSE_MAX, n);
+        if (!(nmse <= NMSE_MAX)) snprintf(msg, sizeof msg, "%s: NMSE %.3g > %.1g over %zu elements", what, nmse, NMSE_MAX, n);
     }
+    free(vr);
+    free(vg);
+    if (msg[0]) fail_msg("%s", msg);
 }
 
 static void cmp(scope *s, twin t, size_t n, const char *what) { cmp_tol(s, t, n, 1e-5, 1e-4, what); }
 
 static void cmp_exact(scope *s, twin t, size_t bytes, const char *what) {
-    const unsigned char *ref = down(s, t.p[0], bytes, 0), *got = down(s, t.p[1], bytes, 1);
-    for (size_t i = 0; i < bytes; i++)
-        if (ref[i] != got[i]) fail_msg("%s: byte %zu differs (cuda %u, cpu %u)", what, i, got[i], ref[i]);
+    void *vr = NULL, *vg = NULL;
+    down_pair(s, t, bytes, &vr, &vg);
+    const unsigned char *ref = vr, *got = vg;
+    char msg[256] = "";
+    for (size_t i = 0; i < bytes && !msg[0]; i++)
+        if (ref[i] != got[i]) snprintf(msg, sizeof msg, "%s: byte %zu differs (cuda %u, cpu %u)", what, i, got[i], ref[i]);
+    free(vr);
+    free(vg);
+    if (msg[0]) fail_msg("%s", msg);
 }
 
 /* ------------------------------------------------------------------------------
@@ -207,28 +237,44 @@ typedef struct gcase {
     float alpha, beta;
 } gcase;
 
+/* Transposes, batches with strides, views (leading dimensions wider than the rows: the operand
+ * ends before its last row's padding), alpha/beta, and the k = 0 and alpha = 0 shortcuts. */
+static const gcase k_gemm_cases[] = {
+    {0, 0, 37, 29, 53, 1, 1.0f, 0.0f},   {1, 0, 37, 29, 53, 1, 0.5f, 1.0f}, {0, 1, 37, 29, 53, 3, 1.0f, 0.5f},
+    {1, 1, 17, 65, 9, 2, -1.0f, 0.0f},   {0, 1, 256, 384, 512, 1, 1.0f, 0.0f},
+    {0, 0, 5, 7, 0, 2, 1.0f, 0.5f},     /* k = 0: C = beta C */
+    {0, 0, 5, 7, 3, 1, 0.0f, 0.0f},     /* alpha = 0, beta = 0: zeros, NaN in C ignored */
+};
+#define N_GEMM_CASES (sizeof k_gemm_cases / sizeof *k_gemm_cases)
+
+/* Run case ci on both backends; returns the twin C. */
+static twin run_gemm_case(scope *s, size_t ci) {
+    const gcase g = k_gemm_cases[ci];
+    const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
+    const int64_t arows = g.ta ? g.k : g.m, brows = g.tb ? g.n : g.k;
+    const int64_t sa = arows * lda + 5, sb = brows * ldb, sc_ = g.m * ldc + 7;
+    /* A and B end exactly where the last batch item's last row ends (no slack after a view) */
+    const int64_t acols = g.ta ? g.m : g.k, bcols = g.tb ? g.k : g.n;
+    const size_t na = (size_t)(arows > 0 ? (g.batch - 1) * sa + (arows - 1) * lda + acols : 1);
+    const size_t nb = (size_t)(brows > 0 ? (g.batch - 1) * sb + (brows - 1) * ldb + bcols : 1);
+    twin a = tw_rand(s, na, 10 + ci, -1, 1);
+    twin b = tw_rand(s, nb, 20 + ci, -1, 1);
+    twin c = g.beta == 0.0f && g.alpha == 0.0f ? tw_const(s, (size_t)(sc_ * g.batch), NAN)
+                                               : tw_rand(s, (size_t)(sc_ * g.batch), 30 + ci, -1, 1);
+    BOTH {
+        ex_gemm_desc d = {g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.beta, F(a), EX_F32, lda, sa,
+                          F(b), EX_F32, ldb, sb, F(c), ldc, sc_, g.batch};
+        OK(CALL(gemm, &d));
+    }
+    return c;
+}
+
 static void test_gemm(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
-    const gcase cases[] = {
-        {0, 0, 37, 29, 53, 1, 1.0f, 0.0f},   {1, 0, 37, 29, 53, 1, 0.5f, 1.0f}, {0, 1, 37, 29, 53, 3, 1.0f, 0.5f},
-        {1, 1, 17, 65, 9, 2, -1.0f, 0.0f},   {0, 1, 256, 384, 512, 1, 1.0f, 0.0f},
-        {0, 0, 5, 7, 0, 2, 1.0f, 0.5f},     /* k = 0: C = beta C */
-        {0, 0, 5, 7, 3, 1, 0.0f, 0.0f},     /* alpha = 0, beta = 0: zeros, NaN in C ignored */
-    };
-    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
-        const gcase g = cases[ci];
-        const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
-        const int64_t arows = g.ta ? g.k : g.m, brows = g.tb ? g.n : g.k;
-        const int64_t sa = arows * lda + 5, sb = brows * ldb, sc_ = g.m * ldc + 7;
-        twin a = tw_rand(s, (size_t)(sa * g.batch + 1), 10 + ci, -1, 1);
-        twin b = tw_rand(s, (size_t)(sb * g.batch + 1), 20 + ci, -1, 1);
-        twin c = g.beta == 0.0f && g.alpha == 0.0f ? tw_const(s, (size_t)(sc_ * g.batch), NAN)
-                                                   : tw_rand(s, (size_t)(sc_ * g.batch), 30 + ci, -1, 1);
-        BOTH {
-            ex_gemm_desc d = {g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.beta, F(a), EX_F32, lda, sa,
-                              F(b), EX_F32, ldb, sb, F(c), ldc, sc_, g.batch};
-            OK(CALL(gemm, &d));
-        }
+    for (size_t ci = 0; ci < N_GEMM_CASES; ci++) {
+        const gcase g = k_gemm_cases[ci];
+        const int64_t sc_ = g.m * (g.n + 2) + 7;
+        twin c = run_gemm_case(s, ci);
         char what[64];
         snprintf(what, sizeof what, "gemm case %zu", ci);
         cmp_tol(s, c, (size_t)(sc_ * g.batch), 1e-4, 1e-4, what);
@@ -271,6 +317,66 @@ static void test_gemm_bf16(void **state) {
     }
     cmp_tol(s, c, (size_t)(m * n), 1e-4, 1e-4, "gemm bf16");
     scope_end(s);
+}
+
+/* NMSE of twin t's cuda copy against its cpu copy (n floats). */
+static double nmse_of(scope *s, twin t, size_t n) {
+    void *vr = NULL, *vg = NULL;
+    down_pair(s, t, n * sizeof(float), &vr, &vg);
+    const float *ref = vr, *got = vg;
+    double se = 0.0, sr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - (double)ref[i];
+        se += d * d;
+        sr += (double)ref[i] * (double)ref[i];
+    }
+    free(vr);
+    free(vg);
+    return sr > 0.0 ? se / sr : se;
+}
+
+/* [backend] gemm_math = tf32 | bf16 against the fp32 CPU results: every GEMM case (views, strides,
+ * transposes) and the attention matmuls. The error must be within the format's rounding (tf32 keeps
+ * 11 significant bits, bf16 8) and must show that the format was used: bf16's error on the large
+ * GEMM is well above tf32's, and tf32's above plain fp32's. Under bf16 the attention matmuls run
+ * in TF32 (the key's documentation), so their error matches tf32's. */
+static void test_gemm_math(void **state) {
+    penv *e = *state;
+    const char *modes[2] = {"tf32", "bf16"};
+    const double max_nmse[2] = {1e-5, 1e-4};
+    double big[2] = {0, 0}, att[2] = {0, 0};
+    for (int mi = 0; mi < 2; mi++) {
+        char settings[64];
+        snprintf(settings, sizeof settings, "gemm_math = %s\n", modes[mi]);
+        ex_backend fast, keep = e->be[1];
+        ex_err err;
+        ex_err_clear(&err);
+        EXT_OK(open_backend(e->reg, "cuda", settings, &fast, &err), &err);
+        e->be[1] = fast;
+        scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+        double worst = 0.0;
+        for (size_t ci = 0; ci < N_GEMM_CASES; ci++) {
+            const gcase g = k_gemm_cases[ci];
+            twin c = run_gemm_case(s, ci);
+            const double v = nmse_of(s, c, (size_t)((g.m * (g.n + 2) + 7) * g.batch));
+            if (v > worst) worst = v;
+            if (g.k == 512) big[mi] = v;
+        }
+        const int64_t ab = 2, t = 197, nh = 3, hs = 64, C = nh * hs;
+        twin qkv = tw_rand(s, (size_t)(ab * t * 3 * C), 62, -2, 2);
+        twin o = tw_alloc(s, (size_t)(ab * t * C) * 4), l = tw_alloc(s, (size_t)(ab * nh * t) * 4);
+        BOTH OK(CALL(attention_fwd, F(o), F(l), F(qkv), ab, t, nh, hs, 0.125f));
+        att[mi] = nmse_of(s, o, (size_t)(ab * t * C));
+        printf("# gemm_math = %s: NMSE against fp32 cpu: worst gemm case %.3g, 256x384x512 gemm %.3g, attention %.3g\n",
+               modes[mi], worst, big[mi], att[mi]);
+        scope_end(s);
+        e->be[1] = keep;
+        ex_backend_destroy(&fast);
+        assert_true(worst <= max_nmse[mi] && att[mi] <= max_nmse[mi]);
+    }
+    assert_true(big[0] > 1e-10 && att[0] > 1e-10); /* tf32 differs from fp32 (~1e-14 here) */
+    assert_true(big[1] > 10.0 * big[0]);             /* bf16 rounds coarser than tf32 */
+    assert_true(att[1] < 10.0 * att[0] && att[0] < 10.0 * att[1]);
 }
 
 static void test_rows_fwd(void **state) {
@@ -649,6 +755,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest fwd[] = {
         cmocka_unit_test_prestate(test_supports_and_info, &env), cmocka_unit_test_prestate(test_memory, &env),
         cmocka_unit_test_prestate(test_gemm, &env),              cmocka_unit_test_prestate(test_gemm_bf16, &env),
+        cmocka_unit_test_prestate(test_gemm_math, &env),
         cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
         cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),
         cmocka_unit_test_prestate(test_reduce, &env),            cmocka_unit_test_prestate(test_gathers_fwd, &env),
