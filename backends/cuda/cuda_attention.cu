@@ -17,7 +17,7 @@
  * Backward, per chunk:  P = exp(scale Q K^T - lse)              (GEMM + row kernel)
  *                       dP = dO V^T,  D = rowsum(dO * O),  dS = P * (dP - D)
  *                       dQ += scale dS K,  dK += scale dS^T Q,  dV += P^T dO   (beta = 1 GEMMs)
- * The (bi, h) batches use cublasSgemmBatched with pointer arrays built on the
+ * The (bi, h) batches use cublasGemmBatchedEx (fp32 tensors; TF32 unless gemm_math = fp32) with pointer arrays built on the
  * device (two strides per operand, which a strided batch cannot express).
  */
 #include "cuda_common.cuh"
@@ -105,9 +105,10 @@ ex_status cu_gemm_bh(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
                                                                 c_hs, nb, nh);
     CU_LAUNCHED(ctx);
     /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
-    CU_BLAS(ctx, cublasSgemmBatched(ctx->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                    (int)n, (int)m, (int)k, &alpha, pb, (int)ldb, pa, (int)lda, &beta, pc, (int)ldc,
-                                    (int)count));
+    CU_BLAS(ctx, cublasGemmBatchedEx(ctx->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     (int)n, (int)m, (int)k, &alpha, (const void *const *)pb, CUDA_R_32F, (int)ldb,
+                                     (const void *const *)pa, CUDA_R_32F, (int)lda, &beta, (void *const *)pc,
+                                     CUDA_R_32F, (int)ldc, (int)count, ctx->attn_compute, CUBLAS_GEMM_DEFAULT));
     return EX_OK;
 }
 

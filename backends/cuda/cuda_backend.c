@@ -79,6 +79,14 @@ ex_status cu_scratch(cu_ctx *ctx, size_t bytes, void **out) {
     return EX_OK;
 }
 
+ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out) {
+    void **p = which ? &ctx->bf16_b : &ctx->bf16_a;
+    size_t *have = which ? &ctx->bf16_b_bytes : &ctx->bf16_a_bytes;
+    EX_CHECK(grow(ctx, p, have, bytes));
+    *out = *p;
+    return EX_OK;
+}
+
 ex_status cu_attn_scratch(cu_ctx *ctx, size_t floats, float **out) {
     size_t bytes = ctx->attn_floats * sizeof(float);
     void *p = ctx->attn;
@@ -114,8 +122,11 @@ static const ex_key_spec cu_keys[] = {
     {"device", EX_KEY_INT, "-1", -1, 1024, NULL,
      "CUDA device ordinal (as listed by nvidia-smi, after CUDA_VISIBLE_DEVICES); -1: the launcher's local rank "
      "modulo the visible devices (device 0 for a single process), one GPU per process under mpirun."},
-    {"tf32", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
-     "Let cuBLAS use TF32 tensor cores for fp32 GEMMs (faster on Ampere and newer, ~1e-3 relative error)."},
+    {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|tf32|bf16",
+     "Arithmetic of GEMMs on fp32 tensors (linear layers and attention matmuls); storage and accumulation stay fp32. "
+     "fp32: plain fp32 (the CPU backend's numbers to ~1e-6); tf32: TF32 tensor cores (inputs rounded to 10 mantissa "
+     "bits, ~1e-3 relative error, Ampere and newer); bf16: linear layers on bf16 tensor cores (inputs rounded to bf16 "
+     "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output), attention matmuls in TF32."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
     EX_KEY_END};
@@ -128,6 +139,8 @@ void cu_shutdown(void *vctx) {
     if (ctx->blas) cublasDestroy(ctx->blas);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->attn) cudaFree(ctx->attn);
+    if (ctx->bf16_a) cudaFree(ctx->bf16_a);
+    if (ctx->bf16_b) cudaFree(ctx->bf16_b);
     if (ctx->ptrs) cudaFree(ctx->ptrs);
     if (ctx->dflag) cudaFree(ctx->dflag);
     if (ctx->hflag) cudaFreeHost(ctx->hflag);
@@ -149,10 +162,10 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     EX_ENSURE(out, err, EX_E_INVALID, "cuda backend: init called without a context pointer");
     *out = NULL;
     int64_t device = -1, scratch_mib = 1024;
-    int tf32 = 0;
+    int math = 0; /* index into "fp32|tf32|bf16" */
     if (cfg) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
-        EX_CHECK(ex_cfg_bool(cfg, "tf32", &tf32, err));
+        EX_CHECK(ex_cfg_enum(cfg, "gemm_math", &math, err));
         EX_CHECK(ex_cfg_int(cfg, "attention_scratch_mib", &scratch_mib, err));
     }
     int count = 0;
@@ -168,7 +181,9 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     cu_ctx *ctx = calloc(1, sizeof *ctx);
     EX_ENSURE(ctx, err, EX_E_NOMEM, "cuda backend: out of memory creating the context");
     ctx->device = (int)device;
-    ctx->tf32 = tf32;
+    ctx->gemm_bf16 = math == 2;
+    ctx->gemm_compute = math == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    ctx->attn_compute = math >= 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     ctx->attn_cap_bytes = (size_t)scratch_mib * 1024 * 1024;
     INIT_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
     struct cudaDeviceProp prop;
@@ -187,7 +202,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     }
     s = cublasSetStream(ctx->blas, ctx->stream);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasSetMathMode(ctx->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+        s = cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH); /* the compute type of each call decides */
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetPointerMode(ctx->blas, CUBLAS_POINTER_MODE_HOST);
     if (s != CUBLAS_STATUS_SUCCESS) {
         cu_shutdown(ctx);
@@ -301,19 +316,27 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     const cublasOperation_t opa = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t opb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float alpha = d->alpha, beta = d->beta;
-    if (d->a_dtype == EX_F32) {
-        CU_BLAS(ctx, cublasSgemmStridedBatched(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha,
-                                               (const float *)d->b, (int)d->ldb, (long long)d->stride_b,
-                                               (const float *)d->a, (int)d->lda, (long long)d->stride_a, &beta, d->c,
-                                               (int)d->ldc, (long long)d->stride_c, (int)d->batch));
-    } else {
-        const cudaDataType_t t = cu_dtype(d->a_dtype);
-        CU_BLAS(ctx, cublasGemmStridedBatchedEx(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha, d->b,
-                                                t, (int)d->ldb, (long long)d->stride_b, d->a, t, (int)d->lda,
-                                                (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,
-                                                (long long)d->stride_c, (int)d->batch, CUBLAS_COMPUTE_32F,
-                                                CUBLAS_GEMM_DEFAULT));
+    /* fp32 inputs: the configured arithmetic (gemm_math); bf16/fp16 inputs: their tensor cores, fp32 accumulation */
+    cudaDataType_t t = cu_dtype(d->a_dtype);
+    cublasComputeType_t compute = d->a_dtype == EX_F32 ? ctx->gemm_compute : CUBLAS_COMPUTE_32F;
+    const void *a = d->a, *b = d->b;
+    if (d->a_dtype == EX_F32 && ctx->gemm_bf16) {
+        /* bf16 copies of the spans A and B occupy, from the first element to the last one read (their
+         * strides and leading dimensions kept; a view into a wider matrix ends at its last row's last column) */
+        const int64_t arows = d->trans_a ? d->k : d->m, brows = d->trans_b ? d->n : d->k;
+        const int64_t na = (d->batch - 1) * d->stride_a + (arows - 1) * d->lda + acols;
+        const int64_t nb = (d->batch - 1) * d->stride_b + (brows - 1) * d->ldb + bcols;
+        void *a16 = NULL, *b16 = NULL;
+        EX_CHECK(cu_bf16_scratch(ctx, 0, (size_t)na * 2, &a16));
+        EX_CHECK(cu_bf16_scratch(ctx, 1, (size_t)nb * 2, &b16));
+        EX_CHECK(cu_to_bf16(ctx, a16, (const float *)d->a, na));
+        EX_CHECK(cu_to_bf16(ctx, b16, (const float *)d->b, nb));
+        a = a16, b = b16, t = CUDA_R_16BF, compute = CUBLAS_COMPUTE_32F;
     }
+    CU_BLAS(ctx, cublasGemmStridedBatchedEx(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha, b, t,
+                                            (int)d->ldb, (long long)d->stride_b, a, t, (int)d->lda,
+                                            (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,
+                                            (long long)d->stride_c, (int)d->batch, compute, CUBLAS_GEMM_DEFAULT));
     return EX_OK;
 }
 

@@ -12,6 +12,8 @@
  */
 #include "cuda_common.cuh"
 
+#include <cuda_bf16.h>
+
 #define CU_COL_CHUNK ((int64_t)128)
 #define CU_RED_PARTIALS ((int64_t)512)
 #define CU_RED_CHUNK ((int64_t)16384)
@@ -32,6 +34,10 @@ __global__ void k_scale_matrix(float *c, int64_t m, int64_t n, int64_t ldc, int6
         float *p = c + bi * stride_c + r * ldc + j;
         *p = beta == 0.0f ? 0.0f : beta * *p;
     }
+}
+
+__global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
+    CU_FOR(i, n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
 __global__ void k_bias_add(float *out, const float *bias, int64_t n, int64_t c) {
@@ -182,6 +188,13 @@ ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
     CU_ARG(n >= 0 && (dst || n == 0), "cuda: fill: bad arguments");
     if (n == 0) return EX_OK;
     k_fill<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, value, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n) {
+    if (n <= 0) return EX_OK;
+    k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((__nv_bfloat16 *)dst, src, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -41,7 +41,12 @@ extern "C" {
 typedef struct cu_ctx {
     int device;              /* CUDA device ordinal */
     int sms;                 /* multiprocessors */
-    int tf32;                /* 1: cuBLAS may use TF32 tensor cores for fp32 GEMM */
+    /* [backend] gemm_math. fp32: CUBLAS_COMPUTE_32F everywhere. tf32: CUBLAS_COMPUTE_32F_FAST_TF32.
+     * bf16: the gemm slot rounds fp32 A and B to bf16 copies (bf16_a, bf16_b) and multiplies those on
+     * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
+    int gemm_bf16;
+    cublasComputeType_t gemm_compute; /* the gemm slot's fp32 inputs (not used when gemm_bf16) */
+    cublasComputeType_t attn_compute; /* the attention matmuls */
     cudaStream_t stream;     /* every op runs here */
     cublasHandle_t blas;     /* bound to `stream` */
     char name[128];          /* "cuda: NVIDIA H200 (sm_90, 132 SMs)" */
@@ -49,6 +54,9 @@ typedef struct cu_ctx {
      * grown only when a larger size is needed (after a stream sync). */
     void *scratch;
     size_t scratch_bytes;
+    /* bf16 copies of GEMM operands under gemm_math = bf16, grown like `scratch`. */
+    void *bf16_a, *bf16_b;
+    size_t bf16_a_bytes, bf16_b_bytes;
     /* Attention score scratch (P and dS of a chunk of batch items). */
     float *attn;
     size_t attn_floats;
@@ -72,6 +80,10 @@ ex_status cu_comm_allreduce_sum_f32(void *ctx, float *buf, int64_t n, ex_err *er
 #endif
 
 /* Turn a CUDA runtime / cuBLAS failure into EX_E_DEVICE, recording where it happened. */
+/* gemm_math = bf16: dst (n) = src rounded to bf16 (round to nearest even). */
+ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n);
+ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out);
+
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
 ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line);
 
