@@ -307,6 +307,7 @@ static ex_status dn_init(void *self, ex_rng *rng, ex_err *err) {
     if (!d->have_teacher) {
         ex_backbone_shape shape;
         EX_CHECK(dn_backbone_shape(d, &shape));
+        shape.inference = 1; /* the teacher only runs train = 0 forwards: no activations kept for backward */
         EX_CHECK(d->env.make_teacher(d->env.owner, &shape, &d->teacher, err));
         d->have_teacher = 1;
     }
