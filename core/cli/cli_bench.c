@@ -22,12 +22,16 @@
  *              norm, no clipping, constant lr 1e-4, wd 0.05 on weights) + zeroing the gradients
  *
  * "infer" times the forward (train = 0) only. W warm-up steps (default 2) are not timed; each of the
- * N timed steps is timed as a whole and per phase, and the medians are reported.
+ * N timed steps is timed as a whole and per phase, and the medians are reported. Every phase ends with
+ * the backend's synchronize, so on an asynchronous (device) backend a phase's time is the device's.
  *
  * Per op class, the time inside backend calls is measured by a timing wrapper around the backend: a
  * copy of the ex_backend whose every vtable slot calls the real slot and adds the elapsed time to the
  * class of the op (gemm | attention | norms | elementwise | optimiser | memory) and the current phase.
  * "host" is the phase's wall time not spent inside any backend call. The backend plugin is unchanged.
+ * A device backend (any but cpu) returns from a call before the device is done, so there the op-class
+ * times come from one extra step, after the timed ones, in which the wrapper synchronizes after every
+ * call; its phase times are not used (the synchronisations serialise host and device).
  *
  * FLOPs per step (model FLOPs, 2*M*N*K per GEMM): every GEMM issued through the backend (linear layers,
  * LoRA, patch embedding: counted from each call's sizes, so exactly what runs), plus the attention
@@ -35,7 +39,8 @@
  * backward dP, dQ, dK, dV = 8 b t^2 nh hs (the kernel also recomputes Q K^T, 2 b t^2 nh hs more, which
  * is not counted). Non-GEMM work (norms, softmax, GELU, AdamW) is not counted.
  *
- * GEMM peak: the best of 5 square fp32 GEMMs (2048^3, C = A B) through the same backend's gemm slot,
+ * GEMM peak: the best of 5 square fp32 GEMMs (2048^3, 8192^3 on a device backend; C = A B) through the
+ * same backend's gemm slot, each between two synchronizes,
  * measured after the policies ran. Peak RSS: getrusage(RUSAGE_SELF).ru_maxrss, the process's
  * high-water mark, so with --policy all a policy's figure includes those run before it (run one
  * policy per process for a clean figure, as bench/run.sh does).
@@ -60,13 +65,20 @@ static const char *const k_class_names[BC_COUNT] = {"gemm", "attention", "norms"
 static const char *const k_phase_names[BP_COUNT] = {"forward", "loss", "backward", "optimiser"};
 
 #define BENCH_MAX_ITERS 1000
+#define BENCH_SLOTS 48 /* distinct backend slots timed per step (the vtable has fewer) */
 
 /* The timing wrapper's context: the real backend and what was measured since the last reset. */
 typedef struct bench_timer {
     ex_backend *inner;
     int phase;
+    int sync_each;                /* synchronize after every call before reading the clock (device backends) */
     double t[BP_COUNT][BC_COUNT]; /* seconds inside backend calls */
     double flops[BP_COUNT];       /* model FLOPs of GEMMs and attention matmuls */
+    /* per backend slot, over the whole step: name (a string literal), seconds, calls */
+    const char *slot_name[BENCH_SLOTS];
+    double slot_s[BENCH_SLOTS];
+    int64_t slot_calls[BENCH_SLOTS];
+    int nslots;
 } bench_timer;
 
 static double now_s(void) {
@@ -75,14 +87,22 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void timer_add(bench_timer *T, int cls, double t0) { T->t[T->phase][cls] += now_s() - t0; }
+static void timer_add(bench_timer *T, int cls, const char *slot, double t0) {
+    if (T->sync_each) T->inner->vt.synchronize(T->inner->ctx); /* an asynchronous op ends when the device is done */
+    const double dt = now_s() - t0;
+    T->t[T->phase][cls] += dt;
+    int i = 0;
+    while (i < T->nslots && strcmp(T->slot_name[i], slot) != 0) i++;
+    if (i == T->nslots && i < BENCH_SLOTS) T->slot_name[T->nslots++] = slot, T->slot_s[i] = 0.0, T->slot_calls[i] = 0;
+    if (i < T->nslots) T->slot_s[i] += dt, T->slot_calls[i]++;
+}
 
 /* A wrapped slot: call the real one, charge the time to class `cls`. */
 #define WRAP(cls, slot, ...)                                                    \
     bench_timer *T_ = vctx;                                                     \
     const double t0_ = now_s();                                                 \
     const ex_status s_ = T_->inner->vt.slot(T_->inner->ctx, __VA_ARGS__);       \
-    timer_add(T_, (cls), t0_);                                                  \
+    timer_add(T_, (cls), #slot, t0_);                                           \
     return s_
 
 static ex_status w_device_info(void *vctx, ex_device_info *out) {
@@ -106,7 +126,7 @@ static ex_status w_synchronize(void *vctx) {
     bench_timer *T = vctx;
     const double t0 = now_s();
     const ex_status s = T->inner->vt.synchronize(T->inner->ctx);
-    timer_add(T, BC_MEM, t0);
+    timer_add(T, BC_MEM, "synchronize", t0);
     return s;
 }
 static ex_status w_gemm(void *vctx, const ex_gemm_desc *d) {
@@ -114,7 +134,7 @@ static ex_status w_gemm(void *vctx, const ex_gemm_desc *d) {
     if (d) T->flops[T->phase] += 2.0 * (double)d->m * (double)d->n * (double)d->k * (double)d->batch;
     const double t0 = now_s();
     const ex_status s = T->inner->vt.gemm(T->inner->ctx, d);
-    timer_add(T, BC_GEMM, t0);
+    timer_add(T, BC_GEMM, "gemm", t0);
     return s;
 }
 static ex_status w_bias_add_fwd(void *vctx, float *out, const float *bias, int64_t n, int64_t c) {
@@ -152,7 +172,7 @@ static ex_status w_attention_fwd(void *vctx, float *out, float *lse, const float
     T->flops[T->phase] += 4.0 * (double)b * (double)t * (double)t * (double)nh * (double)hs;
     const double t0 = now_s();
     const ex_status s = T->inner->vt.attention_fwd(T->inner->ctx, out, lse, qkv, b, t, nh, hs, scale);
-    timer_add(T, BC_ATTN, t0);
+    timer_add(T, BC_ATTN, "attention_fwd", t0);
     return s;
 }
 static ex_status w_attention_bwd(void *vctx, float *dqkv, const float *dout, const float *out, const float *lse,
@@ -161,7 +181,7 @@ static ex_status w_attention_bwd(void *vctx, float *dqkv, const float *dout, con
     T->flops[T->phase] += 8.0 * (double)b * (double)t * (double)t * (double)nh * (double)hs;
     const double t0 = now_s();
     const ex_status s = T->inner->vt.attention_bwd(T->inner->ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
-    timer_add(T, BC_ATTN, t0);
+    timer_add(T, BC_ATTN, "attention_bwd", t0);
     return s;
 }
 static ex_status w_binary(void *vctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n) {
@@ -188,7 +208,7 @@ static ex_status w_reduce(void *vctx, ex_reduce_op op, float *out, const float *
     bench_timer *T = vctx;
     const double t0 = now_s();
     const ex_status s = T->inner->vt.reduce(T->inner->ctx, op, out, inp, n);
-    timer_add(T, T->phase == BP_OPT ? BC_OPTIM : BC_ELEM, t0); /* the optimiser's gradient norm */
+    timer_add(T, T->phase == BP_OPT ? BC_OPTIM : BC_ELEM, "reduce", t0); /* the optimiser's gradient norm */
     return s;
 }
 static ex_status w_gather_rows(void *vctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m,
@@ -279,6 +299,7 @@ static void timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T) {
 static void timer_reset(bench_timer *T) {
     memset(T->t, 0, sizeof T->t);
     memset(T->flops, 0, sizeof T->flops);
+    T->nslots = 0;
     T->phase = BP_FWD;
 }
 
@@ -307,6 +328,7 @@ typedef struct bench_opts {
     const char *preset; /* dinov2_vits14 | dinov2_vitb14 */
     const char *model;  /* vits14 | vitb14 */
     int64_t batch, iters, warmup;
+    int profile_step; /* device backend: op-class times from one extra step synchronised after every call */
 } bench_opts;
 
 /* Median of n values (sorts a copy). */
@@ -334,6 +356,10 @@ typedef struct bench_result {
     double step_s, phase_s[BP_COUNT];          /* medians */
     double cls_s[BP_COUNT][BC_COUNT];          /* medians per phase and class */
     double flops, flops_phase[BP_COUNT];       /* per step */
+    const char *slot_name[BENCH_SLOTS];        /* the profiling step's time per backend slot (device backends) */
+    double slot_s[BENCH_SLOTS];
+    int64_t slot_calls[BENCH_SLOTS];
+    int nslots;
     double rss_mib;
     int64_t trainable, total_params;
     size_t planned_bytes;
@@ -377,7 +403,7 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
     float *images = NULL, *dtok = NULL, *lossbuf = NULL;
     double *step = NULL, *ph = NULL, *cl = NULL;
     ex_status st = EX_OK;
-    const int64_t iters = o->iters, total = o->warmup + o->iters;
+    const int64_t iters = o->iters, total = o->warmup + o->iters + (o->profile_step ? 1 : 0);
     ex_backbone_shape shape = {0};
     shape.batch = o->batch, shape.height = 224, shape.width = 224;
     shape.inference = !pol->train; /* the infer policy: an inference plan, as linprobe and embed use */
@@ -406,11 +432,17 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
     for (int64_t it = 0; it < total; it++) {
         double tp[BP_COUNT + 1] = {0};
         timer_reset(T);
+        /* a device backend's step is timed from an idle device to an idle device; each phase ends
+         * with a synchronize (a no-op on the cpu backend) */
+        const int profile = it == total - 1 && o->profile_step;
+        T->sync_each = profile;
+        be->vt.synchronize(be->ctx);
         tp[0] = now_s();
         T->phase = BP_FWD;
         ex_backbone_io io = {0};
         io.batch = o->batch, io.height = 224, io.width = 224, io.images = images, io.train = pol->train;
         EX_CHECK_GOTO(m.vt->forward(m.self, &io, err), st, done);
+        be->vt.synchronize(be->ctx);
         tp[1] = now_s();
         if (pol->train) {
             const int64_t ntok = o->batch * io.num_tokens * m.info.dim;
@@ -425,13 +457,23 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
             tp[2] = now_s();
             T->phase = BP_BWD;
             EX_CHECK_GOTO(m.vt->backward(m.self, dtok, NULL, err), st, done);
+            be->vt.synchronize(be->ctx);
             tp[3] = now_s();
             T->phase = BP_OPT;
             EX_CHECK_GOTO(ex_optim_step(&opt, NULL, NULL, err), st, done);
             EX_CHECK_GOTO(ex_optim_zero_grads(&opt, err), st, done);
+            be->vt.synchronize(be->ctx);
             tp[4] = now_s();
         } else {
             tp[2] = tp[3] = tp[4] = tp[1];
+        }
+        if (profile) { /* the op-class times of the profiling step replace the medians below */
+            for (int p = 0; p < BP_COUNT; p++)
+                for (int c = 0; c < BC_COUNT; c++) r->cls_s[p][c] = T->t[p][c];
+            r->nslots = T->nslots;
+            for (int i = 0; i < T->nslots; i++)
+                r->slot_name[i] = T->slot_name[i], r->slot_s[i] = T->slot_s[i], r->slot_calls[i] = T->slot_calls[i];
+            continue;
         }
         if (it < o->warmup) continue;
         const int64_t k = it - o->warmup;
@@ -448,7 +490,7 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
         double v[BENCH_MAX_ITERS];
         for (int64_t k = 0; k < iters; k++) v[k] = ph[k * BP_COUNT + p];
         r->phase_s[p] = median(v, (int)iters);
-        for (int c = 0; c < BC_COUNT; c++) {
+        for (int c = 0; c < BC_COUNT && !o->profile_step; c++) {
             for (int64_t k = 0; k < iters; k++) v[k] = cl[(k * BP_COUNT + p) * BC_COUNT + c];
             r->cls_s[p][c] = median(v, (int)iters);
         }
@@ -484,8 +526,10 @@ static ex_status gemm_peak(ex_backend *be, int64_t n, double *gflops, ex_err *er
     d.m = d.n = d.k = n, d.alpha = 1.0f, d.beta = 0.0f, d.batch = 1;
     d.a = a, d.a_dtype = EX_F32, d.lda = n, d.b = b, d.b_dtype = EX_F32, d.ldb = n, d.c = c, d.ldc = n;
     for (int rep = 0; rep < 6; rep++) { /* the first is a warm-up */
+        be->vt.synchronize(be->ctx);
         const double t0 = now_s();
         EX_CHECK_GOTO(ex_be_gemm(be, &d, err), st, done);
+        be->vt.synchronize(be->ctx);
         const double g = 2.0 * (double)n * (double)n * (double)n / (now_s() - t0) * 1e-9;
         if (rep > 0 && g > *gflops) *gflops = g;
     }
@@ -518,6 +562,19 @@ static void print_result(const bench_opts *o, const bench_policy *pol, const ben
         }
         const double host = r->phase_s[p] - in;
         printf(" %9.1f %8.1f\n", (host > 0 ? host : 0.0) * 1e3, r->flops_phase[p] * 1e-9);
+    }
+    if (r->nslots > 0) { /* the profiling step of a device backend: the ten slowest slots */
+        int order[BENCH_SLOTS];
+        for (int i = 0; i < r->nslots; i++) order[i] = i;
+        for (int i = 1; i < r->nslots; i++)
+            for (int j = i; j > 0 && r->slot_s[order[j - 1]] < r->slot_s[order[j]]; j--) {
+                const int x = order[j];
+                order[j] = order[j - 1], order[j - 1] = x;
+            }
+        printf("slowest backend slots in the profiled step (synchronised after every call):\n");
+        for (int i = 0; i < r->nslots && i < 10; i++)
+            printf("  %-20s %9.2f ms %7lld calls\n", r->slot_name[order[i]], r->slot_s[order[i]] * 1e3,
+                   (long long)r->slot_calls[order[i]]);
     }
     /* the machine-readable line bench/run.sh reads */
     printf("bench-result impl=explora model=%s policy=%s batch=%lld iters=%lld img_s=%.4f step_ms=%.2f fwd_ms=%.2f "
@@ -572,6 +629,7 @@ int cli_bench(const cli_args *a) {
     }
     bench_result res[N_POLICIES];
     double peak = 0.0;
+    int64_t peak_n = 2048;
     int rc = CLI_OK;
     ex_err err;
     ex_err_clear(&err);
@@ -590,14 +648,16 @@ int cli_bench(const cli_args *a) {
                 if (be.vt.device_info && be.vt.device_info(be.ctx, &di) == EX_OK) printf("device: %s\n", di.name);
             }
             timing_backend(&wbe, &be, &T);
+            o.profile_step = strcmp(be.name, "cpu") != 0; /* asynchronous backends: see run_policy */
+            peak_n = o.profile_step ? 8192 : 2048;
             if (run_policy(&o, &k_policies[i], &s, &wbe, &T, &res[i], &err) != EX_OK) rc = cli_report(a, &err);
-            if (rc == CLI_OK && i == last && gemm_peak(&be, 2048, &peak, &err) != EX_OK) rc = cli_report(a, &err);
+            if (rc == CLI_OK && i == last && gemm_peak(&be, peak_n, &peak, &err) != EX_OK) rc = cli_report(a, &err);
             ex_backend_destroy(&be);
         }
         ex_session_close(&s);
     }
     if (rc != CLI_OK) return rc;
-    printf("measured GEMM peak (best of 5, 2048^3 fp32 through the backend): %.1f GFLOP/s\n", peak);
+    printf("measured GEMM peak (best of 5, %lld^3 fp32 through the backend): %.1f GFLOP/s\n", (long long)peak_n, peak);
     for (int i = first; i <= last; i++) print_result(&o, &k_policies[i], &res[i], peak);
     return CLI_OK;
 }
