@@ -2,7 +2,11 @@
 """bench/bench_torch.py — the PyTorch reference for `explora bench` (docs/PERFORMANCE.md).
 
 Same model, policies and timing protocol as core/cli/cli_bench.c, in PyTorch (Debian's
-python3-torch 1.13, CPU; run it with /usr/bin/python3):
+python3-torch 1.13, CPU; run it with /usr/bin/python3). On a GPU machine (any PyTorch with CUDA):
+--device cuda, --precision fp32 | tf32 | bf16 (torch.autocast, bf16 activations: PyTorch's usual
+mixed precision) and --sdpa (torch.nn.functional.scaled_dot_product_attention, the fused flash
+attention of PyTorch 2, in place of the explicit softmax); phases end with torch.cuda.synchronize()
+and the peak device memory is torch.cuda.max_memory_allocated().
 
   model     DINOv2 ViT-S/14 or ViT-B/14 (tests/fixtures/reference_vit.py DinoViT, official names),
             image 224 (the 37x37 position grid resampled to 16x16 in every forward, as DINOv2),
@@ -40,7 +44,24 @@ from reference_vit import DinoViT  # noqa: E402
 PRESETS = {  # patch, dim, depth, heads, hidden
     "vits14": (14, 384, 12, 6, 1536),
     "vitb14": (14, 768, 12, 12, 3072),
+    "vitl14": (14, 1024, 24, 16, 4096),
 }
+
+
+def use_sdpa(model):
+    """Swap every block's attention forward for PyTorch 2's fused scaled_dot_product_attention."""
+    import types
+    import torch.nn.functional as F
+
+    def forward(self, x):
+        b, t, c = x.shape
+        hd = c // self.heads
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, t, c)
+        return self.proj(out)
+
+    for blk in model.blocks:
+        blk.attn.forward = types.MethodType(forward, blk.attn)
 
 
 class LoraQKV(nn.Module):
@@ -93,21 +114,32 @@ def build(model, policy):
     return m
 
 
-def gemm_peak(n=2048):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_peak(device, n=2048):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = 0.0
     for rep in range(6):
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b)
+        sync(device)
         g = 2.0 * n ** 3 / (time.perf_counter() - t0) * 1e-9
         if rep > 0:
             best = max(best, g)
     return best
 
 
-def run(model, policy, batch, iters, warmup):
+def run(model, policy, batch, iters, warmup, device="cpu", precision="fp32", sdpa=False):
     m = build(model, policy)
-    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    if sdpa:
+        use_sdpa(m)
+    m = m.to(device)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
     train = policy != "infer"
     params = [p for p in m.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
@@ -122,23 +154,29 @@ def run(model, policy, batch, iters, warmup):
                                  {"params": no_decay, "weight_decay": 0.0}], lr=1e-4)
     steps, phases = [], {k: [] for k in ("fwd", "loss", "bwd", "opt")}
     for it in range(warmup + iters):
+        sync(device)
         t0 = time.perf_counter()
         if train:
-            out = m(x)
-            tok = torch.cat([out["cls"][:, None], out["patch"]], dim=1)
+            with autocast:
+                out = m(x)
+                tok = torch.cat([out["cls"][:, None], out["patch"]], dim=1)
+            sync(device)
             t1 = time.perf_counter()
-            loss = tok.pow(2).mean()
+            loss = tok.float().pow(2).mean()
             float(loss)
             t2 = time.perf_counter()
             loss.backward()
+            sync(device)
             t3 = time.perf_counter()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            sync(device)
             t4 = time.perf_counter()
             del out, tok, loss
         else:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 out = m(x)
+            sync(device)
             t1 = t2 = t3 = t4 = time.perf_counter()
             del out
         if it >= warmup:
@@ -147,6 +185,9 @@ def run(model, policy, batch, iters, warmup):
                 phases[k].append(v)
     step = statistics.median(steps)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if device == "cuda":  # the figure that matters there: device memory, not host RSS
+        rss = torch.cuda.max_memory_allocated() / 1048576.0
+        torch.cuda.reset_peak_memory_stats()
     return step, {k: statistics.median(v) for k, v in phases.items()}, rss, trainable
 
 
@@ -158,18 +199,26 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--sdpa", action="store_true", help="fused scaled_dot_product_attention (PyTorch 2)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
     policies = ["explora", "lora", "full", "infer"] if a.policy == "all" else [a.policy]
-    results = [(p,) + run(a.model, p, a.batch, a.iters, a.warmup) for p in policies]
-    peak = gemm_peak()
-    print("torch %s, %d threads; measured GEMM peak (best of 5, 2048^3 fp32 torch.mm): %.1f GFLOP/s"
-          % (torch.__version__, torch.get_num_threads(), peak))
+    results = [(p,) + run(a.model, p, a.batch, a.iters, a.warmup, a.device, a.precision, a.sdpa) for p in policies]
+    n = 8192 if a.device == "cuda" else 2048
+    peak = gemm_peak(a.device, n)
+    print("torch %s, %s, %s%s, %d threads; measured GEMM peak (best of 5, %d^3 fp32 torch.mm): %.1f GFLOP/s"
+          % (torch.__version__, a.device, a.precision, ", sdpa" if a.sdpa else "", torch.get_num_threads(), n, peak))
     for policy, step, ph, rss, trainable in results:
+        mem_key = "device_mib" if a.device == "cuda" else "rss_mib"
         print("bench-result impl=torch model=%s policy=%s batch=%d iters=%d img_s=%.4f step_ms=%.2f fwd_ms=%.2f "
-              "loss_ms=%.2f bwd_ms=%.2f opt_ms=%.2f peak_gflops=%.2f rss_mib=%.1f trainable=%d"
+              "loss_ms=%.2f bwd_ms=%.2f opt_ms=%.2f peak_gflops=%.2f %s=%.1f trainable=%d"
               % (a.model, policy, a.batch, a.iters, a.batch / step, step * 1e3, ph["fwd"] * 1e3, ph["loss"] * 1e3,
-                 ph["bwd"] * 1e3, ph["opt"] * 1e3, peak, rss, trainable))
+                 ph["bwd"] * 1e3, ph["opt"] * 1e3, peak, mem_key, rss, trainable))
         sys.stdout.flush()
 
 
