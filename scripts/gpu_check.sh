@@ -3,86 +3,178 @@
 #
 #   scripts/gpu_check.sh [BUILD_DIR]        (default build-gpu)
 #
-# 1. configures and builds explora with the CUDA backend required (EXPLORA_CUDA=ON,
-#    sm_90 only to keep the build short; override with CUDA_ARCHS=...);
-# 2. runs the CPU-vs-CUDA parity suite (tests/test_backend_parity.c); a skip counts as a
-#    failure here, since this script is meant to run where a GPU exists;
-# 3. runs the training-step benchmark (`explora bench`, synthetic data, ExPLoRA D-[L]-r64
-#    policy) on the cuda backend for DINOv2 ViT-B/14 and ViT-L/14, fp32 and TF32, and
-#    prints images/s and the peak device memory (used memory of the whole GPU, sampled with
-#    nvidia-smi every 100 ms; bench itself reports host RSS only).
+# Environment:
+#   EXPLORA_PREBUILT=1   use the binaries already in BUILD_DIR (built elsewhere with
+#                        -DEXPLORA_CUDA=ON); otherwise configure and build here
+#   CUDA_ARCHS           CMAKE_CUDA_ARCHITECTURES for the build (default 90)
+#   FASHION_MNIST_DIR    folder with Fashion-MNIST's t10k-images/labels-idx*-ubyte.gz
+#                        (default /usr/share/datasets/fashion-mnist; Debian's
+#                        dataset-fashion-mnist) for steps 3 and 5
+#   GPU_CHECK_OUT        folder for the logs and metrics (default BUILD_DIR/gpu-check)
 #
-# Every step prints a "gpu-check:" line; the exit status is non-zero if the build or the
-# parity suite fails. Benchmark failures are reported but do not hide the parity result.
+# Steps (each prints "gpu-check:" lines and is bounded by a timeout):
+# 1. build with the CUDA backend required (skipped with EXPLORA_PREBUILT=1);
+# 2. the CPU-vs-CUDA parity suite (tests/test_backend_parity.c), forward and gradient ops;
+#    a skip counts as a failure here; on a failure the forward part runs again under
+#    compute-sanitizer's memcheck when that tool is on the PATH;
+# 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
+#    the cpu and on the cuda backend from the same seed, loss per step side by side;
+# 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
+#    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
+#    fp32, tf32 and bf16;
+#    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
+#    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
+# 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
+#    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-B/14 and ViT-L/14,
+#    batch 32 (ViT-L/14 also with recompute, and at 64), tf32 and bf16 GEMMs: images/s
+#    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
+#    model FLOP/s and MFU) and the peak
+#    device memory (nvidia-smi's used memory of the whole GPU, sampled every 100 ms).
+#
+# The exit status is non-zero if the build, the parity suite or the end-to-end run fails.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
 ARCHS=${CUDA_ARCHS:-90}
 JOBS=${JOBS:-$(nproc)}
-BATCH_B=${BATCH_B:-32}
-BATCH_L=${BATCH_L:-16}
-ITERS=${ITERS:-5}
+FMNIST=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+LOGS=${GPU_CHECK_OUT:-$BUILD/gpu-check}
+mkdir -p "$LOGS" && LOGS=$(cd "$LOGS" && pwd)
 status=0
 t0=$(date +%s)
 say() { echo "gpu-check: [$(( $(date +%s) - t0 ))s] $*"; }
 
 say "nvidia-smi:"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || say "nvidia-smi not available"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 || say "nvidia-smi not available"
 
-# --- 1. build -------------------------------------------------------------------------
-say "configure + build ($BUILD, CMAKE_CUDA_ARCHITECTURES=$ARCHS, -j$JOBS)"
-if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DEXPLORA_CUDA=ON \
-      -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > "$BUILD.configure.log" 2>&1; then
-  tail -30 "$BUILD.configure.log"; say "FAIL: configure"; exit 1
+# --- 1. build -----------------------------------------------------------------------------
+if [ "${EXPLORA_PREBUILT:-0}" = 1 ]; then
+  say "using the prebuilt binaries in $BUILD"
+else
+  say "configure + build ($BUILD, CMAKE_CUDA_ARCHITECTURES=$ARCHS, -j$JOBS)"
+  if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DEXPLORA_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > "$LOGS/configure.log" 2>&1; then
+    tail -30 "$LOGS/configure.log"; say "FAIL: configure"; exit 1
+  fi
+  if ! cmake --build "$BUILD" -j"$JOBS" > "$LOGS/build.log" 2>&1; then
+    grep -E "error|Error" "$LOGS/build.log" | head -40; say "FAIL: build"; exit 1
+  fi
+  say "build ok"
 fi
-if ! cmake --build "$BUILD" -j"$JOBS" > "$BUILD.build.log" 2>&1; then
-  grep -E "error|Error" "$BUILD.build.log" | head -40; say "FAIL: build"; exit 1
-fi
-say "build ok"
+EXPLORA="$BUILD/bin/explora"
+"$EXPLORA" version || { say "FAIL: $EXPLORA does not run"; exit 1; }
 
-# --- 2. parity --------------------------------------------------------------------------
+# --- 2. parity ------------------------------------------------------------------------------
 say "parity suite (cuda vs cpu)"
 export EXPLORA_TEST_PLUGIN_DIR="$PWD/$BUILD/bin/plugins" OMP_NUM_THREADS=${OMP_NUM_THREADS:-16}
-"$BUILD/bin/test_backend_parity" 2>&1 | tail -60
-rc=${PIPESTATUS[0]}
+timeout 300 "$BUILD/bin/test_backend_parity" > "$LOGS/parity.log" 2>&1
+rc=$?
+grep -vE "^\[ +(RUN|OK) +\]" "$LOGS/parity.log" | tail -60
 case $rc in
   0) say "parity: PASS" ;;
   77) say "parity: SKIPPED (no usable GPU?) — counted as a failure here"; status=1 ;;
-  *) say "parity: FAIL (rc=$rc)"; status=1 ;;
+  *) say "parity: FAIL (rc=$rc)"; status=1
+     if command -v compute-sanitizer > /dev/null; then
+       say "parity forward under compute-sanitizer memcheck"
+       timeout 180 compute-sanitizer --tool memcheck --print-limit 10 "$BUILD/bin/test_backend_parity" fwd \
+         > "$LOGS/parity-memcheck.log" 2>&1
+       grep -E "Invalid|ERROR SUMMARY|at 0x|by thread|Address|FAILED|\[  FAILED" "$LOGS/parity-memcheck.log" | head -40
+     fi ;;
 esac
 
-# --- 3. benchmark -------------------------------------------------------------------------
-EXPLORA="$BUILD/bin/explora"
+# --- 3. end to end --------------------------------------------------------------------------
+if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
+  for be in cpu cuda; do
+    say "end to end: configs/demo/explora.ini, 6 steps, backend $be"
+    rm -rf "$LOGS/e2e-$be"
+    timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be \
+        --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
+        --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$be" > "$LOGS/e2e-$be.log" 2>&1
+    erc=$?
+    grep -E "^step|done:|error" "$LOGS/e2e-$be.log" | tail -8
+    if [ $erc -ne 0 ]; then say "end to end ($be): FAIL (exit status $erc)"; status=1; fi
+  done
+  if [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-cuda/metrics.jsonl" ]; then
+    say "loss per step, cpu vs cuda:"
+    paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
+                <(grep -o '"loss": [^,]*' "$LOGS/e2e-cuda/metrics.jsonl" | cut -d' ' -f2) |
+      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); printf "  step %d  cpu %.6f  cuda %.6f  rel.diff %.2e\n", NR, $1, $2, r;
+            if (NR == 1 && r > 1e-3) bad = 1} END {exit bad}' || { say "end to end: first-step losses differ by more than 1e-3"; status=1; }
+  fi
+else
+  say "end to end and DINOv2 step benchmark skipped: no $FMNIST/t10k-images-idx3-ubyte.gz"
+fi
+
+# --- 4/5. benchmarks --------------------------------------------------------------------------
 peak_file=$(mktemp)
+smi_start() { smi_pid=""; if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$peak_file" 2>/dev/null & smi_pid=$!; fi; }
+smi_stop() { if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
+  say "  peak device memory $(sort -n "$peak_file" | tail -1) MiB (nvidia-smi, whole GPU)"; fi; }
+
 bench() { # label batch extra-args...
   local label=$1 batch=$2; shift 2
-  local smi_pid=""
-  if command -v nvidia-smi > /dev/null; then
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$peak_file" 2>/dev/null &
-    smi_pid=$!
-  fi
   say "bench $label (batch $batch)"
-  timeout 150 "$EXPLORA" bench --policy explora --batch "$batch" --iters "$ITERS" --warmup 2 \
-      --set backend.name=cuda "$@" 2>&1 | grep -E "images/s|bench-result|error|rror" | head -8
-  local brc=${PIPESTATUS[0]}
-  if [ -n "$smi_pid" ]; then
-    kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
-    local peak; peak=$(sort -n "$peak_file" | tail -1)
-    say "bench $label: peak device memory ${peak:-?} MiB (nvidia-smi, whole GPU)"
-  fi
+  smi_start
+  timeout 150 "$EXPLORA" bench --policy explora --batch "$batch" --iters "${ITERS:-5}" --warmup 2 \
+      --set backend.name=cuda "$@" > "$LOGS/bench.tmp" 2>&1
+  local brc=$?
+  grep -E "^step|bench-result|error" "$LOGS/bench.tmp" | head -6; cat "$LOGS/bench.tmp" >> "$LOGS/bench.log"
+  smi_stop
   [ "$brc" -eq 0 ] || say "bench $label: exit status $brc"
 }
-if "$EXPLORA" 2>&1 | grep -q "bench"; then
-  bench "ViT-B/14 fp32" "$BATCH_B" --model vitb14
-  bench "ViT-B/14 tf32" "$BATCH_B" --model vitb14 --set backend.tf32=true
-  # bench knows vits14|vitb14; ViT-L/14 is the vitb14 model with the preset overridden
-  bench "ViT-L/14 fp32" "$BATCH_L" --model vitb14 --set backbone.preset=dinov2_vitl14
-  bench "ViT-L/14 tf32" "$BATCH_L" --model vitb14 --set backbone.preset=dinov2_vitl14 --set backend.tf32=true
+L14="--set backbone.preset=dinov2_vitl14"
+bench "backbone ViT-B/14 fp32" 32 --model vitb14
+bench "backbone ViT-L/14 tf32" 32 --model vitb14 $L14 --set backend.gemm_math=tf32
+bench "backbone ViT-L/14 bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16
+
+# the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
+# PATH has a CUDA PyTorch
+PY=${PYTHON:-python3}
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+  torch_bench() { # label args...
+    local label=$1; shift
+    say "PyTorch backbone $label (batch 32)"
+    timeout 150 "$PY" bench/bench_torch.py --policy explora --batch 32 --iters "${ITERS:-5}" --warmup 2 \
+        --device cuda --threads 8 "$@" 2>&1 | grep -E "bench-result|torch |Error|error" | tail -3
+  }
+  torch_bench "ViT-B/14 fp32" --model vitb14 --precision fp32
+  torch_bench "ViT-L/14 tf32" --model vitl14 --precision tf32
+  torch_bench "ViT-L/14 bf16 autocast" --model vitl14 --precision bf16
+  torch_bench "ViT-L/14 bf16 autocast + sdpa" --model vitl14 --precision bf16 --sdpa
 else
-  say "explora bench is not available: benchmark skipped"
+  say "no CUDA PyTorch for $PY: the PyTorch comparison is skipped"
 fi
-rm -f "$peak_file"
+
+step_bench() { # label batch extra-args...
+  local label=$1 batch=$2; shift 2
+  local dir="$LOGS/step-$(echo "$label-$batch" | tr -c 'A-Za-z0-9-\n' '_')"
+  say "DINOv2 step $label (batch $batch)"
+  rm -rf "$dir"
+  smi_start
+  timeout 200 "$EXPLORA" pretrain configs/bench/dinov2_step.ini --set optim.batch="$batch" \
+      --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set run.loader_workers=12 \
+      --set run.out="$dir" "$@" > "$dir.log" 2>&1
+  local prc=$?
+  smi_stop
+  grep -E "^step|done:|error" "$dir.log" | tail -3
+  [ "$prc" -eq 0 ] || say "DINOv2 step $label: exit status $prc"
+  if [ -f "$dir/metrics.jsonl" ]; then
+    local med; med=$(grep -o '"images_per_s": [^,]*' "$dir/metrics.jsonl" | cut -d' ' -f2 | tail -n +3 | sort -g |
+      awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]; else print "?"}')
+    say "  DINOv2 step $label batch $batch: median $med images/s"
+  fi
+}
+if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
+  L14H="$L14 --set objective.prototypes=131072 --set objective.bottleneck=384"
+  step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16
+  step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
+  step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H
+  step_bench "ViT-L14-bf16-recompute" 32 --set backend.gemm_math=bf16 --set backbone.recompute=true $L14H
+  step_bench "ViT-L14-bf16" 64 --set backend.gemm_math=bf16 $L14H
+fi
+rm -f "$peak_file" "$LOGS/bench.tmp"
 
 say "done (status $status)"
 exit $status
