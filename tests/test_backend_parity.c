@@ -1,20 +1,26 @@
 /*
- * tests/test_backend_parity.c — every op of the cuda backend against the cpu
- * backend (the fp32 reference) on the same random inputs.
+ * tests/test_backend_parity.c — every op of a GPU backend (cuda by default) against
+ * the cpu backend (the fp32 reference) on the same random inputs.
  *
  *   test_backend_parity          forward and gradient cases
  *   test_backend_parity fwd      forward / non-gradient ops only
  *   test_backend_parity grad     backward ops only (vs the CPU backward, with
  *                                pre-filled gradient buffers: accumulation)
  *
+ *   EXPLORA_PARITY_BACKEND=hip       test the hip backend instead (an AMD GPU)
+ *   EXPLORA_PARITY_SETTINGS="gemm = own"
+ *                                    extra [backend] lines for the backend under test:
+ *                                    here, every GEMM and attention matmul through the
+ *                                    backend's own kernel (the one the HIP build runs)
+ *
  * Tolerances: small outputs elementwise |gpu - cpu| <= atol + rtol |cpu|;
  * outputs of PARITY_NMSE_MIN elements or more by normalised mean squared error
  * (plus a loose elementwise bound); index-valued and copy-like outputs (gathers,
  * patchify, uniforms, permutations) bit for bit.
  *
- * When the cuda plugin was not built, or its init reports no usable GPU (no
- * device, no driver), the executable prints why and exits 77, which ctest
- * reports as skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt).
+ * When the plugin was not built, or its init reports no usable GPU (no device,
+ * no driver), the executable prints why and exits 77, which ctest reports as
+ * skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt).
  */
 #include "test_support.h"
 
@@ -34,8 +40,9 @@
  * ------------------------------------------------------------------------------ */
 
 typedef struct penv {
-    ex_backend be[2]; /* 0 = cpu (reference), 1 = cuda */
+    ex_backend be[2]; /* 0 = cpu (reference), 1 = the GPU backend under test */
     ex_registry *reg;
+    const char *name; /* the GPU backend's plugin name: cuda (default) or hip */
 } penv;
 
 /* Open backend `name` with INI settings; EX_OK or the init status (message in err). */
@@ -205,12 +212,13 @@ static void test_supports_and_info(void **state) {
     penv *e = *state;
     ex_backend *g = &e->be[1];
     for (int op = 0; op < EX_OP_COUNT; op++)
-        if (g->vt.supports_op(g->ctx, (ex_op)op, EX_F32) != 1) fail_msg("cuda: supports_op(%s, F32) != 1", ex_op_name((ex_op)op));
+        if (g->vt.supports_op(g->ctx, (ex_op)op, EX_F32) != 1)
+            fail_msg("%s: supports_op(%s, F32) != 1", e->name, ex_op_name((ex_op)op));
     assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_COUNT, EX_F32), 0);
     assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_LAYERNORM_FWD, EX_BF16), 0);
     ex_device_info info;
     OK(g->vt.device_info(g->ctx, &info));
-    assert_true(strncmp(info.name, "cuda: ", 6) == 0);
+    assert_true(strncmp(info.name, e->name, strlen(e->name)) == 0 && info.name[strlen(e->name)] == ':');
     assert_true(info.total_memory > 0 && info.threads > 0);
     printf("# %s, %.1f GiB\n", info.name, (double)info.total_memory / (1 << 30));
 }
@@ -342,6 +350,7 @@ static double nmse_of(scope *s, twin t, size_t n) {
  * in TF32 (the key's documentation), so their error matches tf32's. */
 static void test_gemm_math(void **state) {
     penv *e = *state;
+    if (strcmp(e->name, "cuda") != 0) skip(); /* the key's tf32 and bf16 need cuBLAS */
     const char *modes[2] = {"tf32", "bf16"};
     const double max_nmse[2] = {1e-5, 1e-4};
     double big[2] = {0, 0}, att[2] = {0, 0};
@@ -726,6 +735,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     static penv env;
+    env.name = getenv("EXPLORA_PARITY_BACKEND") && getenv("EXPLORA_PARITY_BACKEND")[0] ? getenv("EXPLORA_PARITY_BACKEND")
+                                                                                       : "cuda";
+    const char *extra = getenv("EXPLORA_PARITY_SETTINGS") ? getenv("EXPLORA_PARITY_SETTINGS") : "";
     ex_err err;
     ex_err_clear(&err);
     if (ex_registry_new(&env.reg, &err) != EX_OK || ex_registry_add_dir(env.reg, dir, &err) != EX_OK ||
@@ -734,15 +746,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     const ex_plugin *p = NULL;
-    if (ex_registry_find(env.reg, EX_PLUGIN_BACKEND, "cuda", &p, &err) != EX_OK) {
-        printf("test_backend_parity: SKIPPED: the cuda backend plugin is not built (no CUDA toolkit at configure "
-               "time?)\n");
+    if (ex_registry_find(env.reg, EX_PLUGIN_BACKEND, env.name, &p, &err) != EX_OK) {
+        printf("test_backend_parity: SKIPPED: the %s backend plugin is not built (no %s toolkit at configure "
+               "time?)\n", env.name, strcmp(env.name, "hip") == 0 ? "HIP" : "CUDA");
         ex_registry_free(env.reg);
         return SKIP_CODE;
     }
     /* a small attention budget, so that the larger attention cases run in chunks */
     ex_err_clear(&err);
-    if (open_backend(env.reg, "cuda", "attention_scratch_mib = 16\n", &env.be[1], &err) != EX_OK) {
+    char settings[256];
+    snprintf(settings, sizeof settings, "attention_scratch_mib = 16\n%s\n", extra);
+    if (extra[0]) printf("# %s backend settings: %s\n", env.name, extra);
+    if (open_backend(env.reg, env.name, settings, &env.be[1], &err) != EX_OK) {
         printf("test_backend_parity: SKIPPED: %s\n", err.msg);
         ex_registry_free(env.reg);
         return SKIP_CODE;

@@ -73,9 +73,9 @@ extern "C" {
 
 ex_status cu_gelu_fwd(void *vctx, float *out, const float *inp, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: gelu_fwd: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": gelu_fwd: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(out && inp, "cuda: gelu_fwd: NULL pointer");
+    CU_ARG(out && inp, CU_VENDOR ": gelu_fwd: NULL pointer");
     k_gelu_fwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, inp, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -83,9 +83,9 @@ ex_status cu_gelu_fwd(void *vctx, float *out, const float *inp, int64_t n) {
 
 ex_status cu_gelu_bwd(void *vctx, float *dinp, const float *inp, const float *dout, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: gelu_bwd: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": gelu_bwd: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(dinp && inp && dout, "cuda: gelu_bwd: NULL pointer");
+    CU_ARG(dinp && inp && dout, CU_VENDOR ": gelu_bwd: NULL pointer");
     k_gelu_bwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dinp, inp, dout, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -93,9 +93,9 @@ ex_status cu_gelu_bwd(void *vctx, float *dinp, const float *inp, const float *do
 
 ex_status cu_silu_fwd(void *vctx, float *out, const float *inp, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: silu_fwd: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": silu_fwd: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(out && inp, "cuda: silu_fwd: NULL pointer");
+    CU_ARG(out && inp, CU_VENDOR ": silu_fwd: NULL pointer");
     k_silu_fwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, inp, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -103,9 +103,9 @@ ex_status cu_silu_fwd(void *vctx, float *out, const float *inp, int64_t n) {
 
 ex_status cu_silu_bwd(void *vctx, float *dinp, const float *inp, const float *dout, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: silu_bwd: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": silu_bwd: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(dinp && inp && dout, "cuda: silu_bwd: NULL pointer");
+    CU_ARG(dinp && inp && dout, CU_VENDOR ": silu_bwd: NULL pointer");
     k_silu_bwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dinp, inp, dout, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -113,10 +113,10 @@ ex_status cu_silu_bwd(void *vctx, float *dinp, const float *inp, const float *do
 
 ex_status cu_adamw(void *vctx, float *p, const float *g, float *m, float *v, int64_t n, const ex_adamw_params *h) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(h && n >= 0, "cuda: adamw: bad arguments");
-    CU_ARG(h->step >= 1, "cuda: adamw: step must be >= 1 (got %lld)", (long long)h->step);
+    CU_ARG(h && n >= 0, CU_VENDOR ": adamw: bad arguments");
+    CU_ARG(h->step >= 1, CU_VENDOR ": adamw: step must be >= 1 (got %lld)", (long long)h->step);
     if (n == 0) return EX_OK;
-    CU_ARG(p && g && m && v, "cuda: adamw: NULL pointer");
+    CU_ARG(p && g && m && v, CU_VENDOR ": adamw: NULL pointer");
     /* bias corrections once per call in double, exactly as the CPU backend */
     const double bc1 = 1.0 - pow((double)h->beta1, (double)h->step);
     const double bc2 = 1.0 - pow((double)h->beta2, (double)h->step);
@@ -131,9 +131,9 @@ ex_status cu_adamw(void *vctx, float *p, const float *g, float *m, float *v, int
 
 ex_status cu_ema(void *vctx, float *teacher, const float *student, float momentum, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: ema: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": ema: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(teacher && student, "cuda: ema: NULL pointer");
+    CU_ARG(teacher && student, CU_VENDOR ": ema: NULL pointer");
     k_ema<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(teacher, student, momentum, 1.0f - momentum, n);
     CU_LAUNCHED(ctx);
     return EX_OK;

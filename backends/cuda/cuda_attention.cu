@@ -96,7 +96,7 @@ ex_status cu_gemm_bh(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
     const int64_t count = nb * nh;
     CU_ARG(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && count <= INT32_MAX && lda <= INT32_MAX &&
                ldb <= INT32_MAX && ldc <= INT32_MAX,
-           "cuda: attention: sizes beyond the int range");
+           CU_VENDOR ": attention: sizes beyond the int range");
     void **ptrs = NULL;
     EX_CHECK(cu_ptr_scratch(ctx, (size_t)count, &ptrs));
     const float **pa = (const float **)ptrs, **pb = (const float **)(ptrs + count);
@@ -104,17 +104,23 @@ ex_status cu_gemm_bh(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
     k_bh_ptrs<<<cu_blocks(count), CU_THREADS, 0, ctx->stream>>>(pa, pb, pc, a, a_bs, a_hs, b, b_bs, b_hs, c, c_bs,
                                                                 c_hs, nb, nh);
     CU_LAUNCHED(ctx);
+    if (ctx->gemm_own)
+        return cu_gemm_own_ptrs(ctx, trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, count);
+#ifdef EXPLORA_HIP
+    return EX_E_INTERNAL; /* gemm_own is always set on HIP */
+#else
     /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
     CU_BLAS(ctx, cublasGemmBatchedEx(ctx->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                      (int)n, (int)m, (int)k, &alpha, (const void *const *)pb, CUDA_R_32F, (int)ldb,
                                      (const void *const *)pa, CUDA_R_32F, (int)lda, &beta, (void *const *)pc,
                                      CUDA_R_32F, (int)ldc, (int)count, ctx->attn_compute, CUBLAS_GEMM_DEFAULT));
     return EX_OK;
+#endif
 }
 
 static ex_status check_args(int64_t b, int64_t t, int64_t nh, int64_t hs) {
-    CU_ARG(b >= 0 && t >= 0 && nh >= 0 && hs >= 0, "cuda: attention: negative size");
-    CU_ARG(t <= INT32_MAX && nh * hs <= INT32_MAX / 3, "cuda: attention: sizes beyond the int range");
+    CU_ARG(b >= 0 && t >= 0 && nh >= 0 && hs >= 0, CU_VENDOR ": attention: negative size");
+    CU_ARG(t <= INT32_MAX && nh * hs <= INT32_MAX / 3, CU_VENDOR ": attention: sizes beyond the int range");
     return EX_OK;
 }
 
@@ -133,7 +139,7 @@ ex_status cu_attention_fwd(void *vctx, float *out, float *lse, const float *qkv,
     cu_ctx *ctx = (cu_ctx *)vctx;
     EX_CHECK(check_args(b, t, nh, hs));
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
-    CU_ARG(out && lse && qkv, "cuda: attention_fwd: NULL pointer");
+    CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd: NULL pointer");
     const int64_t C = nh * hs, ld = 3 * C, tt = t * t;
     const int64_t cb = chunk_items(ctx, b, nh, t, 1);
     float *S = NULL;
@@ -165,7 +171,7 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     cu_ctx *ctx = (cu_ctx *)vctx;
     EX_CHECK(check_args(b, t, nh, hs));
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
-    CU_ARG(dqkv && dout && out && lse && qkv, "cuda: attention_bwd: NULL pointer");
+    CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd: NULL pointer");
     const int64_t C = nh * hs, ld = 3 * C, tt = t * t;
     const int64_t cb = chunk_items(ctx, b, nh, t, 2);
     float *S = NULL;

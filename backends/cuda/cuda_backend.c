@@ -1,10 +1,11 @@
 /*
- * backends/cuda/cuda_backend.c — the "cuda" backend plugin: descriptor, vtable,
- * lifecycle (device selection, stream, cuBLAS handle), device info, memory,
- * scratch buffers and the cuBLAS GEMM.
+ * backends/cuda/cuda_backend.c — the "cuda" backend plugin (and, built with EXPLORA_HIP by
+ * backends/hip, the "hip" one): descriptor, vtable, lifecycle (device selection, stream,
+ * cuBLAS handle), device info, memory, scratch buffers and the GEMM slot (cuBLAS, or the own
+ * kernel of cuda_gemm_tiled.cu: `[backend] gemm = own`, and always on HIP).
  *
- * Plain C against the CUDA runtime API and cuBLAS; the kernels live in the
- * .cu files. init() never crashes on a machine without a GPU or driver: it
+ * Plain C against the CUDA runtime API and cuBLAS (cuda_vendor.h maps the names to HIP); the
+ * kernels live in the .cu files. init() never crashes on a machine without a GPU or driver: it
  * returns EX_E_DEVICE saying why and how to fall back to the cpu backend.
  *
  * Copies to or from host memory wait for the stream (the host buffer may be
@@ -24,7 +25,7 @@
 
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line) {
     char msg[512];
-    snprintf(msg, sizeof msg, "cuda: %s failed: %s (%s) at %s:%d", what, cudaGetErrorString(e),
+    snprintf(msg, sizeof msg, CU_VENDOR ": %s failed: %s (%s) at %s:%d", what, cudaGetErrorString(e),
              cudaGetErrorName(e), file, line);
     if (ctx) {
         if (strcmp(ctx->last_error, msg) != 0) fprintf(stderr, "explora: %s\n", msg);
@@ -35,9 +36,10 @@ ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char 
     return ex_err_set(NULL, EX_E_DEVICE, file, line, "%s", msg);
 }
 
+#ifndef EXPLORA_HIP
 ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line) {
     char msg[512];
-    snprintf(msg, sizeof msg, "cuda: %s failed: cuBLAS status %d (%s) at %s:%d", what, (int)s,
+    snprintf(msg, sizeof msg, CU_VENDOR ": %s failed: cuBLAS status %d (%s) at %s:%d", what, (int)s,
              cublasGetStatusString(s), file, line);
     if (ctx) {
         if (strcmp(ctx->last_error, msg) != 0) fprintf(stderr, "explora: %s\n", msg);
@@ -45,6 +47,7 @@ ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const ch
     }
     return s == CUBLAS_STATUS_NOT_SUPPORTED ? EX_E_UNSUPPORTED : EX_E_DEVICE;
 }
+#endif
 
 /* ------------------------------------------------------------------------------
  * Scratch
@@ -66,7 +69,7 @@ static ex_status grow(cu_ctx *ctx, void **buf, size_t *have, size_t want) {
     cudaError_t e = cudaMalloc(&p, want);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the sticky-free error state of an OOM */
-        EX_FAIL(NULL, EX_E_NOMEM, "cuda: cannot allocate %zu bytes of scratch", want);
+        EX_FAIL(NULL, EX_E_NOMEM, CU_VENDOR ": cannot allocate %zu bytes of scratch", want);
     }
     *buf = p;
     *have = want;
@@ -119,14 +122,28 @@ ex_status cu_read_flag(cu_ctx *ctx, int *value) {
  * ------------------------------------------------------------------------------ */
 
 static const ex_key_spec cu_keys[] = {
+#ifdef EXPLORA_HIP
+    {"device", EX_KEY_INT, "-1", -1, 1024, NULL,
+     "HIP device ordinal (as listed by rocm-smi, after HIP_VISIBLE_DEVICES); -1: the launcher's local rank "
+     "modulo the visible devices (device 0 for a single process), one GPU per process under mpirun."},
+#else
     {"device", EX_KEY_INT, "-1", -1, 1024, NULL,
      "CUDA device ordinal (as listed by nvidia-smi, after CUDA_VISIBLE_DEVICES); -1: the launcher's local rank "
      "modulo the visible devices (device 0 for a single process), one GPU per process under mpirun."},
+#endif
+#ifndef EXPLORA_HIP
     {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|tf32|bf16",
      "Arithmetic of GEMMs on fp32 tensors (linear layers and attention matmuls); storage and accumulation stay fp32. "
      "fp32: plain fp32 (the CPU backend's numbers to ~1e-6); tf32: TF32 tensor cores (inputs rounded to 10 mantissa "
      "bits, ~1e-3 relative error, Ampere and newer); bf16: linear layers on bf16 tensor cores (inputs rounded to bf16 "
      "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output), attention matmuls in TF32."},
+    {"gemm", EX_KEY_ENUM, "cublas", EX_NORANGE, "cublas|own",
+     "GEMM implementation. cublas: NVIDIA's library (fast). own: the backend's tiled fp32 kernel, the one the HIP "
+     "backend runs (no tensor cores; for checking it, or where cuBLAS misbehaves); gemm_math must then be fp32."},
+#else
+    {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32",
+     "Arithmetic of GEMMs: fp32 only on HIP (the backend's own tiled kernel; no hipBLAS/rocBLAS in Debian)."},
+#endif
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
     EX_KEY_END};
@@ -136,7 +153,9 @@ void cu_shutdown(void *vctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     cu_comm_destroy(ctx);
+#ifndef EXPLORA_HIP
     if (ctx->blas) cublasDestroy(ctx->blas);
+#endif
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->attn) cudaFree(ctx->attn);
     if (ctx->bf16_a) cudaFree(ctx->bf16_a);
@@ -153,19 +172,30 @@ void cu_shutdown(void *vctx) {
         cudaError_t e__ = (expr);                                                                             \
         if (e__ != cudaSuccess) {                                                                             \
             cu_shutdown(ctx);                                                                                 \
-            EX_FAIL(err, EX_E_DEVICE, "backend cuda: %s failed on device %lld: %s", what, (long long)device, \
+            EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": %s failed on device %lld: %s", what, (long long)device, \
                     cudaGetErrorString(e__));                                                                 \
         }                                                                                                     \
     } while (0)
 
 ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
-    EX_ENSURE(out, err, EX_E_INVALID, "cuda backend: init called without a context pointer");
+    EX_ENSURE(out, err, EX_E_INVALID, CU_VENDOR " backend: init called without a context pointer");
     *out = NULL;
     int64_t device = -1, scratch_mib = 1024;
     int math = 0; /* index into "fp32|tf32|bf16" */
+#ifdef EXPLORA_HIP
+    int own = 1;
+#else
+    int own = 0; /* index into "cublas|own" */
+#endif
     if (cfg) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
         EX_CHECK(ex_cfg_enum(cfg, "gemm_math", &math, err));
+#ifndef EXPLORA_HIP
+        EX_CHECK(ex_cfg_enum(cfg, "gemm", &own, err));
+        EX_ENSURE(!own || math == 0, err, EX_E_CONFIG,
+                  "[backend] gemm = own runs fp32 only, but gemm_math = %s. Set gemm_math = fp32, or gemm = cublas.",
+                  math == 1 ? "tf32" : "bf16");
+#endif
         EX_CHECK(ex_cfg_int(cfg, "attention_scratch_mib", &scratch_mib, err));
     }
     int count = 0;
@@ -173,32 +203,41 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     if (e != cudaSuccess || count == 0) {
         const char *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device found";
         (void)cudaGetLastError();
-        EX_FAIL(err, EX_E_DEVICE, "backend cuda: no usable GPU: %s — use [backend] name = cpu", why);
+        EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": no usable GPU: %s — use [backend] name = cpu", why);
     }
     if (device < 0) device = ex_comm_launched_local_rank() % count;
     EX_ENSURE(device >= 0 && device < count, err, EX_E_CONFIG,
-              "backend cuda: device = %lld but only %d CUDA device(s) are visible", (long long)device, count);
+              "backend " CU_VENDOR ": device = %lld but only %d CUDA device(s) are visible", (long long)device, count);
     cu_ctx *ctx = calloc(1, sizeof *ctx);
-    EX_ENSURE(ctx, err, EX_E_NOMEM, "cuda backend: out of memory creating the context");
+    EX_ENSURE(ctx, err, EX_E_NOMEM, CU_VENDOR " backend: out of memory creating the context");
     ctx->device = (int)device;
     ctx->gemm_bf16 = math == 2;
+    ctx->gemm_own = own;
+#ifndef EXPLORA_HIP
     ctx->gemm_compute = math == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     ctx->attn_compute = math >= 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+#endif
     ctx->attn_cap_bytes = (size_t)scratch_mib * 1024 * 1024;
     INIT_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
     struct cudaDeviceProp prop;
     INIT_TRY(cudaGetDeviceProperties(&prop, ctx->device), "cudaGetDeviceProperties");
     ctx->sms = prop.multiProcessorCount;
+#ifdef EXPLORA_HIP
+    snprintf(ctx->name, sizeof ctx->name, "hip: %.60s (%.20s, %d CUs)", prop.name, prop.gcnArchName,
+             prop.multiProcessorCount);
+#else
     snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
              prop.multiProcessorCount);
+#endif
     INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     INIT_TRY(cudaMalloc((void **)&ctx->dflag, sizeof(int)), "cudaMalloc");
     INIT_TRY(cudaMallocHost((void **)&ctx->hflag, sizeof(int)), "cudaMallocHost");
+#ifndef EXPLORA_HIP
     cublasStatus_t s = cublasCreate(&ctx->blas);
     if (s != CUBLAS_STATUS_SUCCESS) {
         ctx->blas = NULL;
         cu_shutdown(ctx);
-        EX_FAIL(err, EX_E_DEVICE, "backend cuda: cublasCreate failed: %s", cublasGetStatusString(s));
+        EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": cublasCreate failed: %s", cublasGetStatusString(s));
     }
     s = cublasSetStream(ctx->blas, ctx->stream);
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -206,15 +245,16 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetPointerMode(ctx->blas, CUBLAS_POINTER_MODE_HOST);
     if (s != CUBLAS_STATUS_SUCCESS) {
         cu_shutdown(ctx);
-        EX_FAIL(err, EX_E_DEVICE, "backend cuda: configuring cuBLAS failed: %s", cublasGetStatusString(s));
+        EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": configuring cuBLAS failed: %s", cublasGetStatusString(s));
     }
+#endif
     *out = ctx;
     return EX_OK;
 }
 
 ex_status cu_device_info(void *vctx, ex_device_info *out) {
     cu_ctx *ctx = vctx;
-    CU_ARG(ctx && out, "cuda: device_info needs a context and an output");
+    CU_ARG(ctx && out, CU_VENDOR ": device_info needs a context and an output");
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", ctx->name);
     size_t free_b = 0, total_b = 0;
@@ -226,12 +266,13 @@ ex_status cu_device_info(void *vctx, ex_device_info *out) {
     return EX_OK;
 }
 
-int cu_supports_op(void *ctx, ex_op op, ex_dtype dtype) {
-    (void)ctx;
+int cu_supports_op(void *vctx, ex_op op, ex_dtype dtype) {
+    const cu_ctx *ctx = vctx;
     if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
     if (dtype == EX_F32) return 1;
-    /* GEMM takes bf16/fp16 inputs (both operands the same type), fp32 output and accumulation */
-    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16);
+    /* cuBLAS GEMM takes bf16/fp16 inputs (both operands the same type), fp32 output and accumulation;
+     * the own kernel takes fp32 only */
+    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16) && !ctx->gemm_own;
 }
 
 /* ------------------------------------------------------------------------------
@@ -240,9 +281,9 @@ int cu_supports_op(void *ctx, ex_op op, ex_dtype dtype) {
 
 ex_status cu_alloc(void *vctx, size_t bytes, void **ptr, ex_err *err) {
     cu_ctx *ctx = vctx;
-    EX_ENSURE(ptr, err, EX_E_INVALID, "cuda: alloc without an output pointer");
+    EX_ENSURE(ptr, err, EX_E_INVALID, CU_VENDOR ": alloc without an output pointer");
     *ptr = NULL;
-    EX_ENSURE(bytes <= SIZE_MAX - CU_ALIGN, err, EX_E_NOMEM, "cuda: cannot allocate %zu bytes", bytes);
+    EX_ENSURE(bytes <= SIZE_MAX - CU_ALIGN, err, EX_E_NOMEM, CU_VENDOR ": cannot allocate %zu bytes", bytes);
     size_t want = bytes == 0 ? CU_ALIGN : (bytes + CU_ALIGN - 1) / CU_ALIGN * CU_ALIGN;
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, want); /* cudaMalloc returns 256-byte aligned memory */
@@ -251,7 +292,7 @@ ex_status cu_alloc(void *vctx, size_t bytes, void **ptr, ex_err *err) {
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         EX_FAIL(err, EX_E_NOMEM,
-                "cuda: cannot allocate %zu bytes (%.1f MiB) on device %d: %s (%.1f of %.1f MiB free). Hint: lower "
+                CU_VENDOR ": cannot allocate %zu bytes (%.1f MiB) on device %d: %s (%.1f of %.1f MiB free). Hint: lower "
                 "the batch size.",
                 bytes, (double)bytes / (1024.0 * 1024.0), ctx->device, cudaGetErrorString(e),
                 (double)free_b / (1024.0 * 1024.0), (double)total_b / (1024.0 * 1024.0));
@@ -267,9 +308,9 @@ void cu_free(void *vctx, void *ptr) {
 
 ex_status cu_copy(void *vctx, void *dst, const void *src, size_t bytes, ex_copy_kind kind) {
     cu_ctx *ctx = vctx;
-    CU_ARG(kind == EX_COPY_H2D || kind == EX_COPY_D2H || kind == EX_COPY_D2D, "cuda: bad copy kind %d", (int)kind);
+    CU_ARG(kind == EX_COPY_H2D || kind == EX_COPY_D2H || kind == EX_COPY_D2D, CU_VENDOR ": bad copy kind %d", (int)kind);
     if (bytes == 0) return EX_OK;
-    CU_ARG(dst && src, "cuda: copy with a NULL pointer");
+    CU_ARG(dst && src, CU_VENDOR ": copy with a NULL pointer");
     if (kind == EX_COPY_D2D) {
         if (dst == src) return EX_OK;
         CU_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
@@ -292,27 +333,39 @@ ex_status cu_synchronize(void *vctx) {
  * gets (B, A) swapped with m and n exchanged; the transpose flags carry over.
  * ------------------------------------------------------------------------------ */
 
+#ifndef EXPLORA_HIP
 static cudaDataType_t cu_dtype(ex_dtype t) {
     return t == EX_BF16 ? CUDA_R_16BF : t == EX_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
+#endif
 
 ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     cu_ctx *ctx = vctx;
-    CU_ARG(d, "cuda: gemm without a descriptor");
+    CU_ARG(d, CU_VENDOR ": gemm without a descriptor");
     int ok_types = (d->a_dtype == EX_F32 || d->a_dtype == EX_BF16 || d->a_dtype == EX_F16) &&
                    d->a_dtype == d->b_dtype;
     if (!ok_types)
-        EX_FAIL(NULL, EX_E_UNSUPPORTED, "cuda: gemm supports fp32, bf16 or fp16 inputs (A and B of one type)");
-    CU_ARG(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, "cuda: gemm: negative size or batch < 1");
-    CU_ARG(d->m <= INT32_MAX && d->n <= INT32_MAX && d->k <= INT32_MAX, "cuda: gemm: size beyond the int range");
+        EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm supports fp32, bf16 or fp16 inputs (A and B of one type)");
+    CU_ARG(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, CU_VENDOR ": gemm: negative size or batch < 1");
+    CU_ARG(d->m <= INT32_MAX && d->n <= INT32_MAX && d->k <= INT32_MAX, CU_VENDOR ": gemm: size beyond the int range");
     if (d->m == 0 || d->n == 0) return EX_OK;
-    CU_ARG(d->c && d->ldc >= d->n && d->ldc <= INT32_MAX && d->stride_c >= 0, "cuda: gemm: bad C");
+    CU_ARG(d->c && d->ldc >= d->n && d->ldc <= INT32_MAX && d->stride_c >= 0, CU_VENDOR ": gemm: bad C");
     if (d->k == 0 || d->alpha == 0.0f)
         return cu_scale_matrix(ctx, d->c, d->m, d->n, d->ldc, d->stride_c, d->batch, d->beta);
     int64_t acols = d->trans_a ? d->m : d->k, bcols = d->trans_b ? d->k : d->n;
-    CU_ARG(d->a && d->lda >= acols && d->lda <= INT32_MAX && d->stride_a >= 0, "cuda: gemm: bad A");
-    CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, "cuda: gemm: bad B");
-    CU_ARG(d->batch <= INT32_MAX, "cuda: gemm: batch beyond the int range");
+    CU_ARG(d->a && d->lda >= acols && d->lda <= INT32_MAX && d->stride_a >= 0, CU_VENDOR ": gemm: bad A");
+    CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, CU_VENDOR ": gemm: bad B");
+    CU_ARG(d->batch <= INT32_MAX, CU_VENDOR ": gemm: batch beyond the int range");
+    if (ctx->gemm_own) {
+        if (d->a_dtype != EX_F32)
+            EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm: the own kernel takes fp32 inputs only");
+        return cu_gemm_own(ctx, d->trans_a, d->trans_b, d->m, d->n, d->k, d->alpha, (const float *)d->a, d->lda,
+                           d->stride_a, (const float *)d->b, d->ldb, d->stride_b, d->beta, d->c, d->ldc, d->stride_c,
+                           d->batch);
+    }
+#ifdef EXPLORA_HIP
+    return EX_E_INTERNAL; /* gemm_own is always set on HIP */
+#else
     const cublasOperation_t opa = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t opb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float alpha = d->alpha, beta = d->beta;
@@ -338,6 +391,7 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
                                             (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,
                                             (long long)d->stride_c, (int)d->batch, compute, CUBLAS_GEMM_DEFAULT));
     return EX_OK;
+#endif
 }
 
 /* ------------------------------------------------------------------------------
@@ -402,8 +456,15 @@ static const ex_backend_vtable cu_vtable = {
 #endif
 };
 
+#ifdef EXPLORA_HIP
+static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "hip", "0.1.0",
+                                                  "fp32 HIP backend (AMD): the CUDA backend's kernels through hipcc, "
+                                                  "own tiled GEMM, deterministic",
+                                                  cu_keys, &cu_vtable);
+#else
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cuda", "0.1.0",
                                                   "fp32 CUDA backend: cuBLAS GEMM, plain kernels, deterministic",
                                                   cu_keys, &cu_vtable);
+#endif
 
 EX_PLUGIN_ENTRY { return &desc; }

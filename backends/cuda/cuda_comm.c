@@ -38,7 +38,7 @@
 ex_status cu_comm_unique_id(void *vctx, void *id, size_t cap, size_t *len, ex_err *err) {
     cu_ctx *ctx = vctx;
     EX_ENSURE(ctx && id && len && cap >= sizeof(ncclUniqueId), err, EX_E_INVALID,
-              "cuda: comm_unique_id needs %zu bytes of room", sizeof(ncclUniqueId));
+              CU_VENDOR ": comm_unique_id needs %zu bytes of room", sizeof(ncclUniqueId));
     ncclUniqueId u;
     NCCL_TRY(ctx, ncclGetUniqueId(&u), "ncclGetUniqueId");
     memcpy(id, &u, sizeof u);
@@ -49,15 +49,15 @@ ex_status cu_comm_unique_id(void *vctx, void *id, size_t cap, size_t *len, ex_er
 ex_status cu_comm_init(void *vctx, const void *id, size_t len, int rank, int world, ex_err *err) {
     cu_ctx *ctx = vctx;
     EX_ENSURE(ctx && id && len == sizeof(ncclUniqueId), err, EX_E_INVALID,
-              "cuda: comm_init got a %zu-byte id; NCCL's is %zu bytes (ranks built against different NCCLs?)", len,
+              CU_VENDOR ": comm_init got a %zu-byte id; NCCL's is %zu bytes (ranks built against different NCCLs?)", len,
               sizeof(ncclUniqueId));
-    EX_ENSURE(world >= 1 && rank >= 0 && rank < world, err, EX_E_INVALID, "cuda: comm_init of rank %d of %d", rank,
+    EX_ENSURE(world >= 1 && rank >= 0 && rank < world, err, EX_E_INVALID, CU_VENDOR ": comm_init of rank %d of %d", rank,
               world);
-    EX_ENSURE(!ctx->nccl, err, EX_E_INVALID, "cuda: this backend already joined a communicator");
+    EX_ENSURE(!ctx->nccl, err, EX_E_INVALID, CU_VENDOR ": this backend already joined a communicator");
     ncclUniqueId u;
     memcpy(&u, id, sizeof u);
     if (cudaSetDevice(ctx->device) != cudaSuccess)
-        EX_FAIL(err, EX_E_DEVICE, "cuda: cudaSetDevice(%d) before ncclCommInitRank failed", ctx->device);
+        EX_FAIL(err, EX_E_DEVICE, CU_VENDOR ": cudaSetDevice(%d) before ncclCommInitRank failed", ctx->device);
     ncclComm_t comm = NULL;
     NCCL_TRY(ctx, ncclCommInitRank(&comm, world, u, rank), "ncclCommInitRank");
     ctx->nccl = comm;
@@ -66,8 +66,8 @@ ex_status cu_comm_init(void *vctx, const void *id, size_t len, int rank, int wor
 
 ex_status cu_comm_allreduce_sum_f32(void *vctx, float *buf, int64_t n, ex_err *err) {
     cu_ctx *ctx = vctx;
-    EX_ENSURE(ctx && ctx->nccl, err, EX_E_INVALID, "cuda: all-reduce before comm_init");
-    EX_ENSURE(n >= 0 && (n == 0 || buf), err, EX_E_INVALID, "cuda: all-reduce of %lld values", (long long)n);
+    EX_ENSURE(ctx && ctx->nccl, err, EX_E_INVALID, CU_VENDOR ": all-reduce before comm_init");
+    EX_ENSURE(n >= 0 && (n == 0 || buf), err, EX_E_INVALID, CU_VENDOR ": all-reduce of %lld values", (long long)n);
     if (n == 0) return EX_OK;
     NCCL_TRY(ctx, ncclAllReduce(buf, buf, (size_t)n, ncclFloat32, ncclSum, (ncclComm_t)ctx->nccl, ctx->stream),
              "ncclAllReduce");

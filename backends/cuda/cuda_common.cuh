@@ -18,15 +18,16 @@
 
 #define EX_RNG_HD __host__ __device__
 
+#ifdef EXPLORA_HIP
+#include <hip/hip_runtime.h>
+#endif
+
 #include <math.h>
 #include <stdint.h>
 
 #include "cuda_internal.h"
 
-/* Warp width: 32 on NVIDIA (a HIP build would set 64 for CDNA). */
-#ifndef CU_WARP
-#define CU_WARP 32
-#endif
+/* Warp width CU_WARP: cuda_vendor.h (32 on NVIDIA, 64 in the HIP build). */
 
 /* Threads per block for elementwise kernels and for one-block-per-row kernels. */
 #define CU_THREADS 256

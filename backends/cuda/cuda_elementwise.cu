@@ -12,7 +12,19 @@
  */
 #include "cuda_common.cuh"
 
+#ifdef EXPLORA_HIP
+typedef uint16_t cu_bf16; /* bf16 bits */
+/* round to nearest even; NaN stays a quiet NaN */
+__device__ __forceinline__ cu_bf16 cu_float2bf16(float f) {
+    const uint32_t u = __float_as_uint(f);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (cu_bf16)((u >> 16) | 0x40u);
+    return (cu_bf16)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+#else
 #include <cuda_bf16.h>
+typedef __nv_bfloat16 cu_bf16;
+#define cu_float2bf16 __float2bfloat16_rn
+#endif
 
 #define CU_COL_CHUNK ((int64_t)128)
 #define CU_RED_PARTIALS ((int64_t)512)
@@ -36,8 +48,8 @@ __global__ void k_scale_matrix(float *c, int64_t m, int64_t n, int64_t ldc, int6
     }
 }
 
-__global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
-    CU_FOR(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+__global__ void k_to_bf16(cu_bf16 *dst, const float *src, int64_t n) {
+    CU_FOR(i, n) dst[i] = cu_float2bf16(src[i]);
 }
 
 __global__ void k_bias_add(float *out, const float *bias, int64_t n, int64_t c) {
@@ -185,7 +197,7 @@ extern "C" {
 
 ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && (dst || n == 0), "cuda: fill: bad arguments");
+    CU_ARG(n >= 0 && (dst || n == 0), CU_VENDOR ": fill: bad arguments");
     if (n == 0) return EX_OK;
     k_fill<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, value, n);
     CU_LAUNCHED(ctx);
@@ -194,7 +206,7 @@ ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
 
 ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n) {
     if (n <= 0) return EX_OK;
-    k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((__nv_bfloat16 *)dst, src, n);
+    k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((cu_bf16 *)dst, src, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
@@ -226,9 +238,9 @@ ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, 
 
 ex_status cu_bias_add_fwd(void *vctx, float *out, const float *bias, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: bias_add_fwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": bias_add_fwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(out && bias, "cuda: bias_add_fwd: NULL pointer");
+    CU_ARG(out && bias, CU_VENDOR ": bias_add_fwd: NULL pointer");
     k_bias_add<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, bias, n, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -236,19 +248,19 @@ ex_status cu_bias_add_fwd(void *vctx, float *out, const float *bias, int64_t n, 
 
 ex_status cu_bias_add_bwd(void *vctx, float *dbias, const float *dout, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: bias_add_bwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": bias_add_bwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(dbias && dout, "cuda: bias_add_bwd: NULL pointer");
+    CU_ARG(dbias && dout, CU_VENDOR ": bias_add_bwd: NULL pointer");
     return cu_colsum(ctx, CU_COLSUM_PLAIN, dbias, NULL, dout, NULL, NULL, NULL, NULL, n, c);
 }
 
 ex_status cu_binary(void *vctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: binary: negative size");
-    CU_ARG(op == EX_BIN_ADD || op == EX_BIN_SUB || op == EX_BIN_MUL || op == EX_BIN_DIV, "cuda: binary: unknown op %d",
+    CU_ARG(n >= 0, CU_VENDOR ": binary: negative size");
+    CU_ARG(op == EX_BIN_ADD || op == EX_BIN_SUB || op == EX_BIN_MUL || op == EX_BIN_DIV, CU_VENDOR ": binary: unknown op %d",
            (int)op);
     if (n == 0) return EX_OK;
-    CU_ARG(out && a && b, "cuda: binary: NULL pointer");
+    CU_ARG(out && a && b, CU_VENDOR ": binary: NULL pointer");
     k_binary<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((int)op, out, a, b, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -256,9 +268,9 @@ ex_status cu_binary(void *vctx, ex_binary_op op, float *out, const float *a, con
 
 ex_status cu_axpby(void *vctx, float *y, float alpha, const float *x, float beta, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0, "cuda: axpby: negative size");
+    CU_ARG(n >= 0, CU_VENDOR ": axpby: negative size");
     if (n == 0) return EX_OK;
-    CU_ARG(y && x, "cuda: axpby: NULL pointer");
+    CU_ARG(y && x, CU_VENDOR ": axpby: NULL pointer");
     k_axpby<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(y, alpha, x, beta, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -266,9 +278,9 @@ ex_status cu_axpby(void *vctx, float *y, float alpha, const float *x, float beta
 
 ex_status cu_channel_scale_fwd(void *vctx, float *out, const float *inp, const float *gamma, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: channel_scale_fwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": channel_scale_fwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(out && inp && gamma, "cuda: channel_scale_fwd: NULL pointer");
+    CU_ARG(out && inp && gamma, CU_VENDOR ": channel_scale_fwd: NULL pointer");
     k_channel_scale<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, inp, gamma, n, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -277,16 +289,16 @@ ex_status cu_channel_scale_fwd(void *vctx, float *out, const float *inp, const f
 ex_status cu_channel_scale_bwd(void *vctx, float *dinp, float *dgamma, const float *dout, const float *inp,
                                const float *gamma, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: channel_scale_bwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": channel_scale_bwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(dout, "cuda: channel_scale_bwd: NULL dout");
+    CU_ARG(dout, CU_VENDOR ": channel_scale_bwd: NULL dout");
     if (dinp) {
-        CU_ARG(gamma, "cuda: channel_scale_bwd: dinp needs gamma");
+        CU_ARG(gamma, CU_VENDOR ": channel_scale_bwd: dinp needs gamma");
         k_channel_scale_dinp<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, gamma, n, c);
         CU_LAUNCHED(ctx);
     }
     if (dgamma) {
-        CU_ARG(inp, "cuda: channel_scale_bwd: dgamma needs inp");
+        CU_ARG(inp, CU_VENDOR ": channel_scale_bwd: dgamma needs inp");
         EX_CHECK(cu_colsum(ctx, CU_COLSUM_PROD, dgamma, NULL, dout, inp, NULL, NULL, NULL, n, c));
     }
     return EX_OK;
@@ -294,9 +306,9 @@ ex_status cu_channel_scale_bwd(void *vctx, float *dinp, float *dgamma, const flo
 
 ex_status cu_row_scale_fwd(void *vctx, float *out, const float *inp, const float *s, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: row_scale_fwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": row_scale_fwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(out && inp && s, "cuda: row_scale_fwd: NULL pointer");
+    CU_ARG(out && inp && s, CU_VENDOR ": row_scale_fwd: NULL pointer");
     k_row_scale<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, inp, s, n, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -305,11 +317,11 @@ ex_status cu_row_scale_fwd(void *vctx, float *out, const float *inp, const float
 ex_status cu_row_scale_bwd(void *vctx, float *dinp, float *ds, const float *dout, const float *inp, const float *s,
                            int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: row_scale_bwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": row_scale_bwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(dout, "cuda: row_scale_bwd: NULL dout");
-    CU_ARG(!dinp || s, "cuda: row_scale_bwd: dinp needs s");
-    CU_ARG(!ds || inp, "cuda: row_scale_bwd: ds needs inp");
+    CU_ARG(dout, CU_VENDOR ": row_scale_bwd: NULL dout");
+    CU_ARG(!dinp || s, CU_VENDOR ": row_scale_bwd: dinp needs s");
+    CU_ARG(!ds || inp, CU_VENDOR ": row_scale_bwd: ds needs inp");
     if (ds) { /* before dinp: dinp may not alias inp, but keep the order of the CPU reference anyway */
         k_row_dot<<<(unsigned)(n < CU_MAX_BLOCKS ? n : CU_MAX_BLOCKS), CU_ROW_THREADS, 0, ctx->stream>>>(ds, dout, inp,
                                                                                                        n, c);
@@ -325,9 +337,9 @@ ex_status cu_row_scale_bwd(void *vctx, float *dinp, float *ds, const float *dout
 ex_status cu_mask_rows_bwd(void *vctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask, int64_t n,
                            int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: mask_rows_bwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": mask_rows_bwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(dout && mask, "cuda: mask_rows_bwd: NULL pointer");
+    CU_ARG(dout && mask, CU_VENDOR ": mask_rows_bwd: NULL pointer");
     if (dinp) {
         k_mask_rows_dinp<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, mask, n, c);
         CU_LAUNCHED(ctx);
@@ -338,15 +350,15 @@ ex_status cu_mask_rows_bwd(void *vctx, float *dinp, float *dtoken, const float *
 
 ex_status cu_reduce(void *vctx, ex_reduce_op op, float *out, const float *inp, int64_t n) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && out, "cuda: reduce: bad arguments");
+    CU_ARG(n >= 0 && out, CU_VENDOR ": reduce: bad arguments");
     CU_ARG(op == EX_RED_SUM || op == EX_RED_MEAN || op == EX_RED_SUMSQ || op == EX_RED_MAX_ABS,
-           "cuda: reduce: unknown op %d", (int)op);
+           CU_VENDOR ": reduce: unknown op %d", (int)op);
     if (n == 0) {
         k_fill<<<1, 1, 0, ctx->stream>>>(out, op == EX_RED_MEAN ? NAN : 0.0f, 1);
         CU_LAUNCHED(ctx);
         return EX_OK;
     }
-    CU_ARG(inp, "cuda: reduce: NULL input");
+    CU_ARG(inp, CU_VENDOR ": reduce: NULL input");
     /* partition depends on n only */
     int64_t np = CU_CEIL_DIV(n, CU_RED_CHUNK);
     if (np > CU_RED_PARTIALS) np = CU_RED_PARTIALS;

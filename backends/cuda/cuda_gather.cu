@@ -111,16 +111,16 @@ ex_status cu_check_index(cu_ctx *ctx, const int32_t *idx, int64_t count, int64_t
     CU_LAUNCHED(ctx);
     int bad = 0;
     EX_CHECK(cu_read_flag(ctx, &bad));
-    EX_ENSURE(!bad, NULL, EX_E_RANGE, "cuda: an index is outside [%lld, %lld)", (long long)lo, (long long)hi);
+    EX_ENSURE(!bad, NULL, EX_E_RANGE, CU_VENDOR ": an index is outside [%lld, %lld)", (long long)lo, (long long)hi);
     return EX_OK;
 }
 
 ex_status cu_gather_rows(void *vctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m, int64_t t,
                          int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(b >= 0 && m >= 0 && t >= 0 && c >= 0, "cuda: gather_rows: negative size");
+    CU_ARG(b >= 0 && m >= 0 && t >= 0 && c >= 0, CU_VENDOR ": gather_rows: negative size");
     if (b == 0 || m == 0 || c == 0) return EX_OK;
-    CU_ARG(out && inp && idx, "cuda: gather_rows: NULL pointer");
+    CU_ARG(out && inp && idx, CU_VENDOR ": gather_rows: NULL pointer");
     EX_CHECK(cu_check_index(ctx, idx, b * m, 0, t));
     k_gather_rows<<<cu_blocks(b * m * c), CU_THREADS, 0, ctx->stream>>>(out, inp, idx, b, m, t, c);
     CU_LAUNCHED(ctx);
@@ -130,9 +130,9 @@ ex_status cu_gather_rows(void *vctx, float *out, const float *inp, const int32_t
 ex_status cu_scatter_add_rows(void *vctx, float *dinp, const float *dout, const int32_t *idx, int64_t b, int64_t m,
                               int64_t t, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(b >= 0 && m >= 0 && t >= 0 && c >= 0, "cuda: scatter_add_rows: negative size");
+    CU_ARG(b >= 0 && m >= 0 && t >= 0 && c >= 0, CU_VENDOR ": scatter_add_rows: negative size");
     if (b == 0 || m == 0 || c == 0) return EX_OK;
-    CU_ARG(dinp && dout && idx, "cuda: scatter_add_rows: NULL pointer");
+    CU_ARG(dinp && dout && idx, CU_VENDOR ": scatter_add_rows: NULL pointer");
     EX_CHECK(cu_check_index(ctx, idx, b * m, 0, t));
     if (t == 0) return EX_OK;
     k_scatter_add_rows<<<cu_blocks(b * t * c), CU_THREADS, 0, ctx->stream>>>(dinp, dout, idx, b, m, t, c);
@@ -143,9 +143,9 @@ ex_status cu_scatter_add_rows(void *vctx, float *dinp, const float *dout, const 
 ex_status cu_mask_rows_fwd(void *vctx, float *out, const float *inp, const uint8_t *mask, const float *token, int64_t n,
                            int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0, "cuda: mask_rows_fwd: negative size");
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": mask_rows_fwd: negative size");
     if (n == 0 || c == 0) return EX_OK;
-    CU_ARG(out && inp && mask && token, "cuda: mask_rows_fwd: NULL pointer");
+    CU_ARG(out && inp && mask && token, CU_VENDOR ": mask_rows_fwd: NULL pointer");
     k_mask_rows_fwd<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, inp, mask, token, n, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -153,12 +153,12 @@ ex_status cu_mask_rows_fwd(void *vctx, float *out, const float *inp, const uint8
 
 static ex_status check_patch(const void *a, const void *b, int64_t bt, int64_t ch, int64_t h, int64_t w, int64_t p,
                              ex_patch_order order) {
-    CU_ARG(bt >= 0 && ch >= 0 && h >= 0 && w >= 0 && p >= 1, "cuda: patchify: bad sizes");
-    CU_ARG(order == EX_PATCH_CPP || order == EX_PATCH_PPC, "cuda: patchify: unknown order %d", (int)order);
+    CU_ARG(bt >= 0 && ch >= 0 && h >= 0 && w >= 0 && p >= 1, CU_VENDOR ": patchify: bad sizes");
+    CU_ARG(order == EX_PATCH_CPP || order == EX_PATCH_PPC, CU_VENDOR ": patchify: unknown order %d", (int)order);
     EX_ENSURE(h % p == 0 && w % p == 0, NULL, EX_E_SHAPE,
-              "cuda: patchify: image %lldx%lld is not a multiple of the patch size %lld", (long long)h, (long long)w,
+              CU_VENDOR ": patchify: image %lldx%lld is not a multiple of the patch size %lld", (long long)h, (long long)w,
               (long long)p);
-    CU_ARG((a && b) || bt * ch * h * w == 0, "cuda: patchify: NULL pointer");
+    CU_ARG((a && b) || bt * ch * h * w == 0, CU_VENDOR ": patchify: NULL pointer");
     return EX_OK;
 }
 
@@ -185,11 +185,11 @@ ex_status cu_patchify_bwd(void *vctx, float *dimg, const float *dout, int64_t b,
 ex_status cu_copy2d(void *vctx, float *dst, int64_t dst_ld, const float *src, int64_t src_ld, int64_t rows,
                     int64_t cols) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(rows >= 0 && cols >= 0, "cuda: copy2d: negative size");
+    CU_ARG(rows >= 0 && cols >= 0, CU_VENDOR ": copy2d: negative size");
     if (rows == 0 || cols == 0) return EX_OK;
-    CU_ARG(dst && src, "cuda: copy2d: NULL pointer");
+    CU_ARG(dst && src, CU_VENDOR ": copy2d: NULL pointer");
     CU_ARG(dst_ld >= cols && (src_ld >= cols || src_ld == 0),
-           "cuda: copy2d: leading dimension smaller than cols (src_ld may be 0 to repeat one row)");
+           CU_VENDOR ": copy2d: leading dimension smaller than cols (src_ld may be 0 to repeat one row)");
     if (dst == src && dst_ld == src_ld) return EX_OK;
     if (src_ld > 0) { /* the copy engine handles pitched copies */
         CU_TRY(ctx, cudaMemcpy2DAsync(dst, (size_t)dst_ld * sizeof(float), src, (size_t)src_ld * sizeof(float),

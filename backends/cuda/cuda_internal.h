@@ -28,8 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
+#include "cuda_vendor.h" /* the CUDA runtime and cuBLAS, or HIP under the CUDA names */
 
 #include "explora/backend.h"
 
@@ -45,10 +44,15 @@ typedef struct cu_ctx {
      * bf16: the gemm slot rounds fp32 A and B to bf16 copies (bf16_a, bf16_b) and multiplies those on
      * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
     int gemm_bf16;
+    int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
+#ifndef EXPLORA_HIP
     cublasComputeType_t gemm_compute; /* the gemm slot's fp32 inputs (not used when gemm_bf16) */
     cublasComputeType_t attn_compute; /* the attention matmuls */
+#endif
     cudaStream_t stream;     /* every op runs here */
+#ifndef EXPLORA_HIP
     cublasHandle_t blas;     /* bound to `stream` */
+#endif
     char name[128];          /* "cuda: NVIDIA H200 (sm_90, 132 SMs)" */
     /* General device scratch (column-sum partials, reduce partials, sort keys),
      * grown only when a larger size is needed (after a stream sync). */
@@ -85,7 +89,18 @@ ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n);
 ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out);
 
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
+#ifndef EXPLORA_HIP
 ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line);
+#endif
+
+/* The own GEMM kernel (cuda_gemm_tiled.cu), row-major, batched by strides or by pointer arrays:
+ * C[z] = alpha op(A[z]) op(B[z]) + beta C[z], z < batch (beta = 0: C is not read). */
+ex_status cu_gemm_own(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                      float beta, float *c, int64_t ldc, int64_t stride_c, int64_t batch);
+ex_status cu_gemm_own_ptrs(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const float *const *a, int64_t lda, const float *const *b, int64_t ldb, float beta,
+                           float *const *c, int64_t ldc, int64_t batch);
 
 #define CU_TRY(ctx, expr)                                                                   \
     do {                                                                                    \
@@ -93,11 +108,13 @@ ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const ch
         if (cu__e != cudaSuccess) return cu_fail_cuda((ctx), cu__e, #expr, __FILE__, __LINE__); \
     } while (0)
 
+#ifndef EXPLORA_HIP
 #define CU_BLAS(ctx, expr)                                                                          \
     do {                                                                                            \
         cublasStatus_t cu__s = (expr);                                                              \
         if (cu__s != CUBLAS_STATUS_SUCCESS) return cu_fail_blas((ctx), cu__s, #expr, __FILE__, __LINE__); \
     } while (0)
+#endif
 
 /* After a kernel launch: a launch error (bad configuration) becomes EX_E_DEVICE. */
 #define CU_LAUNCHED(ctx) CU_TRY((ctx), cudaGetLastError())

@@ -206,9 +206,9 @@ extern "C" {
 ex_status cu_layernorm_fwd(void *vctx, float *out, float *mean, float *rstd, const float *inp, const float *w,
                            const float *b, int64_t n, int64_t c, float eps) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 1 && eps >= 0.0f, "cuda: layernorm_fwd: bad sizes or eps");
+    CU_ARG(n >= 0 && c >= 1 && eps >= 0.0f, CU_VENDOR ": layernorm_fwd: bad sizes or eps");
     if (n == 0) return EX_OK;
-    CU_ARG(out && inp, "cuda: layernorm_fwd: NULL pointer");
+    CU_ARG(out && inp, CU_VENDOR ": layernorm_fwd: NULL pointer");
     k_layernorm_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, mean, rstd, inp, w, b, n, c, eps);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -217,9 +217,9 @@ ex_status cu_layernorm_fwd(void *vctx, float *out, float *mean, float *rstd, con
 ex_status cu_layernorm_bwd(void *vctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                            const float *w, const float *mean, const float *rstd, int64_t n, int64_t c) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 1, "cuda: layernorm_bwd: bad sizes");
+    CU_ARG(n >= 0 && c >= 1, CU_VENDOR ": layernorm_bwd: bad sizes");
     if (n == 0) return EX_OK;
-    CU_ARG(dout && inp && mean && rstd, "cuda: layernorm_bwd: NULL pointer");
+    CU_ARG(dout && inp && mean && rstd, CU_VENDOR ": layernorm_bwd: NULL pointer");
     if (dinp) {
         k_layernorm_bwd_dinp<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(dinp, dout, inp, w, mean, rstd, n, c);
         CU_LAUNCHED(ctx);
@@ -230,9 +230,9 @@ ex_status cu_layernorm_bwd(void *vctx, float *dinp, float *dw, float *db, const 
 
 ex_status cu_softmax_fwd(void *vctx, float *out, const float *inp, int64_t n, int64_t c, float scale) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 1, "cuda: softmax_fwd: bad sizes");
+    CU_ARG(n >= 0 && c >= 1, CU_VENDOR ": softmax_fwd: bad sizes");
     if (n == 0) return EX_OK;
-    CU_ARG(out && inp, "cuda: softmax_fwd: NULL pointer");
+    CU_ARG(out && inp, CU_VENDOR ": softmax_fwd: NULL pointer");
     k_softmax_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, inp, n, c, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -241,9 +241,9 @@ ex_status cu_softmax_fwd(void *vctx, float *out, const float *inp, int64_t n, in
 ex_status cu_softmax_bwd(void *vctx, float *dinp, const float *out, const float *dout, int64_t n, int64_t c,
                          float scale) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 1, "cuda: softmax_bwd: bad sizes");
+    CU_ARG(n >= 0 && c >= 1, CU_VENDOR ": softmax_bwd: bad sizes");
     if (n == 0) return EX_OK;
-    CU_ARG(dinp && out && dout, "cuda: softmax_bwd: NULL pointer");
+    CU_ARG(dinp && out && dout, CU_VENDOR ": softmax_bwd: NULL pointer");
     k_softmax_bwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(dinp, out, dout, n, c, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -252,10 +252,10 @@ ex_status cu_softmax_bwd(void *vctx, float *dinp, const float *out, const float 
 ex_status cu_xent_fwd(void *vctx, float *losses, float *probs, const float *logits, const int32_t *labels,
                       const float *targets, int64_t n, int64_t v) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && v >= 1, "cuda: xent_fwd: bad sizes");
-    CU_ARG((labels != NULL) != (targets != NULL), "cuda: xent_fwd: give exactly one of labels and targets");
+    CU_ARG(n >= 0 && v >= 1, CU_VENDOR ": xent_fwd: bad sizes");
+    CU_ARG((labels != NULL) != (targets != NULL), CU_VENDOR ": xent_fwd: give exactly one of labels and targets");
     if (n == 0) return EX_OK;
-    CU_ARG(losses && logits, "cuda: xent_fwd: NULL pointer");
+    CU_ARG(losses && logits, CU_VENDOR ": xent_fwd: NULL pointer");
     if (labels) EX_CHECK(cu_check_index(ctx, labels, n, INT32_MIN, v));
     k_xent_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(losses, probs, logits, labels, targets, n, v);
     CU_LAUNCHED(ctx);
@@ -265,10 +265,10 @@ ex_status cu_xent_fwd(void *vctx, float *losses, float *probs, const float *logi
 ex_status cu_xent_bwd(void *vctx, float *dlogits, const float *dlosses, const float *probs, const int32_t *labels,
                       const float *targets, int64_t n, int64_t v) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && v >= 1, "cuda: xent_bwd: bad sizes");
-    CU_ARG((labels != NULL) != (targets != NULL), "cuda: xent_bwd: give exactly one of labels and targets");
+    CU_ARG(n >= 0 && v >= 1, CU_VENDOR ": xent_bwd: bad sizes");
+    CU_ARG((labels != NULL) != (targets != NULL), CU_VENDOR ": xent_bwd: give exactly one of labels and targets");
     if (n == 0) return EX_OK;
-    CU_ARG(dlogits && dlosses && probs, "cuda: xent_bwd: NULL pointer");
+    CU_ARG(dlogits && dlosses && probs, CU_VENDOR ": xent_bwd: NULL pointer");
     if (labels) EX_CHECK(cu_check_index(ctx, labels, n, INT32_MIN, v));
     k_xent_bwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(dlogits, dlosses, probs, labels, targets, n, v);
     CU_LAUNCHED(ctx);
@@ -277,9 +277,9 @@ ex_status cu_xent_bwd(void *vctx, float *dlogits, const float *dlosses, const fl
 
 ex_status cu_l2norm_fwd(void *vctx, float *out, float *norms, const float *inp, int64_t n, int64_t c, float eps) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0 && eps >= 0.0f, "cuda: l2norm_fwd: bad sizes or eps");
+    CU_ARG(n >= 0 && c >= 0 && eps >= 0.0f, CU_VENDOR ": l2norm_fwd: bad sizes or eps");
     if (n == 0) return EX_OK;
-    CU_ARG(out && inp, "cuda: l2norm_fwd: NULL pointer");
+    CU_ARG(out && inp, CU_VENDOR ": l2norm_fwd: NULL pointer");
     k_l2norm_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, norms, inp, n, c, eps);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -288,9 +288,9 @@ ex_status cu_l2norm_fwd(void *vctx, float *out, float *norms, const float *inp, 
 ex_status cu_l2norm_bwd(void *vctx, float *dinp, const float *dout, const float *inp, const float *norms, int64_t n,
                         int64_t c, float eps) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && c >= 0 && eps >= 0.0f, "cuda: l2norm_bwd: bad sizes or eps");
+    CU_ARG(n >= 0 && c >= 0 && eps >= 0.0f, CU_VENDOR ": l2norm_bwd: bad sizes or eps");
     if (n == 0) return EX_OK;
-    CU_ARG(dinp && dout && inp && norms, "cuda: l2norm_bwd: NULL pointer");
+    CU_ARG(dinp && dout && inp && norms, CU_VENDOR ": l2norm_bwd: NULL pointer");
     k_l2norm_bwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(dinp, dout, inp, norms, n, c, eps);
     CU_LAUNCHED(ctx);
     return EX_OK;

@@ -14,7 +14,11 @@
  */
 #include "cuda_common.cuh"
 
+#ifdef EXPLORA_HIP
+#include <stdlib.h>
+#else
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 /* ------------------------------------------------------------------------------
  * Kernels
@@ -55,10 +59,10 @@ extern "C" {
 
 ex_status cu_rng_uniform(void *vctx, float *out, int64_t n, float lo, float hi, ex_rng *rng) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && rng, "cuda: rng_uniform: bad arguments");
-    CU_ARG(lo <= hi, "cuda: rng_uniform: lo > hi");
+    CU_ARG(n >= 0 && rng, CU_VENDOR ": rng_uniform: bad arguments");
+    CU_ARG(lo <= hi, CU_VENDOR ": rng_uniform: lo > hi");
     if (n == 0) return EX_OK;
-    CU_ARG(out, "cuda: rng_uniform: NULL output");
+    CU_ARG(out, CU_VENDOR ": rng_uniform: NULL output");
     k_rng_uniform<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, lo, hi, rng->key, rng->offset);
     CU_LAUNCHED(ctx);
     rng->offset += (uint64_t)n;
@@ -67,10 +71,10 @@ ex_status cu_rng_uniform(void *vctx, float *out, int64_t n, float lo, float hi, 
 
 ex_status cu_rng_dropout(void *vctx, float *out, int64_t n, float p, ex_rng *rng) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && rng, "cuda: rng_dropout: bad arguments");
-    CU_ARG(p >= 0.0f && p < 1.0f, "cuda: rng_dropout: p = %g is outside [0, 1)", (double)p);
+    CU_ARG(n >= 0 && rng, CU_VENDOR ": rng_dropout: bad arguments");
+    CU_ARG(p >= 0.0f && p < 1.0f, CU_VENDOR ": rng_dropout: p = %g is outside [0, 1)", (double)p);
     if (n == 0) return EX_OK;
-    CU_ARG(out, "cuda: rng_dropout: NULL output");
+    CU_ARG(out, CU_VENDOR ": rng_dropout: NULL output");
     k_rng_dropout<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, p, 1.0f / (1.0f - p), rng->key, rng->offset);
     CU_LAUNCHED(ctx);
     rng->offset += (uint64_t)n;
@@ -79,21 +83,52 @@ ex_status cu_rng_dropout(void *vctx, float *out, int64_t n, float p, ex_rng *rng
 
 ex_status cu_rng_normal(void *vctx, float *out, int64_t n, float mean, float std, ex_rng *rng) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && rng, "cuda: rng_normal: bad arguments");
+    CU_ARG(n >= 0 && rng, CU_VENDOR ": rng_normal: bad arguments");
     if (n == 0) return EX_OK;
-    CU_ARG(out, "cuda: rng_normal: NULL output");
+    CU_ARG(out, CU_VENDOR ": rng_normal: NULL output");
     k_rng_normal<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, n, mean, std, rng->key, rng->offset);
     CU_LAUNCHED(ctx);
     rng->offset += (uint64_t)n;
     return EX_OK;
 }
 
+#ifdef EXPLORA_HIP
+static int cmp_u64(const void *x, const void *y) {
+    const uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+#endif
+
 ex_status cu_rng_permutation(void *vctx, int32_t *out, int64_t n, ex_rng *rng) {
     cu_ctx *ctx = (cu_ctx *)vctx;
-    CU_ARG(n >= 0 && rng, "cuda: rng_permutation: bad arguments");
-    CU_ARG(n <= INT32_MAX, "cuda: rng_permutation: n = %lld does not fit int32 indices", (long long)n);
+    CU_ARG(n >= 0 && rng, CU_VENDOR ": rng_permutation: bad arguments");
+    CU_ARG(n <= INT32_MAX, CU_VENDOR ": rng_permutation: n = %lld does not fit int32 indices", (long long)n);
     if (n == 0) return EX_OK;
-    CU_ARG(out, "cuda: rng_permutation: NULL output");
+    CU_ARG(out, CU_VENDOR ": rng_permutation: NULL output");
+#ifdef EXPLORA_HIP
+    /* no CUB on Debian's HIP: the same stable (key, index) sort on the host, then one upload */
+    uint64_t *kv = (uint64_t *)malloc((size_t)n * sizeof *kv);
+    int32_t *perm = (int32_t *)malloc((size_t)n * sizeof *perm);
+    if (!kv || !perm) {
+        free(kv);
+        free(perm);
+        EX_FAIL(NULL, EX_E_NOMEM, CU_VENDOR ": rng_permutation: out of host memory for n = %lld", (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t w[4];
+        ex_philox4x32(rng->key, rng->offset + (uint64_t)i, w);
+        kv[i] = ((uint64_t)(w[0] >> 8) << 32) | (uint64_t)i; /* key, then index: unique, so any sort is stable */
+    }
+    qsort(kv, (size_t)n, sizeof *kv, cmp_u64);
+    for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)(kv[i] & 0xFFFFFFFFu);
+    free(kv);
+    const cudaError_t e = cudaMemcpyAsync(out, perm, (size_t)n * sizeof *perm, cudaMemcpyHostToDevice, ctx->stream);
+    const cudaError_t e2 = e == cudaSuccess ? cudaStreamSynchronize(ctx->stream) : e;
+    free(perm);
+    CU_TRY(ctx, e2);
+    rng->offset += (uint64_t)n;
+    return EX_OK;
+#else
     /* scratch: keys in, keys out, values in (n each, 256-byte aligned), then CUB's temporary storage */
     const size_t arr = ((size_t)n * 4 + 255) / 256 * 256;
     size_t temp_bytes = 0;
@@ -111,6 +146,7 @@ ex_status cu_rng_permutation(void *vctx, int32_t *out, int64_t n, ex_rng *rng) {
                                                 ctx->stream));
     rng->offset += (uint64_t)n;
     return EX_OK;
+#endif
 }
 
 } /* extern "C" */
