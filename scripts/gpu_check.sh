@@ -16,7 +16,8 @@
 # 1. build with the CUDA backend required (skipped with EXPLORA_PREBUILT=1);
 # 2. the CPU-vs-CUDA parity suite (tests/test_backend_parity.c), forward and gradient ops;
 #    a skip counts as a failure here; on a failure the forward part runs again under
-#    compute-sanitizer's memcheck when that tool is on the PATH;
+#    compute-sanitizer's memcheck when that tool is on the PATH; then the suite again with
+#    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM);
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side;
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
@@ -82,6 +83,12 @@ case $rc in
        grep -E "Invalid|ERROR SUMMARY|at 0x|by thread|Address|FAILED|\[  FAILED" "$LOGS/parity-memcheck.log" | head -40
      fi ;;
 esac
+
+say "parity suite again, every GEMM through the backend's own kernel (the HIP build's GEMM)"
+EXPLORA_PARITY_SETTINGS="gemm = own" timeout 300 "$BUILD/bin/test_backend_parity" > "$LOGS/parity-own-gemm.log" 2>&1
+rc=$?
+grep -vE "^\[ +(RUN|OK) +\]" "$LOGS/parity-own-gemm.log" | tail -30
+if [ $rc -eq 0 ]; then say "parity (gemm = own): PASS"; else say "parity (gemm = own): FAIL (rc=$rc)"; status=1; fi
 
 # --- 3. end to end --------------------------------------------------------------------------
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then

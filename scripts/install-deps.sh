@@ -20,6 +20,7 @@ packages=(
   dataset-fashion-mnist                 # real images for the demo and tests (/usr/share/datasets/fashion-mnist)
   binutils                              # nm, used by the out-of-tree plugin test
   libopenmpi-dev openmpi-bin            # MPI: multi-process data-parallel training (core/src/comm_mpi.c); optional
+  hipcc libamdhip64-dev                 # HIP backend for AMD GPUs (backends/hip): built, and so compile-checked, everywhere
 )
 
 missing=()
