@@ -3,7 +3,8 @@
  * memory planning (gradients only for what trains), binding into layer
  * slots, and loading safetensors through a name map (renames, q/k/v slices
  * into a fused qkv, F16 conversion, squeezed shapes) with one error that
- * lists every unexpected, mis-shaped and missing tensor.
+ * lists every unexpected, mis-shaped and missing tensor; frozen tensors shared
+ * between two copies of a model.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,10 +161,77 @@ static void test_plan_bind_and_load(void **state) {
     ext_backend_close(&be, reg);
 }
 
+/* A second copy (a teacher) shares what both copies keep frozen: those tensors are not planned
+ * and bind to the first copy's memory; a tensor the first copy trains, or one of another size,
+ * keeps its own memory. */
+static void test_share_frozen(void **state) {
+    (void)state;
+    ex_backend be;
+    ex_registry *reg;
+    ext_backend_open("cpu", NULL, &be, &reg);
+    ex_err err;
+    ex_err_clear(&err);
+    ex_params student, teacher;
+    ex_params_init(&student);
+    ex_params_init(&teacher);
+    toy s = {0}, t = {0};
+    register_toy(&student, &s);
+    float *extra_s = NULL, *extra_t = NULL;
+    EXT_OK(ex_params_add(&student, "head.weight", 1, (int64_t[]){4}, "head", &extra_s, NULL, NULL, &err), &err);
+    register_toy(&teacher, &t);
+    EXT_OK(ex_params_add(&teacher, "head.weight", 1, (int64_t[]){5}, "head", &extra_t, NULL, NULL, &err), &err);
+    EXT_OK(ex_params_set_trainable(&student, "blocks.0.attn.qkv.weight", 1, NULL, &err), &err);
+
+    int shared = -1;
+    size_t bytes = 0;
+    EXT_OK(ex_params_share_frozen(&teacher, &student, &shared, &bytes, &err), &err);
+    assert_int_equal(shared, 2); /* norm1.weight and cls_token; not the trained qkv, not the resized head */
+    assert_int_equal(bytes, 4 * (2 + 2));
+
+    ex_memory_plan ps, pt;
+    ex_memory_plan_init(&ps, &be);
+    ex_memory_plan_init(&pt, &be);
+    EXT_OK(ex_params_plan(&student, &ps, &err), &err);
+    EXT_OK(ex_params_plan(&teacher, &pt, &err), &err);
+    assert_int_equal(pt.arenas[EX_MEM_FROZEN].count, 2); /* qkv and head.weight of its own */
+    assert_int_equal(pt.arenas[EX_MEM_TRAINABLE].count, 0);
+    EXT_OK(ex_memory_plan_commit(&ps, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&pt, &err), &err);
+    ex_params_bind(&student);
+    ex_params_bind(&teacher);
+    assert_ptr_equal(t.norm_w, s.norm_w);
+    assert_ptr_equal(t.cls, s.cls);
+    assert_true(t.qkv_w && t.qkv_w != s.qkv_w);
+    assert_true(extra_t && extra_t != extra_s);
+    assert_null(t.norm_dw);
+
+    /* an alias may not train: planning it is refused with its name */
+    ex_params again;
+    ex_params_init(&again);
+    toy a = {0};
+    register_toy(&again, &a);
+    EXT_OK(ex_params_share_frozen(&again, &student, NULL, NULL, &err), &err);
+    EXT_OK(ex_params_set_trainable(&again, "cls_token", 1, NULL, &err), &err);
+    ex_memory_plan pa;
+    ex_memory_plan_init(&pa, &be);
+    assert_int_equal(ex_params_plan(&again, &pa, &err), EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "cls_token"));
+    assert_int_equal(ex_params_share_frozen(&again, &again, NULL, NULL, &err), EX_E_INVALID);
+
+    ex_memory_plan_release(&pa);
+    ex_params_free(&again);
+    ex_memory_plan_release(&pt);
+    ex_memory_plan_release(&ps);
+    ex_params_free(&teacher);
+    ex_params_free(&student);
+    ext_backend_close(&be, reg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_register_and_trainable),
         cmocka_unit_test(test_plan_bind_and_load),
+        cmocka_unit_test(test_share_frozen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

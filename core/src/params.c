@@ -97,9 +97,34 @@ void ex_params_print_summary(const ex_params *ps, FILE *out) {
             all ? 100.0 * (double)tr / (double)all : 0.0);
 }
 
+ex_status ex_params_share_frozen(ex_params *ps, const ex_params *from, int *shared, size_t *bytes, ex_err *err) {
+    EX_ENSURE(ps && from && ps != from, err, EX_E_INVALID, "ex_params_share_frozen: two distinct parameter sets needed");
+    int n = 0;
+    size_t total = 0;
+    for (int i = 0; i < ps->count; i++) {
+        ex_param *p = ps->items[i];
+        if (p->trainable) continue;
+        const ex_param *q = ex_params_find(from, p->value.name);
+        if (!q || q->trainable || q->alias || q->value.dtype != p->value.dtype ||
+            ex_tensor_numel(&q->value) != ex_tensor_numel(&p->value))
+            continue;
+        p->alias = q;
+        n++;
+        total += ex_tensor_nbytes(&p->value);
+    }
+    if (shared) *shared = n;
+    if (bytes) *bytes = total;
+    return EX_OK;
+}
+
 ex_status ex_params_plan(ex_params *ps, ex_memory_plan *plan, ex_err *err) {
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
+        if (p->alias) {
+            EX_ENSURE(!p->trainable, err, EX_E_INVALID, "parameter '%s' shares memory but is marked trainable",
+                      p->value.name);
+            continue;
+        }
         EX_CHECK(ex_arena_add(&plan->arenas[p->trainable ? EX_MEM_TRAINABLE : EX_MEM_FROZEN], &p->value, err));
         if (p->trainable) EX_CHECK(ex_arena_add(&plan->arenas[EX_MEM_GRAD], &p->grad, err));
     }
@@ -109,6 +134,7 @@ ex_status ex_params_plan(ex_params *ps, ex_memory_plan *plan, ex_err *err) {
 void ex_params_bind(ex_params *ps) {
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
+        if (p->alias) p->value.data = p->alias->value.data;
         if (p->value_slot) *p->value_slot = (float *)p->value.data;
         if (p->grad_slot) *p->grad_slot = p->trainable ? (float *)p->grad.data : NULL;
     }

@@ -44,12 +44,23 @@ static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teac
     EX_CHECK(ex_model_create(&t->teacher, t->session, t->be, err));
     t->has_teacher = 1;
     EX_CHECK(ex_params_set_trainable(&t->teacher.params, "*", 0, NULL, err));
+    /* what the student does not train never changes: the teacher reads the student's copy */
+    int shared = 0;
+    size_t shared_bytes = 0;
+    EX_CHECK(ex_params_share_frozen(&t->teacher.params, &t->model.params, &shared, &shared_bytes, err));
     EX_CHECK(ex_model_plan(&t->teacher, max, err));
-    fprintf(stdout, "teacher:\n");
+    fprintf(stdout, "teacher (%d frozen tensors, %.1f MiB, shared with the student):\n", shared,
+            (double)shared_bytes / 1048576.0);
     ex_memory_plan_print(&t->teacher.plan, stdout);
     EX_CHECK(ex_model_allocate(&t->teacher, err));
     for (int i = 0; i < t->teacher.params.count; i++) {
         ex_param *tp = t->teacher.params.items[i];
+        if (tp->alias) {
+            EX_ENSURE(tp->value.data && tp->value.data == tp->alias->value.data, err, EX_E_INTERNAL,
+                      "teacher parameter '%s' was to share the student's memory, which is not allocated",
+                      tp->value.name);
+            continue;
+        }
         const ex_param *sp = ex_params_find(&t->model.params, tp->value.name);
         EX_ENSURE(sp && ex_tensor_numel(&sp->value) == ex_tensor_numel(&tp->value), err, EX_E_INTERNAL,
                   "teacher parameter '%s' has no student counterpart", tp->value.name);

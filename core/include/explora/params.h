@@ -18,6 +18,11 @@
  *      their weight-gradient work
  *   5. load weights                                     ex_params_load_safetensors
  *
+ * A second copy of a model whose frozen tensors never change (DINOv2's EMA
+ * teacher under a PEFT policy) can share those tensors with the first:
+ * ex_params_share_frozen before step 3 makes them aliases, which are not
+ * planned and are bound to the first copy's memory.
+ *
  * Groups ("norm", "bias", "token", "lora", ...) are free-form labels used to
  * report trainable counts and to choose weight-decay and lr rules.
  */
@@ -47,6 +52,7 @@ typedef struct ex_param {
     float **grad_slot;  /* where the owner wants the gradient pointer (NULL when frozen), or NULL */
     int64_t loaded_rows; /* rows of dim 0 filled by the loaders (a 0-dim tensor counts as 1 row) */
     int optional;        /* a checkpoint may lack it: it keeps its initial value (e.g. zeros) */
+    const struct ex_param *alias; /* non-NULL: frozen, not planned; bound to alias->value.data (shared memory) */
 } ex_param;
 
 typedef struct ex_params {
@@ -73,9 +79,19 @@ EX_API int64_t ex_params_numel(const ex_params *ps, int trainable_only);
 /* A table of trainable counts by group, then totals, as printed at the start of a run. */
 EX_API void ex_params_print_summary(const ex_params *ps, FILE *out);
 
-/* Plan values (frozen or trainable arena) and gradients (grad arena, trainable only). */
+/* Make every frozen parameter of `ps` whose namesake in `from` is frozen too, with the same dtype
+ * and element count, an alias of it: not planned, bound to its memory (which must be allocated
+ * before `ps` is bound). Call before ex_params_plan; `from` must outlive `ps`. The caller
+ * guarantees that neither side writes the shared tensors. *shared (may be NULL) receives the
+ * number of aliases and *bytes (may be NULL) their size. */
+EX_API ex_status ex_params_share_frozen(ex_params *ps, const ex_params *from, int *shared, size_t *bytes,
+                                        ex_err *err);
+
+/* Plan values (frozen or trainable arena) and gradients (grad arena, trainable only); aliases
+ * are not planned. */
 EX_API ex_status ex_params_plan(ex_params *ps, ex_memory_plan *plan, ex_err *err);
-/* After commit: write value and gradient pointers into the owners' slots. */
+/* After commit: write value and gradient pointers into the owners' slots (an alias gets its
+ * target's value pointer). */
 EX_API void ex_params_bind(ex_params *ps);
 
 /* How checkpoint names map to ours. Return 1 and write the internal name into
