@@ -17,7 +17,8 @@
 # 2. the CPU-vs-CUDA parity suite (tests/test_backend_parity.c), forward and gradient ops;
 #    a skip counts as a failure here; on a failure the forward part runs again under
 #    compute-sanitizer's memcheck when that tool is on the PATH; then the suite again with
-#    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM);
+#    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM) and
+#    with `attention = fused`;
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side;
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
@@ -84,11 +85,14 @@ case $rc in
      fi ;;
 esac
 
-say "parity suite again, every GEMM through the backend's own kernel (the HIP build's GEMM)"
-EXPLORA_PARITY_SETTINGS="gemm = own" timeout 300 "$BUILD/bin/test_backend_parity" > "$LOGS/parity-own-gemm.log" 2>&1
-rc=$?
-grep -vE "^\[ +(RUN|OK) +\]" "$LOGS/parity-own-gemm.log" | tail -30
-if [ $rc -eq 0 ]; then say "parity (gemm = own): PASS"; else say "parity (gemm = own): FAIL (rc=$rc)"; status=1; fi
+for variant in "gemm = own" "attention = fused"; do
+  say "parity suite again with [backend] $variant"
+  log="$LOGS/parity-$(echo "$variant" | tr -c 'a-z\n' '_').log"
+  EXPLORA_PARITY_SETTINGS="$variant" timeout 300 "$BUILD/bin/test_backend_parity" > "$log" 2>&1
+  rc=$?
+  grep -vE "^\[ +(RUN|OK) +\]" "$log" | tail -30
+  if [ $rc -eq 0 ]; then say "parity ($variant): PASS"; else say "parity ($variant): FAIL (rc=$rc)"; status=1; fi
+done
 
 # --- 3. end to end --------------------------------------------------------------------------
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then

@@ -2,10 +2,11 @@
  * backends/cuda/cuda_attention.cu — multi-head self-attention, forward and
  * backward, as cuBLAS batched GEMMs plus row kernels.
  *
- * FIRST VERSION: this materialises the score matrices. For a chunk of batch
- * items (as many as fit the `attention_scratch_mib` budget, at least one) the
- * (chunk, nh, t, t) scores live in device scratch. A flash-style fused kernel
- * (scores kept in shared memory/registers, O(t) memory) is future work.
+ * This path materialises the score matrices. For a chunk of batch items (as
+ * many as fit the `attention_scratch_mib` budget, at least one) the
+ * (chunk, nh, t, t) scores live in device scratch. `[backend] attention = fused`
+ * takes cuda_attention_fused.cu instead (no (t, t) matrix; head sizes up to
+ * CU_FUSED_MAX_HS), and so does nothing here.
  *
  * Layout (timm): qkv (b, t, 3, nh, hs); head h of token i has q at
  * qkv[(bi*t + i)*3C + h*hs], k at +C, v at +2C, with C = nh*hs; out (b, t, C);
@@ -140,6 +141,8 @@ ex_status cu_attention_fwd(void *vctx, float *out, float *lse, const float *qkv,
     EX_CHECK(check_args(b, t, nh, hs));
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
     CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd: NULL pointer");
+    if (ctx->attn_fused && cu_attention_fused_fits(hs))
+        return cu_attention_fused_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
     const int64_t C = nh * hs, ld = 3 * C, tt = t * t;
     const int64_t cb = chunk_items(ctx, b, nh, t, 1);
     float *S = NULL;
@@ -172,6 +175,8 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     EX_CHECK(check_args(b, t, nh, hs));
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
     CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd: NULL pointer");
+    if (ctx->attn_fused && cu_attention_fused_fits(hs))
+        return cu_attention_fused_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
     const int64_t C = nh * hs, ld = 3 * C, tt = t * t;
     const int64_t cb = chunk_items(ctx, b, nh, t, 2);
     float *S = NULL;

@@ -144,6 +144,10 @@ static const ex_key_spec cu_keys[] = {
     {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32",
      "Arithmetic of GEMMs: fp32 only on HIP (the backend's own tiled kernel; no hipBLAS/rocBLAS in Debian)."},
 #endif
+    {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused",
+     "Attention kernels. gemm: scores materialised in chunks (attention_scratch_mib) and multiplied by the GEMM "
+     "library; fused: one kernel per pass, scores in registers, no (t, t) matrix in memory (head sizes up to 128, "
+     "64 on 64-wide wavefronts; larger heads use gemm)."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
     EX_KEY_END};
@@ -182,6 +186,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     *out = NULL;
     int64_t device = -1, scratch_mib = 1024;
     int math = 0; /* index into "fp32|tf32|bf16" */
+    int fused = 0; /* index into "gemm|fused" */
 #ifdef EXPLORA_HIP
     int own = 1;
 #else
@@ -190,6 +195,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     if (cfg) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
         EX_CHECK(ex_cfg_enum(cfg, "gemm_math", &math, err));
+        EX_CHECK(ex_cfg_enum(cfg, "attention", &fused, err));
 #ifndef EXPLORA_HIP
         EX_CHECK(ex_cfg_enum(cfg, "gemm", &own, err));
         EX_ENSURE(!own || math == 0, err, EX_E_CONFIG,
@@ -211,6 +217,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     cu_ctx *ctx = calloc(1, sizeof *ctx);
     EX_ENSURE(ctx, err, EX_E_NOMEM, CU_VENDOR " backend: out of memory creating the context");
     ctx->device = (int)device;
+    ctx->attn_fused = fused;
     ctx->gemm_bf16 = math == 2;
     ctx->gemm_own = own;
 #ifndef EXPLORA_HIP
@@ -222,6 +229,11 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     struct cudaDeviceProp prop;
     INIT_TRY(cudaGetDeviceProperties(&prop, ctx->device), "cudaGetDeviceProperties");
     ctx->sms = prop.multiProcessorCount;
+    ctx->warp = prop.warpSize;
+    if (ctx->warp != 32 && ctx->warp != 64) {
+        cu_shutdown(ctx);
+        EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": unsupported warp size %d", prop.warpSize);
+    }
 #ifdef EXPLORA_HIP
     snprintf(ctx->name, sizeof ctx->name, "hip: %.60s (%.20s, %d CUs)", prop.name, prop.gcnArchName,
              prop.multiProcessorCount);

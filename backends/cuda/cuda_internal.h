@@ -43,6 +43,8 @@ typedef struct cu_ctx {
     /* [backend] gemm_math. fp32: CUBLAS_COMPUTE_32F everywhere. tf32: CUBLAS_COMPUTE_32F_FAST_TF32.
      * bf16: the gemm slot rounds fp32 A and B to bf16 copies (bf16_a, bf16_b) and multiplies those on
      * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
+    int warp;                /* the device's warp (wavefront) width */
+    int attn_fused;          /* [backend] attention = fused: cuda_attention_fused.cu where the head size fits */
     int gemm_bf16;
     int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
 #ifndef EXPLORA_HIP
@@ -153,6 +155,14 @@ ex_status cu_gemm_bh(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
                      const float *a, int64_t lda, int64_t a_bs, int64_t a_hs, const float *b, int64_t ldb,
                      int64_t b_bs, int64_t b_hs, float beta, float *c, int64_t ldc, int64_t c_bs, int64_t c_hs,
                      int64_t nb, int64_t nh);
+
+/* Fused attention (cuda_attention_fused.cu): no (t, t) matrix in memory; for head sizes
+ * cu_attention_fused_fits accepts. Same contract as the attention_fwd/bwd slots. */
+int cu_attention_fused_fits(int64_t hs);
+ex_status cu_attention_fused_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                                 int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_fused_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                                 const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* --- cuda_elementwise.cu ----------------------------------------------------------- */
 ex_status cu_fill(void *ctx, float *dst, float value, int64_t n);

@@ -64,6 +64,7 @@
 
 /* HIP's shuffles take no mask: a wave runs in lockstep */
 #define __shfl_xor_sync(mask, v, lane) __shfl_xor((v), (lane))
+#define __shfl_sync(mask, v, lane) __shfl((v), (lane))
 
 #else /* CUDA */
 
@@ -74,5 +75,8 @@
 #define CU_WARP 32
 
 #endif
+
+/* Largest head size of the fused attention kernels (their shared memory per block). */
+#define CU_FUSED_MAX_HS (CU_WARP == 32 ? 128 : 64)
 
 #endif
