@@ -445,6 +445,39 @@ static void activation_cases(ex_backend *be, obuf *ob) {
 }
 static void test_activations(void **state) { all_threads(state, activation_cases, "gelu/silu fwd"); }
 
+/* GELU to float precision over a dense grid of [-10, 10]: the forward within 2 float ulps plus
+ * 0.5 |x| 6e-8 (erf's own error) of the double-precision formula, the backward (gradient of 1)
+ * within 3e-7 of the exact derivative. Tighter than activation_cases' bounds: an approximate
+ * erf (tanh form, a short polynomial) fails it. */
+static void gelu_accuracy_cases(ex_backend *be, obuf *ob) {
+    scope s = {.be = be};
+    const int64_t n = 400001;
+    float *x = hf(&s, n), *ones = hf(&s, n);
+    for (int64_t i = 0; i < n; i++) x[i] = -10.0f + 20.0f * (float)i / (float)(n - 1), ones[i] = 1.0f;
+    float *dx = upf(&s, x, n), *dy = d_alloc(&s, n * sizeof(float)), *dg = upf(&s, ones, n);
+    float *dd = d_alloc(&s, n * sizeof(float));
+    OK(be->vt.fill(be->ctx, dd, 0.0f, n));
+    OK(CALL(be, gelu_fwd, dy, dx, n));
+    OK(CALL(be, gelu_bwd, dd, dx, dg, n));
+    const float *y = down(&s, dy, n), *g = down(&s, dd, n);
+    double worst_f = 0.0, worst_b = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double xi = x[i], ref = gelu_ref(xi);
+        const double tol = 2.0 * fabs((double)nextafterf((float)ref, INFINITY) - (float)ref) + 0.5 * fabs(xi) * 6e-8 + 1e-30;
+        const double ef = fabs((double)y[i] - ref) / tol;
+        if (ef > worst_f) worst_f = ef;
+        const double dref = 0.5 * (1.0 + erf(xi / sqrt(2.0))) + xi * exp(-0.5 * xi * xi) / sqrt(2.0 * M_PI);
+        const double eb = fabs((double)g[i] - dref);
+        if (eb > worst_b) worst_b = eb;
+    }
+    if (!(worst_f <= 1.0)) fail_msg("gelu_fwd: error %.3g times its bound", worst_f);
+    if (!(worst_b <= 3e-7)) fail_msg("gelu_bwd: error %.3g > 3e-7", worst_b);
+    ob_f(ob, y, n);
+    ob_f(ob, g, n);
+    scope_end(&s);
+}
+static void test_gelu_accuracy(void **state) { all_threads(state, gelu_accuracy_cases, "gelu accuracy"); }
+
 static void softmax_cases(ex_backend *be, obuf *ob) {
     const float scales[] = {0.37f, -1.3f, 2.0f};
     for (int z = 0; z < 2; z++)
@@ -1214,6 +1247,7 @@ int main(void) {
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_errors),
         cmocka_unit_test(test_bias_add),
+        cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_softmax),

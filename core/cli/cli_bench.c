@@ -485,6 +485,11 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
         r->flops = 0.0;
         for (int p = 0; p < BP_COUNT; p++) r->flops += (r->flops_phase[p] = T->flops[p]);
     }
+    if (!o->profile_step) { /* the host backend: the slot times of the last timed step */
+        r->nslots = T->nslots;
+        for (int i = 0; i < T->nslots; i++)
+            r->slot_name[i] = T->slot_name[i], r->slot_s[i] = T->slot_s[i], r->slot_calls[i] = T->slot_calls[i];
+    }
     r->step_s = median(step, (int)iters);
     for (int p = 0; p < BP_COUNT; p++) {
         double v[BENCH_MAX_ITERS];
@@ -563,7 +568,7 @@ static void print_result(const bench_opts *o, const bench_policy *pol, const ben
         const double host = r->phase_s[p] - in;
         printf(" %9.1f %8.1f\n", (host > 0 ? host : 0.0) * 1e3, r->flops_phase[p] * 1e-9);
     }
-    if (r->nslots > 0) { /* the profiling step of a device backend: the ten slowest slots */
+    if (r->nslots > 0) { /* the ten slowest slots: a device backend's profiling step, or the last timed step */
         int order[BENCH_SLOTS];
         for (int i = 0; i < r->nslots; i++) order[i] = i;
         for (int i = 1; i < r->nslots; i++)
@@ -571,7 +576,8 @@ static void print_result(const bench_opts *o, const bench_policy *pol, const ben
                 const int x = order[j];
                 order[j] = order[j - 1], order[j - 1] = x;
             }
-        printf("slowest backend slots in the profiled step (synchronised after every call):\n");
+        printf(o->profile_step ? "slowest backend slots in the profiled step (synchronised after every call):\n"
+                               : "slowest backend slots in the last timed step:\n");
         for (int i = 0; i < r->nslots && i < 10; i++)
             printf("  %-20s %9.2f ms %7lld calls\n", r->slot_name[order[i]], r->slot_s[order[i]] * 1e3,
                    (long long)r->slot_calls[order[i]]);
@@ -593,6 +599,7 @@ static void print_result(const bench_opts *o, const bench_policy *pol, const ben
 }
 
 static int parse_opts(const cli_args *a, bench_opts *o) {
+    o->profile_step = 0;
     o->model = a->bench_model ? a->bench_model : "vits14";
     if (strcmp(o->model, "vits14") == 0) o->preset = "dinov2_vits14";
     else if (strcmp(o->model, "vitb14") == 0) o->preset = "dinov2_vitb14";
