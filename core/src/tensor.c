@@ -239,4 +239,23 @@ void ex_memory_plan_print(const ex_memory_plan *p, FILE *out) {
                 (double)a->planned / 1048576.0);
     }
     fprintf(out, "  %-11s %8s %14s %10.2f\n", "total", "", "", (double)ex_memory_plan_total(p) / 1048576.0);
+    /* what grows with the batch: the largest activation tensors (several may share memory) */
+    const ex_arena *act = &p->arenas[EX_MEM_ACTIVATION];
+    enum { TOP = 5 };
+    const ex_tensor *top[TOP] = {0};
+    for (int i = 0; i < act->count; i++) {
+        const ex_tensor *t = act->tensors[i];
+        for (int k = 0; k < TOP; k++) {
+            if (top[k] && ex_tensor_nbytes(top[k]) >= ex_tensor_nbytes(t)) continue;
+            for (int j = TOP - 1; j > k; j--) top[j] = top[j - 1];
+            top[k] = t;
+            break;
+        }
+    }
+    if (top[0]) {
+        fprintf(out, "  largest activations:");
+        for (int k = 0; k < TOP && top[k]; k++)
+            fprintf(out, "%s %s %.1f MiB", k ? "," : "", top[k]->name, (double)ex_tensor_nbytes(top[k]) / 1048576.0);
+        fprintf(out, "\n");
+    }
 }
