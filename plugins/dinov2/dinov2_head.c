@@ -94,7 +94,7 @@ ex_status dn_head_acts_plan(dinov2 *d, ex_memory_plan *plan, ex_err *err) {
     EX_CHECK(plan_buf(plan, &a->zn, "dinov2.head.zn", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->znorm, "dinov2.head.znorm", R, err));
     EX_CHECK(plan_buf(plan, &a->logits, "dinov2.head.logits", R * K, err));
-    EX_CHECK(plan_buf(plan, &a->probs, "dinov2.head.probs", R * K, err));
+    EX_CHECK(plan_buf(plan, &a->probs, "dinov2.head.probs", dn_probs_rows(d) * K, err));
     EX_CHECK(plan_buf(plan, &a->dlogits, "dinov2.head.dlogits", R * K, err));
     EX_CHECK(plan_buf(plan, &a->dz, "dinov2.head.dz", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->dzn, "dinov2.head.dzn", R * bn, err));

@@ -48,7 +48,7 @@ typedef struct dn_head_acts {
     ex_tensor zn;                  /* (R, bn) normalised */
     ex_tensor znorm;               /* (R) ||z|| */
     ex_tensor logits;              /* (R, K) head output (times `scale`) */
-    ex_tensor probs;               /* (R, K) softmax saved by xent; also a temporary */
+    ex_tensor probs;               /* (dn_probs_rows, K) softmax of the rows one xent call covers; also a temporary */
     ex_tensor dlogits;             /* (R, K) */
     ex_tensor dz, dzn;             /* (R, bn) */
     ex_tensor dh_a, dh_b;          /* (R, hidden) */
@@ -85,6 +85,7 @@ typedef struct dinov2 {
     int64_t lh, lw, Tl;            /* local grid, tokens */
     int64_t Bg;                    /* 2 * B global images */
     int64_t nm_max;                /* most masked patches of one step (DINOv2's upperbound) */
+    int64_t ce_chunk;              /* rows per soft cross-entropy call (DN_CE_CHUNK; tests set fewer before plan) */
     int64_t rows;                  /* R: head rows */
     int64_t lchunk;                /* local crops per backbone pass */
     int64_t depth;
@@ -139,6 +140,12 @@ ex_status dn_head_acts_plan(dinov2 *d, ex_memory_plan *plan, ex_err *err);
 ex_status dn_head_init(dinov2 *d, dn_head *h, ex_rng *rng, ex_err *err);
 ex_status dn_head_copy(dinov2 *d, dn_head *dst, const dn_head *src, ex_err *err);
 ex_status dn_head_ema(dinov2 *d, dn_head *teacher, const dn_head *student, float m, ex_err *err);
+/* Rows of acts.probs: the soft cross-entropy runs over chunks of at most ce_chunk rows (the
+ * probabilities are a temporary of each chunk), and the teacher's CLS targets (Bg rows) pass
+ * through it. With 131072 prototypes a full (R, K) buffer would be over a GiB. */
+#define DN_CE_CHUNK ((int64_t)256)
+int64_t dn_probs_rows(const dinov2 *d);
+
 /* logits rows [r0, r0 + n) (n, K) = scale * head(x (n, D)) */
 ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x, int64_t r0, int64_t n, float scale, ex_err *err);
 /* dx (n, D) += gradient given acts.dlogits rows [r0, r0 + n); parameter gradients +=

@@ -30,6 +30,11 @@
         if (op__s != EX_OK) EX_FAIL(err, op__s, "dinov2: %s failed on backend '%s'", what, (d)->env.be->name); \
     } while (0)
 
+int64_t dn_probs_rows(const dinov2 *d) {
+    const int64_t chunk = d->rows < d->ce_chunk ? d->rows : d->ce_chunk;
+    return chunk > d->Bg ? chunk : d->Bg;
+}
+
 ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, const float *targets /* (n, K) */, const float *w /* (n) host */,
                      int backward, double *value, ex_err *err) {
     ex_backend *be = d->env.be;
@@ -37,17 +42,21 @@ ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, const float *targets /* (
     *value = 0.0;
     if (n == 0) return EX_OK;
     EX_ENSURE(r0 >= 0 && r0 + n <= d->rows, err, EX_E_INTERNAL, "dinov2: loss rows outside the plan");
-    float *probs = F(d->acts.probs) + r0 * K;         /* (n, K) */
-    const float *logits = F(d->acts.logits) + r0 * K; /* (n, K) */
-    OP(d, xent_fwd(be->ctx, F(d->losses), probs, logits, NULL, targets, n, K), "xent_fwd");
+    if (backward) EX_CHECK(ex_be_upload(be, F(d->rweights), w, sizeof(float) * (size_t)n, err));
+    /* every op is row by row: chunks of rows give the same numbers with a small probs buffer */
+    float *probs = F(d->acts.probs); /* (chunk, K) */
+    for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
+        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk, r = r0 + c0;
+        const float *logits = F(d->acts.logits) + r * K, *tgt = targets + c0 * K;
+        OP(d, xent_fwd(be->ctx, F(d->losses) + c0, probs, logits, NULL, tgt, nc, K), "xent_fwd");
+        if (backward)
+            OP(d, xent_bwd(be->ctx, F(d->acts.dlogits) + r * K, F(d->rweights) + c0, probs, NULL, tgt, nc, K),
+               "xent_bwd");
+    }
     EX_CHECK(ex_be_download(be, d->hl, F(d->losses), sizeof(float) * (size_t)n, err));
     double s = 0.0;
     for (int64_t r = 0; r < n; r++) s += (double)w[r] * (double)d->hl[r];
     *value = s;
-    if (backward) {
-        EX_CHECK(ex_be_upload(be, F(d->rweights), w, sizeof(float) * (size_t)n, err));
-        OP(d, xent_bwd(be->ctx, F(d->acts.dlogits) + r0 * K, F(d->rweights), probs, NULL, targets, n, K), "xent_bwd");
-    }
     return EX_OK;
 }
 

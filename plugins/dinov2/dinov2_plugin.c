@@ -147,6 +147,7 @@ static ex_status derive(dinov2 *d, const ex_objective_env *env, const char *sec,
     d->Tl = 1 + d->R0 + d->lh * d->lw;
     d->Bg = 2 * d->B;
     d->nm_max = dn_masks_upperbound(d->Bg, d->Np, d->mask_ratio[0], d->mask_ratio[1], d->mask_prob);
+    d->ce_chunk = DN_CE_CHUNK;
     const int64_t world = ex_comm_world(env->comm);
     if (world > 1) { /* masks are drawn for the global batch: a rank may get the Bg largest of its targets */
         const int64_t nmg = (int64_t)((double)(d->Bg * world) * d->mask_prob), k = nmg < d->Bg ? nmg : d->Bg;
