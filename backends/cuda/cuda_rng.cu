@@ -42,14 +42,22 @@ __global__ void k_rng_normal(float *out, int64_t n, float mean, float std, uint6
     CU_FOR(i, n) out[i] = mean + std * ex_rng_normal_at(key, off, (uint64_t)i);
 }
 
+/* The sort key of element i of a permutation draw: the 24-bit integer behind its uniform (the
+ * CPU backend's stable (key, index) argsort order). Host and device share it. */
+__host__ __device__ static inline uint32_t cu_perm_key(uint64_t key, uint64_t off, uint64_t i) {
+    uint32_t w[4];
+    ex_philox4x32(key, off + i, w);
+    return w[0] >> 8;
+}
+
+#ifndef EXPLORA_HIP
 __global__ void k_rng_sort_keys(uint32_t *keys, int32_t *vals, int64_t n, uint64_t key, uint64_t off) {
     CU_FOR(i, n) {
-        uint32_t w[4];
-        ex_philox4x32(key, off + (uint64_t)i, w);
-        keys[i] = w[0] >> 8;
+        keys[i] = cu_perm_key(key, off, (uint64_t)i);
         vals[i] = (int32_t)i;
     }
 }
+#endif
 
 /* ------------------------------------------------------------------------------
  * Launchers
@@ -114,11 +122,8 @@ ex_status cu_rng_permutation(void *vctx, int32_t *out, int64_t n, ex_rng *rng) {
         free(perm);
         EX_FAIL(NULL, EX_E_NOMEM, CU_VENDOR ": rng_permutation: out of host memory for n = %lld", (long long)n);
     }
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t w[4];
-        ex_philox4x32(rng->key, rng->offset + (uint64_t)i, w);
-        kv[i] = ((uint64_t)(w[0] >> 8) << 32) | (uint64_t)i; /* key, then index: unique, so any sort is stable */
-    }
+    for (int64_t i = 0; i < n; i++) /* key, then index: unique, so any sort is stable */
+        kv[i] = ((uint64_t)cu_perm_key(rng->key, rng->offset, (uint64_t)i) << 32) | (uint64_t)i;
     qsort(kv, (size_t)n, sizeof *kv, cmp_u64);
     for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)(kv[i] & 0xFFFFFFFFu);
     free(kv);
