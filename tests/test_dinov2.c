@@ -325,7 +325,7 @@ static void test_head(void **state) {
     EXT_OK(dn_head_forward(d, &d->sdino, F(d->xin), 0, 5, 1.0f, &err), &err);
     expect(c.units, F(d->acts.logits), "head.logits", 5 * 64, 0);
     float *r = fx_f32(c.units, "head.r", NULL);
-    memcpy(F(d->acts.dlogits), r, sizeof(float) * 5 * 64);
+    memcpy(F(d->acts.logits), r, sizeof(float) * 5 * 64); /* the backward reads dlogits from there */
     memset(F(d->dxin), 0, sizeof(float) * 5 * 24);
     zero_grads(&c);
     EXT_OK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, 5, 1.0f, 0, &err), &err);
@@ -356,8 +356,7 @@ static void check_dino_loss(const char *mode_ini, const char *pre) {
     const float Ts = 0.1f;
     float *t = fx_f32(c.units, "dino.t", NULL);
     memcpy(F(d->tprob_patch), t, sizeof(float) * 4 * 64); /* device scratch for the raw teacher logits */
-    EXT_OK(dn_teacher_targets(d, &d->cdino, F(d->tprob_patch), 4, 0.05f, F(d->acts.probs), F(d->acts.dlogits), &err),
-           &err);
+    EXT_OK(dn_teacher_targets(d, &d->cdino, F(d->tprob_patch), 4, 0.05f, F(d->acts.probs), &err), &err);
     memcpy(F(d->tprob_cls), F(d->acts.probs) + B * K, sizeof(float) * (size_t)(B * K));
     memcpy(F(d->tprob_cls) + B * K, F(d->acts.probs), sizeof(float) * (size_t)(B * K));
     char name[128];
@@ -368,26 +367,24 @@ static void check_dino_loss(const char *mode_ini, const char *pre) {
     /* global: s_global / Ts against the swapped targets */
     float *sg = fx_f32(c.units, "dino.s_global", NULL), *sl = fx_f32(c.units, "dino.s_local", NULL);
     for (int i = 0; i < 4 * 64; i++) F(d->acts.logits)[i] = sg[i] / Ts;
-    memset(F(d->acts.dlogits), 0, sizeof(float) * 4 * 64);
-    double vg = 0, vl = 0, v;
-    EXT_OK(dn_soft_ce(d, 0, 4, F(d->tprob_cls), w, 1, &vg, &err), &err);
+    double vg = 0, vl = 0, v[2];
+    const float *tcls = F(d->tprob_cls), *both[2] = {tcls, tcls + B * K};
+    EXT_OK(dn_soft_ce(d, 0, 4, 1, &tcls, w, 1, &vg, &err), &err);
     snprintf(name, sizeof name, "dino.%s.global", pre);
     assert_true(fabs(vg - fx_scalar(c.units, name)) < 1e-4);
     float grad[4 * 64];
-    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.dlogits)[i] / Ts;
+    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.logits)[i] / Ts; /* the gradient replaced the logits */
     snprintf(name, sizeof name, "dino.%s.grad.s_global", pre);
     expect(c.units, grad, name, 4 * 64, 1);
     /* locals: each local chunk against both teacher crops */
     for (int i = 0; i < 4 * 64; i++) F(d->acts.logits)[i] = sl[i] / Ts;
-    memset(F(d->acts.dlogits), 0, sizeof(float) * 4 * 64);
-    for (int j = 0; j < 2; j++)
-        for (int tc = 0; tc < 2; tc++) {
-            EXT_OK(dn_soft_ce(d, j * B, B, F(d->tprob_cls) + tc * B * K, w, 1, &v, &err), &err);
-            vl += v;
-        }
+    for (int j = 0; j < 2; j++) {
+        EXT_OK(dn_soft_ce(d, j * B, B, 2, both, w, 1, v, &err), &err);
+        vl += v[0] + v[1];
+    }
     snprintf(name, sizeof name, "dino.%s.local", pre);
     assert_true(fabs(vl - fx_scalar(c.units, name)) < 1e-4);
-    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.dlogits)[i] / Ts;
+    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.logits)[i] / Ts; /* the gradient replaced the logits */
     snprintf(name, sizeof name, "dino.%s.grad.s_local", pre);
     expect(c.units, grad, name, 4 * 64, 1);
     free(t);
@@ -417,8 +414,7 @@ static void test_centering_lag(void **state) {
         snprintf(name, sizeof name, "center.t%d", i);
         float *t = fx_f32(c.units, name, NULL);
         memcpy(F(d->tprob_patch), t, sizeof(float) * 4 * 64);
-        EXT_OK(dn_teacher_targets(d, &d->cdino, F(d->tprob_patch), 4, 0.05f, F(d->acts.probs), F(d->acts.dlogits), &err),
-               &err);
+        EXT_OK(dn_teacher_targets(d, &d->cdino, F(d->tprob_patch), 4, 0.05f, F(d->acts.probs), &err), &err);
         snprintf(name, sizeof name, "center.probs%d", i);
         expect(c.units, F(d->acts.probs), name, 4 * 64, 0);
         free(t);

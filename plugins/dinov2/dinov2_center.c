@@ -87,8 +87,8 @@ ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q /* (n, K) */, int64_t n
     return EX_OK;
 }
 
-ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t /* (n, K) */, int64_t n, float tau,
-                             float *out /* (n, K) */, float *tmp /* (n, K) */, ex_err *err) {
+ex_status dn_teacher_targets(dinov2 *d, dn_center *c, float *t /* (n, K) */, int64_t n, float tau,
+                             float *out /* (n, K) */, ex_err *err) {
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
     EX_ENSURE(tau > 0.0f, err, EX_E_INVALID, "dinov2: teacher temperature %g must be positive", (double)tau);
@@ -105,12 +105,7 @@ ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t /* (n, K) *
         OP(d, axpby(be->ctx, F(c->c), 1.0f - m, F(c->pend), m, K), "axpby");
         c->pending = 0;
     }
-    if (n > 0) {
-        OP(d, copy2d(be->ctx, tmp, K, F(c->c), 0, n, K), "copy2d");
-        OP(d, binary(be->ctx, EX_BIN_SUB, tmp, t, tmp, n * K), "binary");
-        OP(d, softmax_fwd(be->ctx, out, tmp, n, K, 1.0f / tau), "softmax_fwd");
-    }
-    /* this step's batch mean, folded in by the next step */
+    /* this step's batch mean of the raw logits, folded in by the next step (before t changes) */
     ex_gemm_desc g = {0};
     g.m = 1, g.n = K, g.k = n, g.alpha = 1.0f / (float)n, g.beta = 0.0f;
     g.a = F(d->ones), g.a_dtype = EX_F32, g.lda = n;
@@ -128,5 +123,10 @@ ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t /* (n, K) *
         EX_CHECK(ex_be_gemm(be, &g, err));
     }
     c->pending = 1;
+    if (n > 0) { /* t - c in place (the centre broadcast into out first), then the softmax into out */
+        OP(d, copy2d(be->ctx, out, K, F(c->c), 0, n, K), "copy2d");
+        OP(d, binary(be->ctx, EX_BIN_SUB, t, t, out, n * K), "binary");
+        OP(d, softmax_fwd(be->ctx, out, t, n, K, 1.0f / tau), "softmax_fwd");
+    }
     return EX_OK;
 }

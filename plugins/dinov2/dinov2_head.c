@@ -95,7 +95,6 @@ ex_status dn_head_acts_plan(dinov2 *d, ex_memory_plan *plan, ex_err *err) {
     EX_CHECK(plan_buf(plan, &a->znorm, "dinov2.head.znorm", R, err));
     EX_CHECK(plan_buf(plan, &a->logits, "dinov2.head.logits", R * K, err));
     EX_CHECK(plan_buf(plan, &a->probs, "dinov2.head.probs", dn_probs_rows(d) * K, err));
-    EX_CHECK(plan_buf(plan, &a->dlogits, "dinov2.head.dlogits", R * K, err));
     EX_CHECK(plan_buf(plan, &a->dz, "dinov2.head.dz", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->dzn, "dinov2.head.dzn", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->dh_a, "dinov2.head.dh_a", d->nlayers > 1 ? R * hid : 1, err));
@@ -170,7 +169,7 @@ ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, f
     dn_head_acts *a = &d->acts;
     const int64_t K = d->K, bn = d->bn, hid = d->hidden;
     if (n == 0) return EX_OK;
-    const float *dlog = F(a->dlogits) + r0 * K; /* (n, K) */
+    const float *dlog = F(a->logits) + r0 * K; /* (n, K): dn_soft_ce left the gradient there */
     float *zn = F(a->zn) + r0 * bn, *dzn = F(a->dzn) + r0 * bn, *dz = F(a->dz) + r0 * bn;
     /* dzn (n, bn) = scale * dlogits @ W */
     ex_gemm_desc g = {0};

@@ -47,9 +47,9 @@ typedef struct dn_head_acts {
     ex_tensor z;                   /* (R, bn) last Linear output */
     ex_tensor zn;                  /* (R, bn) normalised */
     ex_tensor znorm;               /* (R) ||z|| */
-    ex_tensor logits;              /* (R, K) head output (times `scale`) */
+    ex_tensor logits;              /* (R, K) head output (times `scale`); dn_soft_ce's backward replaces rows
+                                    * by their gradient, which dn_head_backward reads (no separate dlogits) */
     ex_tensor probs;               /* (dn_probs_rows, K) softmax of the rows one xent call covers; also a temporary */
-    ex_tensor dlogits;             /* (R, K) */
     ex_tensor dz, dzn;             /* (R, bn) */
     ex_tensor dh_a, dh_b;          /* (R, hidden) */
     ex_tensor dw, dvhat;           /* (K, bn) last-layer backward scratch */
@@ -107,7 +107,7 @@ typedef struct dinov2 {
     ex_tensor dtok;                /* (2B, Tg, D) */
     ex_tensor tprob_cls;           /* (2B, K) teacher targets, crop-swapped */
     ex_tensor tprob_patch;         /* (nm_max, K) */
-    ex_tensor losses;              /* (R) */
+    ex_tensor losses;              /* (DN_MAX_TARGETS * R) per-row losses of each target set */
     ex_tensor rweights;            /* (R) per-row loss weights (dlosses) */
     ex_tensor ones;                /* (R) */
     ex_tensor kgrad;               /* (2B, D) KoLeo gradient */
@@ -120,7 +120,7 @@ typedef struct dinov2 {
     int32_t *idx;                  /* (nm_max) */
     int64_t *nmask;                /* (2B) masked patches per image */
     float *hw;                     /* (R) row weights */
-    float *hl;                     /* (R) losses */
+    float *hl;                     /* (DN_MAX_TARGETS * R) losses */
     float *hk, *hkg;               /* (2B, D) KoLeo input and gradient */
     float *hdrop;                  /* (depth, 2, 2B) */
     float *sk;                     /* (max(2B, nm_max), K) Sinkhorn-Knopp work (sinkhorn_knopp only) */
@@ -148,7 +148,7 @@ int64_t dn_probs_rows(const dinov2 *d);
 
 /* logits rows [r0, r0 + n) (n, K) = scale * head(x (n, D)) */
 ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x, int64_t r0, int64_t n, float scale, ex_err *err);
-/* dx (n, D) += gradient given acts.dlogits rows [r0, r0 + n); parameter gradients +=
+/* dx (n, D) += gradient given the dlogits that dn_soft_ce left in acts.logits rows [r0, r0 + n); parameter gradients +=
  * (last layer skipped when freeze_last). */
 ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x, float *dx, int64_t r0, int64_t n, float scale,
                            int freeze_last, ex_err *err);
@@ -160,9 +160,8 @@ ex_status dn_load_state(void *self, const ex_st_file *f, ex_err *err);
 
 /* dinov2_center.c */
 /* out (n, K) = teacher targets for t (n, K): softmax((t - c)/tau) with the lagged centre update
- * (centering) or Sinkhorn-Knopp (3 iterations, fp32 on the host). tmp (n, K) is scratch. */
-ex_status dn_teacher_targets(dinov2 *d, dn_center *c, const float *t, int64_t n, float tau, float *out, float *tmp,
-                             ex_err *err);
+ * (centering) or Sinkhorn-Knopp (3 iterations, fp32 on the host). Centring overwrites t with t - c. */
+ex_status dn_teacher_targets(dinov2 *d, dn_center *c, float *t, int64_t n, float tau, float *out, ex_err *err);
 /* Several ranks (comm world > 1): the sum of Q and the prototype (row) sums are all-reduced and n is the
  * global number of rows, as DINOv2's distributed sinkhorn_knopp_teacher; NULL comm: dn_sinkhorn_host. */
 ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q, int64_t n, int64_t K, float tau, int iters, double *row,
@@ -171,10 +170,14 @@ ex_status dn_sinkhorn_host(float *q /* (n, K) in: t, out: targets */, int64_t n,
                            double *row /* (K) */, double *col /* (n) */);
 
 /* dinov2_loss.c */
-/* sum_r w_r * CE(targets_r, softmax(logits_r)) for rows [r0, r0 + n) of acts.logits; dlogits += w_r * dCE.
- * `w` (n) host weights. Returns the weighted sum in *value. */
-ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, const float *targets, const float *w, int backward,
-                     double *value, ex_err *err);
+/* Soft cross-entropy of rows [r0, r0 + n) of acts.logits against nt (<= DN_MAX_TARGETS) target sets, each
+ * (n, K): value[s] = sum_r w_r * CE(targets[s]_r, softmax(logits_r)), `w` (n) host weights. With backward,
+ * the rows are then overwritten by their gradient sum_s w_r * (softmax(logits_r) - targets[s]_r): a row's
+ * logits are dead once its loss is known, so the head needs one (R, K) buffer, not two. A row must
+ * therefore get all its terms in one call (a local crop against both teacher crops). */
+#define DN_MAX_TARGETS 2
+ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *const *targets, const float *w,
+                     int backward, double *value, ex_err *err);
 /* KoLeo over chunks of `chunk` rows of x (n, D) (host); grad (n, D) = weight * dL/dx. Returns weight * sum of
  * chunk losses. */
 double dn_koleo_host(const float *x, int64_t n, int64_t chunk, int64_t D, double weight, float *grad);

@@ -35,28 +35,36 @@ int64_t dn_probs_rows(const dinov2 *d) {
     return chunk > d->Bg ? chunk : d->Bg;
 }
 
-ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, const float *targets /* (n, K) */, const float *w /* (n) host */,
-                     int backward, double *value, ex_err *err) {
+ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *const *targets /* nt x (n, K) */,
+                     const float *w /* (n) host */, int backward, double *value /* (nt) */, ex_err *err) {
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
-    *value = 0.0;
+    EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
+              DN_MAX_TARGETS);
+    for (int s = 0; s < nt; s++) value[s] = 0.0;
     if (n == 0) return EX_OK;
     EX_ENSURE(r0 >= 0 && r0 + n <= d->rows, err, EX_E_INTERNAL, "dinov2: loss rows outside the plan");
     if (backward) EX_CHECK(ex_be_upload(be, F(d->rweights), w, sizeof(float) * (size_t)n, err));
-    /* every op is row by row: chunks of rows give the same numbers with a small probs buffer */
+    /* every op is row by row: chunks of rows give the same numbers with a small probs buffer, and once a
+     * chunk's probabilities are known its logits are no longer needed, so they make room for its gradient */
     float *probs = F(d->acts.probs); /* (chunk, K) */
     for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
-        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk, r = r0 + c0;
-        const float *logits = F(d->acts.logits) + r * K, *tgt = targets + c0 * K;
-        OP(d, xent_fwd(be->ctx, F(d->losses) + c0, probs, logits, NULL, tgt, nc, K), "xent_fwd");
-        if (backward)
-            OP(d, xent_bwd(be->ctx, F(d->acts.dlogits) + r * K, F(d->rweights) + c0, probs, NULL, tgt, nc, K),
-               "xent_bwd");
+        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
+        float *rows = F(d->acts.logits) + (r0 + c0) * K; /* (nc, K) logits in, gradient out */
+        for (int s = 0; s < nt; s++)
+            OP(d, xent_fwd(be->ctx, F(d->losses) + s * n + c0, probs, rows, NULL, targets[s] + c0 * K, nc, K),
+               "xent_fwd");
+        if (!backward) continue;
+        OP(d, fill(be->ctx, rows, 0.0f, nc * K), "fill");
+        for (int s = 0; s < nt; s++)
+            OP(d, xent_bwd(be->ctx, rows, F(d->rweights) + c0, probs, NULL, targets[s] + c0 * K, nc, K), "xent_bwd");
     }
-    EX_CHECK(ex_be_download(be, d->hl, F(d->losses), sizeof(float) * (size_t)n, err));
-    double s = 0.0;
-    for (int64_t r = 0; r < n; r++) s += (double)w[r] * (double)d->hl[r];
-    *value = s;
+    EX_CHECK(ex_be_download(be, d->hl, F(d->losses), sizeof(float) * (size_t)(nt * n), err));
+    for (int s = 0; s < nt; s++) {
+        double v = 0.0;
+        for (int64_t r = 0; r < n; r++) v += (double)w[r] * (double)d->hl[s * n + r];
+        value[s] = v;
+    }
     return EX_OK;
 }
 

@@ -169,7 +169,7 @@ static ex_status alloc_host(dinov2 *d, ex_err *err) {
     d->idx = calloc((size_t)(d->nm_max > 0 ? d->nm_max : 1), sizeof(int32_t));
     d->nmask = calloc((size_t)(Bg * world), sizeof(int64_t));
     d->hw = calloc((size_t)R, sizeof(float));
-    d->hl = calloc((size_t)R, sizeof(float));
+    d->hl = calloc((size_t)(DN_MAX_TARGETS * R), sizeof(float));
     d->hk = calloc((size_t)(Bg * d->D), sizeof(float));
     d->hkg = calloc((size_t)(Bg * d->D), sizeof(float));
     d->hdrop = calloc((size_t)(2 * d->depth * Bg), sizeof(float));
@@ -278,7 +278,7 @@ static ex_status dn_plan(void *self, ex_memory_plan *plan, ex_err *err) {
     EX_CHECK(plan_t(plan, &d->dtok, "dinov2.dtokens", EX_F32, Bg * d->Tg * D, err));
     EX_CHECK(plan_t(plan, &d->tprob_cls, "dinov2.teacher_cls", EX_F32, Bg * K, err));
     EX_CHECK(plan_t(plan, &d->tprob_patch, "dinov2.teacher_patch", EX_F32, d->nm_max * K, err));
-    EX_CHECK(plan_t(plan, &d->losses, "dinov2.losses", EX_F32, R, err));
+    EX_CHECK(plan_t(plan, &d->losses, "dinov2.losses", EX_F32, DN_MAX_TARGETS * R, err));
     EX_CHECK(plan_t(plan, &d->rweights, "dinov2.row_weights", EX_F32, R, err));
     EX_CHECK(plan_t(plan, &d->ones, "dinov2.ones", EX_F32, R, err));
     EX_CHECK(plan_t(plan, &d->kgrad, "dinov2.koleo_grad", EX_F32, Bg * D, err));

@@ -148,12 +148,12 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
               (long long)tio.num_tokens, (long long)Tg);
     EX_CHECK(gather_inputs(d, tio.tokens, Bg, Tg, nm, err));
     EX_CHECK(heads_forward(d, &d->tdino, &d->tibot, Bg, nm, 1.0f, err));
-    float *logits = F(d->acts.logits), *probs = F(d->acts.probs), *tmp = F(d->acts.dlogits);
-    EX_CHECK(dn_teacher_targets(d, &d->cdino, logits, Bg, tau, probs, tmp, err));
+    float *logits = F(d->acts.logits), *probs = F(d->acts.probs);
+    EX_CHECK(dn_teacher_targets(d, &d->cdino, logits, Bg, tau, probs, err));
     OP(d, copy2d(be->ctx, F(d->tprob_cls), K, probs + B * K, K, B, K), "copy2d"); /* swap the crops */
     OP(d, copy2d(be->ctx, F(d->tprob_cls) + B * K, K, probs, K, B, K), "copy2d");
     if (nm_all > 0)
-        EX_CHECK(dn_teacher_targets(d, &d->cibot, logits + Bg * K, nm, tau, F(d->tprob_patch), tmp + Bg * K, err));
+        EX_CHECK(dn_teacher_targets(d, &d->cibot, logits + Bg * K, nm, tau, F(d->tprob_patch), err));
 
     /* 3. student, global crops */
     const float *drop = NULL;
@@ -166,16 +166,16 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     EX_CHECK(d->env.bb->forward(d->env.bb_self, &sio, err));
     EX_CHECK(gather_inputs(d, sio.tokens, Bg, Tg, nm, err));
     EX_CHECK(heads_forward(d, &d->sdino, &d->sibot, Bg, nm, 1.0f / Ts, err));
-    OP(d, fill(be->ctx, F(d->acts.dlogits), 0.0f, (Bg + nm) * K), "fill");
     const float wd = (float)(d->dino_w / ((double)B * nterms));
     for (int64_t r = 0; r < Bg; r++) d->hw[r] = wd;
     double dino_global = 0.0, dino_local = 0.0, ibot = 0.0, koleo = 0.0;
-    EX_CHECK(dn_soft_ce(d, 0, Bg, F(d->tprob_cls), d->hw, 1, &dino_global, err));
+    const float *tcls = F(d->tprob_cls), *tpatch = F(d->tprob_patch);
+    EX_CHECK(dn_soft_ce(d, 0, Bg, 1, &tcls, d->hw, 1, &dino_global, err));
     if (nm > 0) {
         int64_t k = 0;
         for (int64_t i = 0; i < Bg; i++)
             for (int64_t j = 0; j < d->nmask[i]; j++) d->hw[k++] = (float)(d->ibot_w / ((double)d->nmask[i] * (double)Bg));
-        EX_CHECK(dn_soft_ce(d, Bg, nm, F(d->tprob_patch), d->hw, 1, &ibot, err));
+        EX_CHECK(dn_soft_ce(d, Bg, nm, 1, &tpatch, d->hw, 1, &ibot, err));
     }
     OP(d, fill(be->ctx, F(d->dxin), 0.0f, (Bg + nm) * D), "fill");
     if (!d->separate_ibot) {
@@ -213,14 +213,14 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
         EX_CHECK(d->env.bb->forward(d->env.bb_self, &lio, err));
         EX_CHECK(gather_inputs(d, lio.tokens, nb, Tl, 0, err));
         EX_CHECK(dn_head_forward(d, &d->sdino, F(d->xin), 0, nb, 1.0f / Ts, err));
-        OP(d, fill(be->ctx, F(d->acts.dlogits), 0.0f, nb * K), "fill");
         for (int64_t r = 0; r < B; r++) d->hw[r] = wd;
-        for (int64_t j = 0; j < nc; j++)
-            for (int tc = 0; tc < 2; tc++) {
-                double v = 0.0;
-                EX_CHECK(dn_soft_ce(d, j * B, B, F(d->tprob_cls) + tc * B * K, d->hw, 1, &v, err));
-                dino_local += v;
-            }
+        const float *both[2] = {tcls, tcls + B * K}; /* each local crop against both teacher crops */
+        for (int64_t j = 0; j < nc; j++) {
+            double v[2];
+            EX_CHECK(dn_soft_ce(d, j * B, B, 2, both, d->hw, 1, v, err));
+            dino_local += v[0];
+            dino_local += v[1];
+        }
         OP(d, fill(be->ctx, F(d->dxin), 0.0f, nb * D), "fill");
         EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, nb, 1.0f / Ts, freeze, err));
         OP(d, fill(be->ctx, F(d->dtok), 0.0f, nb * Tl * D), "fill");
