@@ -172,8 +172,10 @@ static void test_supports_and_info(void **state) {
         for (int op = 0; op < EX_OP_COUNT; op++) {
             if (be->vt.supports_op(be->ctx, (ex_op)op, EX_F32) != 1)
                 fail_msg("supports_op(%s, F32) is not 1", ex_op_name((ex_op)op));
-            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_BF16), 0);
-            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F16), 0);
+            /* narrow inputs: the GEMM only (frozen weights kept in bf16) */
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_BF16), op == EX_OP_GEMM);
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F16), op == EX_OP_GEMM);
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F64), 0);
         }
         assert_int_equal(be->vt.supports_op(be->ctx, EX_OP_COUNT, EX_F32), 0);
         assert_non_null(be->vt.device_info);
@@ -321,6 +323,56 @@ static void gemm_cases(ex_backend *be, obuf *ob) {
 
 static void test_gemm(void **state) { all_threads(state, gemm_cases, "gemm"); }
 
+/* bf16/fp16 operands (frozen weights kept narrow): the product must equal, bit for bit, the fp32 GEMM of
+ * the same values widened, for every layout of k_gemm_cfgs and each operand narrow or not. */
+static void gemm_narrow_one(ex_backend *be, obuf *ob, int ta, int tb, gemm_cfg g, ex_dtype at, ex_dtype bt,
+                            uint64_t seed) {
+    scope s = {.be = be};
+    const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
+    const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
+    const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
+    const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
+    const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+    float *A = rnd(&s, na, seed, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
+    uint16_t *A16 = h_alloc(&s, 2 * na), *B16 = h_alloc(&s, 2 * nb);
+    for (size_t i = 0; i < na; i++) { /* the fp32 copy holds exactly the narrow values */
+        A16[i] = at == EX_BF16 ? ex_f32_to_bf16(A[i]) : ex_f32_to_f16(A[i]);
+        if (at != EX_F32) A[i] = at == EX_BF16 ? ex_bf16_to_f32(A16[i]) : ex_f16_to_f32(A16[i]);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        B16[i] = bt == EX_BF16 ? ex_f32_to_bf16(B[i]) : ex_f32_to_f16(B[i]);
+        if (bt != EX_F32) B[i] = bt == EX_BF16 ? ex_bf16_to_f32(B16[i]) : ex_f16_to_f32(B16[i]);
+    }
+    float *dC32 = upf(&s, C0, nc), *dC = upf(&s, C0, nc);
+    ex_gemm_desc d = {0};
+    d.trans_a = ta, d.trans_b = tb, d.m = g.m, d.n = g.n, d.k = g.k, d.alpha = g.alpha, d.beta = g.beta;
+    d.a = upf(&s, A, na), d.a_dtype = EX_F32, d.lda = lda, d.stride_a = sa;
+    d.b = upf(&s, B, nb), d.b_dtype = EX_F32, d.ldb = ldb, d.stride_b = sb;
+    d.c = dC32, d.ldc = ldc, d.stride_c = sc, d.batch = g.batch;
+    OK(be->vt.gemm(be->ctx, &d));
+    if (at != EX_F32) d.a = up(&s, A16, 2 * na), d.a_dtype = at;
+    if (bt != EX_F32) d.b = up(&s, B16, 2 * nb), d.b_dtype = bt;
+    d.c = dC;
+    OK(be->vt.gemm(be->ctx, &d));
+    float *want = down(&s, dC32, nc), *got = down(&s, dC, nc);
+    if (memcmp(want, got, nc * sizeof(float)) != 0)
+        fail_msg("gemm %s x %s ta=%d tb=%d m=%lld n=%lld k=%lld: differs from the fp32 product of the same values",
+                 ex_dtype_name(at), ex_dtype_name(bt), ta, tb, (long long)g.m, (long long)g.n, (long long)g.k);
+    ob_f(ob, got, nc);
+    scope_end(&s);
+}
+
+static void gemm_narrow_cases(ex_backend *be, obuf *ob) {
+    static const ex_dtype k_types[][2] = {{EX_F32, EX_BF16}, {EX_BF16, EX_F32}, {EX_BF16, EX_BF16}, {EX_F16, EX_F16}};
+    uint64_t seed = 900;
+    for (size_t c = 0; c < sizeof k_gemm_cfgs / sizeof *k_gemm_cfgs; c++)
+        for (size_t t = 0; t < sizeof k_types / sizeof *k_types; t++)
+            for (int tr = 0; tr < 4; tr++)
+                gemm_narrow_one(be, ob, tr & 1, tr >> 1, k_gemm_cfgs[c], k_types[t][0], k_types[t][1], seed += 3);
+}
+
+static void test_gemm_narrow_inputs(void **state) { all_threads(state, gemm_narrow_cases, "gemm with bf16/fp16 inputs"); }
+
 static void test_gemm_errors(void **state) {
     env *e = *state;
     ex_backend *be = &e->be[1];
@@ -339,10 +391,10 @@ static void test_gemm_errors(void **state) {
     d.batch = 1;
     d.a_dtype = d.b_dtype = EX_F32;
     OK(be->vt.gemm(be->ctx, &d));
-    d.a_dtype = EX_BF16;
+    d.a_dtype = EX_F64;
     assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_UNSUPPORTED);
     d.a_dtype = EX_F32;
-    d.b_dtype = EX_F16;
+    d.b_dtype = EX_I32;
     assert_int_equal(be->vt.gemm(be->ctx, &d), EX_E_UNSUPPORTED);
     d.b_dtype = EX_F32;
     d.lda = 3; /* < k */
@@ -1246,6 +1298,7 @@ int main(void) {
         cmocka_unit_test(test_memory),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_errors),
+        cmocka_unit_test(test_gemm_narrow_inputs),
         cmocka_unit_test(test_bias_add),
         cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_layernorm),

@@ -255,8 +255,18 @@ static const gcase k_gemm_cases[] = {
 };
 #define N_GEMM_CASES (sizeof k_gemm_cases / sizeof *k_gemm_cases)
 
-/* Run case ci on both backends; returns the twin C. */
-static twin run_gemm_case(scope *s, size_t ci) {
+/* n random values in [-1, 1) stored as dtype t (fp32, or bf16/fp16 bits), the same on both backends. */
+static twin tw_rand_as(scope *s, size_t n, uint64_t seed, ex_dtype t) {
+    if (t == EX_F32) return tw_rand(s, n, seed, -1, 1);
+    float *h = hbuf(s, n * 4);
+    uint16_t *h16 = hbuf(s, n * 2);
+    ext_fill_uniform(h, n, seed, -1, 1);
+    for (size_t i = 0; i < n; i++) h16[i] = t == EX_BF16 ? ex_f32_to_bf16(h[i]) : ex_f32_to_f16(h[i]);
+    return tw_up(s, h16, n * 2);
+}
+
+/* Run case ci on both backends with A and B stored as at and bt; returns the twin C. */
+static twin run_gemm_case_as(scope *s, size_t ci, ex_dtype at, ex_dtype bt) {
     const gcase g = k_gemm_cases[ci];
     const int64_t lda = (g.ta ? g.m : g.k) + 3, ldb = (g.tb ? g.k : g.n) + 1, ldc = g.n + 2;
     const int64_t arows = g.ta ? g.k : g.m, brows = g.tb ? g.n : g.k;
@@ -265,17 +275,18 @@ static twin run_gemm_case(scope *s, size_t ci) {
     const int64_t acols = g.ta ? g.m : g.k, bcols = g.tb ? g.k : g.n;
     const size_t na = (size_t)(arows > 0 ? (g.batch - 1) * sa + (arows - 1) * lda + acols : 1);
     const size_t nb = (size_t)(brows > 0 ? (g.batch - 1) * sb + (brows - 1) * ldb + bcols : 1);
-    twin a = tw_rand(s, na, 10 + ci, -1, 1);
-    twin b = tw_rand(s, nb, 20 + ci, -1, 1);
+    twin a = tw_rand_as(s, na, 10 + ci, at);
+    twin b = tw_rand_as(s, nb, 20 + ci, bt);
     twin c = g.beta == 0.0f && g.alpha == 0.0f ? tw_const(s, (size_t)(sc_ * g.batch), NAN)
                                                : tw_rand(s, (size_t)(sc_ * g.batch), 30 + ci, -1, 1);
     BOTH {
-        ex_gemm_desc d = {g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.beta, F(a), EX_F32, lda, sa,
-                          F(b), EX_F32, ldb, sb, F(c), ldc, sc_, g.batch};
+        ex_gemm_desc d = {g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.beta, a.p[k], at, lda, sa,
+                          b.p[k], bt, ldb, sb, F(c), ldc, sc_, g.batch};
         OK(CALL(gemm, &d));
     }
     return c;
 }
+static twin run_gemm_case(scope *s, size_t ci) { return run_gemm_case_as(s, ci, EX_F32, EX_F32); }
 
 static void test_gemm(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
@@ -327,6 +338,32 @@ static void test_gemm_bf16(void **state) {
     scope_end(s);
 }
 
+/* Narrow inputs as frozen weights bring them ([optim] frozen_dtype): fp32 activations times a bf16
+ * weight on either side, both bf16, both fp16, bf16 times fp16, against the CPU's fp32 product of the
+ * same stored values, over every GEMM case. Under the default gemm_math = fp32 (and gemm = own) the
+ * device widens the narrow operands, so the fp32 tolerance applies. */
+static void test_gemm_mixed(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    static const ex_dtype types[][2] = {{EX_F32, EX_BF16}, {EX_BF16, EX_F32}, {EX_BF16, EX_BF16}, {EX_F16, EX_F16},
+                                        {EX_BF16, EX_F16}};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        OK(e->be[1].vt.supports_op(e->be[1].ctx, EX_OP_GEMM, types[ti][0]) &&
+                   e->be[1].vt.supports_op(e->be[1].ctx, EX_OP_GEMM, types[ti][1])
+               ? EX_OK
+               : EX_E_UNSUPPORTED);
+        for (size_t ci = 0; ci < N_GEMM_CASES; ci++) {
+            const gcase g = k_gemm_cases[ci];
+            twin c = run_gemm_case_as(s, ci, types[ti][0], types[ti][1]);
+            char what[96];
+            snprintf(what, sizeof what, "gemm case %zu, %s x %s", ci, ex_dtype_name(types[ti][0]),
+                     ex_dtype_name(types[ti][1]));
+            cmp_tol(s, c, (size_t)((g.m * (g.n + 2) + 7) * g.batch), 1e-4, 1e-4, what);
+        }
+        scope_end(s);
+    }
+}
+
 /* NMSE of twin t's cuda copy against its cpu copy (n floats). */
 static double nmse_of(scope *s, twin t, size_t n) {
     void *vr = NULL, *vg = NULL;
@@ -371,6 +408,16 @@ static void test_gemm_math(void **state) {
             if (v > worst) worst = v;
             if (g.k == 512) big[mi] = v;
         }
+        /* fp32 activations times a bf16 weight: under bf16 only the fp32 operand is rounded */
+        double mixed = 0.0;
+        for (size_t ci = 0; ci < N_GEMM_CASES; ci++)
+            if (k_gemm_cases[ci].k == 512) {
+                const gcase g = k_gemm_cases[ci];
+                twin c = run_gemm_case_as(s, ci, EX_F32, EX_BF16);
+                mixed = nmse_of(s, c, (size_t)((g.m * (g.n + 2) + 7) * g.batch));
+            }
+        printf("# gemm_math = %s: fp32 x bf16 256x384x512 gemm NMSE %.3g\n", modes[mi], mixed);
+        assert_true(mixed <= max_nmse[mi]);
         const int64_t ab = 2, t = 197, nh = 3, hs = 64, C = nh * hs;
         twin qkv = tw_rand(s, (size_t)(ab * t * 3 * C), 62, -2, 2);
         twin o = tw_alloc(s, (size_t)(ab * t * C) * 4), l = tw_alloc(s, (size_t)(ab * nh * t) * 4);
@@ -770,7 +817,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest fwd[] = {
         cmocka_unit_test_prestate(test_supports_and_info, &env), cmocka_unit_test_prestate(test_memory, &env),
         cmocka_unit_test_prestate(test_gemm, &env),              cmocka_unit_test_prestate(test_gemm_bf16, &env),
-        cmocka_unit_test_prestate(test_gemm_math, &env),
+        cmocka_unit_test_prestate(test_gemm_math, &env),          cmocka_unit_test_prestate(test_gemm_mixed, &env),
         cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
         cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),
         cmocka_unit_test_prestate(test_reduce, &env),            cmocka_unit_test_prestate(test_gathers_fwd, &env),

@@ -813,10 +813,10 @@ static void dblock_init(scope *s, const bcfg *c, const float *theta, int grads, 
     b->mlp = c->mlp;
     b->norm1 = (ex_layernorm){D, (float)LN_EPS, d->p[P_N1W], d->p[P_N1B], d->g[P_N1W], d->g[P_N1B]};
     b->norm2 = (ex_layernorm){D, (float)LN_EPS, d->p[P_N2W], d->p[P_N2B], d->g[P_N2W], d->g[P_N2B]};
-    b->qkv = (ex_linear){D, 3 * D, d->p[P_QKVW], d->p[P_QKVB], d->g[P_QKVW], d->g[P_QKVB], NULL};
-    b->proj = (ex_linear){D, D, d->p[P_PROJW], d->p[P_PROJB], d->g[P_PROJW], d->g[P_PROJB], NULL};
-    b->fc1 = (ex_linear){D, cfg_fc1(c), d->p[P_FC1W], d->p[P_FC1B], d->g[P_FC1W], d->g[P_FC1B], NULL};
-    b->fc2 = (ex_linear){c->hidden, D, d->p[P_FC2W], d->p[P_FC2B], d->g[P_FC2W], d->g[P_FC2B], NULL};
+    b->qkv = (ex_linear){D, 3 * D, d->p[P_QKVW], d->p[P_QKVB], d->g[P_QKVW], d->g[P_QKVB], NULL, EX_F32};
+    b->proj = (ex_linear){D, D, d->p[P_PROJW], d->p[P_PROJB], d->g[P_PROJW], d->g[P_PROJB], NULL, EX_F32};
+    b->fc1 = (ex_linear){D, cfg_fc1(c), d->p[P_FC1W], d->p[P_FC1B], d->g[P_FC1W], d->g[P_FC1B], NULL, EX_F32};
+    b->fc2 = (ex_linear){c->hidden, D, d->p[P_FC2W], d->p[P_FC2B], d->g[P_FC2W], d->g[P_FC2B], NULL, EX_F32};
     b->ls1 = d->p[P_LS1];
     b->ls2 = d->p[P_LS2];
     b->dls1 = d->g[P_LS1];

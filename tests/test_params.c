@@ -227,11 +227,100 @@ static void test_share_frozen(void **state) {
     ext_backend_close(&be, reg);
 }
 
+/* [optim] frozen_dtype = bf16: frozen GEMM operands (and only those) are stored in bf16 at half the
+ * memory; values go in rounded to nearest even and come out exactly; a teacher's alias takes the bf16
+ * storage it shares; a tensor that trains cannot be bf16. */
+static void test_frozen_bf16(void **state) {
+    (void)state;
+    ex_backend be;
+    ex_registry *reg;
+    ext_backend_open("cpu", NULL, &be, &reg);
+    ex_err err;
+    ex_err_clear(&err);
+    ex_params student, teacher;
+    ex_params_init(&student);
+    ex_params_init(&teacher);
+    toy s = {0}, t = {0};
+    ex_dtype s_dt = EX_F64, t_dt = EX_F64, h_dt = EX_F64; /* bind must overwrite these */
+    float *sh = NULL, *dsh = NULL, *th = NULL;
+    register_toy(&student, &s);
+    register_toy(&teacher, &t);
+    ex_param *p;
+    EXT_OK(ex_params_add(&student, "head.weight", 2, (int64_t[]){3, 2}, "head", &sh, &dsh, &p, &err), &err);
+    ex_params_mark_gemm_operand(p, &h_dt);
+    EXT_OK(ex_params_add(&teacher, "head.weight", 2, (int64_t[]){3, 2}, "head", &th, NULL, &p, &err), &err);
+    ex_params_mark_gemm_operand(p, NULL);
+    ex_params_mark_gemm_operand(ex_params_find(&student, "blocks.0.attn.qkv.weight"), &s_dt);
+    ex_params_mark_gemm_operand(ex_params_find(&teacher, "blocks.0.attn.qkv.weight"), &t_dt);
+    EXT_OK(ex_params_set_trainable(&student, "head.weight", 1, NULL, &err), &err);
+
+    int n = -1;
+    size_t saved = 0;
+    EXT_OK(ex_params_set_frozen_dtype(&student, &be, EX_BF16, &n, &saved, &err), &err);
+    assert_int_equal(n, 1); /* the frozen qkv weight; not the trainable head, not the norm or the token */
+    assert_int_equal(saved, 12 * 2);
+    assert_int_equal(ex_params_find(&student, "blocks.0.attn.qkv.weight")->value.dtype, EX_BF16);
+    assert_int_equal(ex_params_find(&student, "head.weight")->value.dtype, EX_F32);
+    assert_int_equal(ex_params_find(&student, "blocks.0.norm1.weight")->value.dtype, EX_F32);
+    assert_int_equal(ex_params_set_frozen_dtype(&student, &be, EX_F16, NULL, NULL, &err), EX_E_INVALID);
+    /* the teacher: the qkv alias becomes bf16; the head (trained by the student) keeps its own fp32 copy */
+    int shared = 0;
+    EXT_OK(ex_params_share_frozen(&teacher, &student, &shared, NULL, &err), &err);
+    assert_int_equal(shared, 3);
+    assert_int_equal(ex_params_find(&teacher, "blocks.0.attn.qkv.weight")->value.dtype, EX_BF16);
+    assert_int_equal(ex_params_find(&teacher, "head.weight")->value.dtype, EX_F32);
+
+    ex_memory_plan ps, pt;
+    ex_memory_plan_init(&ps, &be);
+    ex_memory_plan_init(&pt, &be);
+    EXT_OK(ex_params_plan(&student, &ps, &err), &err);
+    EXT_OK(ex_params_plan(&teacher, &pt, &err), &err);
+    assert_int_equal(ex_tensor_nbytes(&ex_params_find(&student, "blocks.0.attn.qkv.weight")->value), 24);
+    EXT_OK(ex_memory_plan_commit(&ps, &err), &err);
+    EXT_OK(ex_memory_plan_commit(&pt, &err), &err);
+    ex_params_bind(&student);
+    ex_params_bind(&teacher);
+    assert_int_equal(s_dt, EX_BF16);
+    assert_int_equal(t_dt, EX_BF16);
+    assert_int_equal(h_dt, EX_F32);
+    assert_ptr_equal(t.qkv_w, s.qkv_w);
+
+    /* round to nearest even on the way in, exact on the way out; offsets in elements */
+    const ex_param *q = ex_params_find(&student, "blocks.0.attn.qkv.weight");
+    const float in[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -3.140625f, 0x1p-130f}; /* two ties (ulp 2^-7): to even 1 and 1 + 2^-6 */
+    const float want[4] = {1.0f, 1.0f + 0x1p-6f, -3.140625f, 0x1p-130f};
+    EXT_OK(ex_params_upload(&be, q, 8, in, 4, &err), &err);
+    float out[4] = {0};
+    EXT_OK(ex_params_download(&be, q, 8, out, 4, &err), &err);
+    for (int i = 0; i < 4; i++) assert_true(out[i] == want[i]);
+    const uint16_t *raw = (const uint16_t *)s.qkv_w; /* the cpu backend's memory is the host's */
+    assert_int_equal(raw[8], 0x3F80);
+    assert_int_equal(raw[9], 0x3F82); /* 1 + 2^-6: the even neighbour of the tie */
+    assert_int_equal(ex_params_upload(&be, q, 10, in, 4, &err), EX_E_INTERNAL); /* past the end */
+
+    /* a tensor that trains must stay fp32 */
+    EXT_OK(ex_params_set_trainable(&teacher, "blocks.0.attn.qkv.weight", 1, NULL, &err), &err);
+    ex_params_find(&teacher, "blocks.0.attn.qkv.weight")->alias = NULL;
+    ex_memory_plan pa;
+    ex_memory_plan_init(&pa, &be);
+    assert_int_equal(ex_params_plan(&teacher, &pa, &err), EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "blocks.0.attn.qkv.weight"));
+    assert_non_null(strstr(err.msg, "BF16"));
+
+    ex_memory_plan_release(&pa);
+    ex_memory_plan_release(&pt);
+    ex_memory_plan_release(&ps);
+    ex_params_free(&teacher);
+    ex_params_free(&student);
+    ext_backend_close(&be, reg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_register_and_trainable),
         cmocka_unit_test(test_plan_bind_and_load),
         cmocka_unit_test(test_share_frozen),
+        cmocka_unit_test(test_frozen_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,6 +356,135 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
 /* kill -9 during training with a checkpoint every step: whatever moment the kill lands, the checkpoint on
  * disk opens and resumes (the atomic rename leaves the old or the new file, never half of one). Also keeps
  * the last k numbered checkpoints. */
+/* The tensors of checkpoint a whose names start with `prefix` equal b's, byte for byte. */
+static void compare_prefix(const char *a, const char *b, const char *prefix) {
+    ex_err err;
+    ex_st_file *fa, *fb;
+    EXT_OK(ex_st_open(&fa, a, &err), &err);
+    EXT_OK(ex_st_open(&fb, b, &err), &err);
+    int n = 0;
+    for (int i = 0; i < ex_st_count(fa); i++) {
+        const ex_st_entry *e = ex_st_at(fa, i), *g;
+        if (strncmp(e->name, prefix, strlen(prefix)) != 0) continue;
+        if (!(g = ex_st_find(fb, e->name))) fail_msg("%s lacks %s", b, e->name);
+        if (e->end - e->begin != g->end - g->begin || memcmp(ex_st_data(fa, e), ex_st_data(fb, g), e->end - e->begin))
+            fail_msg("tensor %s differs between %s and %s", e->name, a, b);
+        n++;
+    }
+    assert_true(n > 0);
+    ex_st_close(fa);
+    ex_st_close(fb);
+}
+
+/* [optim] frozen_dtype = bf16 keeps the frozen linear weights in bf16. The CPU widens them exactly for
+ * its GEMM, so an ExPLoRA DINOv2 run must equal, bit for bit, an fp32 run whose frozen weights were rounded
+ * to bf16 beforehand (losses, trained tensors, optimiser state), and differ from the fp32 run on the
+ * unrounded weights. Its checkpoint keeps the teacher's shared frozen weights as BF16, and a stopped and
+ * resumed bf16 run ends bit-identical to an uninterrupted one. */
+static void test_frozen_bf16_equals_rounded_fp32(void **state) {
+    (void)state;
+    need_data();
+    static char text[16384];
+    const char *body =
+        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
+        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
+        "[peft.lora]\nrank = 4\ntargets = q, v\n"
+        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+        "local_size = 8\nlocal_crops = 2\n"
+        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\n";
+    const char *tags[5] = {"base", "a", "b", "c", "a2"};
+    char dir[5][4096], ini[5][4096], ck[5][4200], *out;
+    for (int i = 0; i < 5; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "fbf16-%s", tags[i]);
+        ext_tmp_path(dir[i], sizeof dir[i], name);
+        snprintf(text, sizeof text, "[run]\nseed = 7\nout = %s\nlog_every = 1\n%s", dir[i], body);
+        snprintf(name, sizeof name, "fbf16-%s.ini", tags[i]);
+        ext_tmp_path(ini[i], sizeof ini[i], name);
+        ext_write_file(ini[i], text, strlen(text));
+        snprintf(ck[i], sizeof ck[i], "%s/checkpoint.safetensors", dir[i]);
+    }
+    /* base weights (the backbone's init), and a copy with the frozen linear weights rounded to bf16 */
+    char base[4200], rounded[4200];
+    ext_tmp_path(base, sizeof base, "fbf16-base.safetensors");
+    ext_tmp_path(rounded, sizeof rounded, "fbf16-rounded.safetensors");
+    RUN_EXPECT(0, &out, "export '%s' --out '%s'", ini[0], base);
+    free(out);
+    ex_err err;
+    ex_st_file *f;
+    ex_st_writer *w;
+    EXT_OK(ex_st_open(&f, base, &err), &err);
+    EXT_OK(ex_st_writer_new(&w, &err), &err);
+    float *vals[64];
+    int nv = 0, nrounded = 0;
+    for (int i = 0; i < ex_st_count(f); i++) {
+        const ex_st_entry *e = ex_st_at(f, i);
+        int64_t n = 1;
+        for (int d = 0; d < e->ndim; d++) n *= e->shape[d];
+        assert_true(nv < 64);
+        float *v = vals[nv++] = malloc(sizeof(float) * (size_t)n);
+        EXT_OK(ex_st_read_f32(f, e, v, n, &err), &err);
+        /* frozen under this [peft]: the linear weights of block 0 and the patch embedding */
+        const int frozen_linear = (strncmp(e->name, "blocks.0.", 9) == 0 && e->ndim == 2 && strstr(e->name, ".weight") &&
+                                   !strstr(e->name, "norm")) ||
+                                  strcmp(e->name, "patch_embed.proj.weight") == 0;
+        if (frozen_linear) {
+            for (int64_t j = 0; j < n; j++) v[j] = ex_bf16_to_f32(ex_f32_to_bf16(v[j]));
+            nrounded++;
+        }
+        EXT_OK(ex_st_writer_add(w, e->name, EX_F32, e->ndim, e->shape, v, &err), &err);
+    }
+    assert_int_equal(nrounded, 5); /* qkv, proj, fc1, fc2, patch embedding */
+    EXT_OK(ex_st_writer_finish(w, rounded, &err), &err);
+    ex_st_writer_free(w);
+    ex_st_close(f);
+    for (int i = 0; i < nv; i++) free(vals[i]);
+
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16", ini[1], base);
+    expect_in(out, "frozen weights: 5 tensors kept in bf16");
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", ini[2], rounded);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", ini[3], base);
+    free(out);
+    int na, nb, nc;
+    double *la = losses(dir[1], &na), *lb = losses(dir[2], &nb), *lc = losses(dir[3], &nc);
+    assert_int_equal(na, 4);
+    assert_int_equal(nb, 4);
+    assert_int_equal(nc, 4);
+    int differs = 0;
+    for (int i = 0; i < 4; i++) {
+        if (la[i] != lb[i]) fail_msg("step %d: loss %.9g with bf16 storage, %.9g on pre-rounded fp32", i + 1, la[i], lb[i]);
+        differs |= la[i] != lc[i];
+    }
+    assert_true(differs); /* the rounding is real: the unrounded fp32 run takes another path */
+    free(la);
+    free(lb);
+    free(lc);
+    compare_prefix(ck[1], ck[2], "param.");
+    compare_prefix(ck[1], ck[2], "optim.");
+    compare_prefix(ck[1], ck[2], "objective.teacher_head.");
+    compare_prefix(ck[1], ck[2], "objective.teacher.blocks.1.");
+    EXT_OK(ex_st_open(&f, ck[1], &err), &err);
+    const ex_st_entry *q0 = ex_st_find(f, "objective.teacher.blocks.0.attn.qkv.weight");
+    const ex_st_entry *q1 = ex_st_find(f, "objective.teacher.blocks.1.attn.qkv.weight");
+    assert_true(q0 && q1);
+    assert_int_equal(q0->dtype, EX_BF16); /* shared with the student, stored as it is */
+    assert_int_equal(q1->dtype, EX_F32);  /* trained by the student: its own EMA copy */
+    ex_st_close(f);
+
+    /* stopped after 2 steps and resumed: the same end as the uninterrupted bf16 run */
+    char *o2;
+    RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --set run.stop_at=2",
+               ini[4], base);
+    free(o2);
+    RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --resume", ini[4], base);
+    free(o2);
+    compare_checkpoints(ck[1], ck[4]);
+}
+
 static void test_kill_9_leaves_a_valid_checkpoint(void **state) {
     (void)state;
     need_data();
@@ -687,6 +816,7 @@ int main(void) {
         cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_lora_dropout_resume_is_bit_identical),
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
+        cmocka_unit_test(test_frozen_bf16_equals_rounded_fp32),
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),

@@ -115,7 +115,9 @@ ex_status cpu_device_info(void *vctx, ex_device_info *out) {
 
 int cpu_supports_op(void *ctx, ex_op op, ex_dtype dtype) {
     (void)ctx;
-    return (int)op >= 0 && op < EX_OP_COUNT && dtype == EX_F32;
+    if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
+    /* the GEMM also takes bf16/fp16 inputs (widened to fp32: the oracle of the devices' mixed GEMMs) */
+    return dtype == EX_F32 || (op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16));
 }
 
 /* ------------------------------------------------------------------------------

@@ -279,12 +279,11 @@ ex_status cu_device_info(void *vctx, ex_device_info *out) {
 }
 
 int cu_supports_op(void *vctx, ex_op op, ex_dtype dtype) {
-    const cu_ctx *ctx = vctx;
+    (void)vctx;
     if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
     if (dtype == EX_F32) return 1;
-    /* cuBLAS GEMM takes bf16/fp16 inputs (both operands the same type), fp32 output and accumulation;
-     * the own kernel takes fp32 only */
-    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16) && !ctx->gemm_own;
+    /* the GEMM takes bf16/fp16 inputs, also mixed with fp32 ones (cu_gemm says how), fp32 output */
+    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16);
 }
 
 /* ------------------------------------------------------------------------------
@@ -351,13 +350,18 @@ static cudaDataType_t cu_dtype(ex_dtype t) {
 }
 #endif
 
+static int cu_narrow(ex_dtype t) { return t == EX_BF16 || t == EX_F16; }
+
+/* Elements from an operand's first to the last one the product reads (strides and leading dimension kept). */
+static int64_t cu_span(int64_t batch, int64_t stride, int64_t rows, int64_t ld, int64_t cols) {
+    return (batch - 1) * stride + (rows - 1) * ld + cols;
+}
+
 ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     cu_ctx *ctx = vctx;
     CU_ARG(d, CU_VENDOR ": gemm without a descriptor");
-    int ok_types = (d->a_dtype == EX_F32 || d->a_dtype == EX_BF16 || d->a_dtype == EX_F16) &&
-                   d->a_dtype == d->b_dtype;
-    if (!ok_types)
-        EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm supports fp32, bf16 or fp16 inputs (A and B of one type)");
+    if ((d->a_dtype != EX_F32 && !cu_narrow(d->a_dtype)) || (d->b_dtype != EX_F32 && !cu_narrow(d->b_dtype)))
+        EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm takes fp32, bf16 or fp16 inputs");
     CU_ARG(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, CU_VENDOR ": gemm: negative size or batch < 1");
     CU_ARG(d->m <= INT32_MAX && d->n <= INT32_MAX && d->k <= INT32_MAX, CU_VENDOR ": gemm: size beyond the int range");
     if (d->m == 0 || d->n == 0) return EX_OK;
@@ -368,6 +372,32 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     CU_ARG(d->a && d->lda >= acols && d->lda <= INT32_MAX && d->stride_a >= 0, CU_VENDOR ": gemm: bad A");
     CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, CU_VENDOR ": gemm: bad B");
     CU_ARG(d->batch <= INT32_MAX, CU_VENDOR ": gemm: batch beyond the int range");
+    if (cu_narrow(d->a_dtype) || cu_narrow(d->b_dtype)) {
+        /* Narrow inputs (a frozen weight kept in bf16, [optim] frozen_dtype). Tensor cores take them as they
+         * are when both are one narrow type, or when gemm_math = bf16 rounds the fp32 one to bf16 anyway;
+         * otherwise the narrow operands are widened to fp32 (exact) and the product follows gemm_math (fp32,
+         * tf32) or the own kernel: the same numbers as the CPU oracle's, up to summation order. */
+        const int same = d->a_dtype == d->b_dtype;
+        const int direct = !ctx->gemm_own && (same || (ctx->gemm_bf16 && (d->a_dtype == EX_BF16 || d->b_dtype == EX_BF16) &&
+                                                      (d->a_dtype == EX_F32 || d->b_dtype == EX_F32)));
+        if (!direct) {
+            const int64_t na = cu_narrow(d->a_dtype) ? cu_span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda, acols) : 0;
+            const int64_t nb = cu_narrow(d->b_dtype) ? cu_span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb, bcols) : 0;
+            void *buf = NULL; /* the general scratch: no fp32 GEMM path below uses it */
+            EX_CHECK(cu_scratch(ctx, sizeof(float) * (size_t)(na + nb), &buf));
+            ex_gemm_desc w = *d;
+            float *wa = buf, *wb = wa + na;
+            if (na) {
+                EX_CHECK(cu_widen(ctx, wa, d->a, d->a_dtype == EX_BF16, na));
+                w.a = wa, w.a_dtype = EX_F32;
+            }
+            if (nb) {
+                EX_CHECK(cu_widen(ctx, wb, d->b, d->b_dtype == EX_BF16, nb));
+                w.b = wb, w.b_dtype = EX_F32;
+            }
+            return cu_gemm(vctx, &w);
+        }
+    }
     if (ctx->gemm_own) {
         if (d->a_dtype != EX_F32)
             EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm: the own kernel takes fp32 inputs only");
@@ -383,9 +413,20 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     const float alpha = d->alpha, beta = d->beta;
     /* fp32 inputs: the configured arithmetic (gemm_math); bf16/fp16 inputs: their tensor cores, fp32 accumulation */
     cudaDataType_t t = cu_dtype(d->a_dtype);
-    cublasComputeType_t compute = d->a_dtype == EX_F32 ? ctx->gemm_compute : CUBLAS_COMPUTE_32F;
+    cublasComputeType_t compute = d->a_dtype == EX_F32 && d->b_dtype == EX_F32 ? ctx->gemm_compute : CUBLAS_COMPUTE_32F;
     const void *a = d->a, *b = d->b;
-    if (d->a_dtype == EX_F32 && ctx->gemm_bf16) {
+    if (d->a_dtype != d->b_dtype) { /* gemm_math = bf16 with one bf16 operand: round the fp32 one */
+        const int64_t arows = d->trans_a ? d->k : d->m, brows = d->trans_b ? d->n : d->k;
+        const int round_a = d->a_dtype == EX_F32;
+        const int64_t n = round_a ? cu_span(d->batch, d->stride_a, arows, d->lda, acols)
+                                  : cu_span(d->batch, d->stride_b, brows, d->ldb, bcols);
+        void *r16 = NULL;
+        EX_CHECK(cu_bf16_scratch(ctx, round_a ? 0 : 1, (size_t)n * 2, &r16));
+        EX_CHECK(cu_to_bf16(ctx, r16, (const float *)(round_a ? d->a : d->b), n));
+        if (round_a) a = r16;
+        else b = r16;
+        t = CUDA_R_16BF, compute = CUBLAS_COMPUTE_32F;
+    } else if (d->a_dtype == EX_F32 && ctx->gemm_bf16) {
         /* bf16 copies of the spans A and B occupy, from the first element to the last one read (their
          * strides and leading dimensions kept; a view into a wider matrix ends at its last row's last column) */
         const int64_t arows = d->trans_a ? d->k : d->m, brows = d->trans_b ? d->n : d->k;

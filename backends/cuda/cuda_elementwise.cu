@@ -52,6 +52,23 @@ __global__ void k_to_bf16(cu_bf16 *dst, const float *src, int64_t n) {
     CU_FOR(i, n) dst[i] = cu_float2bf16(src[i]);
 }
 
+/* dst (n) = src (n) widened to fp32, exactly: bf16 bits (bf16 = 1) or IEEE half bits (bf16 = 0). */
+__global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16) {
+    CU_FOR(i, n) {
+        const uint32_t h = src[i];
+        if (bf16) {
+            dst[i] = __uint_as_float(h << 16);
+            continue;
+        }
+        const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+        float v;
+        if (exp == 0x1Fu) v = __uint_as_float(sign | 0x7F800000u | (man << 13)); /* inf, NaN */
+        else if (exp != 0) v = __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+        else v = __uint_as_float(sign | __float_as_uint((float)man * (1.0f / 16777216.0f))); /* 0, subnormal */
+        dst[i] = v;
+    }
+}
+
 __global__ void k_bias_add(float *out, const float *bias, int64_t n, int64_t c) {
     CU_FOR(e, n * c) out[e] += bias[e % c];
 }
@@ -207,6 +224,13 @@ ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
 ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n) {
     if (n <= 0) return EX_OK;
     k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((cu_bf16 *)dst, src, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_widen(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n) {
+    if (n <= 0) return EX_OK;
+    k_widen<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, (const uint16_t *)src, n, bf16);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

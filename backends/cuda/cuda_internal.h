@@ -60,7 +60,8 @@ typedef struct cu_ctx {
      * grown only when a larger size is needed (after a stream sync). */
     void *scratch;
     size_t scratch_bytes;
-    /* bf16 copies of GEMM operands under gemm_math = bf16, grown like `scratch`. */
+    /* bf16 copies of GEMM operands under gemm_math = bf16, grown like `scratch`. (Narrow operands
+     * widened to fp32 for the fp32 paths go to `scratch`, which no GEMM path uses.) */
     void *bf16_a, *bf16_b;
     size_t bf16_a_bytes, bf16_b_bytes;
     /* Attention score scratch (P and dS of a chunk of batch items). */
@@ -89,6 +90,9 @@ ex_status cu_comm_allreduce_sum_f32(void *ctx, float *buf, int64_t n, ex_err *er
 /* gemm_math = bf16: dst (n) = src rounded to bf16 (round to nearest even). */
 ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n);
 ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out);
+/* dst (n) fp32 = src (n) bf16 (bf16 = 1) or fp16 (bf16 = 0) bits, exactly: narrow GEMM operands for the
+ * fp32 paths (gemm_math = fp32/tf32, the own kernel). */
+ex_status cu_widen(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n);
 
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
 #ifndef EXPLORA_HIP

@@ -6,6 +6,7 @@
 #include "explora/backend.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "explora/plugin.h"
@@ -139,6 +140,49 @@ ex_status ex_be_download(ex_backend *be, void *host, const void *src, size_t byt
     return EX_OK;
 }
 
+/* Host staging for the converting copies: bounded chunks, so a large tensor needs no second full copy. */
+#define EX_STAGE_ELEMS ((int64_t)1 << 20)
+
+ex_status ex_be_upload_as(ex_backend *be, void *dst, ex_dtype dtype, int64_t offset, const float *host, int64_t n,
+                          ex_err *err) {
+    EX_ENSURE(dst && (host || n == 0) && offset >= 0 && n >= 0, err, EX_E_INVALID, "upload: bad arguments");
+    if (dtype == EX_F32) return ex_be_upload(be, (float *)dst + offset, host, sizeof(float) * (size_t)n, err);
+    EX_ENSURE(dtype == EX_BF16 || dtype == EX_F16, err, EX_E_UNSUPPORTED, "upload: fp32 values cannot be stored as %s",
+              ex_dtype_name(dtype));
+    uint16_t *stage = malloc(sizeof(uint16_t) * (size_t)(n < EX_STAGE_ELEMS ? (n ? n : 1) : EX_STAGE_ELEMS));
+    EX_ENSURE(stage, err, EX_E_NOMEM, "upload: out of memory converting %lld values to %s", (long long)n,
+              ex_dtype_name(dtype));
+    ex_status st = EX_OK;
+    for (int64_t i0 = 0; i0 < n && st == EX_OK; i0 += EX_STAGE_ELEMS) {
+        const int64_t m = n - i0 < EX_STAGE_ELEMS ? n - i0 : EX_STAGE_ELEMS;
+        for (int64_t i = 0; i < m; i++)
+            stage[i] = dtype == EX_BF16 ? ex_f32_to_bf16(host[i0 + i]) : ex_f32_to_f16(host[i0 + i]);
+        st = ex_be_upload(be, (uint16_t *)dst + offset + i0, stage, sizeof(uint16_t) * (size_t)m, err);
+    }
+    free(stage);
+    return st;
+}
+
+ex_status ex_be_download_as(ex_backend *be, float *host, const void *src, ex_dtype dtype, int64_t offset, int64_t n,
+                            ex_err *err) {
+    EX_ENSURE(src && (host || n == 0) && offset >= 0 && n >= 0, err, EX_E_INVALID, "download: bad arguments");
+    if (dtype == EX_F32) return ex_be_download(be, host, (const float *)src + offset, sizeof(float) * (size_t)n, err);
+    EX_ENSURE(dtype == EX_BF16 || dtype == EX_F16, err, EX_E_UNSUPPORTED, "download: %s values cannot be read as fp32",
+              ex_dtype_name(dtype));
+    uint16_t *stage = malloc(sizeof(uint16_t) * (size_t)(n < EX_STAGE_ELEMS ? (n ? n : 1) : EX_STAGE_ELEMS));
+    EX_ENSURE(stage, err, EX_E_NOMEM, "download: out of memory converting %lld %s values", (long long)n,
+              ex_dtype_name(dtype));
+    ex_status st = EX_OK;
+    for (int64_t i0 = 0; i0 < n && st == EX_OK; i0 += EX_STAGE_ELEMS) {
+        const int64_t m = n - i0 < EX_STAGE_ELEMS ? n - i0 : EX_STAGE_ELEMS;
+        st = ex_be_download(be, stage, (const uint16_t *)src + offset + i0, sizeof(uint16_t) * (size_t)m, err);
+        for (int64_t i = 0; i < m && st == EX_OK; i++)
+            host[i0 + i] = dtype == EX_BF16 ? ex_bf16_to_f32(stage[i]) : ex_f16_to_f32(stage[i]);
+    }
+    free(stage);
+    return st;
+}
+
 ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
     EX_ENSURE(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, err, EX_E_SHAPE,
               "gemm: bad sizes m=%lld n=%lld k=%lld batch=%lld", (long long)d->m, (long long)d->n,
@@ -152,8 +196,8 @@ ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
     return EX_OK;
 }
 
-ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const float *w, const float *bias,
-                           int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const void *w, ex_dtype w_dtype,
+                           const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
     /* out (n, oc) = inp (n, ic) @ w^T, w stored (oc, ic) as in torch.nn.Linear */
     ex_gemm_desc d = {0};
     d.trans_a = 0;
@@ -167,7 +211,7 @@ ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const f
     d.a_dtype = EX_F32;
     d.lda = ic;
     d.b = w;
-    d.b_dtype = EX_F32;
+    d.b_dtype = w_dtype;
     d.ldb = ic;
     d.c = out;
     d.ldc = oc;
@@ -181,7 +225,10 @@ ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const f
 }
 
 ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                           const float *w, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+                           const void *w, ex_dtype w_dtype, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+    EX_ENSURE(!dw || w_dtype == EX_F32, err, EX_E_INVALID,
+              "linear backward: a weight gradient was asked of a %s weight (only frozen weights are kept in %s)",
+              ex_dtype_name(w_dtype), ex_dtype_name(w_dtype));
     if (dinp) { /* dinp (n, ic) += dout (n, oc) @ w (oc, ic) */
         ex_gemm_desc d = {0};
         d.m = n;
@@ -193,7 +240,7 @@ ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias,
         d.a_dtype = EX_F32;
         d.lda = oc;
         d.b = w;
-        d.b_dtype = EX_F32;
+        d.b_dtype = w_dtype;
         d.ldb = ic;
         d.c = dinp;
         d.ldc = ic;

@@ -213,7 +213,7 @@ ex_status ex_model_load_trained(ex_model *m, const char *path, const char *copy,
         }
         st = ex_st_read_f32(f, e, host, n, err);
         if (st != EX_OK) ex_err_prefix(err, "%s: tensor '%s' does not fit the model: ", path, e->name);
-        if (st == EX_OK) st = ex_be_upload(m->be, p->value.data, host, sizeof(float) * (size_t)n, err);
+        if (st == EX_OK) st = ex_params_upload(m->be, p, 0, host, n, err);
         (*loaded)++;
     }
     free(host);

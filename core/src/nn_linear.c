@@ -38,7 +38,7 @@ ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out /* (n
     EX_CHECK(check_linear(be, l, n, "linear forward", err));
     if (n == 0) return EX_OK;
     EX_ENSURE(out && inp, err, EX_E_INVALID, "linear forward: NULL input or output");
-    EX_CHECK(ex_be_linear_fwd(be, out, inp, l->w, l->b, n, l->in, l->out, err));
+    EX_CHECK(ex_be_linear_fwd(be, out, inp, l->w, l->w_dtype, l->b, n, l->in, l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->forward, err, EX_E_INVALID, "linear forward: a hook has no forward function");
         EX_CHECK(h->forward(h->self, be, out, inp, n, train, noise, err));
@@ -53,7 +53,7 @@ ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp /* 
     if (n == 0) return EX_OK;
     EX_ENSURE(dout && inp, err, EX_E_INVALID, "linear backward: NULL dout or inp");
     if (dinp || l->dw || l->db)
-        EX_CHECK(ex_be_linear_bwd(be, dinp, l->dw, l->db, dout, inp, l->w, n, l->in, l->out, err));
+        EX_CHECK(ex_be_linear_bwd(be, dinp, l->dw, l->db, dout, inp, l->w, l->w_dtype, n, l->in, l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->backward, err, EX_E_INVALID, "linear backward: a hook has no backward function");
         EX_CHECK(h->backward(h->self, be, dinp, dout, inp, n, err));

@@ -29,6 +29,11 @@ static const ex_key_spec k_optim_keys[] = {
     {"lr_scaling", EX_KEY_ENUM, "none", EX_NORANGE, "none|linear256|sqrt1024",
      "scale lr by the effective batch (batch x processes x accumulate): linear256 = x eff/256 (MAE), "
      "sqrt1024 = x sqrt(eff/1024) (DINOv2); read by the trainer"},
+    {"frozen_dtype", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|bf16",
+     "storage of the frozen linear weights while training (the base weights under LoRA and of frozen blocks): bf16 "
+     "halves their memory and feeds them to the GEMM as they are; trainable tensors (fp32 master weights), "
+     "gradients, optimiser state, norms and activations stay fp32. The model then trains against the bf16-rounded "
+     "base weights, and its checkpoints hold them so; export and evaluation build fp32 models"},
     EX_KEY_END,
 };
 

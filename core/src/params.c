@@ -105,9 +105,9 @@ ex_status ex_params_share_frozen(ex_params *ps, const ex_params *from, int *shar
         ex_param *p = ps->items[i];
         if (p->trainable) continue;
         const ex_param *q = ex_params_find(from, p->value.name);
-        if (!q || q->trainable || q->alias || q->value.dtype != p->value.dtype ||
-            ex_tensor_numel(&q->value) != ex_tensor_numel(&p->value))
-            continue;
+        if (!q || q->trainable || q->alias || ex_tensor_numel(&q->value) != ex_tensor_numel(&p->value)) continue;
+        if (q->value.dtype != p->value.dtype && !(p->gemm_operand && q->gemm_operand)) continue;
+        p->value.dtype = q->value.dtype;
         p->alias = q;
         n++;
         total += ex_tensor_nbytes(&p->value);
@@ -117,9 +117,65 @@ ex_status ex_params_share_frozen(ex_params *ps, const ex_params *from, int *shar
     return EX_OK;
 }
 
+void ex_params_mark_gemm_operand(ex_param *p, ex_dtype *dtype_slot) {
+    p->gemm_operand = 1;
+    p->dtype_slot = dtype_slot;
+}
+
+ex_status ex_params_set_frozen_dtype(ex_params *ps, ex_backend *be, ex_dtype dtype, int *count, size_t *bytes_saved,
+                                     ex_err *err) {
+    EX_ENSURE(dtype == EX_F32 || dtype == EX_BF16, err, EX_E_INVALID,
+              "frozen weights can be stored as f32 or bf16, not %s", ex_dtype_name(dtype));
+    EX_ENSURE(dtype == EX_F32 || be->vt.supports_op(be->ctx, EX_OP_GEMM, dtype), err, EX_E_UNSUPPORTED,
+              "backend '%s' has no GEMM with %s inputs, so it cannot keep frozen weights in %s. Hint: set [optim] "
+              "frozen_dtype = f32 (or, on cuda, gemm = cublas).",
+              be->name, ex_dtype_name(dtype), ex_dtype_name(dtype));
+    int n = 0;
+    size_t saved = 0;
+    for (int i = 0; i < ps->count; i++) {
+        ex_param *p = ps->items[i];
+        if (!p->gemm_operand || p->trainable || p->alias) continue;
+        const size_t before = ex_tensor_nbytes(&p->value);
+        p->value.dtype = dtype;
+        const size_t after = ex_tensor_nbytes(&p->value);
+        saved += before > after ? before - after : 0;
+        n++;
+    }
+    if (count) *count = n;
+    if (bytes_saved) *bytes_saved = saved;
+    return EX_OK;
+}
+
+ex_status ex_params_upload(ex_backend *be, const ex_param *p, int64_t offset, const float *host, int64_t n,
+                           ex_err *err) {
+    EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated yet (bind before loading)",
+              p->value.name);
+    EX_ENSURE(offset >= 0 && n >= 0 && offset + n <= ex_tensor_numel(&p->value), err, EX_E_INTERNAL,
+              "parameter '%s': elements %lld..%lld outside its %lld", p->value.name, (long long)offset,
+              (long long)(offset + n), (long long)ex_tensor_numel(&p->value));
+    ex_status st = ex_be_upload_as(be, p->value.data, p->value.dtype, offset, host, n, err);
+    if (st != EX_OK) ex_err_prefix(err, "parameter '%s': ", p->value.name);
+    return st;
+}
+
+ex_status ex_params_download(ex_backend *be, const ex_param *p, int64_t offset, float *host, int64_t n,
+                             ex_err *err) {
+    EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated", p->value.name);
+    EX_ENSURE(offset >= 0 && n >= 0 && offset + n <= ex_tensor_numel(&p->value), err, EX_E_INTERNAL,
+              "parameter '%s': elements %lld..%lld outside its %lld", p->value.name, (long long)offset,
+              (long long)(offset + n), (long long)ex_tensor_numel(&p->value));
+    ex_status st = ex_be_download_as(be, host, p->value.data, p->value.dtype, offset, n, err);
+    if (st != EX_OK) ex_err_prefix(err, "parameter '%s': ", p->value.name);
+    return st;
+}
+
 ex_status ex_params_plan(ex_params *ps, ex_memory_plan *plan, ex_err *err) {
     for (int i = 0; i < ps->count; i++) {
         ex_param *p = ps->items[i];
+        EX_ENSURE(!p->trainable || p->value.dtype == EX_F32, err, EX_E_INVALID,
+                  "parameter '%s' trains but is stored as %s: trainable tensors are fp32 master weights (set the "
+                  "frozen dtype after the trainable flags)",
+                  p->value.name, ex_dtype_name(p->value.dtype));
         if (p->alias) {
             EX_ENSURE(!p->trainable, err, EX_E_INVALID, "parameter '%s' shares memory but is marked trainable",
                       p->value.name);
@@ -136,6 +192,7 @@ void ex_params_bind(ex_params *ps) {
         ex_param *p = ps->items[i];
         if (p->alias) p->value.data = p->alias->value.data;
         if (p->value_slot) *p->value_slot = (float *)p->value.data;
+        if (p->dtype_slot) *p->dtype_slot = p->value.dtype;
         if (p->grad_slot) *p->grad_slot = p->trainable ? (float *)p->grad.data : NULL;
     }
 }
@@ -222,10 +279,8 @@ ex_status ex_params_load(ex_params *ps, ex_backend *be, const ex_weights *f, ex_
             host_cap = (size_t)n;
         }
         EX_CHECK_GOTO(ex_weights_read_f32(f, e, host, n, err), st, done);
-        EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated yet (bind before loading)", name);
         int64_t row_elems = p->value.ndim ? ex_tensor_numel(&p->value) / (p->value.shape[0] ? p->value.shape[0] : 1) : 1;
-        float *dst = (float *)p->value.data + row_offset * row_elems;
-        EX_CHECK_GOTO(ex_be_upload(be, dst, host, (size_t)n * sizeof(float), err), st, done);
+        EX_CHECK_GOTO(ex_params_upload(be, p, row_offset * row_elems, host, n, err), st, done);
         p->loaded_rows += rows;
     }
     for (int i = 0; i < ps->count && require_all; i++) {

@@ -62,7 +62,9 @@ static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teac
             continue;
         }
         const ex_param *sp = ex_params_find(&t->model.params, tp->value.name);
-        EX_ENSURE(sp && ex_tensor_numel(&sp->value) == ex_tensor_numel(&tp->value), err, EX_E_INTERNAL,
+        EX_ENSURE(sp && ex_tensor_numel(&sp->value) == ex_tensor_numel(&tp->value) &&
+                      sp->value.dtype == tp->value.dtype,
+                  err, EX_E_INTERNAL,
                   "teacher parameter '%s' has no student counterpart", tp->value.name);
         ex_status st = t->be->vt.copy(t->be->ctx, tp->value.data, sp->value.data, ex_tensor_nbytes(&tp->value), EX_COPY_D2D);
         EX_ENSURE(st == EX_OK, err, st, "copying '%s' to the teacher failed", tp->value.name);
@@ -119,6 +121,15 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     EX_CHECK(ex_cfg_path(&run, "out", t->out_dir, sizeof t->out_dir, err));
 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
+    int frozen_dtype = 0; /* fp32|bf16; set before the objective builds a teacher that shares these tensors */
+    EX_CHECK(ex_cfg_enum(&optim, "frozen_dtype", &frozen_dtype, err));
+    if (frozen_dtype == 1) {
+        ex_status fs = ex_params_set_frozen_dtype(&t->model.params, be, EX_BF16, &t->frozen_narrow, &t->frozen_saved, err);
+        if (fs != EX_OK) {
+            ex_err_prefix(err, "[optim] frozen_dtype = bf16: ");
+            return fs;
+        }
+    }
     EX_CHECK(ex_session_plugin(s, "objective", EX_PLUGIN_OBJECTIVE, NULL, &t->obj_plugin, &t->obj_view, err));
     t->obj = &t->obj_plugin->vtable_copy.objective;
     ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch, t, make_teacher,
@@ -152,6 +163,9 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
     if (t->comm.world > 1)
         fprintf(out, "gradients summed over processes %s\n",
                 t->comm.device ? "in device memory by the backend's collectives" : "through host memory by MPI");
+    if (t->frozen_narrow)
+        fprintf(out, "frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n",
+                t->frozen_narrow, (double)t->frozen_saved / 1048576.0);
     ex_model_print(&t->model, out);
 }
 

@@ -61,9 +61,12 @@ ex_status dn_save_state(void *self, ex_st_writer *w, void **keep, ex_err *err) {
     size_t off = 0;
     for (int i = 0; i < n && st == EX_OK; i++) {
         if (items[i].t) {
-            const size_t m = (size_t)ex_tensor_numel(items[i].t);
-            st = ex_be_download(d->env.be, host + off, items[i].t->data, m * sizeof(float), err);
-            if (st == EX_OK) st = ex_st_writer_add(w, items[i].name, EX_F32, items[i].t->ndim, items[i].t->shape, host + off, err);
+            /* as stored: a frozen weight kept in bf16 ([optim] frozen_dtype) is written as BF16, exactly
+             * (its bytes fit in the float-sized slot) */
+            const ex_tensor *t = items[i].t;
+            const size_t m = (size_t)ex_tensor_numel(t);
+            st = ex_be_download(d->env.be, host + off, t->data, ex_tensor_nbytes(t), err);
+            if (st == EX_OK) st = ex_st_writer_add(w, items[i].name, t->dtype, t->ndim, t->shape, host + off, err);
             off += m;
         } else {
             host[off] = items[i].scalar;
@@ -110,7 +113,7 @@ ex_status dn_load_state(void *self, const ex_st_file *f, ex_err *err) {
         st = ex_st_read_f32(f, e, host, m, err);
         if (st != EX_OK) break;
         if (items[i].t) {
-            st = ex_be_upload(d->env.be, items[i].t->data, host, sizeof(float) * (size_t)m, err);
+            st = ex_be_upload_as(d->env.be, items[i].t->data, items[i].t->dtype, 0, host, m, err);
         } else {
             dn_center *c = strstr(items[i].name, ".dino.") ? &d->cdino : &d->cibot;
             c->pending = host[0] != 0.0f;

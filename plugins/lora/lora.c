@@ -528,6 +528,10 @@ static ex_status fold(lora *L, float sign, ex_err *err) {
     for (int i = 0; i < L->nsites; i++) {
         lora_site *s = &L->sites[i];
         EX_ENSURE(s->lin && s->lin->w, err, EX_E_INVALID, "lora: %s has no weight to merge into", s->name);
+        EX_ENSURE(s->lin->w_dtype == EX_F32, err, EX_E_UNSUPPORTED,
+                  "lora: cannot merge into %s: its frozen weight is stored in %s ([optim] frozen_dtype, a training "
+                  "setting). Export and evaluation build the model with fp32 weights; merge there.",
+                  s->name, ex_dtype_name(s->lin->w_dtype));
         const int64_t in = s->lin->in;
         for (int k = 0; k < s->nslices; k++) {
             const lora_slice *sl = &s->slices[k];

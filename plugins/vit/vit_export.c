@@ -132,7 +132,7 @@ ex_status vit_save(void *self, const char *path, const char *format, ex_err *err
             break;
         }
         const size_t n = (size_t)ex_tensor_numel(&p->value);
-        st = ex_be_download(v->be, host + off, p->value.data, n * sizeof(float), err);
+        st = ex_params_download(v->be, p, 0, host + off, (int64_t)n, err); /* fp32, whatever the storage */
         for (int j = 0; j < k && st == EX_OK; j++) {
             if (k == 1) {
                 st = ex_st_writer_add(w, names[0], EX_F32, p->value.ndim, p->value.shape, host + off, err);

@@ -17,7 +17,7 @@
 
 typedef enum { FILL_NORMAL, FILL_UNIFORM, FILL_CONST } fill_kind;
 
-static ex_status fill(vit *v, float *dst, int64_t n, fill_kind kind, double a, ex_rng *rng, ex_err *err) {
+static ex_status fill(vit *v, const ex_param *dst, int64_t n, fill_kind kind, double a, ex_rng *rng, ex_err *err) {
     float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
     EX_ENSURE(h, err, EX_E_NOMEM, "vit: out of memory initialising");
     for (int64_t i = 0; i < n; i++) {
@@ -33,7 +33,7 @@ static ex_status fill(vit *v, float *dst, int64_t n, fill_kind kind, double a, e
             h[i] = (float)x;
         }
     }
-    ex_status st = ex_be_upload(v->be, dst, h, sizeof(float) * (size_t)n, err);
+    ex_status st = ex_params_upload(v->be, dst, 0, h, n, err); /* in the parameter's storage dtype */
     free(h);
     return st;
 }
@@ -48,7 +48,7 @@ ex_status vit_init(void *self, ex_rng *rng, ex_err *err) {
     for (int i = 0; i < v->params->count; i++) {
         ex_param *p = v->params->items[i];
         const char *n = p->value.name;
-        float *d = p->value.data;
+        const ex_param *d = p;
         const int64_t numel = ex_tensor_numel(&p->value);
         if (strncmp(n, "blocks.", 7) != 0 && strncmp(n, "norm.", 5) != 0 && strcmp(n, "cls_token") != 0 &&
             strcmp(n, "register_tokens") != 0 && strcmp(n, "mask_token") != 0 && strcmp(n, "pos_embed") != 0 &&

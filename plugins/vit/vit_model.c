@@ -40,7 +40,9 @@ static ex_status add_linear(vit *v, const char *prefix, ex_linear *l, int64_t in
     l->in = in;
     l->out = out;
     snprintf(name, sizeof name, "%s.weight", prefix);
-    EX_CHECK(add(v, name, 2, (int64_t[]){out, in}, group, &l->w, &l->dw, err));
+    ex_param *w = NULL;
+    EX_CHECK(ex_params_add(v->params, name, 2, (int64_t[]){out, in}, group, &l->w, &l->dw, &w, err));
+    ex_params_mark_gemm_operand(w, &l->w_dtype); /* read by the GEMM only: may be bf16 while frozen */
     if (bias) {
         snprintf(name, sizeof name, "%s.bias", prefix);
         EX_CHECK(add(v, name, 1, (int64_t[]){out}, "bias", &l->b, &l->db, err));
@@ -70,8 +72,10 @@ ex_status vit_register_params(vit *v, ex_err *err) {
     EX_CHECK(add(v, "pos_embed", 3, (int64_t[]){1, 1 + a->grid_h * a->grid_w, D}, "pos_embed", &v->pos, &v->dpos, err));
     v->patch_embed.in = a->channels * P * P;
     v->patch_embed.out = D;
-    EX_CHECK(add(v, "patch_embed.proj.weight", 4, (int64_t[]){D, a->channels, P, P}, "patch_embed", &v->patch_embed.w,
-                 &v->patch_embed.dw, err));
+    ex_param *pw = NULL;
+    EX_CHECK(ex_params_add(v->params, "patch_embed.proj.weight", 4, (int64_t[]){D, a->channels, P, P}, "patch_embed",
+                           &v->patch_embed.w, &v->patch_embed.dw, &pw, err));
+    ex_params_mark_gemm_operand(pw, &v->patch_embed.w_dtype);
     EX_CHECK(add(v, "patch_embed.proj.bias", 1, (int64_t[]){D}, "bias", &v->patch_embed.b, &v->patch_embed.db, err));
     for (int64_t i = 0; i < a->depth; i++) {
         ex_block *b = &v->blocks[i];

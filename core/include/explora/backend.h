@@ -106,7 +106,8 @@ typedef enum ex_patch_order {
  * op(X) = X^T when trans_x. A_b starts at a + b*stride_a elements, likewise B, C.
  * A is stored (m, k) when !trans_a, (k, m) when trans_a, with row stride lda;
  * B is stored (k, n) when !trans_b, (n, k) when trans_b, with row stride ldb.
- * a_dtype/b_dtype may be EX_BF16/EX_F16 on backends that say so; C is fp32.
+ * a_dtype/b_dtype may be EX_BF16/EX_F16 on backends that say so (supports_op(EX_OP_GEMM, dtype)),
+ * and the two may differ (fp32 activations times a bf16 frozen weight); C is fp32.
  * beta = 0 means C is written, not read (NaN in C does not propagate). */
 typedef struct ex_gemm_desc {
     int trans_a, trans_b;
@@ -318,15 +319,23 @@ EX_API ex_status ex_be_alloc(ex_backend *be, size_t bytes, void **ptr, ex_err *e
 EX_API void ex_be_free(ex_backend *be, void *ptr);
 EX_API ex_status ex_be_upload(ex_backend *be, void *dst, const void *host, size_t bytes, ex_err *err);
 EX_API ex_status ex_be_download(ex_backend *be, void *host, const void *src, size_t bytes, ex_err *err);
+/* fp32 host values into / out of a device buffer stored as `dtype` (EX_F32, EX_BF16 or EX_F16), from
+ * element `offset` on: converted on the host (round to nearest even), then one copy. */
+EX_API ex_status ex_be_upload_as(ex_backend *be, void *dst, ex_dtype dtype, int64_t offset, const float *host,
+                                 int64_t n, ex_err *err);
+EX_API ex_status ex_be_download_as(ex_backend *be, float *host, const void *src, ex_dtype dtype, int64_t offset,
+                                   int64_t n, ex_err *err);
 EX_API ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err);
-/* Plain fp32 linear layer: out (n, oc) = inp (n, ic) @ w^T (oc, ic) (+ bias (oc) if non-NULL). */
-EX_API ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const float *w,
+/* Linear layer: out (n, oc) = inp (n, ic) @ w^T (oc, ic) (+ bias (oc) if non-NULL). The weight is
+ * stored as w_dtype: EX_F32, or EX_BF16 for a frozen weight kept in bf16 (the GEMM then takes
+ * mixed inputs: see the backend's supports_op). */
+EX_API ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const void *w, ex_dtype w_dtype,
                                   const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err);
 /* Its backward: dinp (n, ic) += dout @ w, dw (oc, ic) += dout^T @ inp, dbias (oc) += colsum(dout).
- * Any of dinp, dw, dbias may be NULL (frozen weights get no weight-gradient GEMM). */
-EX_API ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias,
-                                  const float *dout, const float *inp, const float *w, int64_t n,
-                                  int64_t ic, int64_t oc, ex_err *err);
+ * Any of dinp, dw, dbias may be NULL (frozen weights get no weight-gradient GEMM); dw needs an fp32 w. */
+EX_API ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
+                                  const float *inp, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic,
+                                  int64_t oc, ex_err *err);
 
 #ifdef __cplusplus
 }

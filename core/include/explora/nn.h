@@ -63,10 +63,11 @@ struct ex_linear_hook {
 
 typedef struct ex_linear {
     int64_t in, out;
-    float *w;              /* (out, in), torch.nn.Linear layout */
+    float *w;              /* (out, in), torch.nn.Linear layout; stored as w_dtype */
     float *b;              /* (out) or NULL (no bias) */
     float *dw, *db;        /* (out, in), (out): gradients, NULL when frozen */
     ex_linear_hook *hooks; /* adapters at this site, or NULL */
+    ex_dtype w_dtype;      /* EX_F32, or EX_BF16 when a frozen weight is kept in bf16 (set at bind) */
 } ex_linear;
 
 /* out (n, out) = inp (n, in) @ w^T + b, then every hook adds its term. */

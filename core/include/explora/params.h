@@ -53,6 +53,8 @@ typedef struct ex_param {
     int64_t loaded_rows; /* rows of dim 0 filled by the loaders (a 0-dim tensor counts as 1 row) */
     int optional;        /* a checkpoint may lack it: it keeps its initial value (e.g. zeros) */
     const struct ex_param *alias; /* non-NULL: frozen, not planned; bound to alias->value.data (shared memory) */
+    int gemm_operand;    /* only ever read as a GEMM operand: may be stored in bf16 while frozen */
+    ex_dtype *dtype_slot; /* where the owner wants the storage dtype (gemm operands), or NULL */
 } ex_param;
 
 typedef struct ex_params {
@@ -79,9 +81,29 @@ EX_API int64_t ex_params_numel(const ex_params *ps, int trainable_only);
 /* A table of trainable counts by group, then totals, as printed at the start of a run. */
 EX_API void ex_params_print_summary(const ex_params *ps, FILE *out);
 
+/* Declare `p` a GEMM operand (a linear layer's weight): nothing but the GEMM reads it on the device,
+ * so it may be stored in a narrower dtype while frozen. *dtype_slot receives its storage dtype at bind. */
+EX_API void ex_params_mark_gemm_operand(ex_param *p, ex_dtype *dtype_slot);
+
+/* Mixed precision for frozen weights: store every frozen GEMM operand of `ps` (not trainable, not an
+ * alias) as `dtype` (EX_F32 or EX_BF16), halving their memory in bf16; trainable tensors, gradients
+ * and optimiser state stay fp32. The backend must take such GEMM inputs (supports_op), else
+ * EX_E_UNSUPPORTED naming it. Call after the trainable flags are final and before ex_params_plan.
+ * *count and *bytes_saved (each may be NULL) receive how many tensors changed and the bytes saved. */
+EX_API ex_status ex_params_set_frozen_dtype(ex_params *ps, ex_backend *be, ex_dtype dtype, int *count,
+                                            size_t *bytes_saved, ex_err *err);
+
+/* fp32 host values into / out of a bound parameter, whatever its storage dtype (rounded to nearest
+ * even on the way in), from element `offset` on. */
+EX_API ex_status ex_params_upload(ex_backend *be, const ex_param *p, int64_t offset, const float *host, int64_t n,
+                                  ex_err *err);
+EX_API ex_status ex_params_download(ex_backend *be, const ex_param *p, int64_t offset, float *host, int64_t n,
+                                    ex_err *err);
+
 /* Make every frozen parameter of `ps` whose namesake in `from` is frozen too, with the same dtype
  * and element count, an alias of it: not planned, bound to its memory (which must be allocated
- * before `ps` is bound). Call before ex_params_plan; `from` must outlive `ps`. The caller
+ * before `ps` is bound). A GEMM operand also takes its namesake's storage dtype (a bf16 frozen
+ * weight is shared as bf16). Call before ex_params_plan; `from` must outlive `ps`. The caller
  * guarantees that neither side writes the shared tensors. *shared (may be NULL) receives the
  * number of aliases and *bytes (may be NULL) their size. */
 EX_API ex_status ex_params_share_frozen(ex_params *ps, const ex_params *from, int *shared, size_t *bytes,

@@ -75,6 +75,8 @@ typedef struct ex_trainer {
     ex_comm comm;
     float *grad_host;               /* staging of the packed gradients for the all-reduce */
     double lr_base;                 /* [optim] lr before lr_scaling */
+    int frozen_narrow;              /* frozen weights kept in bf16 ([optim] frozen_dtype): how many tensors */
+    size_t frozen_saved;            /* and the bytes that saves */
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
