@@ -20,7 +20,9 @@
 #    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM) and
 #    with `attention = fused`;
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
-#    the cpu and on the cuda backend from the same seed, loss per step side by side;
+#    the cpu and on the cuda backend from the same seed, loss per step side by side; the
+#    cuda run twice (its checkpoints must be byte-identical: run-to-run determinism); and
+#    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16);
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
 #    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
 #    fp32, tf32 and bf16;
@@ -96,16 +98,33 @@ done
 
 # --- 3. end to end --------------------------------------------------------------------------
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
-  for be in cpu cuda; do
-    say "end to end: configs/demo/explora.ini, 6 steps, backend $be"
-    rm -rf "$LOGS/e2e-$be"
-    timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be \
+  # cpu and cuda; cuda again (run-to-run determinism: the checkpoints must be equal byte for byte);
+  # cuda with frozen weights in bf16 on bf16 tensor cores ([optim] frozen_dtype, gemm_math = bf16)
+  for run in cpu cuda cuda-again cuda-bf16; do
+    be=${run%%-*}
+    extra=""
+    [ "$run" = cuda-bf16 ] && extra="--set optim.frozen_dtype=bf16 --set backend.gemm_math=bf16"
+    say "end to end: configs/demo/explora.ini, 6 steps, $run"
+    rm -rf "$LOGS/e2e-$run"
+    timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
         --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
-        --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$be" > "$LOGS/e2e-$be.log" 2>&1
+        --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$run" > "$LOGS/e2e-$run.log" 2>&1
     erc=$?
-    grep -E "^step|done:|error" "$LOGS/e2e-$be.log" | tail -8
-    if [ $erc -ne 0 ]; then say "end to end ($be): FAIL (exit status $erc)"; status=1; fi
+    grep -E "^step|done:|error|frozen weights" "$LOGS/e2e-$run.log" | tail -8
+    if [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
   done
+  if cmp -s "$LOGS/e2e-cuda/checkpoint.safetensors" "$LOGS/e2e-cuda-again/checkpoint.safetensors"; then
+    say "run to run: two cuda runs wrote identical checkpoints (deterministic)"
+  else
+    say "run to run: the two cuda runs' checkpoints differ: FAIL"; status=1
+  fi
+  if [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-cuda-bf16/metrics.jsonl" ]; then
+    say "loss per step, cpu vs cuda with bf16 frozen weights and bf16 GEMMs:"
+    paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
+                <(grep -o '"loss": [^,]*' "$LOGS/e2e-cuda-bf16/metrics.jsonl" | cut -d' ' -f2) |
+      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); printf "  step %d  cpu %.6f  cuda-bf16 %.6f  rel.diff %.2e\n", NR, $1, $2, r;
+            if (NR == 1 && r > 1e-2) bad = 1} END {exit bad}' || { say "end to end: bf16 first-step loss differs by more than 1e-2"; status=1; }
+  fi
   if [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-cuda/metrics.jsonl" ]; then
     say "loss per step, cpu vs cuda:"
     paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
@@ -184,6 +203,10 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H
   step_bench "ViT-L14-bf16-recompute" 32 --set backend.gemm_math=bf16 --set backbone.recompute=true $L14H
   step_bench "ViT-L14-bf16" 64 --set backend.gemm_math=bf16 $L14H
+  # frozen weights stored in bf16; and the configuration for the 16 GB goal (recompute, fused attention)
+  step_bench "ViT-L14-bf16-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 $L14H
+  step_bench "ViT-L14-bf16-recompute-fused-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 \
+      --set backbone.recompute=true --set backend.attention=fused $L14H
 fi
 rm -f "$peak_file" "$LOGS/bench.tmp"
 

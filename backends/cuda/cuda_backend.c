@@ -255,6 +255,9 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH); /* the compute type of each call decides */
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetPointerMode(ctx->blas, CUBLAS_POINTER_MODE_HOST);
+    /* no routine may use float atomics (cuBLAS's default, pinned): with one stream, results repeat bit for
+     * bit run to run on one GPU model and toolkit, as every own kernel's do (docs/GPU.md, Determinism) */
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetAtomicsMode(ctx->blas, CUBLAS_ATOMICS_NOT_ALLOWED);
     if (s != CUBLAS_STATUS_SUCCESS) {
         cu_shutdown(ctx);
         EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": configuring cuBLAS failed: %s", cublasGetStatusString(s));
