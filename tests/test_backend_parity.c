@@ -381,17 +381,17 @@ static double nmse_of(scope *s, twin t, size_t n) {
 }
 
 /* [backend] gemm_math = tf32 | bf16 against the fp32 CPU results: every GEMM case (views, strides,
- * transposes) and the attention matmuls. The error must be within the format's rounding (tf32 keeps
- * 11 significant bits, bf16 8) and must show that the format was used: bf16's error on the large
- * GEMM is well above tf32's, and tf32's above plain fp32's. Under bf16 the attention matmuls run
- * in TF32 (the key's documentation), so their error matches tf32's. */
+ * transposes) and the attention matmuls. The error must be within the format's rounding (tf32 and
+ * fp16 keep 11 significant bits, bf16 8) and must show that the format was used: bf16's error on the
+ * large GEMM is well above tf32's and fp16's, and those are above plain fp32's. Under bf16 and fp16 the
+ * attention matmuls run in TF32 (the key's documentation), so their error matches tf32's. */
 static void test_gemm_math(void **state) {
     penv *e = *state;
     if (strcmp(e->name, "cuda") != 0) skip(); /* the key's tf32 and bf16 need cuBLAS */
-    const char *modes[2] = {"tf32", "bf16"};
-    const double max_nmse[2] = {1e-5, 1e-4};
-    double big[2] = {0, 0}, att[2] = {0, 0};
-    for (int mi = 0; mi < 2; mi++) {
+    const char *modes[3] = {"tf32", "bf16", "fp16"};
+    const double max_nmse[3] = {1e-5, 1e-4, 1e-5};
+    double big[3] = {0, 0, 0}, att[3] = {0, 0, 0};
+    for (int mi = 0; mi < 3; mi++) {
         char settings[64];
         snprintf(settings, sizeof settings, "gemm_math = %s\n", modes[mi]);
         ex_backend fast, keep = e->be[1];
@@ -433,6 +433,9 @@ static void test_gemm_math(void **state) {
     assert_true(big[0] > 1e-10 && att[0] > 1e-10); /* tf32 differs from fp32 (~1e-14 here) */
     assert_true(big[1] > 10.0 * big[0]);             /* bf16 rounds coarser than tf32 */
     assert_true(att[1] < 10.0 * att[0] && att[0] < 10.0 * att[1]);
+    /* fp16 keeps tf32's 10 mantissa bits (inputs in [-2, 2] stay in its range): about tf32's error, well under
+     * bf16's, and not zero */
+    assert_true(big[2] > 1e-10 && big[2] < 10.0 * big[0] && big[1] > 10.0 * big[2]);
 }
 
 static void test_rows_fwd(void **state) {

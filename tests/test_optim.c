@@ -221,11 +221,135 @@ static void test_config_keys(void **state) {
     ext_backend_close(&be, reg);
 }
 
+/* The scale rule of torch.cuda.amp.GradScaler (growth 2, backoff 0.5, growth_interval), replayed on a
+ * fixed sequence of overflow flags; and the [optim] keys. */
+static void test_loss_scaler_rule(void **state) {
+    (void)state;
+    ex_loss_scaler s = {1, 65536.0, 0, 3, 0};
+    const int inf[] = {0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0};
+    /* after each step: good_steps resets on overflow and on growth */
+    const double want_scale[] = {65536, 65536, 131072, 131072, 65536, 65536, 32768, 16384, 16384, 16384, 32768, 32768};
+    const int64_t want_good[] = {1, 2, 0, 1, 0, 1, 0, 0, 1, 2, 0, 1};
+    for (size_t i = 0; i < sizeof inf / sizeof *inf; i++) {
+        assert_int_equal(ex_loss_scaler_update(&s, inf[i]), 0);
+        if (s.scale != want_scale[i] || s.good_steps != want_good[i])
+            fail_msg("after step %zu: scale %g good %lld, expected %g and %lld", i + 1, s.scale, (long long)s.good_steps,
+                     want_scale[i], (long long)want_good[i]);
+    }
+    assert_int_equal(s.skipped, 3);
+    ex_loss_scaler off = {0, 1.0, 0, 3, 0};
+    assert_int_equal(ex_loss_scaler_update(&off, 1), 0);
+    assert_true(off.scale == 1.0 && off.skipped == 0); /* disabled: nothing moves */
+    ex_loss_scaler tiny = {1, 0x1p-24, 0, 3, 0};
+    assert_int_equal(ex_loss_scaler_update(&tiny, 1), -1); /* non-finite at the smallest scale: stop */
+
+    ex_config *c = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    ex_loss_scaler r;
+    const char *texts[3] = {"[optim]\n", "[optim]\nloss_scale = dynamic\n",
+                            "[optim]\nloss_scale = dynamic\nloss_scale_init = 1000\n"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ex_config_load_string(&c, texts[i], "t.ini", &err), EX_OK);
+        const ex_cfg_section sec = {c, "optim", ex_optim_keys()};
+        EXT_OK(ex_config_validate_section(c, "optim", ex_optim_keys(), NULL, &err), &err);
+        ex_status st = ex_loss_scaler_config_read(&sec, &r, &err);
+        if (i == 0) assert_true(st == EX_OK && !r.enabled && r.scale == 1.0);
+        if (i == 1) assert_true(st == EX_OK && r.enabled && r.scale == 65536.0 && r.growth_interval == 2000);
+        if (i == 2) {
+            assert_int_equal(st, EX_E_CONFIG);
+            assert_non_null(strstr(err.msg, "loss_scale_init = 1000"));
+            assert_non_null(strstr(err.msg, "power of two"));
+        }
+        ex_config_free(c);
+    }
+}
+
+/* ex_optim_step_scaled on the CPU: gradients seeded times 2^k give, after the unscale, the very update of
+ * ex_optim_step on the unscaled gradients (bit for bit), with adam_step counting it; a gradient with an inf
+ * skips the step: no parameter or moment moves, the schedule advances, adam_step does not, the scale halves,
+ * and the next update uses bias correction step 2, not 3. */
+static void test_scaled_step(void **state) {
+    (void)state;
+    ex_backend be;
+    ex_registry *reg = NULL;
+    ext_backend_open("cpu", NULL, &be, &reg);
+    ex_err err;
+    ex_err_clear(&err);
+    ex_params ps[2];
+    ex_optim o[2];
+    ex_memory_plan plan[2];
+    ex_optim_config cfg = {.lr = 1e-2, .min_lr = 1e-3, .weight_decay = 0.1, .weight_decay_end = -1, .beta1 = 0.9,
+                           .beta2 = 0.95, .eps = 1e-8, .clip_grad = 1.0, .warmup_steps = 0, .steps = 5};
+    float g[32];
+    ext_fill_uniform(g, 32, 5, -0.5f, 0.5f);
+    for (int k = 0; k < 2; k++) {
+        ex_params_init(&ps[k]);
+        ex_param *p = NULL;
+        EXT_OK(ex_params_add(&ps[k], "blocks.0.w", 1, (int64_t[]){32}, "test", NULL, NULL, &p, &err), &err);
+        p->trainable = 1;
+        ex_memory_plan_init(&plan[k], &be);
+        EXT_OK(ex_params_plan(&ps[k], &plan[k], &err), &err);
+        EXT_OK(ex_optim_plan(&o[k], &be, &ps[k], &cfg, &plan[k], &err), &err);
+        EXT_OK(ex_memory_plan_commit(&plan[k], &err), &err);
+        ex_params_bind(&ps[k]);
+        ext_fill_uniform(p->value.data, 32, 9, -1.0f, 1.0f);
+    }
+    float *w0 = ps[0].items[0]->value.data, *w1 = ps[1].items[0]->value.data;
+    float *g0 = ps[0].items[0]->grad.data, *g1 = ps[1].items[0]->grad.data;
+    ex_loss_scaler s = {1, 0x1p20, 0, 1000, 0};
+    double lr0, lr1, n0, n1;
+    int skipped = -1;
+    /* step 1: both update */
+    memcpy(g0, g, sizeof g);
+    for (int i = 0; i < 32; i++) g1[i] = g[i] * 0x1p20f;
+    EXT_OK(ex_optim_step(&o[0], &lr0, &n0, &err), &err);
+    EXT_OK(ex_optim_step_scaled(&o[1], &s, &lr1, &n1, &skipped, &err), &err);
+    assert_int_equal(skipped, 0);
+    assert_true(n0 == n1 && lr0 == lr1);
+    assert_memory_equal(w0, w1, sizeof g);
+    assert_int_equal(o[1].adam_step, 1);
+    /* step 2: an overflow in the scaled run; the reference run takes no step at all here */
+    float before[32], m_before[32];
+    memcpy(before, w1, sizeof before);
+    memcpy(m_before, o[1].slots[0].m.data, sizeof m_before);
+    for (int i = 0; i < 32; i++) g1[i] = g[i] * 0x1p20f;
+    g1[7] = INFINITY;
+    EXT_OK(ex_optim_step_scaled(&o[1], &s, &lr1, &n1, &skipped, &err), &err);
+    assert_int_equal(skipped, 1);
+    assert_false(isfinite(n1));
+    assert_memory_equal(before, w1, sizeof before);
+    assert_memory_equal(m_before, o[1].slots[0].m.data, sizeof m_before);
+    assert_true(s.scale == 0x1p19 && s.skipped == 1);
+    assert_int_equal(o[1].step, 2);
+    assert_int_equal(o[1].adam_step, 1);
+    /* step 3: the scaled run updates with AdamW's step 2 at the schedule's step 3; the reference does the same by
+     * hand (step counter moved past the skipped step) */
+    ex_optim_skip(&o[0], NULL);
+    memcpy(g0, g, sizeof g);
+    for (int i = 0; i < 32; i++) g1[i] = g[i] * 0x1p19f;
+    EXT_OK(ex_optim_step(&o[0], &lr0, &n0, &err), &err);
+    EXT_OK(ex_optim_step_scaled(&o[1], &s, &lr1, &n1, &skipped, &err), &err);
+    assert_int_equal(skipped, 0);
+    assert_true(lr0 == lr1 && n0 == n1);
+    assert_int_equal(o[0].adam_step, 2);
+    assert_int_equal(o[1].adam_step, 2);
+    assert_memory_equal(w0, w1, sizeof g);
+    for (int k = 0; k < 2; k++) {
+        ex_memory_plan_release(&plan[k]);
+        ex_optim_free(&o[k]);
+        ex_params_free(&ps[k]);
+    }
+    ext_backend_close(&be, reg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_scale_table),
         cmocka_unit_test(test_step_matches_reference),
         cmocka_unit_test(test_config_keys),
+        cmocka_unit_test(test_loss_scaler_rule),
+        cmocka_unit_test(test_scaled_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

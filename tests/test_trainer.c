@@ -485,6 +485,79 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     compare_checkpoints(ck[1], ck[4]);
 }
 
+/* [optim] loss_scale = dynamic with growth every step (the scale goes 2^16, 2^17, ...): an ExPLoRA DINOv2 run
+ * whose gradients stay finite equals the unscaled run bit for bit (every tensor of the checkpoint), the
+ * metrics show the scale used at each step, and a stopped and resumed scaled run ends as the straight one
+ * (the scale and its counters travel in the checkpoint). */
+static void test_loss_scale_is_exact(void **state) {
+    (void)state;
+    need_data();
+    static char text[16384];
+    const char *body =
+        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+        "image_size = 16\n"
+        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
+        "[peft.lora]\nrank = 4\ntargets = q, v\n"
+        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+        "local_size = 8\nlocal_crops = 2\n"
+        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\nclip_grad = 3\n";
+    const char *tags[3] = {"none", "dyn", "dyn-resumed"};
+    char dir[3][4096], ini[3][4096], ck[3][4200], *out;
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "lscale-%s", tags[i]);
+        ext_tmp_path(dir[i], sizeof dir[i], name);
+        snprintf(text, sizeof text, "[run]\nseed = 9\nout = %s\nlog_every = 1\n%s", dir[i], body);
+        snprintf(name, sizeof name, "lscale-%s.ini", tags[i]);
+        ext_tmp_path(ini[i], sizeof ini[i], name);
+        ext_write_file(ini[i], text, strlen(text));
+        snprintf(ck[i], sizeof ck[i], "%s/checkpoint.safetensors", dir[i]);
+    }
+    const char *dyn = "--set optim.loss_scale=dynamic --set optim.loss_scale_growth_interval=1";
+    RUN_EXPECT(0, &out, "pretrain '%s'", ini[0]);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s", ini[1], dyn);
+    expect_in(out, "loss scaling: dynamic, from 65536");
+    free(out);
+    int na, nb;
+    double *la = losses(dir[0], &na), *lb = losses(dir[1], &nb);
+    assert_int_equal(na, 4);
+    assert_int_equal(nb, 4);
+    for (int i = 0; i < 4; i++)
+        if (la[i] != lb[i]) fail_msg("step %d: loss %.9g unscaled, %.9g scaled", i + 1, la[i], lb[i]);
+    free(la);
+    free(lb);
+    compare_prefix(ck[0], ck[1], "param.");
+    compare_prefix(ck[0], ck[1], "optim.");
+    compare_prefix(ck[0], ck[1], "objective.");
+    /* the scale of each step, doubled after every finite one */
+    char path[4200], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir[1]);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    for (int i = 0; i < 4; i++) {
+        assert_non_null(fgets(line, sizeof line, f));
+        const char *p = strstr(line, "\"loss_scale\": ");
+        assert_non_null(p);
+        assert_true(strtod(p + 14, NULL) == ldexp(1.0, 16 + i));
+        assert_non_null(strstr(line, "\"skipped\": 0"));
+    }
+    fclose(f);
+    /* stopped after 2 steps and resumed */
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --set run.stop_at=2", ini[2], dyn);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --resume", ini[2], dyn);
+    free(out);
+    compare_checkpoints(ck[1], ck[2]);
+    ex_err err;
+    ex_st_file *cf;
+    EXT_OK(ex_st_open(&cf, ck[2], &err), &err);
+    assert_string_equal(ex_st_metadata(cf, "loss_scale"), "0x1p+20"); /* 2^16 doubled after each of 4 steps */
+    assert_string_equal(ex_st_metadata(cf, "adam_step"), "4");
+    ex_st_close(cf);
+}
+
 static void test_kill_9_leaves_a_valid_checkpoint(void **state) {
     (void)state;
     need_data();
@@ -817,6 +890,7 @@ int main(void) {
         cmocka_unit_test(test_lora_dropout_resume_is_bit_identical),
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
         cmocka_unit_test(test_frozen_bf16_equals_rounded_fp32),
+        cmocka_unit_test(test_loss_scale_is_exact),
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),

@@ -132,11 +132,13 @@ static const ex_key_spec cu_keys[] = {
      "modulo the visible devices (device 0 for a single process), one GPU per process under mpirun."},
 #endif
 #ifndef EXPLORA_HIP
-    {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|tf32|bf16",
+    {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|tf32|bf16|fp16",
      "Arithmetic of GEMMs on fp32 tensors (linear layers and attention matmuls); storage and accumulation stay fp32. "
      "fp32: plain fp32 (the CPU backend's numbers to ~1e-6); tf32: TF32 tensor cores (inputs rounded to 10 mantissa "
      "bits, ~1e-3 relative error, Ampere and newer); bf16: linear layers on bf16 tensor cores (inputs rounded to bf16 "
-     "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output), attention matmuls in TF32."},
+     "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output), attention matmuls in TF32; fp16: "
+     "the same on fp16 tensor cores (10 mantissa bits but range +-65504: the gradients need [optim] loss_scale = "
+     "dynamic; for GPUs without bf16, e.g. V100/T4)."},
     {"gemm", EX_KEY_ENUM, "cublas", EX_NORANGE, "cublas|own",
      "GEMM implementation. cublas: NVIDIA's library (fast). own: the backend's tiled fp32 kernel, the one the HIP "
      "backend runs (no tensor cores; for checking it, or where cuBLAS misbehaves); gemm_math must then be fp32."},
@@ -185,7 +187,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     EX_ENSURE(out, err, EX_E_INVALID, CU_VENDOR " backend: init called without a context pointer");
     *out = NULL;
     int64_t device = -1, scratch_mib = 1024;
-    int math = 0; /* index into "fp32|tf32|bf16" */
+    int math = 0; /* index into "fp32|tf32|bf16|fp16" */
     int fused = 0; /* index into "gemm|fused" */
 #ifdef EXPLORA_HIP
     int own = 1;
@@ -200,7 +202,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         EX_CHECK(ex_cfg_enum(cfg, "gemm", &own, err));
         EX_ENSURE(!own || math == 0, err, EX_E_CONFIG,
                   "[backend] gemm = own runs fp32 only, but gemm_math = %s. Set gemm_math = fp32, or gemm = cublas.",
-                  math == 1 ? "tf32" : "bf16");
+                  math == 1 ? "tf32" : math == 2 ? "bf16" : "fp16");
 #endif
         EX_CHECK(ex_cfg_int(cfg, "attention_scratch_mib", &scratch_mib, err));
     }
@@ -218,7 +220,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     EX_ENSURE(ctx, err, EX_E_NOMEM, CU_VENDOR " backend: out of memory creating the context");
     ctx->device = (int)device;
     ctx->attn_fused = fused;
-    ctx->gemm_bf16 = math == 2;
+    ctx->gemm_narrow = math == 2 ? EX_BF16 : math == 3 ? EX_F16 : EX_F32;
     ctx->gemm_own = own;
 #ifndef EXPLORA_HIP
     ctx->gemm_compute = math == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -375,13 +377,15 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     CU_ARG(d->a && d->lda >= acols && d->lda <= INT32_MAX && d->stride_a >= 0, CU_VENDOR ": gemm: bad A");
     CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, CU_VENDOR ": gemm: bad B");
     CU_ARG(d->batch <= INT32_MAX, CU_VENDOR ": gemm: batch beyond the int range");
+    const ex_dtype nm = ctx->gemm_narrow; /* gemm_math = bf16 | fp16: that type, else EX_F32 */
     if (cu_narrow(d->a_dtype) || cu_narrow(d->b_dtype)) {
         /* Narrow inputs (a frozen weight kept in bf16, [optim] frozen_dtype). Tensor cores take them as they
-         * are when both are one narrow type, or when gemm_math = bf16 rounds the fp32 one to bf16 anyway;
+         * are when both are one narrow type, or when gemm_math rounds the fp32 one to the other's type anyway;
          * otherwise the narrow operands are widened to fp32 (exact) and the product follows gemm_math (fp32,
-         * tf32) or the own kernel: the same numbers as the CPU oracle's, up to summation order. */
+         * tf32; bf16/fp16 then round the widened values again) or the own kernel: in the fp32 cases the CPU
+         * oracle's numbers, up to summation order. */
         const int same = d->a_dtype == d->b_dtype;
-        const int direct = !ctx->gemm_own && (same || (ctx->gemm_bf16 && (d->a_dtype == EX_BF16 || d->b_dtype == EX_BF16) &&
+        const int direct = !ctx->gemm_own && (same || (nm != EX_F32 && (d->a_dtype == nm || d->b_dtype == nm) &&
                                                       (d->a_dtype == EX_F32 || d->b_dtype == EX_F32)));
         if (!direct) {
             const int64_t na = cu_narrow(d->a_dtype) ? cu_span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda, acols) : 0;
@@ -414,34 +418,29 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     const cublasOperation_t opa = d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t opb = d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float alpha = d->alpha, beta = d->beta;
-    /* fp32 inputs: the configured arithmetic (gemm_math); bf16/fp16 inputs: their tensor cores, fp32 accumulation */
-    cudaDataType_t t = cu_dtype(d->a_dtype);
-    cublasComputeType_t compute = d->a_dtype == EX_F32 && d->b_dtype == EX_F32 ? ctx->gemm_compute : CUBLAS_COMPUTE_32F;
+    /* fp32 inputs: the configured arithmetic (gemm_math); bf16/fp16 inputs: their tensor cores, fp32 accumulation.
+     * Under gemm_math = bf16 | fp16 every fp32 operand is first rounded to that type: a copy of the span it
+     * occupies, from the first element to the last one read (strides and leading dimension kept; a view into a
+     * wider matrix ends at its last row's last column), in the operand's scratch buffer. */
+    ex_dtype ta = d->a_dtype, tb = d->b_dtype;
     const void *a = d->a, *b = d->b;
-    if (d->a_dtype != d->b_dtype) { /* gemm_math = bf16 with one bf16 operand: round the fp32 one */
-        const int64_t arows = d->trans_a ? d->k : d->m, brows = d->trans_b ? d->n : d->k;
-        const int round_a = d->a_dtype == EX_F32;
-        const int64_t n = round_a ? cu_span(d->batch, d->stride_a, arows, d->lda, acols)
-                                  : cu_span(d->batch, d->stride_b, brows, d->ldb, bcols);
-        void *r16 = NULL;
-        EX_CHECK(cu_bf16_scratch(ctx, round_a ? 0 : 1, (size_t)n * 2, &r16));
-        EX_CHECK(cu_to_bf16(ctx, r16, (const float *)(round_a ? d->a : d->b), n));
-        if (round_a) a = r16;
-        else b = r16;
-        t = CUDA_R_16BF, compute = CUBLAS_COMPUTE_32F;
-    } else if (d->a_dtype == EX_F32 && ctx->gemm_bf16) {
-        /* bf16 copies of the spans A and B occupy, from the first element to the last one read (their
-         * strides and leading dimensions kept; a view into a wider matrix ends at its last row's last column) */
-        const int64_t arows = d->trans_a ? d->k : d->m, brows = d->trans_b ? d->n : d->k;
-        const int64_t na = (d->batch - 1) * d->stride_a + (arows - 1) * d->lda + acols;
-        const int64_t nb = (d->batch - 1) * d->stride_b + (brows - 1) * d->ldb + bcols;
-        void *a16 = NULL, *b16 = NULL;
-        EX_CHECK(cu_bf16_scratch(ctx, 0, (size_t)na * 2, &a16));
-        EX_CHECK(cu_bf16_scratch(ctx, 1, (size_t)nb * 2, &b16));
-        EX_CHECK(cu_to_bf16(ctx, a16, (const float *)d->a, na));
-        EX_CHECK(cu_to_bf16(ctx, b16, (const float *)d->b, nb));
-        a = a16, b = b16, t = CUDA_R_16BF, compute = CUBLAS_COMPUTE_32F;
+    if (nm != EX_F32 && ta == EX_F32) {
+        const int64_t n = cu_span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda, acols);
+        void *r = NULL;
+        EX_CHECK(cu_bf16_scratch(ctx, 0, (size_t)n * 2, &r));
+        EX_CHECK(cu_to_narrow(ctx, r, (const float *)d->a, nm == EX_BF16, n));
+        a = r, ta = nm;
     }
+    if (nm != EX_F32 && tb == EX_F32) {
+        const int64_t n = cu_span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb, bcols);
+        void *r = NULL;
+        EX_CHECK(cu_bf16_scratch(ctx, 1, (size_t)n * 2, &r));
+        EX_CHECK(cu_to_narrow(ctx, r, (const float *)d->b, nm == EX_BF16, n));
+        b = r, tb = nm;
+    }
+    if (ta != tb) return EX_E_INTERNAL; /* the mixed cases were widened or rounded above */
+    const cudaDataType_t t = cu_dtype(ta);
+    const cublasComputeType_t compute = ta == EX_F32 ? ctx->gemm_compute : CUBLAS_COMPUTE_32F;
     CU_BLAS(ctx, cublasGemmStridedBatchedEx(ctx->blas, opb, opa, (int)d->n, (int)d->m, (int)d->k, &alpha, b, t,
                                             (int)d->ldb, (long long)d->stride_b, a, t, (int)d->lda,
                                             (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,

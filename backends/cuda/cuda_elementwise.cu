@@ -22,6 +22,7 @@ __device__ __forceinline__ cu_bf16 cu_float2bf16(float f) {
 }
 #else
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 typedef __nv_bfloat16 cu_bf16;
 #define cu_float2bf16 __float2bfloat16_rn
 #endif
@@ -51,6 +52,12 @@ __global__ void k_scale_matrix(float *c, int64_t m, int64_t n, int64_t ldc, int6
 __global__ void k_to_bf16(cu_bf16 *dst, const float *src, int64_t n) {
     CU_FOR(i, n) dst[i] = cu_float2bf16(src[i]);
 }
+
+#ifndef EXPLORA_HIP
+__global__ void k_to_f16(__half *dst, const float *src, int64_t n) {
+    CU_FOR(i, n) dst[i] = __float2half_rn(src[i]);
+}
+#endif
 
 /* dst (n) = src (n) widened to fp32, exactly: bf16 bits (bf16 = 1) or IEEE half bits (bf16 = 0). */
 __global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16) {
@@ -221,9 +228,17 @@ ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
     return EX_OK;
 }
 
-ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n) {
+ex_status cu_to_narrow(cu_ctx *ctx, void *dst, const float *src, int bf16, int64_t n) {
     if (n <= 0) return EX_OK;
-    k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((cu_bf16 *)dst, src, n);
+    if (bf16) {
+        k_to_bf16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((cu_bf16 *)dst, src, n);
+    } else {
+#ifdef EXPLORA_HIP
+        return EX_E_UNSUPPORTED; /* HIP's GEMM is the own fp32 kernel: nothing is rounded to fp16 */
+#else
+        k_to_f16<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((__half *)dst, src, n);
+#endif
+    }
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -45,10 +45,10 @@ typedef struct cu_ctx {
      * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
     int warp;                /* the device's warp (wavefront) width */
     int attn_fused;          /* [backend] attention = fused: cuda_attention_fused.cu where the head size fits */
-    int gemm_bf16;
+    ex_dtype gemm_narrow;    /* gemm_math = bf16 | fp16: EX_BF16 | EX_F16 (operands rounded to it); else EX_F32 */
     int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
 #ifndef EXPLORA_HIP
-    cublasComputeType_t gemm_compute; /* the gemm slot's fp32 inputs (not used when gemm_bf16) */
+    cublasComputeType_t gemm_compute; /* the gemm slot's fp32 inputs (not used when gemm_narrow) */
     cublasComputeType_t attn_compute; /* the attention matmuls */
 #endif
     cudaStream_t stream;     /* every op runs here */
@@ -87,8 +87,9 @@ ex_status cu_comm_allreduce_sum_f32(void *ctx, float *buf, int64_t n, ex_err *er
 #endif
 
 /* Turn a CUDA runtime / cuBLAS failure into EX_E_DEVICE, recording where it happened. */
-/* gemm_math = bf16: dst (n) = src rounded to bf16 (round to nearest even). */
-ex_status cu_to_bf16(cu_ctx *ctx, void *dst, const float *src, int64_t n);
+/* gemm_math = bf16 | fp16: dst (n) = src rounded to bf16 (bf16 = 1) or fp16 (bf16 = 0), to nearest even;
+ * fp16 overflows to inf beyond +-65504. */
+ex_status cu_to_narrow(cu_ctx *ctx, void *dst, const float *src, int bf16, int64_t n);
 ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out);
 /* dst (n) fp32 = src (n) bf16 (bf16 = 1) or fp16 (bf16 = 0) bits, exactly: narrow GEMM operands for the
  * fp32 paths (gemm_math = fp32/tf32, the own kernel). */

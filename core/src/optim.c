@@ -29,6 +29,15 @@ static const ex_key_spec k_optim_keys[] = {
     {"lr_scaling", EX_KEY_ENUM, "none", EX_NORANGE, "none|linear256|sqrt1024",
      "scale lr by the effective batch (batch x processes x accumulate): linear256 = x eff/256 (MAE), "
      "sqrt1024 = x sqrt(eff/1024) (DINOv2); read by the trainer"},
+    {"loss_scale", EX_KEY_ENUM, "none", EX_NORANGE, "none|dynamic",
+     "dynamic: scale the gradients by a power of two while they are computed and unscale them before the update, "
+     "skipping a step whose gradients overflow (torch.cuda.amp.GradScaler's rule). For gemm_math = fp16, whose "
+     "rounded gradients would otherwise lose small values; harmless elsewhere (a run without overflow equals the "
+     "unscaled run bit for bit)"},
+    {"loss_scale_init", EX_KEY_FLOAT, "65536", 1.0 / 65536.0, 1e30, NULL,
+     "initial loss scale of loss_scale = dynamic, a power of two (GradScaler's default 2^16)"},
+    {"loss_scale_growth_interval", EX_KEY_INT, "2000", 1, 1e12, NULL,
+     "finite steps after which loss_scale = dynamic doubles the scale (GradScaler's default)"},
     {"frozen_dtype", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|bf16",
      "storage of the frozen linear weights while training (the base weights under LoRA and of frozen blocks): bf16 "
      "halves their memory and feeds them to the GEMM as they are; trainable tensors (fp32 master weights), "
@@ -185,10 +194,11 @@ ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err 
     const double lr = ex_schedule_cosine(c->lr, c->min_lr, c->warmup_steps, c->steps, o->step);
     const double wd = ex_optim_weight_decay_at(c, o->step);
     o->step++;
+    o->adam_step++;
     for (int i = 0; i < o->count; i++) {
         ex_optim_slot *sl = &o->slots[i];
         ex_adamw_params h = {(float)(lr * sl->lr_mult), (float)c->beta1, (float)c->beta2, (float)c->eps,
-                             (float)(wd * sl->wd_mult), o->step};
+                             (float)(wd * sl->wd_mult), o->adam_step};
         ex_status st = o->be->vt.adamw(o->be->ctx, sl->param->value.data, sl->param->grad.data, sl->m.data, sl->v.data,
                                        ex_tensor_numel(&sl->param->value), &h);
         EX_ENSURE(st == EX_OK, err, st, "optim: AdamW failed on '%s'", sl->param->value.name);
@@ -196,6 +206,67 @@ ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err 
     if (lr_used) *lr_used = lr;
     if (grad_norm) *grad_norm = norm;
     return EX_OK;
+}
+
+void ex_optim_skip(ex_optim *o, double *lr_used) {
+    const ex_optim_config *c = &o->cfg;
+    if (lr_used) *lr_used = ex_schedule_cosine(c->lr, c->min_lr, c->warmup_steps, c->steps, o->step);
+    o->step++;
+}
+
+ex_status ex_loss_scaler_config_read(const ex_cfg_section *s, ex_loss_scaler *out, ex_err *err) {
+    memset(out, 0, sizeof *out);
+    out->scale = 1.0;
+    int mode = 0;
+    EX_CHECK(ex_cfg_enum(s, "loss_scale", &mode, err));
+    if (mode == 0) return EX_OK;
+    double init = 0;
+    EX_CHECK(ex_cfg_float(s, "loss_scale_init", &init, err));
+    int e = 0;
+    EX_ENSURE(frexp(init, &e) == 0.5, err, EX_E_CONFIG,
+              "[optim] loss_scale_init = %g is not a power of two; give one (e.g. 65536), so that scaling and "
+              "unscaling the gradients are exact.",
+              init);
+    EX_CHECK(ex_cfg_int(s, "loss_scale_growth_interval", &out->growth_interval, err));
+    out->enabled = 1;
+    out->scale = init;
+    return EX_OK;
+}
+
+int ex_loss_scaler_update(ex_loss_scaler *s, int found_inf) {
+    if (!s->enabled) return 0;
+    if (found_inf) {
+        s->skipped++;
+        s->good_steps = 0;
+        if (s->scale <= 0x1p-24) return -1;
+        s->scale *= 0.5;
+        return 0;
+    }
+    if (++s->good_steps >= s->growth_interval) {
+        s->good_steps = 0;
+        if (s->scale * 2.0 <= 0x1p100) s->scale *= 2.0; /* stays finite in float, as GradScaler's check */
+    }
+    return 0;
+}
+
+ex_status ex_optim_step_scaled(ex_optim *o, ex_loss_scaler *s, double *lr_used, double *grad_norm, int *skipped,
+                               ex_err *err) {
+    *skipped = 0;
+    if (!s || !s->enabled) return ex_optim_step(o, lr_used, grad_norm, err);
+    const double scale = s->scale;
+    EX_CHECK(ex_optim_scale_grads(o, (float)(1.0 / scale), err)); /* exact: 1/scale is a power of two */
+    double norm = 0.0;
+    EX_CHECK(ex_optim_grad_norm(o, &norm, err));
+    *skipped = !isfinite(norm);
+    EX_ENSURE(ex_loss_scaler_update(s, *skipped) == 0, err, EX_E_INVALID,
+              "the gradients are not finite at step %lld even at loss scale %g: stopping without saving.",
+              (long long)o->step, scale);
+    if (*skipped) {
+        ex_optim_skip(o, lr_used);
+        if (grad_norm) *grad_norm = norm;
+        return EX_OK;
+    }
+    return ex_optim_step(o, lr_used, grad_norm, err);
 }
 
 void ex_optim_free(ex_optim *o) {

@@ -108,6 +108,7 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     EX_CHECK(ex_cfg_int(&optim, "batch", &t->batch, err));
     EX_CHECK(ex_cfg_int(&optim, "accumulate", &t->accumulate, err));
     EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
+    EX_CHECK(ex_loss_scaler_config_read(&optim, &t->scaler, err));
     int scaling = 0;
     EX_CHECK(ex_cfg_enum(&optim, "lr_scaling", &scaling, err));
     t->lr_base = t->ocfg.lr;
@@ -163,6 +164,9 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
     if (t->comm.world > 1)
         fprintf(out, "gradients summed over processes %s\n",
                 t->comm.device ? "in device memory by the backend's collectives" : "through host memory by MPI");
+    if (t->scaler.enabled)
+        fprintf(out, "loss scaling: dynamic, from %g, doubled after %lld finite steps, halved on overflow\n",
+                t->scaler.scale, (long long)t->scaler.growth_interval);
     if (t->frozen_narrow)
         fprintf(out, "frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n",
                 t->frozen_narrow, (double)t->frozen_saved / 1048576.0);
@@ -234,10 +238,16 @@ static ex_status save_checkpoint(ex_trainer *t, ex_err *err) {
         long long value;
     } m[] = {{"step", (long long)t->optim.step}, {"epoch", (long long)t->loader.epoch},
              {"position", (long long)t->loader.pos}, {"mask_rng_offset", (long long)t->mask_rng.offset},
-             {"seed", (long long)t->model.seed}, {"world", (long long)t->comm.world}};
+             {"seed", (long long)t->model.seed}, {"world", (long long)t->comm.world},
+             {"adam_step", (long long)t->optim.adam_step}, {"loss_scale_good_steps", (long long)t->scaler.good_steps},
+             {"skipped_steps", (long long)t->scaler.skipped}};
     for (size_t k = 0; k < sizeof m / sizeof *m && st == EX_OK; k++) {
         snprintf(meta, sizeof meta, "%lld", m[k].value);
         st = ex_st_writer_metadata(w, m[k].key, meta, err);
+    }
+    if (st == EX_OK) { /* exact: a power of two in %a */
+        snprintf(meta, sizeof meta, "%a", t->scaler.scale);
+        st = ex_st_writer_metadata(w, "loss_scale", meta, err);
     }
     if (st == EX_OK) st = ex_st_writer_finish(w, path, err);
     ex_st_writer_free(w);
@@ -283,6 +293,20 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
     const int64_t pos = meta_int(f, "position", err, &st), moff = meta_int(f, "mask_rng_offset", err, &st);
     const int64_t seed = meta_int(f, "seed", err, &st);
     const int64_t saved_world = ex_st_metadata(f, "world") ? meta_int(f, "world", err, &st) : 1;
+    /* written before loss scaling existed: every step was an update, at the configured initial scale */
+    const int64_t adam_step = ex_st_metadata(f, "adam_step") ? meta_int(f, "adam_step", err, &st) : step;
+    if (ex_st_metadata(f, "loss_scale_good_steps")) t->scaler.good_steps = meta_int(f, "loss_scale_good_steps", err, &st);
+    if (ex_st_metadata(f, "skipped_steps")) t->scaler.skipped = meta_int(f, "skipped_steps", err, &st);
+    const char *ls = ex_st_metadata(f, "loss_scale");
+    if (ls && t->scaler.enabled && st == EX_OK) {
+        char *end = NULL;
+        const double v = strtod(ls, &end);
+        if (*end || !(v > 0.0) || !isfinite(v))
+            st = ex_err_set(err, EX_E_FORMAT, __FILE__, __LINE__,
+                            "%s: metadata 'loss_scale' = '%s' is not a positive number", path, ls);
+        else
+            t->scaler.scale = v;
+    }
     if (st == EX_OK && (uint64_t)seed != t->model.seed)
         st = ex_err_set(err, EX_E_CONFIG, __FILE__, __LINE__, "%s was written with [run] seed = %lld, this run has %llu.", path,
                         (long long)seed, (unsigned long long)t->model.seed);
@@ -323,6 +347,7 @@ static ex_status load_checkpoint(ex_trainer *t, ex_err *err) {
     ex_st_close(f);
     EX_CHECK(st);
     t->optim.step = step;
+    t->optim.adam_step = adam_step;
     t->mask_rng.offset = (uint64_t)moff;
     /* written by a different number of processes: the same place in the epoch, counted in this world */
     int64_t here = pos;
@@ -554,6 +579,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             b.nviews = t->recipe.count;
             b.labels = t->loader.labels;
             b.noise = noise_key(t, micro);
+            b.grad_scale = (float)t->scaler.scale;
             for (int v = 0; v < b.nviews; v++) {
                 const ex_view_spec *sp = &t->recipe.views[v];
                 EX_CHECK_GOTO(ex_be_upload(t->be, t->dev_views[v], t->loader.views[v],
@@ -566,6 +592,11 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             ex_loss_terms terms;
             memset(&terms, 0, sizeof terms);
             EX_CHECK_GOTO(t->obj->step(t->obj_self, &b, &t->mask_rng, t->optim.step, &terms, err), st, done);
+            if (t->scaler.enabled && !terms.grad_scaled)
+                EX_FAIL_GOTO(err, st, done, EX_E_CONFIG,
+                             "objective '%s' does not apply the loss scale to its gradients, so it cannot train with "
+                             "[optim] loss_scale = dynamic; set loss_scale = none.",
+                             t->obj_plugin->desc.name);
             if (!isfinite(terms.total)) {
                 st = ex_err_set(err, EX_E_INVALID, __FILE__, __LINE__,
                                 "the loss is %g at step %lld (last finite value %g); stopping without saving.",
@@ -584,7 +615,9 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
         EX_CHECK_GOTO(reduce_grads(t, err), st, done);
         EX_CHECK_GOTO(reduce_terms(t, &sum, err), st, done);
         double lr = 0, gnorm = 0;
-        EX_CHECK_GOTO(ex_optim_step(&t->optim, &lr, &gnorm, err), st, done);
+        const double scale_used = t->scaler.scale;
+        int skipped = 0;
+        EX_CHECK_GOTO(ex_optim_step_scaled(&t->optim, &t->scaler, &lr, &gnorm, &skipped, err), st, done);
         if (t->obj->update) EX_CHECK_GOTO(t->obj->update(t->obj_self, t->optim.step, t->ocfg.steps, err), st, done);
         t->last_loss = sum.total;
         const int64_t step = t->optim.step;
@@ -592,13 +625,17 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             double now = now_s(), ips = images_since / (now - tlast);
             fprintf(metrics, "{\"step\": %lld, \"loss\": %.6g", (long long)step, sum.total);
             for (int k = 0; k < sum.count; k++) fprintf(metrics, ", \"%s\": %.6g", sum.names[k], sum.values[k]);
+            if (t->scaler.enabled)
+                fprintf(metrics, ", \"loss_scale\": %.17g, \"skipped\": %d, \"skipped_total\": %lld", scale_used, skipped,
+                        (long long)t->scaler.skipped);
             fprintf(metrics, ", \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f}\n",
                     lr, gnorm, ips, (long long)t->loader.epoch, now - t0);
             fflush(metrics);
             double eta = (now - t0) / (double)step * (double)(t->ocfg.steps - step);
             if (tty) fprintf(log, "\r\033[K"); /* replace the progress bar by the log line */
-            fprintf(log, "step %lld/%lld  loss %.5f  lr %.3g  |g| %.3g  %.1f img/s  epoch %lld  eta %.0fs\n", (long long)step,
-                    (long long)t->ocfg.steps, sum.total, lr, gnorm, ips, (long long)t->loader.epoch, eta);
+            fprintf(log, "step %lld/%lld  loss %.5f  lr %.3g  |g| %.3g  %.1f img/s  epoch %lld  eta %.0fs%s\n", (long long)step,
+                    (long long)t->ocfg.steps, sum.total, lr, gnorm, ips, (long long)t->loader.epoch, eta,
+                    skipped ? "  (skipped: gradients overflowed; loss scale halved)" : "");
             fflush(log);
             tlast = now;
             images_since = 0;

@@ -378,7 +378,7 @@ static ex_status cl_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t
     }
 
     /* backward */
-    OP(c, fill(ctx, F(c->dlosses), 1.0f / (float)B, B), "fill");
+    OP(c, fill(ctx, F(c->dlosses), ex_batch_grad_scale(batch) * (1.0f / (float)B), B), "fill"); /* exact: 2^k */
     OP(c, fill(ctx, F(c->dlogits), 0.0f, B * C), "fill");
     OP(c, xent_bwd(ctx, F(c->dlogits), F(c->dlosses), F(c->probs), NULL, F(c->targets), B, C), "xent_bwd");
     float *dfeat = c->pool == POOL_AVG ? F(c->dnormed) : F(c->dpooled);
@@ -409,6 +409,7 @@ static ex_status cl_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t
     out->names[1] = "train_acc";
     out->values[1] = 100.0 * (double)correct / (double)B;
     out->total = (double)loss;
+    out->grad_scaled = 1;
     return EX_OK;
 }
 

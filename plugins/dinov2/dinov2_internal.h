@@ -120,6 +120,8 @@ typedef struct dinov2 {
     int32_t *idx;                  /* (nm_max) */
     int64_t *nmask;                /* (2B) masked patches per image */
     float *hw;                     /* (R) row weights */
+    float *hws;                    /* (R) row weights times grad_scale: the gradients' */
+    float grad_scale;                /* the step's ex_batch grad_scale (loss scaling; 1 otherwise) */
     float *hl;                     /* (DN_MAX_TARGETS * R) losses */
     float *hk, *hkg;               /* (2B, D) KoLeo input and gradient */
     float *hdrop;                  /* (depth, 2, 2B) */

@@ -44,7 +44,11 @@ ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *cons
     for (int s = 0; s < nt; s++) value[s] = 0.0;
     if (n == 0) return EX_OK;
     EX_ENSURE(r0 >= 0 && r0 + n <= d->rows, err, EX_E_INTERNAL, "dinov2: loss rows outside the plan");
-    if (backward) EX_CHECK(ex_be_upload(be, F(d->rweights), w, sizeof(float) * (size_t)n, err));
+    if (backward) { /* the gradient's weights carry the loss scale (a power of two: exact) */
+        const float gs = d->grad_scale > 0.0f ? d->grad_scale : 1.0f;
+        for (int64_t r = 0; r < n; r++) d->hws[r] = w[r] * gs;
+        EX_CHECK(ex_be_upload(be, F(d->rweights), d->hws, sizeof(float) * (size_t)n, err));
+    }
     /* every op is row by row: chunks of rows give the same numbers with a small probs buffer, and once a
      * chunk's probabilities are known its logits are no longer needed, so they make room for its gradient */
     float *probs = F(d->acts.probs); /* (chunk, K) */

@@ -74,6 +74,7 @@ static void dn_destroy(void *self) {
     free(d->idx);
     free(d->nmask);
     free(d->hw);
+    free(d->hws);
     free(d->hl);
     free(d->hk);
     free(d->hkg);
@@ -169,11 +170,12 @@ static ex_status alloc_host(dinov2 *d, ex_err *err) {
     d->idx = calloc((size_t)(d->nm_max > 0 ? d->nm_max : 1), sizeof(int32_t));
     d->nmask = calloc((size_t)(Bg * world), sizeof(int64_t));
     d->hw = calloc((size_t)R, sizeof(float));
+    d->hws = calloc((size_t)R, sizeof(float));
     d->hl = calloc((size_t)(DN_MAX_TARGETS * R), sizeof(float));
     d->hk = calloc((size_t)(Bg * d->D), sizeof(float));
     d->hkg = calloc((size_t)(Bg * d->D), sizeof(float));
     d->hdrop = calloc((size_t)(2 * d->depth * Bg), sizeof(float));
-    EX_ENSURE(d->mask && d->idx && d->nmask && d->hw && d->hl && d->hk && d->hkg && d->hdrop, err, EX_E_NOMEM,
+    EX_ENSURE(d->mask && d->idx && d->nmask && d->hw && d->hws && d->hl && d->hk && d->hkg && d->hdrop, err, EX_E_NOMEM,
               "dinov2: out of memory");
     if (d->centering == DN_SINKHORN) {
         const int64_t n = Bg > d->nm_max ? Bg : d->nm_max;

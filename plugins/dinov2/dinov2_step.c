@@ -101,6 +101,7 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
                   (long long)batch->width[v], (long long)s, (long long)s);
     }
     const float Ts = (float)d->student_temp, tau = (float)dn_teacher_temp(d, iteration);
+    d->grad_scale = ex_batch_grad_scale(batch);
     const int freeze = iteration < d->freeze_last_iters;
     const double nterms = (double)(2 + 2 * nl);
 
@@ -188,7 +189,7 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
         EX_CHECK(ex_be_download(be, d->hk, F(d->xin), sizeof(float) * (size_t)(Bg * D), err));
         koleo = dn_koleo_host(d->hk, Bg, B, D, d->koleo_w, d->hkg);
         EX_CHECK(ex_be_upload(be, F(d->kgrad), d->hkg, sizeof(float) * (size_t)(Bg * D), err));
-        OP(d, axpby(be->ctx, F(d->dxin), 1.0f, F(d->kgrad), 1.0f, Bg * D), "axpby");
+        OP(d, axpby(be->ctx, F(d->dxin), d->grad_scale, F(d->kgrad), 1.0f, Bg * D), "axpby"); /* dxin += scale * kgrad */
     }
     OP(d, fill(be->ctx, F(d->dtok), 0.0f, Bg * Tg * D), "fill");
     OP(d, copy2d(be->ctx, F(d->dtok), Tg * D, F(d->dxin), D, Bg, D), "copy2d");
@@ -235,6 +236,7 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     out->names[2] = "ibot", out->values[2] = ibot;
     out->names[3] = "koleo", out->values[3] = koleo;
     out->total = dino_global + dino_local + ibot + koleo;
+    out->grad_scaled = 1;
     return EX_OK;
 }
 

@@ -151,7 +151,7 @@ ex_status mae_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t itera
     EX_CHECK(ex_comm_allreduce_sum_i64(m->env.comm, &removed, 1, err));
     const double denom = (double)K * (double)removed / (double)ex_comm_world(m->env.comm);
     const double loss = (double)sumsq / denom;
-    OP(m, axpby(c, F(m->dpred), (float)(2.0 / denom), diff, 0.0f, n), "axpby");
+    OP(m, axpby(c, F(m->dpred), ex_batch_grad_scale(batch) * (float)(2.0 / denom), diff, 0.0f, n), "axpby");
 
     /* backward: decoder, then the encoder */
     const float *dtokens = NULL;
@@ -167,5 +167,6 @@ ex_status mae_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t itera
     out->names[0] = "mae";
     out->values[0] = loss;
     out->total = loss;
+    out->grad_scaled = 1;
     return EX_OK;
 }

@@ -104,13 +104,20 @@ typedef struct ex_batch {
     uint64_t noise;                /* key of this micro-batch's training noise, a function of (seed, step,
                                     * micro-batch, rank); 0: none. Each forward of the step gets its own key
                                     * ex_noise_derive(noise, k) in ex_backbone_io.noise. */
+    float grad_scale;              /* loss scaling: multiply the gradients you seed by this (a power of two)
+                                    * and say so in ex_loss_terms.grad_scaled; 0 means 1 */
 } ex_batch;
+
+/* The factor an objective's backward seeds its gradients with (1 unless the trainer scales the loss). */
+static inline float ex_batch_grad_scale(const ex_batch *b) { return b->grad_scale > 0.0f ? b->grad_scale : 1.0f; }
 
 typedef struct ex_loss_terms {
     int count;
     const char *names[EX_MAX_LOSS_TERMS]; /* static strings, e.g. "mae", "dino_local" */
     double values[EX_MAX_LOSS_TERMS];
-    double total;                          /* what the gradients are of */
+    double total;                          /* what the gradients are of (unscaled) */
+    int grad_scaled;                       /* 1: the gradients were multiplied by ex_batch.grad_scale; an
+                                            * objective that leaves this 0 cannot train with loss scaling */
 } ex_loss_terms;
 
 typedef struct ex_objective_vtable {

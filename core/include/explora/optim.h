@@ -52,7 +52,8 @@ typedef struct ex_optim {
     ex_optim_config cfg;
     ex_optim_slot *slots;
     int count;
-    int64_t step;    /* optimiser steps taken */
+    int64_t step;    /* optimiser steps taken (the schedules' t), skipped ones included */
+    int64_t adam_step; /* AdamW updates applied (its bias correction): step minus the skipped steps */
     ex_backend *be;
     float *norm_buf; /* device scalar for reductions */
 } ex_optim;
@@ -79,6 +80,36 @@ EX_API ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err);
 /* Clip (when clip_grad > 0) and take one AdamW step at the scheduled lr; returns the lr used and the norm. */
 EX_API ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err *err);
 EX_API void ex_optim_free(ex_optim *o);
+/* A step without an update (non-finite gradients under loss scaling): the schedules move on, AdamW's
+ * state and count do not. *lr_used receives the learning rate the step would have used. */
+EX_API void ex_optim_skip(ex_optim *o, double *lr_used);
+
+/* Dynamic loss scaling ([optim] loss_scale = dynamic) for fp16 GEMMs, whose rounded gradients would
+ * flush small values to zero: torch.cuda.amp.GradScaler's rule. Objectives multiply the gradients they
+ * seed by `scale` (ex_batch.grad_scale); the trainer multiplies the summed gradients by 1 / scale. The
+ * scale is a power of two, so both are exact and a run whose gradients stay finite equals the unscaled
+ * run bit for bit. After the unscale:
+ *   - some gradient inf or NaN: the step is skipped (ex_optim_skip), scale /= 2, good_steps = 0;
+ *   - else: the update is applied, good_steps += 1, and at growth_interval: scale *= 2, good_steps = 0. */
+typedef struct ex_loss_scaler {
+    int enabled;
+    double scale;            /* power of two; 1 when disabled */
+    int64_t good_steps;      /* finite steps since the scale last changed */
+    int64_t growth_interval; /* finite steps before the scale doubles */
+    int64_t skipped;         /* steps skipped so far */
+} ex_loss_scaler;
+
+/* The [optim] keys loss_scale, loss_scale_init (a power of two) and loss_scale_growth_interval. */
+EX_API ex_status ex_loss_scaler_config_read(const ex_cfg_section *s, ex_loss_scaler *out, ex_err *err);
+/* One step's outcome. Returns 0, or -1 when found_inf came at a scale of 2^-24 or less (the gradients are
+ * not finite at any scale: the caller stops the run). */
+EX_API int ex_loss_scaler_update(ex_loss_scaler *s, int found_inf);
+/* The end of a training step: with s enabled, unscale the gradients, then skip the step (non-finite
+ * gradient norm; *skipped = 1) or apply it (ex_optim_step), and update s; EX_E_INVALID when the gradients
+ * stay non-finite at the smallest scale. With s disabled (or NULL) it is ex_optim_step. *grad_norm is the
+ * unscaled norm (inf or NaN for a skipped step). */
+EX_API ex_status ex_optim_step_scaled(ex_optim *o, ex_loss_scaler *s, double *lr_used, double *grad_norm, int *skipped,
+                                      ex_err *err);
 
 #ifdef __cplusplus
 }

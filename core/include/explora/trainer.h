@@ -77,6 +77,7 @@ typedef struct ex_trainer {
     double lr_base;                 /* [optim] lr before lr_scaling */
     int frozen_narrow;              /* frozen weights kept in bf16 ([optim] frozen_dtype): how many tensors */
     size_t frozen_saved;            /* and the bytes that saves */
+    ex_loss_scaler scaler;          /* [optim] loss_scale (disabled: scale 1) */
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
