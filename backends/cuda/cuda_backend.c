@@ -18,6 +18,9 @@
 #include "explora/comm.h"
 #include "cuda_internal.h"
 #include "explora/plugin.h"
+#ifdef EXPLORA_HIP
+#include "hip_blas.h"
+#endif
 
 /* ------------------------------------------------------------------------------
  * Errors
@@ -144,7 +147,11 @@ static const ex_key_spec cu_keys[] = {
      "backend runs (no tensor cores; for checking it, or where cuBLAS misbehaves); gemm_math must then be fp32."},
 #else
     {"gemm_math", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32",
-     "Arithmetic of GEMMs: fp32 only on HIP (the backend's own tiled kernel; no hipBLAS/rocBLAS in Debian)."},
+     "Arithmetic of GEMMs: fp32 only on HIP (hipBLAS's sgemm or the backend's own tiled kernel)."},
+    {"gemm", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|hipblas|own",
+     "GEMM of the linear layers. auto: hipBLAS when libhipblas.so can be loaded (a ROCm install; Debian has none), "
+     "else the own tiled kernel; hipblas: hipBLAS or an error; own: the own kernel. Attention matmuls always run "
+     "the own kernel."},
 #endif
     {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused",
      "Attention kernels. gemm: scores materialised in chunks (attention_scratch_mib) and multiplied by the GEMM "
@@ -161,6 +168,8 @@ void cu_shutdown(void *vctx) {
     cu_comm_destroy(ctx);
 #ifndef EXPLORA_HIP
     if (ctx->blas) cublasDestroy(ctx->blas);
+#else
+    hip_blas_close(ctx->hipblas);
 #endif
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->attn) cudaFree(ctx->attn);
@@ -190,7 +199,8 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     int math = 0; /* index into "fp32|tf32|bf16|fp16" */
     int fused = 0; /* index into "gemm|fused" */
 #ifdef EXPLORA_HIP
-    int own = 1;
+    int own = 1;      /* the attention matmuls' kernel, always */
+    int hip_gemm = 0; /* index into "auto|hipblas|own" */
 #else
     int own = 0; /* index into "cublas|own" */
 #endif
@@ -198,6 +208,9 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
         EX_CHECK(ex_cfg_enum(cfg, "gemm_math", &math, err));
         EX_CHECK(ex_cfg_enum(cfg, "attention", &fused, err));
+#ifdef EXPLORA_HIP
+        EX_CHECK(ex_cfg_enum(cfg, "gemm", &hip_gemm, err));
+#endif
 #ifndef EXPLORA_HIP
         EX_CHECK(ex_cfg_enum(cfg, "gemm", &own, err));
         EX_ENSURE(!own || math == 0, err, EX_E_CONFIG,
@@ -246,7 +259,23 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     INIT_TRY(cudaMalloc((void **)&ctx->dflag, sizeof(int)), "cudaMalloc");
     INIT_TRY(cudaMallocHost((void **)&ctx->hflag, sizeof(int)), "cudaMallocHost");
-#ifndef EXPLORA_HIP
+#ifdef EXPLORA_HIP
+    if (hip_gemm != 2) {
+        char why[256] = "";
+        if (hip_blas_open(&ctx->hipblas, (void *)ctx->stream, why, sizeof why) != 0) {
+            if (hip_gemm == 1) {
+                cu_shutdown(ctx);
+                EX_FAIL(err, EX_E_CONFIG, "backend hip: [backend] gemm = hipblas, but hipBLAS cannot be used: %s. "
+                        "Install ROCm's hipblas, or set gemm = own.", why);
+            }
+            ctx->hipblas = NULL; /* auto: the own kernel */
+        }
+    }
+    {
+        const size_t len = strlen(ctx->name);
+        snprintf(ctx->name + len, sizeof ctx->name - len, ", GEMM %s", ctx->hipblas ? hip_blas_name(ctx->hipblas) : "own");
+    }
+#else
     cublasStatus_t s = cublasCreate(&ctx->blas);
     if (s != CUBLAS_STATUS_SUCCESS) {
         ctx->blas = NULL;
@@ -405,6 +434,19 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
             return cu_gemm(vctx, &w);
         }
     }
+#ifdef EXPLORA_HIP
+    if (ctx->hipblas) { /* fp32 operands here: narrow ones were widened above (gemm_own keeps `direct` off) */
+        const int s = hip_blas_sgemm(ctx->hipblas, d->trans_a, d->trans_b, (int)d->m, (int)d->n, (int)d->k, d->alpha,
+                                     (const float *)d->a, (int)d->lda, d->stride_a, (const float *)d->b, (int)d->ldb,
+                                     d->stride_b, d->beta, d->c, (int)d->ldc, d->stride_c, (int)d->batch);
+        if (s != 0) {
+            snprintf(ctx->last_error, sizeof ctx->last_error, "hip: hipblasSgemmStridedBatched failed: status %d", s);
+            fprintf(stderr, "explora: %s\n", ctx->last_error);
+            return EX_E_DEVICE;
+        }
+        return EX_OK;
+    }
+#endif
     if (ctx->gemm_own) {
         if (d->a_dtype != EX_F32)
             EX_FAIL(NULL, EX_E_UNSUPPORTED, CU_VENDOR ": gemm: the own kernel takes fp32 inputs only");

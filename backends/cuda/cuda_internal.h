@@ -76,6 +76,9 @@ typedef struct cu_ctx {
     int *hflag;
     char last_error[512];    /* the last device error, for messages */
     void *nccl;              /* ncclComm_t after comm_init (cuda_comm.c); NULL: no communicator */
+#ifdef EXPLORA_HIP
+    struct hip_blas *hipblas; /* hipBLAS loaded at init (backends/hip/hip_blas.c) for the linear GEMMs, or NULL */
+#endif
 } cu_ctx;
 
 /* cuda_comm.c: NCCL collectives when built with EXPLORA_HAVE_NCCL; cu_comm_destroy releases the communicator. */
