@@ -371,6 +371,66 @@ static void gemm_narrow_cases(ex_backend *be, obuf *ob) {
                 gemm_narrow_one(be, ob, tr & 1, tr >> 1, k_gemm_cfgs[c], k_types[t][0], k_types[t][1], seed += 3);
 }
 
+/* Run d on the backend as pieces whose operand spans are at most `cap` elements (ex_gemm_halve, A first),
+ * as a backend with bounded operand scratch does; *pieces counts them. */
+static void gemm_in_pieces(ex_backend *be, const ex_gemm_desc *d, int64_t cap, int *pieces) {
+    ex_gemm_desc half[2];
+    for (int w = 0; w < 2; w++)
+        if (ex_gemm_span(d, w) > cap && ex_gemm_halve(d, w, half)) {
+            gemm_in_pieces(be, &half[0], cap, pieces);
+            gemm_in_pieces(be, &half[1], cap, pieces);
+            return;
+        }
+    OK(be->vt.gemm(be->ctx, d));
+    (*pieces)++;
+}
+
+/* ex_gemm_halve: every layout of k_gemm_cfgs split until each operand span is under 8 elements (or its
+ * stored rows are single) gives the product of the whole GEMM (k splits change the summation order only)
+ * and writes nothing outside C's blocks; spans are what the operands really occupy. */
+static void test_gemm_halve(void **state) {
+    env *e = *state;
+    ex_backend *be = &e->be[0];
+    uint64_t seed = 700;
+    for (size_t ci = 0; ci < sizeof k_gemm_cfgs / sizeof *k_gemm_cfgs; ci++)
+        for (int tr = 0; tr < 4; tr++) {
+            const gemm_cfg g = k_gemm_cfgs[ci];
+            const int ta = tr & 1, tb = tr >> 1;
+            scope s = {.be = be};
+            const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
+            const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
+            const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
+            const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
+            const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+            float *A = rnd(&s, na, seed += 3, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
+            if (g.beta == 0.0f)
+                for (size_t i = 0; i < nc; i++) C0[i] = NAN;
+            float *dC1 = upf(&s, C0, nc), *dC2 = upf(&s, C0, nc);
+            ex_gemm_desc d = {0};
+            d.trans_a = ta, d.trans_b = tb, d.m = g.m, d.n = g.n, d.k = g.k, d.alpha = g.alpha, d.beta = g.beta;
+            d.a = upf(&s, A, na), d.a_dtype = EX_F32, d.lda = lda, d.stride_a = sa;
+            d.b = upf(&s, B, nb), d.b_dtype = EX_F32, d.ldb = ldb, d.stride_b = sb;
+            d.c = dC1, d.ldc = ldc, d.stride_c = sc, d.batch = g.batch;
+            if (g.k > 0 && g.alpha != 0.0f) {
+                assert_int_equal(ex_gemm_span(&d, 0), (g.batch - 1) * sa + (arows - 1) * lda + acols);
+                assert_int_equal(ex_gemm_span(&d, 1), (g.batch - 1) * sb + (brows - 1) * ldb + bcols);
+            }
+            OK(be->vt.gemm(be->ctx, &d));
+            d.c = dC2;
+            int pieces = 0;
+            gemm_in_pieces(be, &d, 8, &pieces);
+            if (g.k > 0 && g.alpha != 0.0f && g.m * g.k > 8) assert_true(pieces > 1);
+            const float *want = down(&s, dC1, nc), *got = down(&s, dC2, nc);
+            for (size_t i = 0; i < nc; i++) {
+                if (isnan(want[i]) && isnan(got[i])) continue; /* padding of a beta = 0 case, untouched */
+                if (!(fabsf(want[i] - got[i]) <= 1e-5f * (1.0f + fabsf(want[i]))))
+                    fail_msg("config %zu ta=%d tb=%d: element %zu: %g in pieces, %g whole", ci, ta, tb, i, (double)got[i],
+                             (double)want[i]);
+            }
+            scope_end(&s);
+        }
+}
+
 static void test_gemm_narrow_inputs(void **state) { all_threads(state, gemm_narrow_cases, "gemm with bf16/fp16 inputs"); }
 
 static void test_gemm_errors(void **state) {
@@ -1299,6 +1359,7 @@ int main(void) {
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_errors),
         cmocka_unit_test(test_gemm_narrow_inputs),
+        cmocka_unit_test(test_gemm_halve),
         cmocka_unit_test(test_bias_add),
         cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_layernorm),

@@ -252,6 +252,8 @@ static const gcase k_gemm_cases[] = {
     {1, 1, 17, 65, 9, 2, -1.0f, 0.0f},   {0, 1, 256, 384, 512, 1, 1.0f, 0.0f},
     {0, 0, 5, 7, 0, 2, 1.0f, 0.5f},     /* k = 0: C = beta C */
     {0, 0, 5, 7, 3, 1, 0.0f, 0.0f},     /* alpha = 0, beta = 0: zeros, NaN in C ignored */
+    {0, 1, 300, 700, 900, 1, 1.0f, 0.5f}, /* operands over 1 MiB: in pieces under gemm_copy_mib = 1 */
+    {1, 0, 300, 700, 900, 1, 1.0f, 0.0f},
 };
 #define N_GEMM_CASES (sizeof k_gemm_cases / sizeof *k_gemm_cases)
 
@@ -436,6 +438,36 @@ static void test_gemm_math(void **state) {
     /* fp16 keeps tf32's 10 mantissa bits (inputs in [-2, 2] stay in its range): about tf32's error, well under
      * bf16's, and not zero */
     assert_true(big[2] > 1e-10 && big[2] < 10.0 * big[0] && big[1] > 10.0 * big[2]);
+}
+
+/* [backend] gemm_copy_mib = 1: the GEMMs whose operand copies would exceed 1 MiB run in pieces
+ * (ex_gemm_halve: rows of C, columns of C, or k with accumulation). Under gemm_math = bf16 every fp32
+ * operand is copied; under fp32 a bf16 weight is widened. */
+static void test_gemm_pieces(void **state) {
+    penv *e = *state;
+    if (strcmp(e->name, "cuda") != 0) skip(); /* the bf16 mode needs cuBLAS */
+    const char *settings[2] = {"gemm_math = bf16\ngemm_copy_mib = 1\n", "gemm_copy_mib = 1\n"};
+    const ex_dtype btype[2] = {EX_F32, EX_BF16};
+    const double max_nmse[2] = {1e-4, 1e-9};
+    for (int mi = 0; mi < 2; mi++) {
+        ex_backend fast, keep = e->be[1];
+        ex_err err;
+        ex_err_clear(&err);
+        EXT_OK(open_backend(e->reg, "cuda", settings[mi], &fast, &err), &err);
+        e->be[1] = fast;
+        scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+        for (size_t ci = 0; ci < N_GEMM_CASES; ci++) {
+            const gcase g = k_gemm_cases[ci];
+            if (g.k != 900) continue;
+            twin c = run_gemm_case_as(s, ci, EX_F32, btype[mi]);
+            const double v = nmse_of(s, c, (size_t)((g.m * (g.n + 2) + 7) * g.batch));
+            printf("# %s: gemm case %zu in pieces: NMSE against the cpu %.3g\n", mi ? "fp32, bf16 weight" : "bf16", ci, v);
+            assert_true(v <= max_nmse[mi]);
+        }
+        scope_end(s);
+        e->be[1] = keep;
+        ex_backend_destroy(&fast);
+    }
 }
 
 static void test_rows_fwd(void **state) {
@@ -821,6 +853,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_supports_and_info, &env), cmocka_unit_test_prestate(test_memory, &env),
         cmocka_unit_test_prestate(test_gemm, &env),              cmocka_unit_test_prestate(test_gemm_bf16, &env),
         cmocka_unit_test_prestate(test_gemm_math, &env),          cmocka_unit_test_prestate(test_gemm_mixed, &env),
+        cmocka_unit_test_prestate(test_gemm_pieces, &env),
         cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
         cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),
         cmocka_unit_test_prestate(test_reduce, &env),            cmocka_unit_test_prestate(test_gathers_fwd, &env),

@@ -159,6 +159,9 @@ static const ex_key_spec cu_keys[] = {
      "64 on 64-wide wavefronts; larger heads use gemm)."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
+    {"gemm_copy_mib", EX_KEY_INT, "128", 1, 1048576, NULL,
+     "Largest copy of one GEMM operand (rounded to bf16/fp16 under gemm_math, or a bf16 weight widened to fp32): "
+     "a product whose operand would need more runs in pieces, so the copy buffers stay this small."},
     EX_KEY_END};
 
 void cu_shutdown(void *vctx) {
@@ -195,7 +198,7 @@ void cu_shutdown(void *vctx) {
 ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     EX_ENSURE(out, err, EX_E_INVALID, CU_VENDOR " backend: init called without a context pointer");
     *out = NULL;
-    int64_t device = -1, scratch_mib = 1024;
+    int64_t device = -1, scratch_mib = 1024, copy_mib = 128;
     int math = 0; /* index into "fp32|tf32|bf16|fp16" */
     int fused = 0; /* index into "gemm|fused" */
 #ifdef EXPLORA_HIP
@@ -218,6 +221,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
                   math == 1 ? "tf32" : math == 2 ? "bf16" : "fp16");
 #endif
         EX_CHECK(ex_cfg_int(cfg, "attention_scratch_mib", &scratch_mib, err));
+        EX_CHECK(ex_cfg_int(cfg, "gemm_copy_mib", &copy_mib, err));
     }
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -240,6 +244,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     ctx->attn_compute = math >= 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 #endif
     ctx->attn_cap_bytes = (size_t)scratch_mib * 1024 * 1024;
+    ctx->copy_cap_bytes = copy_mib * 1024 * 1024;
     INIT_TRY(cudaSetDevice(ctx->device), "cudaSetDevice");
     struct cudaDeviceProp prop;
     INIT_TRY(cudaGetDeviceProperties(&prop, ctx->device), "cudaGetDeviceProperties");
@@ -407,15 +412,32 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     CU_ARG(d->b && d->ldb >= bcols && d->ldb <= INT32_MAX && d->stride_b >= 0, CU_VENDOR ": gemm: bad B");
     CU_ARG(d->batch <= INT32_MAX, CU_VENDOR ": gemm: batch beyond the int range");
     const ex_dtype nm = ctx->gemm_narrow; /* gemm_math = bf16 | fp16: that type, else EX_F32 */
-    if (cu_narrow(d->a_dtype) || cu_narrow(d->b_dtype)) {
-        /* Narrow inputs (a frozen weight kept in bf16, [optim] frozen_dtype). Tensor cores take them as they
-         * are when both are one narrow type, or when gemm_math rounds the fp32 one to the other's type anyway;
-         * otherwise the narrow operands are widened to fp32 (exact) and the product follows gemm_math (fp32,
-         * tf32; bf16/fp16 then round the widened values again) or the own kernel: in the fp32 cases the CPU
-         * oracle's numbers, up to summation order. */
-        const int same = d->a_dtype == d->b_dtype;
-        const int direct = !ctx->gemm_own && (same || (nm != EX_F32 && (d->a_dtype == nm || d->b_dtype == nm) &&
-                                                      (d->a_dtype == EX_F32 || d->b_dtype == EX_F32)));
+    const int narrow = cu_narrow(d->a_dtype) || cu_narrow(d->b_dtype);
+    /* Narrow inputs (a frozen weight kept in bf16, [optim] frozen_dtype). Tensor cores take them as they are
+     * when both are one narrow type, or when gemm_math rounds the fp32 one to the other's type anyway;
+     * otherwise the narrow operands are widened to fp32 (exact) and the product follows gemm_math (fp32,
+     * tf32; bf16/fp16 then round the widened values again) or the own kernel: in the fp32 cases the CPU
+     * oracle's numbers, up to summation order. */
+    const int direct = narrow && !ctx->gemm_own &&
+                       (d->a_dtype == d->b_dtype || (nm != EX_F32 && (d->a_dtype == nm || d->b_dtype == nm) &&
+                                                     (d->a_dtype == EX_F32 || d->b_dtype == EX_F32)));
+    /* Which operands this call copies (widened to fp32, or rounded to gemm_math's 2-byte type). A copy larger
+     * than [backend] gemm_copy_mib would keep a scratch buffer of its size for the rest of the run (the DINOv2
+     * head's (rows, 131072) gradient: 2 GiB in bf16), so such a product runs as halves (ex_gemm_halve). */
+    int copies[2];
+    for (int w = 0; w < 2; w++) {
+        const ex_dtype t = w ? d->b_dtype : d->a_dtype;
+        copies[w] = narrow ? (direct ? t == EX_F32 : cu_narrow(t)) : (nm != EX_F32 && !ctx->gemm_own);
+    }
+    const int64_t copy_bytes = narrow && !direct ? 4 : 2; /* per element of the copy */
+    for (int w = 0; w < 2; w++) {
+        ex_gemm_desc half[2];
+        if (copies[w] && ex_gemm_span(d, w) * copy_bytes > ctx->copy_cap_bytes && ex_gemm_halve(d, w, half)) {
+            EX_CHECK(cu_gemm(vctx, &half[0]));
+            return cu_gemm(vctx, &half[1]);
+        }
+    }
+    if (narrow) {
         if (!direct) {
             const int64_t na = cu_narrow(d->a_dtype) ? cu_span(d->batch, d->stride_a, d->trans_a ? d->k : d->m, d->lda, acols) : 0;
             const int64_t nb = cu_narrow(d->b_dtype) ? cu_span(d->batch, d->stride_b, d->trans_b ? d->n : d->k, d->ldb, bcols) : 0;

@@ -68,6 +68,7 @@ typedef struct cu_ctx {
     float *attn;
     size_t attn_floats;
     size_t attn_cap_bytes;   /* the chunking target from the `attention_scratch_mib` key */
+    int64_t copy_cap_bytes;  /* the `gemm_copy_mib` key: largest GEMM operand copy (larger products run in halves) */
     /* Pointer arrays for the (batch, head) batched GEMMs of attention: 3 arrays. */
     void **ptrs;
     size_t nptrs;            /* entries per array */

@@ -183,6 +183,53 @@ ex_status ex_be_download_as(ex_backend *be, float *host, const void *src, ex_dty
     return st;
 }
 
+int64_t ex_gemm_span(const ex_gemm_desc *d, int which) {
+    if (d->k == 0 || d->alpha == 0.0f || d->m == 0 || d->n == 0) return 0;
+    if (which == 0) {
+        const int64_t rows = d->trans_a ? d->k : d->m, cols = d->trans_a ? d->m : d->k;
+        return (d->batch - 1) * d->stride_a + (rows - 1) * d->lda + cols;
+    }
+    const int64_t rows = d->trans_b ? d->n : d->k, cols = d->trans_b ? d->k : d->n;
+    return (d->batch - 1) * d->stride_b + (rows - 1) * d->ldb + cols;
+}
+
+static const void *offset_ptr(const void *p, ex_dtype t, int64_t elems) {
+    return (const char *)p + (size_t)elems * ex_dtype_size(t);
+}
+
+int ex_gemm_halve(const ex_gemm_desc *d, int which, ex_gemm_desc out[2]) {
+    out[0] = out[1] = *d;
+    ex_gemm_desc *lo = &out[0], *hi = &out[1];
+    if (d->batch > 1) { /* whole batch items */
+        const int64_t h = d->batch / 2;
+        lo->batch = h, hi->batch = d->batch - h;
+        hi->a = offset_ptr(d->a, d->a_dtype, h * d->stride_a);
+        hi->b = offset_ptr(d->b, d->b_dtype, h * d->stride_b);
+        hi->c = d->c + h * d->stride_c;
+        return 1;
+    }
+    /* which dimension holds the operand's stored rows: C's rows (A), C's columns (B^T), or k */
+    const int by_m = which == 0 && !d->trans_a, by_n = which == 1 && d->trans_b;
+    const int64_t size = by_m ? d->m : by_n ? d->n : d->k;
+    if (size < 2) return 0;
+    const int64_t h = size / 2;
+    if (by_m) {
+        lo->m = h, hi->m = d->m - h;
+        hi->a = offset_ptr(d->a, d->a_dtype, h * d->lda);
+        hi->c = d->c + h * d->ldc;
+    } else if (by_n) {
+        lo->n = h, hi->n = d->n - h;
+        hi->b = offset_ptr(d->b, d->b_dtype, h * d->ldb);
+        hi->c = d->c + h;
+    } else { /* k: A's columns (rows when transposed), B's rows (columns when transposed); sum the halves */
+        lo->k = h, hi->k = d->k - h;
+        hi->a = offset_ptr(d->a, d->a_dtype, d->trans_a ? h * d->lda : h);
+        hi->b = offset_ptr(d->b, d->b_dtype, d->trans_b ? h : h * d->ldb);
+        hi->beta = 1.0f;
+    }
+    return 1;
+}
+
 ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
     EX_ENSURE(d->m >= 0 && d->n >= 0 && d->k >= 0 && d->batch >= 1, err, EX_E_SHAPE,
               "gemm: bad sizes m=%lld n=%lld k=%lld batch=%lld", (long long)d->m, (long long)d->n,

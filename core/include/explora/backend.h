@@ -326,6 +326,14 @@ EX_API ex_status ex_be_upload_as(ex_backend *be, void *dst, ex_dtype dtype, int6
 EX_API ex_status ex_be_download_as(ex_backend *be, float *host, const void *src, ex_dtype dtype, int64_t offset,
                                    int64_t n, ex_err *err);
 EX_API ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err);
+/* Elements an operand of d occupies, from its first to the last one the product reads (which: 0 = A,
+ * 1 = B; strides and leading dimensions kept). 0 when k = 0 or alpha = 0 (nothing is read). */
+EX_API int64_t ex_gemm_span(const ex_gemm_desc *d, int which);
+/* Split d into two GEMMs that together compute it and each read about half of operand `which`, for a
+ * backend that copies operands (rounding to bf16) into bounded scratch: along the batch when batch > 1,
+ * else along the operand's stored rows (m or n of C, or k, the second half then accumulating with
+ * beta = 1). Returns 1 with out[0], out[1] to run in order, 0 when that operand cannot shrink (one row). */
+EX_API int ex_gemm_halve(const ex_gemm_desc *d, int which, ex_gemm_desc out[2]);
 /* Linear layer: out (n, oc) = inp (n, ic) @ w^T (oc, ic) (+ bias (oc) if non-NULL). The weight is
  * stored as w_dtype: EX_F32, or EX_BF16 for a frozen weight kept in bf16 (the GEMM then takes
  * mixed inputs: see the backend's supports_op). */
