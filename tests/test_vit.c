@@ -73,7 +73,8 @@ static void expect_fixture(vt_ctx *c, const float *dev, const char *name, int gr
     free(got);
 }
 
-/* Build the model from INI text, plan for the fixture's shapes (inference = 1: an inference-only plan), load its
+/* Build the model from INI text, plan for the fixture's shapes (inference = 1: an inference-only plan; 2: one
+ * whose caller reads only the final tokens, final_only), load its
  * weights. */
 static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
                           int64_t keep, int inference) {
@@ -96,7 +97,7 @@ static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_i
     EXT_OK(ex_params_set_trainable(&c->params, "*", 1, NULL, &err), &err);
     ex_memory_plan_init(&c->plan, &c->be);
     EXT_OK(ex_params_plan(&c->params, &c->plan, &err), &err);
-    ex_backbone_shape max = {batch, h, w, keep, !inference, inference};
+    ex_backbone_shape max = {batch, h, w, keep, !inference, inference != 0, inference == 2};
     EXT_OK(c->vt->plan(c->model, &max, &c->plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c->plan, &err), &err);
     ex_params_bind(&c->params);
@@ -342,15 +343,17 @@ static void test_recompute_gives_identical_gradients(void **state) {
 }
 
 /* An inference-only plan: the same tokens and block outputs, bitwise, as a training plan's train = 0 forward, in
- * less than half the activation memory; a training forward and the attention of an early block are refused. */
+ * less than half the activation memory; a training forward and the attention of an early block are refused.
+ * With final_only as well (DINOv2's teacher): the same tokens again, from two residual buffers instead of
+ * depth + 1 (exactly that much less memory), and no block outputs. */
 static void test_inference_plan(void **state) {
     (void)state;
     vt_ctx c;
     ex_err err;
     const int64_t B = 2, T = 17, D = 24, depth = 3;
-    float *tok[2], *blk[2];
-    size_t acts[2];
-    for (int inf = 0; inf < 2; inf++) {
+    float *tok[3], *blk[2];
+    size_t acts[3];
+    for (int inf = 0; inf < 3; inf++) {
         open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, inf);
         acts[inf] = c.plan.arenas[EX_MEM_ACTIVATION].planned;
         float *images = fx_f32(c.fx, "input", NULL);
@@ -360,6 +363,12 @@ static void test_inference_plan(void **state) {
         assert_int_equal(io.num_tokens, T);
         tok[inf] = malloc(sizeof(float) * B * T * D);
         memcpy(tok[inf], io.tokens, sizeof(float) * B * T * D);
+        if (inf == 2) {
+            for (int64_t i = 0; i < depth; i++) assert_null(c.vt->block_output(c.model, i));
+            free(images);
+            close_model(&c);
+            continue;
+        }
         blk[inf] = malloc(sizeof(float) * depth * B * T * D);
         for (int64_t i = 0; i < depth; i++)
             memcpy(blk[inf] + i * B * T * D, c.vt->block_output(c.model, i), sizeof(float) * B * T * D);
@@ -377,9 +386,15 @@ static void test_inference_plan(void **state) {
         close_model(&c);
     }
     assert_memory_equal(tok[0], tok[1], sizeof(float) * B * T * D);
+    assert_memory_equal(tok[0], tok[2], sizeof(float) * B * T * D);
     assert_memory_equal(blk[0], blk[1], sizeof(float) * depth * B * T * D);
     if (!(acts[1] * 2 < acts[0])) fail_msg("inference plan %zu bytes of activations, training plan %zu", acts[1], acts[0]);
-    for (int k = 0; k < 2; k++) free(tok[k]), free(blk[k]);
+    /* depth + 1 residual streams became 2; the arena rounds every tensor up to 256 bytes (B T D floats are 3264 B) */
+    const size_t stream = (sizeof(float) * B * T * D + 255) / 256 * 256;
+    if (acts[1] - acts[2] < (size_t)(depth - 1) * stream - 256 || acts[1] - acts[2] > (size_t)(depth - 1) * stream + 256)
+        fail_msg("final_only saved %zu bytes, expected about %zu", acts[1] - acts[2], (size_t)(depth - 1) * stream);
+    for (int k = 0; k < 3; k++) free(tok[k]);
+    for (int k = 0; k < 2; k++) free(blk[k]);
 }
 
 /* Parameters (values of every tensor, in registration order) after loading names/<file>. */
@@ -401,7 +416,7 @@ static float *load_named(const char *ini, const char *file, size_t *n, const cha
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 4, 4, 0, 0, 0};
+    ex_backbone_shape max = {1, 4, 4, 0, 0, 0, 0};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);
@@ -567,7 +582,7 @@ static void test_bad_checkpoint_lists_problems(void **state) {
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 16, 16, 0, 0, 0};
+    ex_backbone_shape max = {1, 16, 16, 0, 0, 0, 0};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);

@@ -311,6 +311,7 @@ static ex_status dn_init(void *self, ex_rng *rng, ex_err *err) {
         ex_backbone_shape shape;
         EX_CHECK(dn_backbone_shape(d, &shape));
         shape.inference = 1; /* the teacher only runs train = 0 forwards: no activations kept for backward */
+        shape.final_only = 1; /* and reads only its final tokens */
         EX_CHECK(d->env.make_teacher(d->env.owner, &shape, &d->teacher, err));
         d->have_teacher = 1;
     }

@@ -71,6 +71,7 @@ typedef struct vit {
     ex_tensor dresid;    /* (B, T, D) */
     ex_block_acts *block_acts; /* (depth), bound into acts */
     int shared_acts;           /* every block binds the same activations (recompute, or an inference plan) */
+    int pingpong;              /* inference with final_only: two residual buffers used in turn (no block_output) */
     size_t acts_floats;
 
     /* state of the last forward */

@@ -146,7 +146,10 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     EX_CHECK(plan_buf(plan, &v->rw, "vit.rw", side * gside, err));
     EX_CHECK(plan_buf(plan, &v->rtmp, "vit.rtmp", side * gside * D, err));
     EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (E > 0 ? E : 1) * D, err));
-    EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (a->depth + 1) * B * T * D, err));
+    /* the residual stream after every block (backward and block_output read them), or two buffers used in
+     * turn when only the final tokens of an inference forward matter */
+    v->pingpong = inf && max->final_only;
+    EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (v->pingpong ? 2 : a->depth + 1) * B * T * D, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
     /* with recomputation only one block's activations exist: each block's are rebuilt before its backward;
      * inference keeps none between blocks */
@@ -305,13 +308,15 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
         OP(v, copy2d(c, x0 + (1 + E) * D, T * D, pemb, Np * D, B, Np * D), "copy2d");
     }
     const size_t stream = (size_t)(B * T * D);
+    /* residual stream i: its own buffer, or (pingpong) buffer i mod 2 */
+#define XS(i) (x0 + (size_t)(v->pingpong ? (i) % 2 : (i)) * stream)
     for (int64_t i = 0; i < a->depth; i++) {
         const float *d1 = io->drop ? io->drop + (2 * i) * B : NULL, *d2 = io->drop ? io->drop + (2 * i + 1) * B : NULL;
-        EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
-                                  x0 + (size_t)i * stream, d1, d2, B, T, io->train, io->noise, err));
+        EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], XS(i + 1), XS(i), d1, d2, B, T, io->train,
+                                  io->noise, err));
     }
-    EX_CHECK(ex_layernorm_forward(v->be, &v->norm, F(v->out), F(v->mean), F(v->rstd), x0 + (size_t)a->depth * stream,
-                                  B * T, err));
+    EX_CHECK(ex_layernorm_forward(v->be, &v->norm, F(v->out), F(v->mean), F(v->rstd), XS(a->depth), B * T, err));
+#undef XS
     io->tokens = F(v->out);
     io->num_tokens = T;
     v->last = *io;
@@ -419,7 +424,7 @@ ex_linear *vit_site(void *self, const char *name) {
 
 const float *vit_block_output(void *self, int64_t i) {
     vit *v = self;
-    if (i < 0 || i >= v->a.depth || !v->last.tokens) return NULL;
+    if (i < 0 || i >= v->a.depth || !v->last.tokens || v->pingpong) return NULL; /* planned final_only */
     return F(v->xs) + (size_t)(i + 1) * (size_t)(v->last.batch * v->ntok * v->a.dim);
 }
 

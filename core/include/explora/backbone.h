@@ -59,6 +59,9 @@ typedef struct ex_backbone_shape {
     int inference;   /* 1: only forwards with train = 0 will run (features, embeddings, benchmarks): the
                       * backbone may plan much less memory (no backward buffers; the blocks' activations
                       * shared). Training forwards and backward are then errors. */
+    int final_only;  /* with inference: only the final tokens will be read, never block_output(), so the
+                      * backbone may recycle its per-block buffers (a ViT keeps 2 residual streams, not
+                      * depth + 1: 1.5 GiB less for DINOv2's ViT-L/14 teacher at batch 32) */
 } ex_backbone_shape;
 
 typedef struct ex_backbone_io {
