@@ -158,6 +158,8 @@ L14="--set backbone.preset=dinov2_vitl14"
 bench "backbone ViT-B/14 fp32" 32 --model vitb14
 bench "backbone ViT-L/14 tf32" 32 --model vitb14 $L14 --set backend.gemm_math=tf32
 bench "backbone ViT-L/14 bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16
+bench "backbone ViT-L/14 bf16, frozen weights bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
+    --set optim.frozen_dtype=bf16
 
 # the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
 # PATH has a CUDA PyTorch
