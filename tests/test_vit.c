@@ -397,6 +397,47 @@ static void test_inference_plan(void **state) {
     for (int k = 0; k < 2; k++) free(blk[k]);
 }
 
+/* A final-tokens-only inference plan for more images than VIT_INFER_CHUNK (16) runs its forward in chunks
+ * (16 + 5 here): the tokens equal a training plan's train = 0 forward of the 21 images at once to rounding
+ * (every op is per image or per row, but OpenBLAS picks its kernels by the row count, so GEMMs of 272 and
+ * 357 rows may round a row differently); a drop-path forward and attention maps are refused. */
+static void test_inference_chunks(void **state) {
+    (void)state;
+    vt_ctx c;
+    ex_err err;
+    const int64_t B = 21, T = 17, D = 24;
+    float *images = malloc(sizeof(float) * B * 3 * 16 * 16), *tok[2];
+    ext_fill_uniform(images, (size_t)(B * 3 * 16 * 16), 77, -2.0f, 2.0f);
+    for (int k = 0; k < 2; k++) {
+        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, k ? 2 : 0);
+        ex_backbone_io io = {0};
+        io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 0;
+        EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+        assert_int_equal(io.num_tokens, T);
+        tok[k] = malloc(sizeof(float) * B * T * D);
+        memcpy(tok[k], io.tokens, sizeof(float) * B * T * D);
+        if (k) {
+            float probs[21 * 3 * 17];
+            assert_int_equal(c.vt->attention(c.model, 2, probs, &err), EX_E_UNSUPPORTED);
+            float drop[2 * 3 * 21];
+            for (int i = 0; i < 2 * 3 * 21; i++) drop[i] = 1.0f;
+            io.drop = drop;
+            assert_int_equal(c.vt->forward(c.model, &io, &err), EX_E_INVALID);
+        }
+        close_model(&c);
+    }
+    double worst = 0.0;
+    for (int64_t i = 0; i < B * T * D; i++) {
+        const double d = fabs((double)tok[0][i] - tok[1][i]) / (1.0 + fabs((double)tok[0][i]));
+        if (d > worst) worst = d;
+    }
+    print_message("chunked inference: worst relative difference %.3g\n", worst);
+    if (!(worst <= 1e-5)) fail_msg("chunked inference differs by %.3g from the whole batch", worst);
+    free(tok[0]);
+    free(tok[1]);
+    free(images);
+}
+
 /* Parameters (values of every tensor, in registration order) after loading names/<file>. */
 static float *load_named(const char *ini, const char *file, size_t *n, const char *skip) {
     vt_ctx c;
@@ -613,6 +654,7 @@ int main(void) {
         cmocka_unit_test(test_mae),
         cmocka_unit_test(test_recompute_gives_identical_gradients),
         cmocka_unit_test(test_inference_plan),
+        cmocka_unit_test(test_inference_chunks),
         cmocka_unit_test(test_naming_conventions),
         cmocka_unit_test(test_bad_checkpoint_lists_problems),
     };

@@ -25,6 +25,8 @@ ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err) {
               "vit: with recompute on, or planned for inference only, only the last block's attention is kept (asked "
               "for block %lld)",
               (long long)i);
+    EX_ENSURE(!v->pingpong, err, EX_E_UNSUPPORTED,
+              "vit: planned for final tokens only (inference over chunks of images): no attention maps are kept");
     EX_ENSURE(probs, err, EX_E_INVALID, "vit: attention() needs an output buffer");
     const int64_t B = v->last.batch, T = v->ntok, D = a->dim, H = a->heads, hs = D / H;
     float *rows = malloc(sizeof(float) * (size_t)(T * 3 * D));

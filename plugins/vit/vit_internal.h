@@ -32,6 +32,10 @@ typedef struct vit_buf {
     ex_tensor t;
 } vit_buf;
 
+/* Images per forward pass of an inference plan that reads only the final tokens (DINOv2's teacher): the
+ * block activations and residual streams are planned for this many, the output for the whole batch. */
+#define VIT_INFER_CHUNK ((int64_t)16)
+
 typedef struct vit {
     vit_arch a;
     ex_backend *be;
@@ -71,7 +75,9 @@ typedef struct vit {
     ex_tensor dresid;    /* (B, T, D) */
     ex_block_acts *block_acts; /* (depth), bound into acts */
     int shared_acts;           /* every block binds the same activations (recompute, or an inference plan) */
-    int pingpong;              /* inference with final_only: two residual buffers used in turn (no block_output) */
+    int pingpong;              /* inference with final_only: two residual buffers used in turn (no block_output),
+                                * and the forward runs over chunks of `chunk` images */
+    int64_t chunk;             /* images per forward pass: the planned batch, or VIT_INFER_CHUNK (pingpong) */
     size_t acts_floats;
 
     /* state of the last forward */

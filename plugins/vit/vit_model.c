@@ -129,7 +129,12 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
               "vit: image size %lldx%lld is not a multiple of the patch size %lld.", (long long)max->height,
               (long long)max->width, (long long)a->patch);
     v->max = *max;
-    const int64_t B = max->batch, D = a->dim, nh = max->height / a->patch, nw = max->width / a->patch;
+    const int64_t D = a->dim, nh = max->height / a->patch, nw = max->width / a->patch;
+    /* an inference plan that only reads the final tokens runs its forward over chunks of at most
+     * VIT_INFER_CHUNK images: everything but the output is planned for one chunk */
+    v->pingpong = max->inference && max->final_only;
+    v->chunk = v->pingpong && max->batch > VIT_INFER_CHUNK ? VIT_INFER_CHUNK : max->batch;
+    const int64_t B = v->chunk, Bout = max->batch;
     const int64_t E = a->registers + v->prompts; /* learned tokens between cls and the patches */
     const int64_t Np = nh * nw, T = 1 + E + Np, K = a->channels * a->patch * a->patch;
     const int64_t side = nh > nw ? nh : nw, gside = a->grid_h > a->grid_w ? a->grid_h : a->grid_w;
@@ -148,7 +153,6 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     EX_CHECK(plan_buf(plan, &v->row, "vit.row", B * (E > 0 ? E : 1) * D, err));
     /* the residual stream after every block (backward and block_output read them), or two buffers used in
      * turn when only the final tokens of an inference forward matter */
-    v->pingpong = inf && max->final_only;
     EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (v->pingpong ? 2 : a->depth + 1) * B * T * D, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
     /* with recomputation only one block's activations exist: each block's are rebuilt before its backward;
@@ -158,9 +162,9 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     EX_CHECK(plan_buf(plan, &v->acts, "vit.block_acts", kept * (int64_t)v->acts_floats, err));
     EX_CHECK(plan_buf(plan, &v->scratch, "vit.block_scratch",
                       inf ? 1 : (int64_t)ex_block_scratch_floats(&v->blocks[0], B, T), err));
-    EX_CHECK(plan_buf(plan, &v->out, "vit.out", B * T * D, err));
-    EX_CHECK(plan_buf(plan, &v->mean, "vit.norm_mean", B * T, err));
-    EX_CHECK(plan_buf(plan, &v->rstd, "vit.norm_rstd", B * T, err));
+    EX_CHECK(plan_buf(plan, &v->out, "vit.out", Bout * T * D, err));
+    EX_CHECK(plan_buf(plan, &v->mean, "vit.norm_mean", Bout * T, err));
+    EX_CHECK(plan_buf(plan, &v->rstd, "vit.norm_rstd", Bout * T, err));
     EX_CHECK(plan_buf(plan, &v->dresid, "vit.dresid", inf ? 1 : B * T * D, err));
     return EX_OK;
 }
@@ -171,7 +175,7 @@ ex_status vit_ready(void *self, ex_err *err) {
     v->block_acts = calloc((size_t)v->a.depth, sizeof *v->block_acts);
     EX_ENSURE(v->block_acts, err, EX_E_NOMEM, "vit: out of memory");
     for (int64_t i = 0; i < v->a.depth; i++)
-        ex_block_acts_bind(&v->block_acts[i], &v->blocks[i], v->max.batch, v->max_tokens,
+        ex_block_acts_bind(&v->block_acts[i], &v->blocks[i], v->chunk, v->max_tokens,
                            F(v->acts) + (size_t)(v->shared_acts ? 0 : i) * v->acts_floats);
     if (v->a.pos == VIT_POS_SINCOS) {
         const int64_t rows = 1 + v->a.grid_h * v->a.grid_w;
@@ -259,10 +263,11 @@ static ex_status position_table_backward(vit *v, int64_t nh, int64_t nw, ex_err 
 
 /* --- forward ---------------------------------------------------------------------------- */
 
+static ex_status forward_images(vit *v, const ex_backbone_io *io, float *out, float *mean, float *rstd, ex_err *err);
+
 ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     vit *v = self;
     const vit_arch *a = &v->a;
-    void *c = v->be->ctx;
     const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
     EX_ENSURE(v->block_acts, err, EX_E_INVALID, "vit: forward() before ready()");
     EX_ENSURE(!io->train || !v->max.inference, err, EX_E_INVALID,
@@ -275,7 +280,8 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
     const int64_t nh = io->height / P, nw = io->width / P, Np = nh * nw;
     const int64_t keep = io->mask_mode == EX_MASK_DROP ? io->keep : Np;
     const int64_t T = 1 + E + keep;
-    EX_ENSURE(B * Np * D <= ex_tensor_numel(&v->pemb) && T <= v->max_tokens && (1 + Np) * D <= ex_tensor_numel(&v->pos_rs),
+    EX_ENSURE((B < v->chunk ? B : v->chunk) * Np * D <= ex_tensor_numel(&v->pemb) && T <= v->max_tokens &&
+                  (1 + Np) * D <= ex_tensor_numel(&v->pos_rs),
               err, EX_E_SHAPE, "vit: %lldx%lld images need more memory than planned for %lldx%lld",
               (long long)io->height, (long long)io->width, (long long)v->max.height, (long long)v->max.width);
     int64_t side = nh > nw ? nh : nw;
@@ -287,6 +293,38 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
               "vit: mask mode 'drop' needs ids_keep with 1..%lld patches per image (got %lld)", (long long)Np,
               (long long)keep);
 
+    if (v->pingpong && B > v->chunk) { /* chunks of images; no drop path in an inference forward */
+        EX_ENSURE(!io->drop, err, EX_E_INVALID, "vit: drop-path scales in an inference forward");
+        const int64_t C = a->channels;
+        for (int64_t b0 = 0; b0 < B; b0 += v->chunk) {
+            ex_backbone_io sub = *io;
+            sub.batch = B - b0 < v->chunk ? B - b0 : v->chunk;
+            sub.images = io->images + (size_t)(b0 * C * io->height * io->width);
+            if (io->mask) sub.mask = io->mask + (size_t)(b0 * Np);
+            if (io->ids_keep) sub.ids_keep = io->ids_keep + (size_t)(b0 * keep);
+            EX_CHECK(forward_images(v, &sub, F(v->out) + (size_t)(b0 * T * D), F(v->mean) + (size_t)(b0 * T),
+                                    F(v->rstd) + (size_t)(b0 * T), err));
+        }
+    } else {
+        EX_CHECK(forward_images(v, io, F(v->out), F(v->mean), F(v->rstd), err));
+    }
+    io->tokens = F(v->out);
+    io->num_tokens = T;
+    v->last = *io;
+    v->np = Np;
+    v->ntok = T;
+    return EX_OK;
+}
+
+/* The forward of io->batch (<= the planned chunk) images into out (batch, T, D) with the final norm's statistics
+ * mean, rstd (batch, T). */
+static ex_status forward_images(vit *v, const ex_backbone_io *io, float *out, float *mean, float *rstd, ex_err *err) {
+    const vit_arch *a = &v->a;
+    void *c = v->be->ctx;
+    const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
+    const int64_t nh = io->height / P, nw = io->width / P, Np = nh * nw;
+    const int64_t keep = io->mask_mode == EX_MASK_DROP ? io->keep : Np;
+    const int64_t T = 1 + E + keep;
     float *patches = F(v->patches), *pemb = F(v->pemb);
     OP(v, patchify_fwd(c, patches, io->images, B, a->channels, io->height, io->width, P, EX_PATCH_CPP), "patchify_fwd");
     EX_CHECK(ex_linear_forward(v->be, &v->patch_embed, pemb, patches, B * Np, io->train, io->noise, err));
@@ -315,13 +353,8 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
         EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], XS(i + 1), XS(i), d1, d2, B, T, io->train,
                                   io->noise, err));
     }
-    EX_CHECK(ex_layernorm_forward(v->be, &v->norm, F(v->out), F(v->mean), F(v->rstd), XS(a->depth), B * T, err));
+    EX_CHECK(ex_layernorm_forward(v->be, &v->norm, out, mean, rstd, XS(a->depth), B * T, err));
 #undef XS
-    io->tokens = F(v->out);
-    io->num_tokens = T;
-    v->last = *io;
-    v->np = Np;
-    v->ntok = T;
     return EX_OK;
 }
 
