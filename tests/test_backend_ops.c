@@ -239,13 +239,28 @@ typedef struct gemm_cfg {
     int64_t pad; /* extra elements per row (lda > cols) and between batch items */
 } gemm_cfg;
 
+/* The operand layout of a GEMM test case: rows and columns as stored, leading dimensions padded by
+ * `pad`, batch strides with slack, and the element counts of A, B and C. */
+typedef struct gemm_layout {
+    int64_t arows, acols, brows, bcols, lda, ldb, ldc, sa, sb, sc;
+    size_t na, nb, nc;
+} gemm_layout;
+
+static gemm_layout layout_of(gemm_cfg g, int ta, int tb) {
+    gemm_layout l;
+    l.arows = ta ? g.k : g.m, l.acols = ta ? g.m : g.k;
+    l.brows = tb ? g.n : g.k, l.bcols = tb ? g.k : g.n;
+    l.lda = l.acols + g.pad, l.ldb = l.bcols + 2 * g.pad, l.ldc = g.n + g.pad;
+    l.sa = l.arows * l.lda + 3 * g.pad, l.sb = l.brows * l.ldb + g.pad, l.sc = g.m * l.ldc + 5 * g.pad;
+    l.na = (size_t)(l.sa * g.batch), l.nb = (size_t)(l.sb * g.batch), l.nc = (size_t)(l.sc * g.batch);
+    return l;
+}
+
 static void gemm_one_case(ex_backend *be, obuf *ob, int ta, int tb, gemm_cfg g, uint64_t seed) {
     scope s = {.be = be};
-    const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
-    const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
-    const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
-    const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
-    const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+    const gemm_layout L = layout_of(g, ta, tb);
+    const int64_t lda = L.lda, ldb = L.ldb, ldc = L.ldc, sa = L.sa, sb = L.sb, sc = L.sc;
+    const size_t na = L.na, nb = L.nb, nc = L.nc;
     float *A = rnd(&s, na, seed, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
     if (g.beta == 0.0f)
         for (size_t i = 0; i < nc; i++) C0[i] = NAN; /* beta = 0: C must be written, not read */
@@ -328,11 +343,9 @@ static void test_gemm(void **state) { all_threads(state, gemm_cases, "gemm"); }
 static void gemm_narrow_one(ex_backend *be, obuf *ob, int ta, int tb, gemm_cfg g, ex_dtype at, ex_dtype bt,
                             uint64_t seed) {
     scope s = {.be = be};
-    const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
-    const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
-    const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
-    const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
-    const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+    const gemm_layout L = layout_of(g, ta, tb);
+    const int64_t lda = L.lda, ldb = L.ldb, ldc = L.ldc, sa = L.sa, sb = L.sb, sc = L.sc;
+    const size_t na = L.na, nb = L.nb, nc = L.nc;
     float *A = rnd(&s, na, seed, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
     uint16_t *A16 = h_alloc(&s, 2 * na), *B16 = h_alloc(&s, 2 * nb);
     for (size_t i = 0; i < na; i++) { /* the fp32 copy holds exactly the narrow values */
@@ -397,11 +410,9 @@ static void test_gemm_halve(void **state) {
             const gemm_cfg g = k_gemm_cfgs[ci];
             const int ta = tr & 1, tb = tr >> 1;
             scope s = {.be = be};
-            const int64_t arows = ta ? g.k : g.m, acols = ta ? g.m : g.k;
-            const int64_t brows = tb ? g.n : g.k, bcols = tb ? g.k : g.n;
-            const int64_t lda = acols + g.pad, ldb = bcols + 2 * g.pad, ldc = g.n + g.pad;
-            const int64_t sa = arows * lda + 3 * g.pad, sb = brows * ldb + g.pad, sc = g.m * ldc + 5 * g.pad;
-            const size_t na = (size_t)(sa * g.batch), nb = (size_t)(sb * g.batch), nc = (size_t)(sc * g.batch);
+            const gemm_layout L = layout_of(g, ta, tb);
+                    const int64_t lda = L.lda, ldb = L.ldb, ldc = L.ldc, sa = L.sa, sb = L.sb, sc = L.sc;
+            const size_t na = L.na, nb = L.nb, nc = L.nc;
             float *A = rnd(&s, na, seed += 3, -1, 1), *B = rnd(&s, nb, seed + 1, -1, 1), *C0 = rnd(&s, nc, seed + 2, -1, 1);
             if (g.beta == 0.0f)
                 for (size_t i = 0; i < nc; i++) C0[i] = NAN;
@@ -412,8 +423,8 @@ static void test_gemm_halve(void **state) {
             d.b = upf(&s, B, nb), d.b_dtype = EX_F32, d.ldb = ldb, d.stride_b = sb;
             d.c = dC1, d.ldc = ldc, d.stride_c = sc, d.batch = g.batch;
             if (g.k > 0 && g.alpha != 0.0f) {
-                assert_int_equal(ex_gemm_span(&d, 0), (g.batch - 1) * sa + (arows - 1) * lda + acols);
-                assert_int_equal(ex_gemm_span(&d, 1), (g.batch - 1) * sb + (brows - 1) * ldb + bcols);
+                assert_int_equal(ex_gemm_span(&d, 0), (g.batch - 1) * sa + (L.arows - 1) * lda + L.acols);
+                assert_int_equal(ex_gemm_span(&d, 1), (g.batch - 1) * sb + (L.brows - 1) * ldb + L.bcols);
             }
             OK(be->vt.gemm(be->ctx, &d));
             d.c = dC2;

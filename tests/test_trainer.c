@@ -356,6 +356,24 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
 /* kill -9 during training with a checkpoint every step: whatever moment the kill lands, the checkpoint on
  * disk opens and resumes (the atomic rename leaves the old or the new file, never half of one). Also keeps
  * the last k numbered checkpoints. */
+/* One run of a family: a config <prefix>-<tag>.ini with [run] seed and out = <tmp>/<prefix>-<tag> before `body`,
+ * and the path its final checkpoint will have. */
+typedef struct run_files {
+    char dir[4096], ini[4096], ckpt[4200];
+} run_files;
+
+static void write_run(run_files *r, const char *prefix, const char *tag, int seed, const char *body) {
+    static char text[16384];
+    char name[128];
+    snprintf(name, sizeof name, "%s-%s", prefix, tag);
+    ext_tmp_path(r->dir, sizeof r->dir, name);
+    snprintf(text, sizeof text, "[run]\nseed = %d\nout = %s\nlog_every = 1\n%s", seed, r->dir, body);
+    snprintf(name, sizeof name, "%s-%s.ini", prefix, tag);
+    ext_tmp_path(r->ini, sizeof r->ini, name);
+    ext_write_file(r->ini, text, strlen(text));
+    snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", r->dir);
+}
+
 /* The tensors of checkpoint a whose names start with `prefix` equal b's, byte for byte. */
 static void compare_prefix(const char *a, const char *b, const char *prefix) {
     ex_err err;
@@ -384,7 +402,6 @@ static void compare_prefix(const char *a, const char *b, const char *prefix) {
 static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     (void)state;
     need_data();
-    static char text[16384];
     const char *body =
         "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
         "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
@@ -395,22 +412,14 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
         "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
         "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\n";
     const char *tags[5] = {"base", "a", "b", "c", "a2"};
-    char dir[5][4096], ini[5][4096], ck[5][4200], *out;
-    for (int i = 0; i < 5; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "fbf16-%s", tags[i]);
-        ext_tmp_path(dir[i], sizeof dir[i], name);
-        snprintf(text, sizeof text, "[run]\nseed = 7\nout = %s\nlog_every = 1\n%s", dir[i], body);
-        snprintf(name, sizeof name, "fbf16-%s.ini", tags[i]);
-        ext_tmp_path(ini[i], sizeof ini[i], name);
-        ext_write_file(ini[i], text, strlen(text));
-        snprintf(ck[i], sizeof ck[i], "%s/checkpoint.safetensors", dir[i]);
-    }
+    static run_files r[5];
+    char *out;
+    for (int i = 0; i < 5; i++) write_run(&r[i], "fbf16", tags[i], 7, body);
     /* base weights (the backbone's init), and a copy with the frozen linear weights rounded to bf16 */
     char base[4200], rounded[4200];
     ext_tmp_path(base, sizeof base, "fbf16-base.safetensors");
     ext_tmp_path(rounded, sizeof rounded, "fbf16-rounded.safetensors");
-    RUN_EXPECT(0, &out, "export '%s' --out '%s'", ini[0], base);
+    RUN_EXPECT(0, &out, "export '%s' --out '%s'", r[0].ini, base);
     free(out);
     ex_err err;
     ex_st_file *f;
@@ -442,15 +451,15 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     ex_st_close(f);
     for (int i = 0; i < nv; i++) free(vals[i]);
 
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16", ini[1], base);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16", r[1].ini, base);
     expect_in(out, "frozen weights: 5 tensors kept in bf16");
     free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", ini[2], rounded);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", r[2].ini, rounded);
     free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", ini[3], base);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set backbone.weights=%s", r[3].ini, base);
     free(out);
     int na, nb, nc;
-    double *la = losses(dir[1], &na), *lb = losses(dir[2], &nb), *lc = losses(dir[3], &nc);
+    double *la = losses(r[1].dir, &na), *lb = losses(r[2].dir, &nb), *lc = losses(r[3].dir, &nc);
     assert_int_equal(na, 4);
     assert_int_equal(nb, 4);
     assert_int_equal(nc, 4);
@@ -463,11 +472,11 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     free(la);
     free(lb);
     free(lc);
-    compare_prefix(ck[1], ck[2], "param.");
-    compare_prefix(ck[1], ck[2], "optim.");
-    compare_prefix(ck[1], ck[2], "objective.teacher_head.");
-    compare_prefix(ck[1], ck[2], "objective.teacher.blocks.1.");
-    EXT_OK(ex_st_open(&f, ck[1], &err), &err);
+    compare_prefix(r[1].ckpt, r[2].ckpt, "param.");
+    compare_prefix(r[1].ckpt, r[2].ckpt, "optim.");
+    compare_prefix(r[1].ckpt, r[2].ckpt, "objective.teacher_head.");
+    compare_prefix(r[1].ckpt, r[2].ckpt, "objective.teacher.blocks.1.");
+    EXT_OK(ex_st_open(&f, r[1].ckpt, &err), &err);
     const ex_st_entry *q0 = ex_st_find(f, "objective.teacher.blocks.0.attn.qkv.weight");
     const ex_st_entry *q1 = ex_st_find(f, "objective.teacher.blocks.1.attn.qkv.weight");
     assert_true(q0 && q1);
@@ -478,11 +487,11 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     /* stopped after 2 steps and resumed: the same end as the uninterrupted bf16 run */
     char *o2;
     RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --set run.stop_at=2",
-               ini[4], base);
+               r[4].ini, base);
     free(o2);
-    RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --resume", ini[4], base);
+    RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --resume", r[4].ini, base);
     free(o2);
-    compare_checkpoints(ck[1], ck[4]);
+    compare_checkpoints(r[1].ckpt, r[4].ckpt);
 }
 
 /* [optim] loss_scale = dynamic with growth every step (the scale goes 2^16, 2^17, ...): an ExPLoRA DINOv2 run
@@ -492,7 +501,6 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
 static void test_loss_scale_is_exact(void **state) {
     (void)state;
     need_data();
-    static char text[16384];
     const char *body =
         "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
         "image_size = 16\n"
@@ -503,37 +511,29 @@ static void test_loss_scale_is_exact(void **state) {
         "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
         "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\nclip_grad = 3\n";
     const char *tags[3] = {"none", "dyn", "dyn-resumed"};
-    char dir[3][4096], ini[3][4096], ck[3][4200], *out;
-    for (int i = 0; i < 3; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "lscale-%s", tags[i]);
-        ext_tmp_path(dir[i], sizeof dir[i], name);
-        snprintf(text, sizeof text, "[run]\nseed = 9\nout = %s\nlog_every = 1\n%s", dir[i], body);
-        snprintf(name, sizeof name, "lscale-%s.ini", tags[i]);
-        ext_tmp_path(ini[i], sizeof ini[i], name);
-        ext_write_file(ini[i], text, strlen(text));
-        snprintf(ck[i], sizeof ck[i], "%s/checkpoint.safetensors", dir[i]);
-    }
+    static run_files r[3];
+    char *out;
+    for (int i = 0; i < 3; i++) write_run(&r[i], "lscale", tags[i], 9, body);
     const char *dyn = "--set optim.loss_scale=dynamic --set optim.loss_scale_growth_interval=1";
-    RUN_EXPECT(0, &out, "pretrain '%s'", ini[0]);
+    RUN_EXPECT(0, &out, "pretrain '%s'", r[0].ini);
     free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' %s", ini[1], dyn);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s", r[1].ini, dyn);
     expect_in(out, "loss scaling: dynamic, from 65536");
     free(out);
     int na, nb;
-    double *la = losses(dir[0], &na), *lb = losses(dir[1], &nb);
+    double *la = losses(r[0].dir, &na), *lb = losses(r[1].dir, &nb);
     assert_int_equal(na, 4);
     assert_int_equal(nb, 4);
     for (int i = 0; i < 4; i++)
         if (la[i] != lb[i]) fail_msg("step %d: loss %.9g unscaled, %.9g scaled", i + 1, la[i], lb[i]);
     free(la);
     free(lb);
-    compare_prefix(ck[0], ck[1], "param.");
-    compare_prefix(ck[0], ck[1], "optim.");
-    compare_prefix(ck[0], ck[1], "objective.");
+    compare_prefix(r[0].ckpt, r[1].ckpt, "param.");
+    compare_prefix(r[0].ckpt, r[1].ckpt, "optim.");
+    compare_prefix(r[0].ckpt, r[1].ckpt, "objective.");
     /* the scale of each step, doubled after every finite one */
     char path[4200], line[4096];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir[1]);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", r[1].dir);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     for (int i = 0; i < 4; i++) {
@@ -545,14 +545,14 @@ static void test_loss_scale_is_exact(void **state) {
     }
     fclose(f);
     /* stopped after 2 steps and resumed */
-    RUN_EXPECT(0, &out, "pretrain '%s' %s --set run.stop_at=2", ini[2], dyn);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --set run.stop_at=2", r[2].ini, dyn);
     free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' %s --resume", ini[2], dyn);
+    RUN_EXPECT(0, &out, "pretrain '%s' %s --resume", r[2].ini, dyn);
     free(out);
-    compare_checkpoints(ck[1], ck[2]);
+    compare_checkpoints(r[1].ckpt, r[2].ckpt);
     ex_err err;
     ex_st_file *cf;
-    EXT_OK(ex_st_open(&cf, ck[2], &err), &err);
+    EXT_OK(ex_st_open(&cf, r[2].ckpt, &err), &err);
     assert_string_equal(ex_st_metadata(cf, "loss_scale"), "0x1p+20"); /* 2^16 doubled after each of 4 steps */
     assert_string_equal(ex_st_metadata(cf, "adam_step"), "4");
     ex_st_close(cf);
