@@ -97,6 +97,18 @@ for variant in "gemm = own" "attention = fused"; do
 done
 
 # --- 3. end to end --------------------------------------------------------------------------
+# compare_losses RUN LIMIT: the loss of every step of e2e-RUN beside e2e-cpu's; the first step's relative
+# difference must stay under LIMIT
+compare_losses() {
+  local run=$1 limit=$2
+  [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-$run/metrics.jsonl" ] || return 0
+  say "loss per step, cpu vs $run:"
+  paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
+              <(grep -o '"loss": [^,]*' "$LOGS/e2e-$run/metrics.jsonl" | cut -d' ' -f2) |
+    awk -v run="$run" -v limit="$limit" '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+          printf "  step %d  cpu %.6f  %s %.6f  rel.diff %.2e\n", NR, $1, run, $2, r; if (NR == 1 && r > limit) bad = 1}
+          END {exit bad}' || { say "end to end: $run's first-step loss differs from the cpu's by more than $limit"; status=1; }
+}
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   # cpu and cuda; cuda again (run-to-run determinism: the checkpoints must be equal byte for byte);
   # cuda with frozen weights in bf16 on bf16 tensor cores ([optim] frozen_dtype, gemm_math = bf16)
@@ -118,20 +130,8 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   else
     say "run to run: the two cuda runs' checkpoints differ: FAIL"; status=1
   fi
-  if [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-cuda-bf16/metrics.jsonl" ]; then
-    say "loss per step, cpu vs cuda with bf16 frozen weights and bf16 GEMMs:"
-    paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
-                <(grep -o '"loss": [^,]*' "$LOGS/e2e-cuda-bf16/metrics.jsonl" | cut -d' ' -f2) |
-      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); printf "  step %d  cpu %.6f  cuda-bf16 %.6f  rel.diff %.2e\n", NR, $1, $2, r;
-            if (NR == 1 && r > 1e-2) bad = 1} END {exit bad}' || { say "end to end: bf16 first-step loss differs by more than 1e-2"; status=1; }
-  fi
-  if [ -f "$LOGS/e2e-cpu/metrics.jsonl" ] && [ -f "$LOGS/e2e-cuda/metrics.jsonl" ]; then
-    say "loss per step, cpu vs cuda:"
-    paste -d' ' <(grep -o '"loss": [^,]*' "$LOGS/e2e-cpu/metrics.jsonl" | cut -d' ' -f2) \
-                <(grep -o '"loss": [^,]*' "$LOGS/e2e-cuda/metrics.jsonl" | cut -d' ' -f2) |
-      awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); printf "  step %d  cpu %.6f  cuda %.6f  rel.diff %.2e\n", NR, $1, $2, r;
-            if (NR == 1 && r > 1e-3) bad = 1} END {exit bad}' || { say "end to end: first-step losses differ by more than 1e-3"; status=1; }
-  fi
+  compare_losses cuda 1e-3
+  compare_losses cuda-bf16 1e-2
 else
   say "end to end and DINOv2 step benchmark skipped: no $FMNIST/t10k-images-idx3-ubyte.gz"
 fi
