@@ -555,6 +555,36 @@ static void test_loss_scale_is_exact(void **state) {
     EXT_OK(ex_st_open(&cf, r[2].ckpt, &err), &err);
     assert_string_equal(ex_st_metadata(cf, "loss_scale"), "0x1p+20"); /* 2^16 doubled after each of 4 steps */
     assert_string_equal(ex_st_metadata(cf, "adam_step"), "4");
+
+    /* a checkpoint whose loss scale is not a positive number: --resume refuses it by name and writes nothing */
+    static const char *const bad[] = {"nan", "-4", "0", "12abc", "inf"};
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
+        ex_st_writer *w;
+        EXT_OK(ex_st_writer_new(&w, &err), &err);
+        for (int i = 0; i < ex_st_count(cf); i++) {
+            const ex_st_entry *e = ex_st_at(cf, i);
+            EXT_OK(ex_st_writer_add(w, e->name, e->dtype, e->ndim, e->shape, ex_st_data(cf, e), &err), &err);
+        }
+        for (int i = 0; i < ex_st_metadata_count(cf); i++) {
+            const char *k = ex_st_metadata_key_at(cf, i);
+            EXT_OK(ex_st_writer_metadata(w, k, strcmp(k, "loss_scale") ? ex_st_metadata(cf, k) : bad[b], &err), &err);
+        }
+        run_files rb;
+        write_run(&rb, "lscale-bad", bad[b], 9, body);
+        RUN_EXPECT(0, &out, "pretrain '%s' %s --set run.stop_at=1", rb.ini, dyn); /* makes the run folder */
+        free(out);
+        EXT_OK(ex_st_writer_finish(w, rb.ckpt, &err), &err);
+        ex_st_writer_free(w);
+        struct stat before, after;
+        assert_int_equal(stat(rb.ckpt, &before), 0);
+        int rc = run(&out, "pretrain '%s' %s --resume", rb.ini, dyn);
+        if (rc == 0) fail_msg("loss_scale = %s was accepted:\n%s", bad[b], out);
+        expect_in(out, "loss_scale");
+        expect_in(out, bad[b]);
+        free(out);
+        assert_int_equal(stat(rb.ckpt, &after), 0);
+        assert_true(before.st_mtime == after.st_mtime && before.st_size == after.st_size);
+    }
     ex_st_close(cf);
 }
 
