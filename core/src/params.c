@@ -125,10 +125,10 @@ void ex_params_mark_gemm_operand(ex_param *p, ex_dtype *dtype_slot) {
 ex_status ex_params_set_frozen_dtype(ex_params *ps, ex_backend *be, ex_dtype dtype, int *count, size_t *bytes_saved,
                                      ex_err *err) {
     EX_ENSURE(dtype == EX_F32 || dtype == EX_BF16, err, EX_E_INVALID,
-              "frozen weights can be stored as f32 or bf16, not %s", ex_dtype_name(dtype));
+              "frozen weights can be stored as fp32 or bf16, not %s", ex_dtype_name(dtype));
     EX_ENSURE(dtype == EX_F32 || be->vt.supports_op(be->ctx, EX_OP_GEMM, dtype), err, EX_E_UNSUPPORTED,
               "backend '%s' has no GEMM with %s inputs, so it cannot keep frozen weights in %s. Hint: set [optim] "
-              "frozen_dtype = f32 (or, on cuda, gemm = cublas).",
+              "frozen_dtype = fp32.",
               be->name, ex_dtype_name(dtype), ex_dtype_name(dtype));
     int n = 0;
     size_t saved = 0;
@@ -146,13 +146,19 @@ ex_status ex_params_set_frozen_dtype(ex_params *ps, ex_backend *be, ex_dtype dty
     return EX_OK;
 }
 
-ex_status ex_params_upload(ex_backend *be, const ex_param *p, int64_t offset, const float *host, int64_t n,
-                           ex_err *err) {
+/* The elements [offset, offset + n) of a bound parameter. */
+static ex_status check_range(const ex_param *p, int64_t offset, int64_t n, ex_err *err) {
     EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated yet (bind before loading)",
               p->value.name);
     EX_ENSURE(offset >= 0 && n >= 0 && offset + n <= ex_tensor_numel(&p->value), err, EX_E_INTERNAL,
               "parameter '%s': elements %lld..%lld outside its %lld", p->value.name, (long long)offset,
               (long long)(offset + n), (long long)ex_tensor_numel(&p->value));
+    return EX_OK;
+}
+
+ex_status ex_params_upload(ex_backend *be, const ex_param *p, int64_t offset, const float *host, int64_t n,
+                           ex_err *err) {
+    EX_CHECK(check_range(p, offset, n, err));
     ex_status st = ex_be_upload_as(be, p->value.data, p->value.dtype, offset, host, n, err);
     if (st != EX_OK) ex_err_prefix(err, "parameter '%s': ", p->value.name);
     return st;
@@ -160,10 +166,7 @@ ex_status ex_params_upload(ex_backend *be, const ex_param *p, int64_t offset, co
 
 ex_status ex_params_download(ex_backend *be, const ex_param *p, int64_t offset, float *host, int64_t n,
                              ex_err *err) {
-    EX_ENSURE(p->value.data, err, EX_E_INVALID, "parameter '%s' is not allocated", p->value.name);
-    EX_ENSURE(offset >= 0 && n >= 0 && offset + n <= ex_tensor_numel(&p->value), err, EX_E_INTERNAL,
-              "parameter '%s': elements %lld..%lld outside its %lld", p->value.name, (long long)offset,
-              (long long)(offset + n), (long long)ex_tensor_numel(&p->value));
+    EX_CHECK(check_range(p, offset, n, err));
     ex_status st = ex_be_download_as(be, host, p->value.data, p->value.dtype, offset, n, err);
     if (st != EX_OK) ex_err_prefix(err, "parameter '%s': ", p->value.name);
     return st;
