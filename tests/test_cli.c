@@ -101,6 +101,25 @@ static void test_check_good_config(void **state) {
     free(out);
 }
 
+/* check plans frozen weights as pretrain keeps them: [optim] frozen_dtype = bf16 halves the frozen linear
+ * weights (a LoRA model: every block's qkv, proj, fc1, fc2 and the patch embedding, 9 tensors here). */
+static void test_check_frozen_bf16(void **state) {
+    (void)state;
+    char path[4096], *out;
+    write_ini(path, sizeof path, "frozen.ini",
+              "[run]\nseed = 3\n[backend]\nname = cpu\nthreads = 1\n"
+              "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+              "image_size = 16\n[peft]\nstack = lora\n[peft.lora]\nrank = 2\ntargets = q, v\n"
+              "[optim]\nbatch = 2\nfrozen_dtype = bf16\n");
+    assert_int_equal(run(&out, "check '%s'", path), 0);
+    /* 2 x (3*16*16 + 16*16 + 64*16 + 16*64) + 16*16 = 6912 weights, 13824 bytes saved */
+    expect_contains(out, "frozen weights: 9 tensors kept in bf16 ([optim] frozen_dtype), 0.0 MiB saved");
+    free(out);
+    assert_int_equal(run(&out, "check '%s' --set optim.frozen_dtype=fp32", path), 0);
+    if (strstr(out, "frozen weights:")) fail_msg("fp32 frozen weights reported as narrow:\n%s", out);
+    free(out);
+}
+
 static void test_check_reports_bad_values(void **state) {
     (void)state;
     char path[4096], *out;
@@ -442,6 +461,7 @@ int main(void) {
         cmocka_unit_test(test_plugins_lists_found_and_rejected),
         cmocka_unit_test(test_plugins_keys),
         cmocka_unit_test(test_check_good_config),
+        cmocka_unit_test(test_check_frozen_bf16),
         cmocka_unit_test(test_check_reports_bad_values),
         cmocka_unit_test(test_data_verb),
         cmocka_unit_test(test_embed),

@@ -408,12 +408,7 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
     shape.batch = o->batch, shape.height = 224, shape.width = 224;
     shape.inference = !pol->train; /* the infer policy: an inference plan, as linprobe and embed use */
     EX_CHECK_GOTO(ex_model_create(&m, s, wbe, err), st, done);
-    if (ex_config_has_section(s->config, "optim")) { /* frozen weights in bf16, as pretrain keeps them */
-        const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
-        int fd = 0;
-        EX_CHECK_GOTO(ex_cfg_enum(&optim, "frozen_dtype", &fd, err), st, done);
-        if (fd == 1) EX_CHECK_GOTO(ex_params_set_frozen_dtype(&m.params, wbe, EX_BF16, NULL, NULL, err), st, done);
-    }
+    EX_CHECK_GOTO(ex_model_apply_frozen_dtype(&m, s, NULL, NULL, err), st, done); /* as pretrain keeps them */
     EX_CHECK_GOTO(ex_model_plan(&m, &shape, err), st, done);
     ex_optim_config oc = {0};
     oc.lr = 1e-4, oc.min_lr = 1e-4, oc.weight_decay = 0.05, oc.beta1 = 0.9, oc.beta2 = 0.999, oc.eps = 1e-8;

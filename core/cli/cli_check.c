@@ -20,10 +20,17 @@ static int report_model(const cli_args *a, const ex_session *s, ex_backend *be) 
         return cli_report(a, &err);
     ex_model m;
     int rc = CLI_OK;
-    if (ex_model_build(&m, s, be, &shape, &err) != EX_OK)
+    int narrow = 0;
+    size_t saved = 0;
+    if (ex_model_create(&m, s, be, &err) != EX_OK || ex_model_apply_frozen_dtype(&m, s, &narrow, &saved, &err) != EX_OK ||
+        ex_model_plan(&m, &shape, &err) != EX_OK) {
         rc = cli_report(a, &err);
-    else
+    } else {
+        if (narrow)
+            printf("frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n", narrow,
+                   (double)saved / 1048576.0);
         ex_model_print(&m, stdout);
+    }
     ex_model_free(&m);
     return rc;
 }

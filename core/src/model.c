@@ -3,6 +3,7 @@
  */
 #include "explora/model.h"
 
+#include "explora/optim.h"
 #include "explora/safetensors.h"
 
 #include <stdlib.h>
@@ -78,6 +79,19 @@ ex_status ex_model_create(ex_model *m, const ex_session *s, ex_backend *be, ex_e
     m->seed = (uint64_t)seed;
     EX_CHECK(apply_peft(m, s, err));
     return m->vt->info(m->self, &m->info); /* strategies may change the token layout (prompts) */
+}
+
+ex_status ex_model_apply_frozen_dtype(ex_model *m, const ex_session *s, int *count, size_t *saved, ex_err *err) {
+    if (count) *count = 0;
+    if (saved) *saved = 0;
+    if (!ex_config_has_section(s->config, "optim")) return EX_OK;
+    const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
+    int dtype = 0; /* fp32|bf16 */
+    EX_CHECK(ex_cfg_enum(&optim, "frozen_dtype", &dtype, err));
+    if (dtype == 0) return EX_OK;
+    ex_status st = ex_params_set_frozen_dtype(&m->params, m->be, EX_BF16, count, saved, err);
+    if (st != EX_OK) ex_err_prefix(err, "[optim] frozen_dtype = bf16: ");
+    return st;
 }
 
 ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err) {

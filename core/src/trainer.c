@@ -122,15 +122,8 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     EX_CHECK(ex_cfg_path(&run, "out", t->out_dir, sizeof t->out_dir, err));
 
     EX_CHECK(ex_model_create(&t->model, s, be, err));
-    int frozen_dtype = 0; /* fp32|bf16; set before the objective builds a teacher that shares these tensors */
-    EX_CHECK(ex_cfg_enum(&optim, "frozen_dtype", &frozen_dtype, err));
-    if (frozen_dtype == 1) {
-        ex_status fs = ex_params_set_frozen_dtype(&t->model.params, be, EX_BF16, &t->frozen_narrow, &t->frozen_saved, err);
-        if (fs != EX_OK) {
-            ex_err_prefix(err, "[optim] frozen_dtype = bf16: ");
-            return fs;
-        }
-    }
+    /* before the objective builds a teacher that shares these tensors */
+    EX_CHECK(ex_model_apply_frozen_dtype(&t->model, s, &t->frozen_narrow, &t->frozen_saved, err));
     EX_CHECK(ex_session_plugin(s, "objective", EX_PLUGIN_OBJECTIVE, NULL, &t->obj_plugin, &t->obj_view, err));
     t->obj = &t->obj_plugin->vtable_copy.objective;
     ex_objective_env env = {be, &t->model.params, t->model.vt, t->model.self, t->model.info, t->batch, t, make_teacher,

@@ -55,6 +55,11 @@ EX_API ex_status ex_model_image_size(const ex_session *s, int64_t *height, int64
 EX_API ex_status ex_model_create(ex_model *m, const ex_session *s, ex_backend *be, ex_err *err);
 EX_API ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err);
 
+/* [optim] frozen_dtype of the session (fp32 when the section or key is absent): with bf16, the frozen GEMM
+ * weights of m are stored in bf16 (ex_params_set_frozen_dtype). Call between create and plan, after
+ * everything that decides what trains. *count and *saved (each may be NULL) as ex_params_set_frozen_dtype's. */
+EX_API ex_status ex_model_apply_frozen_dtype(ex_model *m, const ex_session *s, int *count, size_t *saved, ex_err *err);
+
 /* Create the backbone of [backbone] and plan memory for `shape` (batch, height, width, keep, input_grad). */
 EX_API ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,
                                 ex_err *err);
