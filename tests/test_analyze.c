@@ -254,7 +254,7 @@ static void open_vit(vit_ctx *c, const char *extra, int64_t batch, int64_t side)
     EXT_OK(c->vt->create(&view, &c->be, &c->params, &c->model, &err), &err);
     ex_memory_plan_init(&c->plan, &c->be);
     EXT_OK(ex_params_plan(&c->params, &c->plan, &err), &err);
-    ex_backbone_shape max = {batch, side, side, 0, 0, 0, 0};
+    ex_backbone_shape max = {batch, side, side, 0, 0, 0, 0, EX_F32};
     EXT_OK(c->vt->plan(c->model, &max, &c->plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c->plan, &err), &err);
     ex_params_bind(&c->params);

@@ -172,8 +172,10 @@ static void test_supports_and_info(void **state) {
         for (int op = 0; op < EX_OP_COUNT; op++) {
             if (be->vt.supports_op(be->ctx, (ex_op)op, EX_F32) != 1)
                 fail_msg("supports_op(%s, F32) is not 1", ex_op_name((ex_op)op));
-            /* narrow inputs: the GEMM only (frozen weights kept in bf16) */
-            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_BF16), op == EX_OP_GEMM);
+            /* narrow inputs: the GEMM (frozen weights and activations kept in bf16); bf16 outputs: the
+             * LayerNorm and GELU forwards (activations kept in bf16) */
+            assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_BF16),
+                             op == EX_OP_GEMM || op == EX_OP_LAYERNORM_FWD || op == EX_OP_GELU_FWD);
             assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F16), op == EX_OP_GEMM);
             assert_int_equal(be->vt.supports_op(be->ctx, (ex_op)op, EX_F64), 0);
         }
@@ -567,6 +569,66 @@ static void activation_cases(ex_backend *be, obuf *ob) {
             }
 }
 static void test_activations(void **state) { all_threads(state, activation_cases, "gelu/silu fwd"); }
+
+/* layernorm_fwd_bf16 and gelu_fwd_bf16 write, bit for bit, the fp32 slot's value rounded to nearest even
+ * (ex_f32_to_bf16), with the same mean and rstd; the inputs include values on bf16 rounding ties. */
+static void bf16_output_cases(ex_backend *be, obuf *ob) {
+    for (int z = 0; z < 2; z++) {
+        const int64_t n = k_rows[z][0], c = k_rows[z][1];
+        for (int affine = 0; affine < 4; affine++) {
+            scope s = {.be = be};
+            float *x = rnd(&s, n * c, 41 + z, -1, 3), *w = rnd(&s, c, 42, 0.5f, 1.5f), *b = rnd(&s, c, 43, -1, 1);
+            float *dx = upf(&s, x, n * c), *dw = upf(&s, w, c), *db = upf(&s, b, c);
+            const float *pw = (affine & 1) ? dw : NULL, *pb = (affine & 2) ? db : NULL;
+            float *dy = d_alloc(&s, n * c * sizeof(float)), *dm = d_alloc(&s, n * sizeof(float)),
+                  *dr = d_alloc(&s, n * sizeof(float)), *dm2 = d_alloc(&s, n * sizeof(float)),
+                  *dr2 = d_alloc(&s, n * sizeof(float));
+            uint16_t *dh = d_alloc(&s, n * c * sizeof(uint16_t));
+            OK(CALL(be, layernorm_fwd, dy, dm, dr, dx, pw, pb, n, c, 1e-6f));
+            OK(CALL(be, layernorm_fwd_bf16, dh, dm2, dr2, dx, pw, pb, n, c, 1e-6f));
+            float *y = down(&s, dy, n * c), *m = down(&s, dm, n), *r = down(&s, dr, n), *m2 = down(&s, dm2, n),
+                  *r2 = down(&s, dr2, n);
+            uint16_t *h = h_alloc(&s, n * c * sizeof(uint16_t));
+            OK(be->vt.copy(be->ctx, h, dh, n * c * sizeof(uint16_t), EX_COPY_D2H));
+            int changed = 0;
+            for (int64_t i = 0; i < n * c; i++) {
+                if (h[i] != ex_f32_to_bf16(y[i]))
+                    fail_msg("layernorm_fwd_bf16 (affine %d): element %lld is 0x%04x, the fp32 value %.9g rounds to "
+                             "0x%04x", affine, (long long)i, h[i], (double)y[i], ex_f32_to_bf16(y[i]));
+                changed += ex_bf16_to_f32(h[i]) != y[i];
+            }
+            assert_true(changed > n * c / 2); /* it did round */
+            assert_memory_equal(m, m2, n * sizeof(float));
+            assert_memory_equal(r, r2, n * sizeof(float));
+            ob_put(ob, h, n * c * sizeof(uint16_t));
+            scope_end(&s);
+        }
+        scope s = {.be = be};
+        const int64_t ng = n * c + 7;
+        float *x = rnd(&s, ng, 44 + z, -6, 6);
+        /* a few inputs whose GELU is exactly a bf16 tie: x large, gelu(x) = x to fp32 precision */
+        const float ties[] = {8.03125f, 8.09375f, 12.03125f, -0.0f, 0.0f, 1e-30f, -1e-30f};
+        for (int k = 0; k < 7; k++) x[k] = ties[k];
+        float *dx = upf(&s, x, ng), *dy = d_alloc(&s, ng * sizeof(float));
+        uint16_t *dh = d_alloc(&s, ng * sizeof(uint16_t));
+        OK(CALL(be, gelu_fwd, dy, dx, ng));
+        OK(CALL(be, gelu_fwd_bf16, dh, dx, ng));
+        float *y = down(&s, dy, ng);
+        uint16_t *h = h_alloc(&s, ng * sizeof(uint16_t));
+        OK(be->vt.copy(be->ctx, h, dh, ng * sizeof(uint16_t), EX_COPY_D2H));
+        for (int64_t i = 0; i < ng; i++)
+            if (h[i] != ex_f32_to_bf16(y[i]))
+                fail_msg("gelu_fwd_bf16: element %lld is 0x%04x, the fp32 value %.9g rounds to 0x%04x", (long long)i,
+                         h[i], (double)y[i], ex_f32_to_bf16(y[i]));
+        /* ties round to even: 8.03125 is 0x41008000 -> 0x4100, 8.09375 is 0x41018000 -> 0x4102 */
+        assert_int_equal(h[0], 0x4100);
+        assert_int_equal(h[1], 0x4102);
+        assert_int_equal(h[2], 0x4140);
+        ob_put(ob, h, ng * sizeof(uint16_t));
+        scope_end(&s);
+    }
+}
+static void test_bf16_outputs(void **state) { all_threads(state, bf16_output_cases, "layernorm/gelu fwd bf16"); }
 
 /* GELU to float precision over a dense grid of [-10, 10]: the forward within 2 float ulps plus
  * 0.5 |x| 6e-8 (erf's own error) of the double-precision formula, the backward (gradient of 1)
@@ -1375,6 +1437,7 @@ int main(void) {
         cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_bf16_outputs),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_binary),

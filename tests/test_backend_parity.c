@@ -215,7 +215,8 @@ static void test_supports_and_info(void **state) {
         if (g->vt.supports_op(g->ctx, (ex_op)op, EX_F32) != 1)
             fail_msg("%s: supports_op(%s, F32) != 1", e->name, ex_op_name((ex_op)op));
     assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_COUNT, EX_F32), 0);
-    assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_LAYERNORM_FWD, EX_BF16), 0);
+    assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_LAYERNORM_FWD, EX_BF16), 1); /* activations kept in bf16 */
+    assert_int_equal(g->vt.supports_op(g->ctx, EX_OP_LAYERNORM_BWD, EX_BF16), 0);
     ex_device_info info;
     OK(g->vt.device_info(g->ctx, &info));
     assert_true(strncmp(info.name, e->name, strlen(e->name)) == 0 && info.name[strlen(e->name)] == ':');
@@ -522,6 +523,42 @@ static void test_activations_fwd(void **state) {
     cmp(s, o2, n, "silu_fwd");
     BOTH OK(CALL(gelu_fwd, F(x), F(x), (int64_t)n)); /* in place */
     cmp(s, x, n, "gelu_fwd in place");
+    scope_end(s);
+}
+
+/* bf16 outputs of LayerNorm and GELU (activations kept in bf16): on the GPU each value is exactly its own
+ * fp32 slot's value rounded to nearest even, and within one bf16 step of the CPU's. */
+static void check_bf16_rounding(scope *s, twin f32, twin b16, size_t n, const char *what) {
+    const float *y = down(s, f32.p[1], n * sizeof(float), 1);
+    const uint16_t *h = down(s, b16.p[1], n * sizeof(uint16_t), 1), *hc = down(s, b16.p[0], n * sizeof(uint16_t), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (h[i] != ex_f32_to_bf16(y[i]))
+            fail_msg("%s: element %zu is 0x%04x, its fp32 value %.9g rounds to 0x%04x", what, i, h[i], (double)y[i],
+                     ex_f32_to_bf16(y[i]));
+        const double g = ex_bf16_to_f32(h[i]), c = ex_bf16_to_f32(hc[i]);
+        if (!(fabs(g - c) <= fabs(c) * (1.0 / 128.0) + 1e-30))
+            fail_msg("%s: element %zu: %s %.9g, cpu %.9g (more than one bf16 step apart)", what, i, s->e->name, g, c);
+    }
+}
+
+static void test_bf16_outputs_fwd(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t n = 300, c = 1000;
+    const size_t nc = (size_t)(n * c);
+    twin x = tw_rand(s, nc, 150, -3, 5), w = tw_rand(s, (size_t)c, 151, 0.5f, 1.5f), b = tw_rand(s, (size_t)c, 152, -1, 1);
+    twin o = tw_alloc(s, nc * 4), h = tw_alloc(s, nc * 2), mu = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, (size_t)n * 4);
+    twin mu2 = tw_alloc(s, (size_t)n * 4), rs2 = tw_alloc(s, (size_t)n * 4);
+    BOTH OK(CALL(layernorm_fwd, F(o), F(mu), F(rs), F(x), F(w), F(b), n, c, 1e-6f));
+    BOTH OK(CALL(layernorm_fwd_bf16, (uint16_t *)h.p[k], F(mu2), F(rs2), F(x), F(w), F(b), n, c, 1e-6f));
+    check_bf16_rounding(s, o, h, nc, "layernorm_fwd_bf16");
+    const float *m1 = down(s, mu.p[1], (size_t)n * 4, 1), *m2 = down(s, mu2.p[1], (size_t)n * 4, 1);
+    const float *r1 = down(s, rs.p[1], (size_t)n * 4, 1), *r2 = down(s, rs2.p[1], (size_t)n * 4, 1);
+    assert_memory_equal(m1, m2, (size_t)n * 4);
+    assert_memory_equal(r1, r2, (size_t)n * 4);
+    twin g = tw_alloc(s, nc * 4), gh = tw_alloc(s, nc * 2);
+    BOTH OK(CALL(gelu_fwd, F(g), F(x), (int64_t)nc));
+    BOTH OK(CALL(gelu_fwd_bf16, (uint16_t *)gh.p[k], F(x), (int64_t)nc));
+    check_bf16_rounding(s, g, gh, nc, "gelu_fwd_bf16");
     scope_end(s);
 }
 
@@ -855,6 +892,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_gemm_math, &env),          cmocka_unit_test_prestate(test_gemm_mixed, &env),
         cmocka_unit_test_prestate(test_gemm_pieces, &env),
         cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
+        cmocka_unit_test_prestate(test_bf16_outputs_fwd, &env),
         cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),
         cmocka_unit_test_prestate(test_reduce, &env),            cmocka_unit_test_prestate(test_gathers_fwd, &env),
         cmocka_unit_test_prestate(test_xent_fwd, &env),          cmocka_unit_test_prestate(test_rng, &env),

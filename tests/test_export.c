@@ -120,7 +120,7 @@ static void test_export_matches_pytorch_merge(void **state) {
     ex_backend be;
     EXT_OK(ex_session_backend(&s, &be, &err), &err);
     ex_model mdl;
-    ex_backbone_shape shape = {2, 16, 16, 0, 0, 0, 0};
+    ex_backbone_shape shape = {2, 16, 16, 0, 0, 0, 0, EX_F32};
     EXT_OK(ex_model_build(&mdl, &s, &be, &shape, &err), &err);
     EXT_OK(ex_model_allocate(&mdl, &err), &err);
     EXT_OK(ex_model_load(&mdl, NULL, &err), &err);

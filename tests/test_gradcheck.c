@@ -621,11 +621,11 @@ static void test_linear(void **state) {
     float *dy = d_alloc(&s, NY * sizeof(float));
 
     /* forward, with and without bias */
-    EXT_OK(ex_be_linear_fwd(be, dy, dx, dw, EX_F32, db, a.n, a.ic, a.oc, &err), &err);
+    EXT_OK(ex_be_linear_fwd(be, dy, dx, EX_F32, dw, EX_F32, db, a.n, a.ic, a.oc, &err), &err);
     float *y = down(&s, dy, NY);
     for (int64_t i = 0; i < NY; i++)
         if (fabs(y[i] - ry[i]) > 1e-5 * (1 + fabs(ry[i]))) fail_msg("ex_be_linear_fwd: element %lld", (long long)i);
-    EXT_OK(ex_be_linear_fwd(be, dy, dx, dw, EX_F32, NULL, a.n, a.ic, a.oc, &err), &err);
+    EXT_OK(ex_be_linear_fwd(be, dy, dx, EX_F32, dw, EX_F32, NULL, a.n, a.ic, a.oc, &err), &err);
     y = down(&s, dy, NY);
     for (int64_t i = 0; i < NY; i++)
         if (fabs(y[i] + bias[i % a.oc] - ry[i]) > 1e-5 * (1 + fabs(ry[i])))
@@ -637,7 +637,7 @@ static void test_linear(void **state) {
         float *gi = v != 1 ? upf(&s, pi, NX) : NULL;
         float *gw = v != 2 ? upf(&s, pw, NW) : NULL;
         float *gb = v != 3 ? upf(&s, pb, a.oc) : NULL;
-        EXT_OK(ex_be_linear_bwd(be, gi, gw, gb, dr, dx, dw, EX_F32, a.n, a.ic, a.oc, &err), &err);
+        EXT_OK(ex_be_linear_bwd(be, gi, gw, gb, dr, dx, EX_F32, dw, EX_F32, a.n, a.ic, a.oc, &err), &err);
         if (gi) expect_grad(down(&s, gi, NX), pi, fd, NX, "ex_be_linear_bwd dinp");
         if (gw) expect_grad(down(&s, gw, NW), pw, fd + NX, NW, "ex_be_linear_bwd dw");
         if (gb) expect_grad(down(&s, gb, a.oc), pb, fd + NX + NW, a.oc, "ex_be_linear_bwd dbias");

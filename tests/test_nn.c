@@ -301,10 +301,12 @@ static ex_status gemm32(ex_backend *be, int trans_a, int64_t m, int64_t n, int64
     return ex_be_gemm(be, &d, err);
 }
 
-static ex_status rank1_forward(void *self, ex_backend *be, float *out /* (n, out) */, const float *inp /* (n, in) */,
-                               int64_t n, int train, uint64_t noise, ex_err *err) {
+static ex_status rank1_forward(void *self, ex_backend *be, float *out /* (n, out) */, const void *vinp /* (n, in) */,
+                               ex_dtype inp_dtype, int64_t n, int train, uint64_t noise, ex_err *err) {
     rank1 *r = self;
+    const float *inp = vinp;
     (void)train, (void)noise;
+    EX_ENSURE(inp_dtype == EX_F32, err, EX_E_UNSUPPORTED, "rank1: fp32 inputs only");
     EX_ENSURE(n <= r->nmax, err, EX_E_RANGE, "rank1: n %lld > nmax", (long long)n);
     r->fwd_calls++;
     EX_CHECK(gemm32(be, 0, n, 1, r->in, inp, r->in, r->a, 1, r->u, 1, 0.0f, err));         /* u = inp @ a */
@@ -313,9 +315,11 @@ static ex_status rank1_forward(void *self, ex_backend *be, float *out /* (n, out
 }
 
 static ex_status rank1_backward(void *self, ex_backend *be, float *dinp /* (n, in) or NULL */,
-                                const float *dout /* (n, out) */, const float *inp /* (n, in) */, int64_t n,
-                                ex_err *err) {
+                                const float *dout /* (n, out) */, const void *vinp /* (n, in) */, ex_dtype inp_dtype,
+                                int64_t n, ex_err *err) {
     rank1 *r = self;
+    const float *inp = vinp;
+    EX_ENSURE(inp_dtype == EX_F32, err, EX_E_UNSUPPORTED, "rank1: fp32 inputs only");
     EX_ENSURE(n <= r->nmax, err, EX_E_RANGE, "rank1: n %lld > nmax", (long long)n);
     r->bwd_calls++;
     EX_CHECK(gemm32(be, 0, n, 1, r->in, inp, r->in, r->a, 1, r->u, 1, 0.0f, err));       /* u = inp @ a */
@@ -813,10 +817,10 @@ static void dblock_init(scope *s, const bcfg *c, const float *theta, int grads, 
     b->mlp = c->mlp;
     b->norm1 = (ex_layernorm){D, (float)LN_EPS, d->p[P_N1W], d->p[P_N1B], d->g[P_N1W], d->g[P_N1B]};
     b->norm2 = (ex_layernorm){D, (float)LN_EPS, d->p[P_N2W], d->p[P_N2B], d->g[P_N2W], d->g[P_N2B]};
-    b->qkv = (ex_linear){D, 3 * D, d->p[P_QKVW], d->p[P_QKVB], d->g[P_QKVW], d->g[P_QKVB], NULL, EX_F32};
-    b->proj = (ex_linear){D, D, d->p[P_PROJW], d->p[P_PROJB], d->g[P_PROJW], d->g[P_PROJB], NULL, EX_F32};
-    b->fc1 = (ex_linear){D, cfg_fc1(c), d->p[P_FC1W], d->p[P_FC1B], d->g[P_FC1W], d->g[P_FC1B], NULL, EX_F32};
-    b->fc2 = (ex_linear){c->hidden, D, d->p[P_FC2W], d->p[P_FC2B], d->g[P_FC2W], d->g[P_FC2B], NULL, EX_F32};
+    b->qkv = (ex_linear){D, 3 * D, d->p[P_QKVW], d->p[P_QKVB], d->g[P_QKVW], d->g[P_QKVB], NULL, EX_F32, EX_F32};
+    b->proj = (ex_linear){D, D, d->p[P_PROJW], d->p[P_PROJB], d->g[P_PROJW], d->g[P_PROJB], NULL, EX_F32, EX_F32};
+    b->fc1 = (ex_linear){D, cfg_fc1(c), d->p[P_FC1W], d->p[P_FC1B], d->g[P_FC1W], d->g[P_FC1B], NULL, EX_F32, EX_F32};
+    b->fc2 = (ex_linear){c->hidden, D, d->p[P_FC2W], d->p[P_FC2B], d->g[P_FC2W], d->g[P_FC2B], NULL, EX_F32, EX_F32};
     b->ls1 = d->p[P_LS1];
     b->ls2 = d->p[P_LS2];
     b->dls1 = d->g[P_LS1];
@@ -1070,18 +1074,24 @@ static void test_block_sizes(void **state) {
         {2, 5, 12, 3, 20, EX_MLP_GELU}, {2, 5, 12, 3, 20, EX_MLP_SWIGLU}, {3, 257, 24, 4, 96, EX_MLP_GELU},
         {1, 7, 10, 5, 17, EX_MLP_SWIGLU}, {4, 1, 6, 2, 16, EX_MLP_GELU},
     };
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        ex_block blk = {.dim = shapes[si].dim, .heads = shapes[si].heads, .hidden = shapes[si].hidden,
-                        .mlp = shapes[si].mlp};
-        const int64_t b = shapes[si].b, t = shapes[si].t;
+    for (size_t si = 0; si < 2 * sizeof shapes / sizeof shapes[0]; si++) {
+        const size_t sh = si / 2;
+        const int bf16 = (int)(si % 2); /* GEMM inputs kept in bf16: ln1, ln2 and (GELU) act take half */
+        ex_block blk = {.dim = shapes[sh].dim, .heads = shapes[sh].heads, .hidden = shapes[sh].hidden,
+                        .mlp = shapes[sh].mlp};
+        ex_err err;
+        assert_int_equal(ex_block_set_act_dtype(&blk, bf16 ? EX_BF16 : EX_F32, &err), EX_OK);
+        const int64_t b = shapes[sh].b, t = shapes[sh].t;
         const size_t n = (size_t)(b * t), d = (size_t)blk.dim, h = (size_t)blk.hidden;
         const int swiglu = blk.mlp == EX_MLP_SWIGLU;
         const size_t f = swiglu ? 2 * h : h;
+        const size_t nd_in = bf16 ? (n * d + 1) / 2 : n * d, act = bf16 && !swiglu ? (n * h + 1) / 2 : n * h;
         ex_block_acts a;
-        float **field[15] = {&a.ln1, &a.ln1_mean, &a.ln1_rstd, &a.qkv, &a.att, &a.lse, &a.branch1, &a.mid,
-                             &a.ln2, &a.ln2_mean, &a.ln2_rstd, &a.fc1, &a.act, &a.branch2, &a.glu};
-        const size_t len[15] = {n * d, n, n, 3 * n * d, n * d, n * (size_t)blk.heads, n * d, n * d,
-                                n * d, n, n, n * f, n * h, n * d, swiglu ? n * h : 0};
+        void **field[15] = {&a.ln1, (void **)&a.ln1_mean, (void **)&a.ln1_rstd, (void **)&a.qkv, (void **)&a.att,
+                            (void **)&a.lse, (void **)&a.branch1, (void **)&a.mid, &a.ln2, (void **)&a.ln2_mean,
+                            (void **)&a.ln2_rstd, (void **)&a.fc1, &a.act, (void **)&a.branch2, (void **)&a.glu};
+        const size_t len[15] = {nd_in, n, n, 3 * n * d, n * d, n * (size_t)blk.heads, n * d, n * d,
+                                nd_in, n, n, n * f, act, n * d, swiglu ? n * h : 0};
         size_t want = 0;
         for (int k = 0; k < 15; k++) want += r16(len[k]);
         const size_t total = ex_block_acts_floats(&blk, b, t);
@@ -1106,9 +1116,10 @@ static void test_block_sizes(void **state) {
         }
         for (int k = 0; k < 15; k++)
             for (size_t i = 0; i < len[k]; i++)
-                if ((*field[k])[i] != (float)(k + 1)) fail_msg("acts field %d overlaps another (shape %zu)", k, si);
+                if (((float *)*field[k])[i] != (float)(k + 1))
+                    fail_msg("acts field %d overlaps another (shape %zu, bf16 %d)", k, sh, bf16);
         for (size_t i = 0; i < GUARD; i++)
-            if (buf[total + i] != SENTINEL) fail_msg("acts guard %zu overwritten (shape %zu)", i, si);
+            if (buf[total + i] != SENTINEL) fail_msg("acts guard %zu overwritten (shape %zu, bf16 %d)", i, sh, bf16);
         free(buf);
     }
     /* unusable sizes give 0 */

@@ -88,7 +88,7 @@ static void count_recipe(const char *recipe, const char *backbone, int64_t *n_tr
              ext_env("EXPLORA_TEST_DATA_DIR"), recipe, backbone);
     pm p;
     ex_err err;
-    ex_status st = pm_build(&p, ini, (ex_backbone_shape){1, 224, 224, 0, 0, 0, 0}, &err);
+    ex_status st = pm_build(&p, ini, (ex_backbone_shape){1, 224, 224, 0, 0, 0, 0, EX_F32}, &err);
     if (st != EX_OK) fail_msg("%s: %s", recipe, err.msg);
     *n_train = ex_params_numel(&p.m.params, 1);
     *n_lora = trainable(&p.m.params, "lora");
@@ -207,7 +207,7 @@ static void test_stack_rules(void **state) {
         }
         pm p;
         ex_err err;
-        if (pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0}, &err) != EX_OK) fail_msg("case %zu: %s", i, err.msg);
+        if (pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0, EX_F32}, &err) != EX_OK) fail_msg("case %zu: %s", i, err.msg);
         assert_int_equal(ex_params_numel(&p.m.params, 1), cases[i].expect);
         assert_int_equal(trainable(&p.m.params, "lora"), cases[i].expect_lora);
         if (i == 0) {
@@ -251,7 +251,7 @@ static void test_stack_rules(void **state) {
         snprintf(ini, sizeof ini, "[peft]\nstack = unfreeze\n[peft.unfreeze]\n%s = true\n" TINY_BACKBONE, sw[i].key);
         pm p;
         ex_err err;
-        if (pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0}, &err) != EX_OK) fail_msg("%s: %s", sw[i].key, err.msg);
+        if (pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0, EX_F32}, &err) != EX_OK) fail_msg("%s: %s", sw[i].key, err.msg);
         assert_int_equal(ex_params_numel(&p.m.params, 1), sw[i].expect);
         pm_free(&p);
     }
@@ -606,7 +606,7 @@ static void vit_open_ex(vit_fx *v, const char *peft_ini, const char *backbone_ex
     ex_err err;
     char ini[4096];
     snprintf(ini, sizeof ini, "[run]\nseed = 5\n%s" TINY_BACKBONE "%s", peft_ini, backbone_extra);
-    if (pm_build(&v->p, ini, (ex_backbone_shape){FX_B, 16, 16, 0, 0, 0, 0}, &err) != EX_OK) fail_msg("%s", err.msg);
+    if (pm_build(&v->p, ini, (ex_backbone_shape){FX_B, 16, 16, 0, 0, 0, 0, EX_F32}, &err) != EX_OK) fail_msg("%s", err.msg);
     EXT_OK(ex_model_allocate(&v->p.m, &err), &err);
     char fxpath[4096], path[4096];
     snprintf(fxpath, sizeof fxpath, "%s/../fixtures/vit_dinov2.safetensors", ext_env("EXPLORA_TEST_DATA_DIR"));
@@ -942,7 +942,7 @@ static void expect_error(const char *peft_ini, ex_status code, const char *s1, c
     snprintf(ini, sizeof ini, "%s" TINY_BACKBONE, peft_ini);
     pm p;
     ex_err err;
-    ex_status st = pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0}, &err);
+    ex_status st = pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0, EX_F32}, &err);
     if (st == EX_OK) fail_msg("expected an error for:\n%s", peft_ini);
     if (st != code) fail_msg("status %s instead of %s: %s", ex_status_name(st), ex_status_name(code), err.msg);
     if (!strstr(err.msg, s1) || (s2 && !strstr(err.msg, s2)))
@@ -971,7 +971,7 @@ static void test_config_errors(void **state) {
     ex_err err;
     const char *ini = "[peft]\nstack = unfreeze\n[peft.unfreeze]\nlayerscale = true\n"
                       "[backbone]\nname = vit\ndim = 24\ndepth = 3\nheads = 3\npatch = 4\npos_grid = 4\nlayerscale = off\n";
-    assert_int_equal(pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0}, &err), EX_E_CONFIG);
+    assert_int_equal(pm_build(&p, ini, (ex_backbone_shape){2, 16, 16, 0, 0, 0, 0, EX_F32}, &err), EX_E_CONFIG);
     assert_non_null(strstr(err.msg, "layerscale = true"));
     pm_free(&p);
 }
@@ -987,7 +987,7 @@ static float *lora_A_after_init(uint64_t seed, size_t *n) {
              (unsigned long long)seed);
     pm p;
     ex_err err;
-    if (pm_build(&p, ini, (ex_backbone_shape){1, 16, 16, 0, 0, 0, 0}, &err) != EX_OK) fail_msg("%s", err.msg);
+    if (pm_build(&p, ini, (ex_backbone_shape){1, 16, 16, 0, 0, 0, 0, EX_F32}, &err) != EX_OK) fail_msg("%s", err.msg);
     EXT_OK(ex_model_allocate(&p.m, &err), &err);
     size_t total = 0;
     for (int i = 0; i < p.m.params.count; i++)

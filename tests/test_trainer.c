@@ -494,6 +494,54 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     compare_checkpoints(r[1].ckpt, r[4].ckpt);
 }
 
+/* [optim] activation_dtype = bf16 on an ExPLoRA DINOv2 run with recomputation (the blocks' activations are
+ * rebuilt for backward, in bf16 too): it trains (another path than fp32, close to it), says so, resumes bit for
+ * bit; LoRA dropout, which needs fp32 inputs, is refused by name. */
+static void test_bf16_activations_train(void **state) {
+    (void)state;
+    need_data();
+    const char *body =
+        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\nrecompute = on\n"
+        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
+        "[peft.lora]\nrank = 4\ntargets = q, v\n"
+        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+        "local_size = 8\nlocal_crops = 2\n"
+        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\n";
+    const char *tags[4] = {"fp32", "bf16", "bf16-resumed", "dropout"};
+    static run_files r[4];
+    char *out;
+    for (int i = 0; i < 4; i++) write_run(&r[i], "abf16", tags[i], 11, body);
+    RUN_EXPECT(0, &out, "pretrain '%s'", r[0].ini);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set optim.activation_dtype=bf16", r[1].ini);
+    expect_in(out, "activations: the blocks' GEMM inputs kept in bf16");
+    free(out);
+    int na, nb;
+    double *la = losses(r[0].dir, &na), *lb = losses(r[1].dir, &nb);
+    assert_int_equal(na, 4);
+    assert_int_equal(nb, 4);
+    int differs = 0;
+    for (int i = 0; i < 4; i++) {
+        differs |= la[i] != lb[i];
+        if (!(fabs(la[i] - lb[i]) <= 0.02 * fabs(la[i])))
+            fail_msg("step %d: loss %.9g with bf16 activations, %.9g in fp32: more than 2%% apart", i + 1, lb[i], la[i]);
+    }
+    assert_true(differs); /* the activations were rounded */
+    free(la);
+    free(lb);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set optim.activation_dtype=bf16 --set run.stop_at=2", r[2].ini);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set optim.activation_dtype=bf16 --resume", r[2].ini);
+    free(out);
+    compare_checkpoints(r[1].ckpt, r[2].ckpt);
+    RUN_EXPECT(2, &out, "pretrain '%s' --set optim.activation_dtype=bf16 --set peft.lora.dropout=0.1", r[3].ini);
+    expect_in(out, "dropout = 0.1 needs the layer's input in fp32, but it is kept in bf16");
+    expect_in(out, "activation_dtype");
+    free(out);
+}
+
 /* [optim] loss_scale = dynamic with growth every step (the scale goes 2^16, 2^17, ...): an ExPLoRA DINOv2 run
  * whose gradients stay finite equals the unscaled run bit for bit (every tensor of the checkpoint), the
  * metrics show the scale used at each step, and a stopped and resumed scaled run ends as the straight one
@@ -920,6 +968,7 @@ int main(void) {
         cmocka_unit_test(test_lora_dropout_resume_is_bit_identical),
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
         cmocka_unit_test(test_frozen_bf16_equals_rounded_fp32),
+        cmocka_unit_test(test_bf16_activations_train),
         cmocka_unit_test(test_loss_scale_is_exact),
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),

@@ -77,7 +77,7 @@ static void expect_fixture(vt_ctx *c, const float *dev, const char *name, int gr
  * whose caller reads only the final tokens, final_only), load its
  * weights. */
 static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
-                          int64_t keep, int inference) {
+                          int64_t keep, int inference, ex_dtype act_dtype) {
     memset(c, 0, sizeof *c);
     ex_err err;
     ex_err_clear(&err);
@@ -97,7 +97,7 @@ static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_i
     EXT_OK(ex_params_set_trainable(&c->params, "*", 1, NULL, &err), &err);
     ex_memory_plan_init(&c->plan, &c->be);
     EXT_OK(ex_params_plan(&c->params, &c->plan, &err), &err);
-    ex_backbone_shape max = {batch, h, w, keep, !inference, inference != 0, inference == 2};
+    ex_backbone_shape max = {batch, h, w, keep, !inference, inference != 0, inference == 2, act_dtype};
     EXT_OK(c->vt->plan(c->model, &max, &c->plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c->plan, &err), &err);
     ex_params_bind(&c->params);
@@ -125,7 +125,7 @@ static void open_model_ex(vt_ctx *c, const char *fixture, const char *backbone_i
 
 static void open_model(vt_ctx *c, const char *fixture, const char *backbone_ini, int64_t batch, int64_t h, int64_t w,
                        int64_t keep) {
-    open_model_ex(c, fixture, backbone_ini, batch, h, w, keep, 0);
+    open_model_ex(c, fixture, backbone_ini, batch, h, w, keep, 0, EX_F32);
 }
 
 static void close_model(vt_ctx *c) {
@@ -210,6 +210,85 @@ static void test_dinov2(void **state) {
     check_dinov2_mode(&c, "", "", 16, 16, EX_MASK_NONE);
     check_dinov2_mode(&c, "masked.", "", 16, 16, EX_MASK_REPLACE);
     check_dinov2_mode(&c, "interp_dinov2.", "interp_dinov2.", 16, 20, EX_MASK_NONE);
+    close_model(&c);
+}
+
+/* Device data (rows of row_len, dev_row_stride apart) against the bf16acts. expectation `name`: with a value or two
+ * rounded the other way near a bf16 tie (a float32 computation does that now and then), it cannot match to
+ * float32 noise; it must be far closer to it than the unrounded model's expectation (the base mode's `name`)
+ * is. A block that did not round, or rounded elsewhere, lands about as far off as the unrounded model. */
+static void expect_bf16acts(vt_ctx *c, const float *dev, const char *name, int64_t rows, int64_t row_len,
+                            int64_t dev_row_stride) {
+    char bname[300];
+    snprintf(bname, sizeof bname, "bf16acts.%s", name);
+    int64_t n, n2;
+    float *ref = fx_f32(c->fx, bname, &n), *plain = fx_f32(c->fx, name, &n2);
+    assert_int_equal(n, rows * row_len);
+    assert_int_equal(n2, n);
+    double se = 0, sg = 0, sr = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < row_len; j++) {
+            const double g = dev[r * dev_row_stride + j], x = ref[r * row_len + j], u = plain[r * row_len + j];
+            se += (g - x) * (g - x);
+            sg += (u - x) * (u - x);
+            sr += x * x;
+        }
+    free(ref);
+    free(plain);
+    if (sg == 0.0) { /* the blocks do not enter it (the final norm's bias gradient): float32 noise only */
+        if (se > 1e-10 * sr) fail_msg("%s: NMSE %.3g against an expectation the rounding does not change", name, se / sr);
+        return;
+    }
+    const double got = se / sr, gap = sg / sr;
+    if (!(got <= 0.01 * gap))
+        fail_msg("%s: NMSE %.3g against the bf16-activation expectation, more than 1%% of the unrounded model's %.3g",
+                 name, got, gap);
+}
+
+/* [optim] activation_dtype = bf16 through the ViT: forward and backward against the bf16acts. mode of the fixture
+ * (the same weights and inputs, each block keeping norm1, norm2 and GELU outputs in bf16). */
+static void test_dinov2_bf16_activations(void **state) {
+    (void)state;
+    vt_ctx c;
+    open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, 2, 16, 16, 0, 0, EX_BF16);
+    ex_err err;
+    ex_err_clear(&err);
+    const int64_t B = 2, D = 24, Np = 16, T = 1 + Np;
+    float *images = fx_f32(c.fx, "input", NULL);
+    ex_backbone_io io = {0};
+    io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 1;
+    EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+    expect_bf16acts(&c, io.tokens, "out.cls", B, D, T * D);
+    expect_bf16acts(&c, io.tokens + D, "out.patch", B, Np * D, T * D);
+    char name[256];
+    for (int64_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "out.block.%lld", (long long)i);
+        expect_bf16acts(&c, c.vt->block_output(c.model, i), name, 1, B * T * D, 0);
+    }
+    float *dtok = calloc((size_t)(B * T * D), sizeof(float));
+    float *rc = fx_f32(c.fx, "r_cls", NULL), *rp = fx_f32(c.fx, "r_patch", NULL);
+    for (int64_t b = 0; b < B; b++) {
+        memcpy(dtok + b * T * D, rc + b * D, sizeof(float) * (size_t)D);
+        memcpy(dtok + b * T * D + D, rp + b * Np * D, sizeof(float) * (size_t)(Np * D));
+    }
+    zero_grads(&c);
+    float *dimg = calloc((size_t)(B * 3 * 16 * 16), sizeof(float));
+    EXT_OK(c.vt->backward(c.model, dtok, dimg, &err), &err);
+    int checked = 0;
+    for (int i = 0; i < c.params.count; i++) {
+        const ex_param *p = c.params.items[i];
+        if (strcmp(p->value.name, "mask_token") == 0) continue; /* unused without a mask: zero on both sides */
+        snprintf(name, sizeof name, "grad.%s", p->value.name);
+        expect_bf16acts(&c, p->grad.data, name, 1, ex_tensor_numel(&p->grad), 0);
+        checked++;
+    }
+    assert_true(checked > 30);
+    expect_bf16acts(&c, dimg, "grad.input", 1, B * 3 * 16 * 16, 0);
+    free(dimg);
+    free(dtok);
+    free(rc);
+    free(rp);
+    free(images);
     close_model(&c);
 }
 
@@ -354,7 +433,7 @@ static void test_inference_plan(void **state) {
     float *tok[3], *blk[2];
     size_t acts[3];
     for (int inf = 0; inf < 3; inf++) {
-        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, inf);
+        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, inf, EX_F32);
         acts[inf] = c.plan.arenas[EX_MEM_ACTIVATION].planned;
         float *images = fx_f32(c.fx, "input", NULL);
         ex_backbone_io io = {0};
@@ -409,7 +488,7 @@ static void test_inference_chunks(void **state) {
     float *images = malloc(sizeof(float) * B * 3 * 16 * 16), *tok[2];
     ext_fill_uniform(images, (size_t)(B * 3 * 16 * 16), 77, -2.0f, 2.0f);
     for (int k = 0; k < 2; k++) {
-        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, k ? 2 : 0);
+        open_model_ex(&c, "vit_dinov2.safetensors", k_dinov2_ini, B, 16, 16, 0, k ? 2 : 0, EX_F32);
         ex_backbone_io io = {0};
         io.batch = B, io.height = 16, io.width = 16, io.images = images, io.train = 0;
         EXT_OK(c.vt->forward(c.model, &io, &err), &err);
@@ -457,7 +536,7 @@ static float *load_named(const char *ini, const char *file, size_t *n, const cha
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 4, 4, 0, 0, 0, 0};
+    ex_backbone_shape max = {1, 4, 4, 0, 0, 0, 0, EX_F32};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);
@@ -623,7 +702,7 @@ static void test_bad_checkpoint_lists_problems(void **state) {
     EXT_OK(c.vt->create(&view, &c.be, &c.params, &c.model, &err), &err);
     ex_memory_plan_init(&c.plan, &c.be);
     EXT_OK(ex_params_plan(&c.params, &c.plan, &err), &err);
-    ex_backbone_shape max = {1, 16, 16, 0, 0, 0, 0};
+    ex_backbone_shape max = {1, 16, 16, 0, 0, 0, 0, EX_F32};
     EXT_OK(c.vt->plan(c.model, &max, &c.plan, &err), &err);
     EXT_OK(ex_memory_plan_commit(&c.plan, &err), &err);
     ex_params_bind(&c.params);
@@ -649,6 +728,7 @@ static void test_bad_checkpoint_lists_problems(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dinov2),
+        cmocka_unit_test(test_dinov2_bf16_activations),
         cmocka_unit_test(test_dinov2_resampling_variants),
         cmocka_unit_test(test_dinov2_registers),
         cmocka_unit_test(test_mae),

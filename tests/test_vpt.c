@@ -40,7 +40,7 @@ static void build(vm *v, const char *stack_ini) {
     EXT_OK(ex_session_open(&v->s, &opt, &err), &err);
     EXT_OK(ex_session_validate(&v->s, &err), &err);
     EXT_OK(ex_session_backend(&v->s, &v->be, &err), &err);
-    ex_backbone_shape shape = {2, 16, 16, 0, 0, 0, 0};
+    ex_backbone_shape shape = {2, 16, 16, 0, 0, 0, 0, EX_F32};
     EXT_OK(ex_model_build(&v->m, &v->s, &v->be, &shape, &err), &err);
     EXT_OK(ex_model_allocate(&v->m, &err), &err);
     /* the fixture holds more than weights: keep only what names a parameter */

@@ -28,6 +28,20 @@ ex_status cpu_gelu_fwd(void *vctx, float *out /* (n) */, const float *inp /* (n)
     return EX_OK;
 }
 
+/* As cpu_gelu_fwd, each value rounded to bf16 (nearest even) as it is written. */
+ex_status cpu_gelu_fwd_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const float *inp /* (n) */, int64_t n) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0, "cpu: gelu_fwd_bf16: negative size");
+    if (n == 0) return EX_OK;
+    CPU_ARG(out && inp, "cpu: gelu_fwd_bf16: NULL pointer");
+#pragma omp parallel for PAR(n)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = ex_f32_to_bf16(0.5f * x * (1.0f + erff(x * INV_SQRT2)));
+    }
+    return EX_OK;
+}
+
 ex_status cpu_gelu_bwd(void *vctx, float *dinp /* (n) */, const float *inp /* (n) */, const float *dout /* (n) */,
                        int64_t n) {
     const cpu_ctx *ctx = vctx;

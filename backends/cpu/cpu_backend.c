@@ -116,8 +116,10 @@ ex_status cpu_device_info(void *vctx, ex_device_info *out) {
 int cpu_supports_op(void *ctx, ex_op op, ex_dtype dtype) {
     (void)ctx;
     if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
-    /* the GEMM also takes bf16/fp16 inputs (widened to fp32: the oracle of the devices' mixed GEMMs) */
-    return dtype == EX_F32 || (op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16));
+    /* the GEMM also takes bf16/fp16 inputs (widened to fp32: the oracle of the devices' mixed GEMMs);
+     * LayerNorm and GELU forwards also write bf16 (layernorm_fwd_bf16, gelu_fwd_bf16) */
+    return dtype == EX_F32 || (op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16)) ||
+           ((op == EX_OP_LAYERNORM_FWD || op == EX_OP_GELU_FWD) && dtype == EX_BF16);
 }
 
 /* ------------------------------------------------------------------------------
@@ -221,6 +223,8 @@ static const ex_backend_vtable cpu_vtable = {
     /* .comm_unique_id = */ NULL,
     /* .comm_init = */ NULL,
     /* .comm_allreduce_sum_f32 = */ NULL,
+    /* .layernorm_fwd_bf16 = */ cpu_layernorm_fwd_bf16,
+    /* .gelu_fwd_bf16 = */ cpu_gelu_fwd_bf16,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

@@ -139,6 +139,8 @@ ex_status cpu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, i
 /* --- cpu_norm.c ------------------------------------------------------------------ */
 ex_status cpu_layernorm_fwd(void *ctx, float *out, float *mean, float *rstd, const float *inp,
                             const float *w, const float *b, int64_t n, int64_t c, float eps);
+ex_status cpu_layernorm_fwd_bf16(void *ctx, uint16_t *out, float *mean, float *rstd, const float *inp,
+                                 const float *w, const float *b, int64_t n, int64_t c, float eps);
 ex_status cpu_layernorm_bwd(void *ctx, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean, const float *rstd,
                             int64_t n, int64_t c);
@@ -148,6 +150,7 @@ ex_status cpu_softmax_bwd(void *ctx, float *dinp, const float *out, const float 
 
 /* --- cpu_activation.c -------------------------------------------------------------- */
 ex_status cpu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cpu_gelu_fwd_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
 ex_status cpu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
 ex_status cpu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cpu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);

@@ -49,6 +49,41 @@ ex_status cpu_layernorm_fwd(void *vctx, float *out /* (n, c) */, float *mean /* 
     return EX_OK;
 }
 
+/* As cpu_layernorm_fwd, the output rounded to bf16 (nearest even) as it is written: the same
+ * statistics and the same per-element expressions, so each value is exactly the fp32 slot's, rounded. */
+ex_status cpu_layernorm_fwd_bf16(void *vctx, uint16_t *out /* (n, c) bf16 */, float *mean /* (n) or NULL */,
+                                 float *rstd /* (n) or NULL */, const float *inp /* (n, c) */,
+                                 const float *w /* (c) or NULL */, const float *b /* (c) or NULL */, int64_t n,
+                                 int64_t c, float eps) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0 && c >= 1 && eps >= 0.0f, "cpu: layernorm_fwd_bf16: bad sizes or eps");
+    if (n == 0) return EX_OK;
+    CPU_ARG(out && inp, "cpu: layernorm_fwd_bf16: NULL pointer");
+#pragma omp parallel for PAR(n * c)
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = inp + i * c;
+        uint16_t *o = out + i * c;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < c; j++) s += x[j];
+        double mu = s / (double)c, v = 0.0;
+#pragma omp simd reduction(+ : v)
+        for (int64_t j = 0; j < c; j++) v += ((double)x[j] - mu) * ((double)x[j] - mu);
+        float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)c + (double)eps));
+        if (mean) mean[i] = m;
+        if (rstd) rstd[i] = r;
+        if (w && b)
+            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r * w[j] + b[j]);
+        else if (w)
+            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r * w[j]);
+        else if (b)
+            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r + b[j]);
+        else
+            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r);
+    }
+    return EX_OK;
+}
+
 ex_status cpu_layernorm_bwd(void *vctx, float *dinp /* (n, c) or NULL */, float *dw /* (c) or NULL */,
                             float *db /* (c) or NULL */, const float *dout /* (n, c) */,
                             const float *inp /* (n, c) */, const float *w /* (c) or NULL */,

@@ -17,10 +17,12 @@
  * Kernels
  * ------------------------------------------------------------------------------ */
 
-__global__ void k_gelu_fwd(float *out, const float *inp, int64_t n) {
+/* OutT: float, or cu_bf16 for a block keeping its activations in bf16 (the same value, rounded). */
+template <typename OutT>
+__global__ void k_gelu_fwd(OutT *out, const float *inp, int64_t n) {
     CU_FOR(i, n) {
         const float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * INV_SQRT2));
+        cu_store(out + i, 0.5f * x * (1.0f + erff(x * INV_SQRT2)));
     }
 }
 
@@ -77,6 +79,16 @@ ex_status cu_gelu_fwd(void *vctx, float *out, const float *inp, int64_t n) {
     if (n == 0) return EX_OK;
     CU_ARG(out && inp, CU_VENDOR ": gelu_fwd: NULL pointer");
     k_gelu_fwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, inp, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_gelu_fwd_bf16(void *vctx, uint16_t *out, const float *inp, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, CU_VENDOR ": gelu_fwd_bf16: negative size");
+    if (n == 0) return EX_OK;
+    CU_ARG(out && inp, CU_VENDOR ": gelu_fwd_bf16: NULL pointer");
+    k_gelu_fwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>((cu_bf16 *)out, inp, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -321,8 +321,10 @@ int cu_supports_op(void *vctx, ex_op op, ex_dtype dtype) {
     (void)vctx;
     if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
     if (dtype == EX_F32) return 1;
-    /* the GEMM takes bf16/fp16 inputs, also mixed with fp32 ones (cu_gemm says how), fp32 output */
-    return op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16);
+    /* the GEMM takes bf16/fp16 inputs, also mixed with fp32 ones (cu_gemm says how), fp32 output;
+     * LayerNorm and GELU forwards also write bf16 (activations kept in bf16) */
+    return (op == EX_OP_GEMM && (dtype == EX_BF16 || dtype == EX_F16)) ||
+           ((op == EX_OP_LAYERNORM_FWD || op == EX_OP_GELU_FWD) && dtype == EX_BF16);
 }
 
 /* ------------------------------------------------------------------------------
@@ -573,6 +575,8 @@ static const ex_backend_vtable cu_vtable = {
     /* .comm_init = */ NULL,
     /* .comm_allreduce_sum_f32 = */ NULL,
 #endif
+    /* .layernorm_fwd_bf16 = */ cu_layernorm_fwd_bf16,
+    /* .gelu_fwd_bf16 = */ cu_gelu_fwd_bf16,
 };
 
 #ifdef EXPLORA_HIP

@@ -27,6 +27,26 @@
 
 #include "cuda_internal.h"
 
+/* bf16 storage: cu_bf16 and cu_float2bf16 (round to nearest even, as ex_f32_to_bf16 on the host). */
+#ifdef EXPLORA_HIP
+typedef uint16_t cu_bf16; /* bf16 bits */
+/* round to nearest even; NaN stays a quiet NaN */
+__device__ __forceinline__ cu_bf16 cu_float2bf16(float f) {
+    const uint32_t u = __float_as_uint(f);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (cu_bf16)((u >> 16) | 0x40u);
+    return (cu_bf16)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+typedef __nv_bfloat16 cu_bf16;
+#define cu_float2bf16 __float2bfloat16_rn
+#endif
+
+/* Store an fp32 result as the output's type: kernels templated on their output write through these. */
+__device__ __forceinline__ void cu_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void cu_store(cu_bf16 *p, float v) { *p = cu_float2bf16(v); }
+
 /* Warp width CU_WARP: cuda_vendor.h (32 on NVIDIA, 64 in the HIP build). */
 
 /* Threads per block for elementwise kernels and for one-block-per-row kernels. */

@@ -12,20 +12,6 @@
  */
 #include "cuda_common.cuh"
 
-#ifdef EXPLORA_HIP
-typedef uint16_t cu_bf16; /* bf16 bits */
-/* round to nearest even; NaN stays a quiet NaN */
-__device__ __forceinline__ cu_bf16 cu_float2bf16(float f) {
-    const uint32_t u = __float_as_uint(f);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (cu_bf16)((u >> 16) | 0x40u);
-    return (cu_bf16)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-#else
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-typedef __nv_bfloat16 cu_bf16;
-#define cu_float2bf16 __float2bfloat16_rn
-#endif
 
 #define CU_COL_CHUNK ((int64_t)128)
 #define CU_RED_PARTIALS ((int64_t)512)

@@ -206,6 +206,7 @@ ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, 
 
 /* --- cuda_activation.cu ------------------------------------------------------------ */
 ex_status cu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
+ex_status cu_gelu_fwd_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
 ex_status cu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
 ex_status cu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
@@ -215,6 +216,8 @@ ex_status cu_ema(void *ctx, float *teacher, const float *student, float momentum
 /* --- cuda_norm.cu ------------------------------------------------------------------ */
 ex_status cu_layernorm_fwd(void *ctx, float *out, float *mean, float *rstd, const float *inp, const float *w,
                            const float *b, int64_t n, int64_t c, float eps);
+ex_status cu_layernorm_fwd_bf16(void *ctx, uint16_t *out, float *mean, float *rstd, const float *inp, const float *w,
+                                const float *b, int64_t n, int64_t c, float eps);
 ex_status cu_layernorm_bwd(void *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                            const float *w, const float *mean, const float *rstd, int64_t n, int64_t c);
 ex_status cu_softmax_fwd(void *ctx, float *out, const float *inp, int64_t n, int64_t c, float scale);

@@ -18,12 +18,14 @@ static inline unsigned int row_grid(int64_t n) { return (unsigned int)(n < CU_MA
  * Kernels
  * ------------------------------------------------------------------------------ */
 
-__global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
+/* OutT: float, or cu_bf16 for a block keeping its activations in bf16 (the same value, rounded). */
+template <typename OutT>
+__global__ void k_layernorm_fwd(OutT *out, float *mean, float *rstd, const float *inp, const float *w,
                                 const float *b, int64_t n, int64_t c, float eps) {
     __shared__ double sh[CU_WARP + 1];
     FOR_ROWS(i, n) {
         const float *x = inp + i * c;
-        float *o = out + i * c;
+        OutT *o = out + i * c;
         double s = 0.0;
         FOR_COLS(j, c) s += x[j];
         const double mu = cu_block_sum_d(s, sh) / (double)c;
@@ -39,7 +41,7 @@ __global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const floa
             float y = (x[j] - m) * r;
             if (w) y = y * w[j];
             if (b) y = y + b[j];
-            o[j] = y;
+            cu_store(o + j, y);
         }
     }
 }
@@ -210,6 +212,18 @@ ex_status cu_layernorm_fwd(void *vctx, float *out, float *mean, float *rstd, con
     if (n == 0) return EX_OK;
     CU_ARG(out && inp, CU_VENDOR ": layernorm_fwd: NULL pointer");
     k_layernorm_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, mean, rstd, inp, w, b, n, c, eps);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_layernorm_fwd_bf16(void *vctx, uint16_t *out, float *mean, float *rstd, const float *inp,
+                                const float *w, const float *b, int64_t n, int64_t c, float eps) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 1 && eps >= 0.0f, CU_VENDOR ": layernorm_fwd_bf16: bad sizes or eps");
+    if (n == 0) return EX_OK;
+    CU_ARG(out && inp, CU_VENDOR ": layernorm_fwd_bf16: NULL pointer");
+    k_layernorm_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>((cu_bf16 *)out, mean, rstd, inp, w, b, n, c,
+                                                                     eps);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -274,7 +274,7 @@ static ex_status analyze_model(const cli_args *a, const char *ini, const char *o
     /* the model */
     int64_t H, W;
     EX_CHECK_GOTO(ex_model_image_size(&s, &H, &W, err), st, done);
-    ex_backbone_shape shape = {o.batch, H, W, 0, 0, 0, 0}; /* not inference-only: attention() reads every block */
+    ex_backbone_shape shape = {o.batch, H, W, 0, 0, 0, 0, EX_F32}; /* not inference-only: attention() reads every block */
     EX_CHECK_GOTO(ex_model_build(&m, &s, &be, &shape, err), st, done);
     EX_CHECK_GOTO(ex_model_allocate(&m, err), st, done);
     EX_CHECK_GOTO(ex_model_load(&m, NULL, err), st, done);

@@ -407,6 +407,7 @@ static ex_status run_policy(const bench_opts *o, const bench_policy *pol, ex_ses
     ex_backbone_shape shape = {0};
     shape.batch = o->batch, shape.height = 224, shape.width = 224;
     shape.inference = !pol->train; /* the infer policy: an inference plan, as linprobe and embed use */
+    EX_CHECK_GOTO(ex_model_activation_dtype(s, &shape.act_dtype, err), st, done); /* as pretrain keeps them */
     EX_CHECK_GOTO(ex_model_create(&m, s, wbe, err), st, done);
     EX_CHECK_GOTO(ex_model_apply_frozen_dtype(&m, s, NULL, NULL, err), st, done); /* as pretrain keeps them */
     EX_CHECK_GOTO(ex_model_plan(&m, &shape, err), st, done);

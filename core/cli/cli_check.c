@@ -16,7 +16,8 @@ static int report_model(const cli_args *a, const ex_session *s, ex_backend *be) 
     ex_backbone_shape shape = {0};
     const ex_cfg_section optim = {s->config, "optim", ex_core_optim_keys()};
     if (ex_cfg_int(&optim, "batch", &shape.batch, &err) != EX_OK ||
-        ex_model_image_size(s, &shape.height, &shape.width, &err) != EX_OK)
+        ex_model_image_size(s, &shape.height, &shape.width, &err) != EX_OK ||
+        ex_model_activation_dtype(s, &shape.act_dtype, &err) != EX_OK)
         return cli_report(a, &err);
     ex_model m;
     int rc = CLI_OK;
@@ -29,6 +30,8 @@ static int report_model(const cli_args *a, const ex_session *s, ex_backend *be) 
         if (narrow)
             printf("frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n", narrow,
                    (double)saved / 1048576.0);
+        if (shape.act_dtype == EX_BF16)
+            printf("activations: the blocks' GEMM inputs kept in bf16 ([optim] activation_dtype)\n");
         ex_model_print(&m, stdout);
     }
     ex_model_free(&m);

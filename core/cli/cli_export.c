@@ -20,7 +20,7 @@ static ex_status run_export(const cli_args *a, ex_session *s, ex_backend *be, ex
     ex_model m;
     memset(&m, 0, sizeof m);
     ex_status st;
-    ex_backbone_shape shape = {1, 0, 0, 0, 0, 1, 1}; /* export runs no training step */
+    ex_backbone_shape shape = {1, 0, 0, 0, 0, 1, 1, EX_F32}; /* export runs no training step */
     EX_CHECK(ex_model_image_size(s, &shape.height, &shape.width, err));
     EX_CHECK_GOTO(ex_model_build(&m, s, be, &shape, err), st, done);
     EX_CHECK_GOTO(ex_model_allocate(&m, err), st, done);

@@ -71,7 +71,7 @@ static ex_status run_knn(const cli_args *a, ex_session *s, ex_backend *be, ex_er
     float *xtr = NULL, *xev = NULL;
     ex_status st = EX_OK;
     if (access(path_tr, R_OK) != 0 || access(path_ev, R_OK) != 0) {
-        ex_backbone_shape shape = {fo.batch, fo.height, fo.width, 0, 0, 1, 0}; /* inference only; block outputs read */
+        ex_backbone_shape shape = {fo.batch, fo.height, fo.width, 0, 0, 1, 0, EX_F32}; /* inference only; block outputs read */
         EX_CHECK_GOTO(ex_model_build(&m, s, be, &shape, err), st, done);
         if (nm != m.info.channels || ns != m.info.channels)
             EX_FAIL_GOTO(err, st, done, EX_E_CONFIG, "[transform] mean and std need %lld values", (long long)m.info.channels);

@@ -70,7 +70,7 @@ static ex_status run_linprobe(const cli_args *a, ex_session *s, ex_backend *be, 
     int64_t classes = 0, eclasses = 0;
     const int need_model = access(path_tr, R_OK) != 0 || access(path_ev, R_OK) != 0;
     if (need_model) {
-        ex_backbone_shape shape = {fo.batch, fo.height, fo.width, 0, 0, 1, 0}; /* inference only; block outputs read */
+        ex_backbone_shape shape = {fo.batch, fo.height, fo.width, 0, 0, 1, 0, EX_F32}; /* inference only; block outputs read */
         EX_CHECK_GOTO(ex_model_build(&m, s, be, &shape, err), st, done);
         EX_ENSURE(nm == m.info.channels && ns == m.info.channels, err, EX_E_CONFIG,
                   "[transform] mean and std need %lld values", (long long)m.info.channels);

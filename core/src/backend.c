@@ -243,8 +243,8 @@ ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
     return EX_OK;
 }
 
-ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const void *w, ex_dtype w_dtype,
-                           const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+ex_status ex_be_linear_fwd(ex_backend *be, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                           ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
     /* out (n, oc) = inp (n, ic) @ w^T, w stored (oc, ic) as in torch.nn.Linear */
     ex_gemm_desc d = {0};
     d.trans_a = 0;
@@ -255,7 +255,7 @@ ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const v
     d.alpha = 1.0f;
     d.beta = 0.0f;
     d.a = inp;
-    d.a_dtype = EX_F32;
+    d.a_dtype = inp_dtype;
     d.lda = ic;
     d.b = w;
     d.b_dtype = w_dtype;
@@ -271,8 +271,9 @@ ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const v
     return EX_OK;
 }
 
-ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                           const void *w, ex_dtype w_dtype, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
+ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const void *inp,
+                           ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic, int64_t oc,
+                           ex_err *err) {
     EX_ENSURE(!dw || w_dtype == EX_F32, err, EX_E_INVALID,
               "linear backward: a weight gradient was asked of a %s weight (only frozen weights are kept in %s)",
               ex_dtype_name(w_dtype), ex_dtype_name(w_dtype));
@@ -306,7 +307,7 @@ ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias,
         d.a_dtype = EX_F32;
         d.lda = oc;
         d.b = inp;
-        d.b_dtype = EX_F32;
+        d.b_dtype = inp_dtype;
         d.ldb = ic;
         d.c = dw;
         d.ldc = ic;

@@ -123,13 +123,13 @@ static ex_status probe_variant(ex_backend *be, const ex_features *tr, const ex_f
             const double cosf = 0.5 * (1.0 + cos(M_PI * (double)t / (double)T));
             for (int64_t l = 0; l < L; l++) {
                 float *w = d.w + l * C * F, *b = d.b + l * C, *vw = d.vw + l * C * F, *vb = d.vb + l * C;
-                EX_CHECK_GOTO(ex_be_linear_fwd(be, d.logits, d.xb, w, EX_F32, b, B, F, C, err), st, done);
+                EX_CHECK_GOTO(ex_be_linear_fwd(be, d.logits, d.xb, EX_F32, w, EX_F32, b, B, F, C, err), st, done);
                 OPC(xent_fwd(be->ctx, d.losses, d.probs, d.logits, d.yb, NULL, B, C), "xent_fwd");
                 OPC(fill(be->ctx, d.dlogits, 0.0f, B * C), "fill");
                 OPC(xent_bwd(be->ctx, d.dlogits, d.dlosses, d.probs, d.yb, NULL, B, C), "xent_bwd");
                 OPC(fill(be->ctx, d.gw, 0.0f, C * F), "fill");
                 OPC(fill(be->ctx, d.gb, 0.0f, C), "fill");
-                EX_CHECK_GOTO(ex_be_linear_bwd(be, NULL, d.gw, d.gb, d.dlogits, d.xb, w, EX_F32, B, F, C, err), st, done);
+                EX_CHECK_GOTO(ex_be_linear_bwd(be, NULL, d.gw, d.gb, d.dlogits, d.xb, EX_F32, w, EX_F32, B, F, C, err), st, done);
                 const float lr = (float)(o->lrs[l] * cosf);
                 OPC(axpby(be->ctx, vw, 1.0f, d.gw, 0.9f, C * F), "axpby"); /* buf = 0.9 buf + g */
                 OPC(axpby(be->ctx, vb, 1.0f, d.gb, 0.9f, C), "axpby");
@@ -142,7 +142,7 @@ static ex_status probe_variant(ex_backend *be, const ex_features *tr, const ex_f
     }
     if (progress) fprintf(progress, "\n");
     for (int64_t l = 0; l < L; l++) {
-        EX_CHECK_GOTO(ex_be_linear_fwd(be, d.logits, d.xv, d.w + l * C * F, EX_F32, d.b + l * C, nv, F, C, err), st, done);
+        EX_CHECK_GOTO(ex_be_linear_fwd(be, d.logits, d.xv, EX_F32, d.w + l * C * F, EX_F32, d.b + l * C, nv, F, C, err), st, done);
         EX_CHECK_GOTO(ex_be_download(be, hlog, d.logits, sizeof(float) * (size_t)(nv * C), err), st, done);
         int64_t correct = 0;
         for (int64_t i = 0; i < nv; i++) {

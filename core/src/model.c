@@ -94,6 +94,16 @@ ex_status ex_model_apply_frozen_dtype(ex_model *m, const ex_session *s, int *cou
     return st;
 }
 
+ex_status ex_model_activation_dtype(const ex_session *s, ex_dtype *out, ex_err *err) {
+    *out = EX_F32;
+    if (!ex_config_has_section(s->config, "optim")) return EX_OK;
+    const ex_cfg_section optim = {s->config, "optim", ex_optim_keys()};
+    int dtype = 0; /* fp32|bf16 */
+    EX_CHECK(ex_cfg_enum(&optim, "activation_dtype", &dtype, err));
+    *out = dtype ? EX_BF16 : EX_F32;
+    return EX_OK;
+}
+
 ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_err *err) {
     m->shape = *shape;
     EX_CHECK(ex_params_plan(&m->params, &m->plan, err));

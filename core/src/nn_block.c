@@ -15,7 +15,10 @@
  *   ln2_mean (n) | ln2_rstd (n) | fc1 (n, f) | act (n, hidden) | branch2 (n, dim) |
  *   glu (n, hidden)
  *
- * with f = hidden (GELU) or 2*hidden (SwiGLU). `glu` is the one buffer beyond
+ * with f = hidden (GELU) or 2*hidden (SwiGLU). When the block keeps its GEMM
+ * inputs in bf16 (act_dtype), ln1, ln2 and (GELU) act hold bf16 values and
+ * take half the floats (rounded up to 16 floats as every field).
+ * `glu` is the one buffer beyond
  * what the block's math names: SwiGLU only (0 floats and NULL for GELU), it
  * holds silu(x1), built in forward as the gate (x1 and x2 are strided halves
  * of each fc1 row, gathered with copy2d) and reused by backward for
@@ -73,13 +76,19 @@ static int layout_ok(const ex_block *blk, int64_t b, int64_t t) {
     return blk && blk->dim > 0 && blk->heads > 0 && blk->hidden > 0 && b >= 0 && t >= 0;
 }
 
+/* Floats that hold `count` values stored as dtype (EX_F32 or EX_BF16). */
+static size_t dtype_floats(ex_dtype dtype, size_t count) { return dtype == EX_BF16 ? (count + 1) / 2 : count; }
+
+/* Whether the block keeps act (the fc2 input) as act_dtype: GELU only (SwiGLU builds it in place in fp32). */
+static ex_dtype act_out_dtype(const ex_block *blk) { return blk->mlp == EX_MLP_GELU ? blk->act_dtype : EX_F32; }
+
 /* The acts layout (see the file comment); fills acts when base is non-NULL, returns the floats used. */
 static size_t acts_layout(const ex_block *blk, int64_t b, int64_t t, float *base, ex_block_acts *a) {
     const size_t n = (size_t)(b * t), d = (size_t)blk->dim, h = (size_t)blk->hidden;
     size_t off = 0;
     ex_block_acts tmp;
     ex_block_acts *o = a ? a : &tmp;
-    o->ln1 = take(base, &off, n * d);
+    o->ln1 = take(base, &off, dtype_floats(blk->act_dtype, n * d));
     o->ln1_mean = take(base, &off, n);
     o->ln1_rstd = take(base, &off, n);
     o->qkv = take(base, &off, n * 3 * d);
@@ -87,11 +96,11 @@ static size_t acts_layout(const ex_block *blk, int64_t b, int64_t t, float *base
     o->lse = take(base, &off, n * (size_t)blk->heads);
     o->branch1 = take(base, &off, n * d);
     o->mid = take(base, &off, n * d);
-    o->ln2 = take(base, &off, n * d);
+    o->ln2 = take(base, &off, dtype_floats(blk->act_dtype, n * d));
     o->ln2_mean = take(base, &off, n);
     o->ln2_rstd = take(base, &off, n);
     o->fc1 = take(base, &off, n * (size_t)fc1_width(blk));
-    o->act = take(base, &off, n * h);
+    o->act = take(base, &off, dtype_floats(act_out_dtype(blk), n * h));
     o->branch2 = take(base, &off, n * d);
     o->glu = take(base, &off, blk->mlp == EX_MLP_SWIGLU ? n * h : 0);
     return off;
@@ -123,6 +132,17 @@ static size_t scratch_layout(const ex_block *blk, int64_t b, int64_t t, float *b
     s->d_att = take(base, &att_end, n * d);
     s->d_qkv = take(base, &att_end, n * 3 * d);
     return mlp_end > att_end ? mlp_end : att_end;
+}
+
+ex_status ex_block_set_act_dtype(ex_block *blk, ex_dtype dtype, ex_err *err) {
+    EX_ENSURE(blk, err, EX_E_INVALID, "block: NULL block");
+    EX_ENSURE(dtype == EX_F32 || dtype == EX_BF16, err, EX_E_INVALID,
+              "block: activations can be kept in f32 or bf16, not %s", ex_dtype_name(dtype));
+    blk->act_dtype = dtype;
+    blk->qkv.in_dtype = dtype;
+    blk->fc1.in_dtype = dtype;
+    blk->fc2.in_dtype = act_out_dtype(blk);
+    return EX_OK;
 }
 
 size_t ex_block_acts_floats(const ex_block *blk, int64_t b, int64_t t) {
@@ -178,6 +198,19 @@ static ex_status check_block(const ex_backend *be, const ex_block *blk, int64_t 
     EX_CHECK(check_linear_shape(&blk->fc2, blk->hidden, d, "fc2", err));
     EX_ENSURE((!blk->dls1 || blk->ls1) && (!blk->dls2 || blk->ls2), err, EX_E_INVALID,
               "block: a LayerScale gradient is set but the block has no LayerScale there");
+    EX_ENSURE(blk->act_dtype == EX_F32 || blk->act_dtype == EX_BF16, err, EX_E_INVALID,
+              "block: activations kept as %s (only f32 and bf16 are supported)", ex_dtype_name(blk->act_dtype));
+    EX_ENSURE(blk->qkv.in_dtype == blk->act_dtype && blk->fc1.in_dtype == blk->act_dtype &&
+                  blk->fc2.in_dtype == act_out_dtype(blk) && blk->proj.in_dtype == EX_F32,
+              err, EX_E_INVALID,
+              "block: its layers' input dtypes disagree with its activation dtype %s (set it with "
+              "ex_block_set_act_dtype)",
+              ex_dtype_name(blk->act_dtype));
+    if (blk->act_dtype == EX_BF16)
+        EX_ENSURE(be->vt.layernorm_fwd_bf16 && be->vt.gelu_fwd_bf16, err, EX_E_UNSUPPORTED,
+                  "block: activations kept in bf16 need the backend's layernorm_fwd_bf16 and gelu_fwd_bf16, which "
+                  "backend '%s' does not offer; keep activations in fp32 ([optim] activation_dtype = fp32)",
+                  be->name);
     return EX_OK;
 }
 
@@ -219,7 +252,10 @@ static ex_status activation_fwd(ex_backend *be, const ex_block *blk, const ex_bl
                                 ex_err *err) {
     const int64_t h = blk->hidden;
     if (blk->mlp == EX_MLP_GELU) {
-        NN_BE(be, err, gelu_fwd, a->act, a->fc1, n * h);
+        if (blk->act_dtype == EX_BF16)
+            NN_BE(be, err, gelu_fwd_bf16, a->act, a->fc1, n * h);
+        else
+            NN_BE(be, err, gelu_fwd, a->act, a->fc1, n * h);
         return EX_OK;
     }
     NN_BE(be, err, copy2d, a->glu, h, a->fc1, 2 * h, n, h);     /* glu = x1 */
@@ -229,12 +265,20 @@ static ex_status activation_fwd(ex_backend *be, const ex_block *blk, const ex_bl
     return EX_OK;
 }
 
+/* out (n, dim) as blk->act_dtype = ln(inp); mean, rstd (n). */
+static ex_status norm_fwd(ex_backend *be, const ex_block *blk, const ex_layernorm *ln, void *out, float *mean,
+                          float *rstd, const float *inp, int64_t n, ex_err *err) {
+    if (blk->act_dtype == EX_F32) return ex_layernorm_forward(be, ln, out, mean, rstd, inp, n, err);
+    NN_BE(be, err, layernorm_fwd_bf16, out, mean, rstd, inp, ln->w, ln->b, n, ln->dim, ln->eps);
+    return EX_OK;
+}
+
 /* acts->branch1 (n, dim) = proj(attn(qkv(norm1(inp)))), filling ln1, qkv, att, lse on the way. */
 static ex_status attention_branch_fwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a,
                                       const float *inp /* (n, dim) */, int64_t b, int64_t t, int train,
                                       uint64_t noise, ex_err *err) {
     const int64_t n = b * t, hs = blk->dim / blk->heads;
-    EX_CHECK(ex_layernorm_forward(be, &blk->norm1, a->ln1, a->ln1_mean, a->ln1_rstd, inp, n, err));
+    EX_CHECK(norm_fwd(be, blk, &blk->norm1, a->ln1, a->ln1_mean, a->ln1_rstd, inp, n, err));
     EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv, a->ln1, n, train, noise, err));
     NN_BE(be, err, attention_fwd, a->att, a->lse, a->qkv, b, t, blk->heads, hs, (float)(1.0 / sqrt((double)hs)));
     EX_CHECK(ex_linear_forward(be, &blk->proj, a->branch1, a->att, n, train, noise, err));
@@ -244,7 +288,7 @@ static ex_status attention_branch_fwd(ex_backend *be, const ex_block *blk, const
 /* acts->branch2 (n, dim) = fc2(act(fc1(norm2(mid)))), filling ln2, fc1, act (, glu). */
 static ex_status mlp_branch_fwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a, int64_t n, int train,
                                 uint64_t noise, ex_err *err) {
-    EX_CHECK(ex_layernorm_forward(be, &blk->norm2, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, n, err));
+    EX_CHECK(norm_fwd(be, blk, &blk->norm2, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, n, err));
     EX_CHECK(ex_linear_forward(be, &blk->fc1, a->fc1, a->ln2, n, train, noise, err));
     EX_CHECK(activation_fwd(be, blk, a, n, err));
     EX_CHECK(ex_linear_forward(be, &blk->fc2, a->branch2, a->act, n, train, noise, err));

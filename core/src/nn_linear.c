@@ -34,29 +34,31 @@ static ex_status check_linear(const ex_backend *be, const ex_linear *l, int64_t 
 }
 
 ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out /* (n, out) */,
-                            const float *inp /* (n, in) */, int64_t n, int train, uint64_t noise, ex_err *err) {
+                            const void *inp /* (n, in) as l->in_dtype */, int64_t n, int train, uint64_t noise,
+                            ex_err *err) {
     EX_CHECK(check_linear(be, l, n, "linear forward", err));
     if (n == 0) return EX_OK;
     EX_ENSURE(out && inp, err, EX_E_INVALID, "linear forward: NULL input or output");
-    EX_CHECK(ex_be_linear_fwd(be, out, inp, l->w, l->w_dtype, l->b, n, l->in, l->out, err));
+    EX_CHECK(ex_be_linear_fwd(be, out, inp, l->in_dtype, l->w, l->w_dtype, l->b, n, l->in, l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->forward, err, EX_E_INVALID, "linear forward: a hook has no forward function");
-        EX_CHECK(h->forward(h->self, be, out, inp, n, train, noise, err));
+        EX_CHECK(h->forward(h->self, be, out, inp, l->in_dtype, n, train, noise, err));
     }
     return EX_OK;
 }
 
 ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp /* (n, in) or NULL */,
-                             const float *dout /* (n, out) */, const float *inp /* (n, in) */, int64_t n,
-                             ex_err *err) {
+                             const float *dout /* (n, out) */, const void *inp /* (n, in) as l->in_dtype */,
+                             int64_t n, ex_err *err) {
     EX_CHECK(check_linear(be, l, n, "linear backward", err));
     if (n == 0) return EX_OK;
     EX_ENSURE(dout && inp, err, EX_E_INVALID, "linear backward: NULL dout or inp");
     if (dinp || l->dw || l->db)
-        EX_CHECK(ex_be_linear_bwd(be, dinp, l->dw, l->db, dout, inp, l->w, l->w_dtype, n, l->in, l->out, err));
+        EX_CHECK(ex_be_linear_bwd(be, dinp, l->dw, l->db, dout, inp, l->in_dtype, l->w, l->w_dtype, n, l->in,
+                                  l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->backward, err, EX_E_INVALID, "linear backward: a hook has no backward function");
-        EX_CHECK(h->backward(h->self, be, dinp, dout, inp, n, err));
+        EX_CHECK(h->backward(h->self, be, dinp, dout, inp, l->in_dtype, n, err));
     }
     return EX_OK;
 }

@@ -43,6 +43,11 @@ static const ex_key_spec k_optim_keys[] = {
      "halves their memory and feeds them to the GEMM as they are; trainable tensors (fp32 master weights), "
      "gradients, optimiser state, norms and activations stay fp32. The model then trains against the bf16-rounded "
      "base weights, and its checkpoints hold them so; export and evaluation build fp32 models"},
+    {"activation_dtype", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|bf16",
+     "storage of the backbone blocks' GEMM inputs while training (the LayerNorm outputs and the GELU output): bf16 "
+     "halves their memory and lets bf16 GEMMs (a GPU's [backend] gemm_math = bf16) read them without rounding them "
+     "afresh. The block computes in fp32 and rounds as it writes; gradients pass the rounding unchanged. Residual "
+     "stream, attention, gradients and the objective's heads stay fp32; adapter dropout needs fp32"},
     EX_KEY_END,
 };
 

@@ -48,7 +48,9 @@ static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teac
     int shared = 0;
     size_t shared_bytes = 0;
     EX_CHECK(ex_params_share_frozen(&t->teacher.params, &t->model.params, &shared, &shared_bytes, err));
-    EX_CHECK(ex_model_plan(&t->teacher, max, err));
+    ex_backbone_shape shape = *max;
+    EX_CHECK(ex_model_activation_dtype(t->session, &shape.act_dtype, err)); /* as the student keeps them */
+    EX_CHECK(ex_model_plan(&t->teacher, &shape, err));
     fprintf(stdout, "teacher (%d frozen tensors, %.1f MiB, shared with the student):\n", shared,
             (double)shared_bytes / 1048576.0);
     ex_memory_plan_print(&t->teacher.plan, stdout);
@@ -137,6 +139,8 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     ex_backbone_shape shape;
     memset(&shape, 0, sizeof shape);
     EX_CHECK(t->obj->backbone_shape(t->obj_self, &shape));
+    EX_CHECK(ex_model_activation_dtype(s, &shape.act_dtype, err));
+    t->act_dtype = shape.act_dtype;
     EX_CHECK(ex_model_plan(&t->model, &shape, err));
     if (t->obj->plan) EX_CHECK(t->obj->plan(t->obj_self, &t->model.plan, err));
     EX_CHECK(ex_optim_plan(&t->optim, be, &t->model.params, &t->ocfg, &t->model.plan, err));
@@ -163,6 +167,8 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
     if (t->frozen_narrow)
         fprintf(out, "frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n",
                 t->frozen_narrow, (double)t->frozen_saved / 1048576.0);
+    if (t->act_dtype == EX_BF16)
+        fprintf(out, "activations: the blocks' GEMM inputs kept in bf16 ([optim] activation_dtype)\n");
     ex_model_print(&t->model, out);
 }
 

@@ -327,7 +327,7 @@ static ex_status head_forward(classify *c, const ex_batch *batch, int train, ex_
         EX_CHECK(ex_layernorm_forward(be, &c->fc_norm, F(c->normed), F(c->ln_mean), F(c->ln_rstd), F(c->pooled), B, err));
         *feat = F(c->normed);
     }
-    EX_CHECK(ex_be_linear_fwd(be, F(c->logits), *feat, c->head.w, EX_F32, c->head.b, B, D, c->C, err));
+    EX_CHECK(ex_be_linear_fwd(be, F(c->logits), *feat, EX_F32, c->head.w, EX_F32, c->head.b, B, D, c->C, err));
     return EX_OK;
 }
 
@@ -383,7 +383,7 @@ static ex_status cl_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t
     OP(c, xent_bwd(ctx, F(c->dlogits), F(c->dlosses), F(c->probs), NULL, F(c->targets), B, C), "xent_bwd");
     float *dfeat = c->pool == POOL_AVG ? F(c->dnormed) : F(c->dpooled);
     OP(c, fill(ctx, dfeat, 0.0f, B * D), "fill");
-    EX_CHECK(ex_be_linear_bwd(be, dfeat, c->head.dw, c->head.db, F(c->dlogits), feat, c->head.w, EX_F32, B, D, C, err));
+    EX_CHECK(ex_be_linear_bwd(be, dfeat, c->head.dw, c->head.db, F(c->dlogits), feat, EX_F32, c->head.w, EX_F32, B, D, C, err));
     OP(c, fill(ctx, F(c->dtok), 0.0f, B * T * D), "fill");
     if (c->pool == POOL_CLS) {
         OP(c, copy2d(ctx, F(c->dtok), T * D, F(c->dpooled), D, B, D), "copy2d");

@@ -123,21 +123,28 @@ static const ex_key_spec lora_keys[] = {
  * GEMM helpers (row-major, fp32, one matrix)
  * ------------------------------------------------------------------------------ */
 
-/* C (m, n) = alpha * op(A) @ op(B) + beta * C with row strides lda, ldb, ldc. */
-static ex_status gemm(ex_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
-                      const float *a /* (m, k), or (k, m) when ta */, int64_t lda,
-                      const float *b /* (k, n), or (n, k) when tb */, int64_t ldb, float beta,
-                      float *c /* (m, n) */, int64_t ldc, ex_err *err) {
+/* C (m, n) = alpha * op(A) @ op(B) + beta * C with row strides lda, ldb, ldc; A and B stored as a_dtype and
+ * b_dtype (the layer's input may be kept in bf16), C fp32. */
+static ex_status gemm_as(ex_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                         const void *a /* (m, k), or (k, m) when ta */, ex_dtype a_dtype, int64_t lda,
+                         const void *b /* (k, n), or (n, k) when tb */, ex_dtype b_dtype, int64_t ldb, float beta,
+                         float *c /* (m, n) */, int64_t ldc, ex_err *err) {
     ex_gemm_desc d;
     memset(&d, 0, sizeof d);
     d.trans_a = ta, d.trans_b = tb;
     d.m = m, d.n = n, d.k = k;
     d.alpha = alpha, d.beta = beta;
-    d.a = a, d.a_dtype = EX_F32, d.lda = lda;
-    d.b = b, d.b_dtype = EX_F32, d.ldb = ldb;
+    d.a = a, d.a_dtype = a_dtype, d.lda = lda;
+    d.b = b, d.b_dtype = b_dtype, d.ldb = ldb;
     d.c = c, d.ldc = ldc;
     d.batch = 1;
     return ex_be_gemm(be, &d, err);
+}
+
+/* gemm_as with fp32 A and B. */
+static ex_status gemm(ex_backend *be, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc, ex_err *err) {
+    return gemm_as(be, ta, tb, m, n, k, alpha, a, EX_F32, lda, b, EX_F32, ldb, beta, c, ldc, err);
 }
 
 /* ------------------------------------------------------------------------------
@@ -165,11 +172,22 @@ static ex_status masked_input(const lora_site *st, const float *inp, int64_t n, 
     return EX_OK;
 }
 
+/* Adapter dropout multiplies the input by a mask in fp32: an input kept in bf16 cannot take it (checked at
+ * plan time, as a configuration error, and again by the hooks). */
+static ex_status check_dropout_input(const lora_site *st, ex_dtype inp_dtype, ex_status code, ex_err *err) {
+    const lora *L = st->owner;
+    EX_ENSURE(inp_dtype == EX_F32, err, code,
+              "lora: %s: [%s] dropout = %g needs the layer's input in fp32, but it is kept in %s ([optim] "
+              "activation_dtype = bf16); set dropout = 0 (as ExPLoRA does) or activation_dtype = fp32",
+              st->name, L->section, (double)L->dropout, inp_dtype == EX_BF16 ? "bf16" : ex_dtype_name(inp_dtype));
+    return EX_OK;
+}
+
 /* out (n, lin->out) += scale * (x (n, in) @ A^T) @ B^T in each slice's columns; x = inp, or inp * M in a
  * training forward with dropout. */
 static ex_status lora_hook_forward(void *self, ex_backend *be, float *out /* (n, lin->out) */,
-                                   const float *inp /* (n, lin->in) */, int64_t n, int train, uint64_t noise,
-                                   ex_err *err) {
+                                   const void *inp /* (n, lin->in) as inp_dtype */, ex_dtype inp_dtype, int64_t n,
+                                   int train, uint64_t noise, ex_err *err) {
     lora_site *st = self;
     const lora *L = st->owner;
     if (L->merged || n == 0) return EX_OK; /* merged: W already holds s * B A */
@@ -182,18 +200,19 @@ static ex_status lora_hook_forward(void *self, ex_backend *be, float *out /* (n,
               "lora: %s: [%s] dropout = %g needs the training pass's noise key (ex_backbone_io.noise), which the "
               "objective did not set",
               st->name, L->section, (double)L->dropout);
+    if (drop) EX_CHECK(check_dropout_input(st, inp_dtype, EX_E_UNSUPPORTED, err));
     const int64_t in = st->lin->in, ld = st->lin->out, r = L->rank;
     for (int i = 0; i < st->nslices; i++) {
         lora_slice *sl = &st->slices[i];
         float *h = sl->h.data; /* (n, r) */
-        const float *x = inp;
+        const void *x = inp;
         if (drop) {
             EX_CHECK(dropout_mask(st, i, noise, n, err));
             EX_CHECK(masked_input(st, inp, n, err));
             x = L->xd.data;
         }
         sl->noise = drop ? noise : 0;
-        EX_CHECK(gemm(be, 0, 1, n, r, in, 1.0f, x, in, sl->A, in, 0.0f, h, r, err));
+        EX_CHECK(gemm_as(be, 0, 1, n, r, in, 1.0f, x, inp_dtype, in, sl->A, EX_F32, in, 0.0f, h, r, err));
         EX_CHECK(gemm(be, 0, 1, n, sl->rows, r, L->scale, h, r, sl->B, r, 1.0f, out + sl->row0, ld, err));
     }
     return EX_OK;
@@ -201,8 +220,9 @@ static ex_status lora_hook_forward(void *self, ex_backend *be, float *out /* (n,
 
 /* dB += s * dout_slice^T @ h; dh = s * dout_slice @ B; dA += dh^T @ x; dinp += (dh @ A) [* M]. */
 static ex_status lora_hook_backward(void *self, ex_backend *be, float *dinp /* (n, lin->in) or NULL */,
-                                    const float *dout /* (n, lin->out) */, const float *inp /* (n, lin->in) */,
-                                    int64_t n, ex_err *err) {
+                                    const float *dout /* (n, lin->out) */,
+                                    const void *inp /* (n, lin->in) as inp_dtype */, ex_dtype inp_dtype, int64_t n,
+                                    ex_err *err) {
     lora_site *st = self;
     const lora *L = st->owner;
     EX_ENSURE(!L->merged, err, EX_E_INVALID,
@@ -221,11 +241,13 @@ static ex_status lora_hook_backward(void *self, ex_backend *be, float *dinp /* (
         if (!sl->dA && !dinp) continue;
         EX_CHECK(gemm(be, 0, 0, n, r, sl->rows, L->scale, ds, ld, sl->B, r, 0.0f, dh, r, err));
         if (!sl->noise) {
-            if (sl->dA) EX_CHECK(gemm(be, 1, 0, r, in, n, 1.0f, dh, r, inp, in, 1.0f, sl->dA, in, err));
+            if (sl->dA)
+                EX_CHECK(gemm_as(be, 1, 0, r, in, n, 1.0f, dh, EX_F32, r, inp, inp_dtype, in, 1.0f, sl->dA, in, err));
             if (dinp) EX_CHECK(gemm(be, 0, 0, n, in, r, 1.0f, dh, r, sl->A, in, 1.0f, dinp, in, err));
             continue;
         }
         /* dropout: the forward's mask again, then x * M for dA and (dh A) * M for dinp */
+        EX_CHECK(check_dropout_input(st, inp_dtype, EX_E_UNSUPPORTED, err));
         EX_CHECK(dropout_mask(st, i, sl->noise, n, err));
         float *xd = L->xd.data; /* (n, in) */
         if (sl->dA) {
@@ -463,6 +485,8 @@ static ex_status lora_plan(void *self, int64_t max_rows, ex_memory_plan *plan, e
     lora *L = self;
     EX_ENSURE(max_rows >= 1, err, EX_E_INVALID, "lora: cannot plan for %lld rows", (long long)max_rows);
     EX_ENSURE(L->max_rows == 0, err, EX_E_INVALID, "lora: plan() called twice");
+    if (L->dropout > 0.0f) /* the backbone has planned: its layers' input dtypes are known */
+        for (int i = 0; i < L->nsites; i++) EX_CHECK(check_dropout_input(&L->sites[i], L->sites[i].lin->in_dtype, EX_E_CONFIG, err));
     ex_arena *acts = &plan->arenas[EX_MEM_ACTIVATION];
     const int64_t shape[2] = {max_rows, L->rank};
     for (int i = 0; i < L->nsites; i++) {

@@ -75,10 +75,10 @@ static ex_status add_norm(mae *m, const char *prefix, ex_layernorm *ln, ex_err *
     return add(m, name, 1, (int64_t[]){m->ddim}, "norm", &ln->b, &ln->db, MAE_INIT_ZERO, 0, 0, 1, err);
 }
 
-static ex_status lora_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                              uint64_t noise, ex_err *err);
-static ex_status lora_backward(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp,
-                               int64_t n, ex_err *err);
+static ex_status lora_forward(void *self, ex_backend *be, float *out, const void *inp, ex_dtype inp_dtype,
+                              int64_t n, int train, uint64_t noise, ex_err *err);
+static ex_status lora_backward(void *self, ex_backend *be, float *dinp, const float *dout, const void *inp,
+                               ex_dtype inp_dtype, int64_t n, ex_err *err);
 
 /* Trainable flags per decoder_train (LoRA tensors always train; decoder_pos_embed never does). */
 static int trains(const mae *m, const char *name) {
@@ -228,9 +228,19 @@ static ex_status gemm(ex_backend *be, int ta, int tb, int64_t mm, int64_t nn, in
 }
 
 /* out (n, 3Dd) slice columns += s * (inp (n, Dd) A^T) B^T; h (n, r) kept. */
-static ex_status lora_forward(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                              uint64_t noise, ex_err *err) {
+/* The decoder's blocks keep their activations in fp32 (only the backbone's may be kept in bf16). */
+static ex_status check_lora_input(ex_dtype inp_dtype, ex_err *err) {
+    EX_ENSURE(inp_dtype == EX_F32, err, EX_E_UNSUPPORTED,
+              "mae: the decoder's LoRA reads fp32 inputs, got %s (the decoder keeps its activations in fp32)",
+              ex_dtype_name(inp_dtype));
+    return EX_OK;
+}
+
+static ex_status lora_forward(void *self, ex_backend *be, float *out, const void *vinp, ex_dtype inp_dtype,
+                              int64_t n, int train, uint64_t noise, ex_err *err) {
     (void)noise; /* the decoder's adapters have no dropout */
+    EX_CHECK(check_lora_input(inp_dtype, err));
+    const float *inp = vinp; /* (n, Dd) */
     mae_lora *lo = self;
     const mae *m = lo->owner;
     const int64_t Dd = m->ddim, r = m->lora_rank;
@@ -247,8 +257,10 @@ static ex_status lora_forward(void *self, ex_backend *be, float *out, const floa
 }
 
 /* dB += s dout_s^T h; dh = s dout_s B; dA += dh^T inp; dinp += dh A. */
-static ex_status lora_backward(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp,
-                               int64_t n, ex_err *err) {
+static ex_status lora_backward(void *self, ex_backend *be, float *dinp, const float *dout, const void *vinp,
+                               ex_dtype inp_dtype, int64_t n, ex_err *err) {
+    EX_CHECK(check_lora_input(inp_dtype, err));
+    const float *inp = vinp; /* (n, Dd) */
     mae_lora *lo = self;
     const mae *m = lo->owner;
     const int64_t Dd = m->ddim, r = m->lora_rank;

@@ -154,6 +154,13 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     /* the residual stream after every block (backward and block_output read them), or two buffers used in
      * turn when only the final tokens of an inference forward matter */
     EX_CHECK(plan_buf(plan, &v->xs, "vit.residual", (v->pingpong ? 2 : a->depth + 1) * B * T * D, err));
+    /* the blocks' GEMM inputs in fp32 or bf16 (ex_block_set_act_dtype): sizes the acts below */
+    if (max->act_dtype == EX_BF16)
+        EX_ENSURE(v->be->vt.layernorm_fwd_bf16 && v->be->vt.gelu_fwd_bf16, err, EX_E_UNSUPPORTED,
+                  "vit: backend '%s' cannot keep activations in bf16 (no layernorm_fwd_bf16 / gelu_fwd_bf16); set "
+                  "[optim] activation_dtype = fp32",
+                  v->be->name);
+    for (int64_t i = 0; i < a->depth; i++) EX_CHECK(ex_block_set_act_dtype(&v->blocks[i], max->act_dtype, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
     /* with recomputation only one block's activations exist: each block's are rebuilt before its backward;
      * inference keeps none between blocks */

@@ -62,6 +62,9 @@ typedef struct ex_backbone_shape {
     int final_only;  /* with inference: only the final tokens will be read, never block_output(), so the
                       * backbone may recycle its per-block buffers (a ViT keeps 2 residual streams, not
                       * depth + 1: 1.5 GiB less for DINOv2's ViT-L/14 teacher at batch 32) */
+    ex_dtype act_dtype; /* how the blocks keep their GEMM inputs (LayerNorm and GELU outputs): EX_F32 (0, the
+                         * default), or EX_BF16 ([optim] activation_dtype = bf16: half their memory; GEMMs under
+                         * bf16 math read them without a rounding pass). A backbone that cannot refuses. */
 } ex_backbone_shape;
 
 typedef struct ex_backbone_io {

@@ -293,6 +293,17 @@ typedef struct ex_backend_vtable {
     /* In place: buf (n) = the element-wise sum of buf over the ranks, ordered after the backend's queued
      * work like any other op. Collective. */
     ex_status (*comm_allreduce_sum_f32)(void *ctx, float *buf, int64_t n, ex_err *err);
+
+    /* --- activations kept in bf16 [opt; ABI 4.0; both or none] ------------------------------------------ */
+    /* A block may keep its GEMM inputs (the LayerNorm outputs and the GELU output) in bf16: half the memory,
+     * and a GEMM under bf16 math reads them without rounding them afresh (explora/nn.h, ex_block.act_dtype).
+     * These write that output in bf16 directly: the value the fp32 slot computes, rounded to nearest even
+     * (a backend must give exactly that rounding of its own fp32 result). mean and rstd stay fp32. NULL:
+     * the backend keeps activations in fp32 only, and asking a block for bf16 activations is an error. */
+    ex_status (*layernorm_fwd_bf16)(void *ctx, uint16_t *out /* (n, c) bf16 */, float *mean, float *rstd,
+                                    const float *inp, const float *w, const float *b, int64_t n, int64_t c,
+                                    float eps);
+    ex_status (*gelu_fwd_bf16)(void *ctx, uint16_t *out /* (n) bf16 */, const float *inp, int64_t n);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)
@@ -335,15 +346,16 @@ EX_API int64_t ex_gemm_span(const ex_gemm_desc *d, int which);
  * beta = 1). Returns 1 with out[0], out[1] to run in order, 0 when that operand cannot shrink (one row). */
 EX_API int ex_gemm_halve(const ex_gemm_desc *d, int which, ex_gemm_desc out[2]);
 /* Linear layer: out (n, oc) = inp (n, ic) @ w^T (oc, ic) (+ bias (oc) if non-NULL). The weight is
- * stored as w_dtype: EX_F32, or EX_BF16 for a frozen weight kept in bf16 (the GEMM then takes
- * mixed inputs: see the backend's supports_op). */
-EX_API ex_status ex_be_linear_fwd(ex_backend *be, float *out, const float *inp, const void *w, ex_dtype w_dtype,
-                                  const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err);
+ * stored as w_dtype: EX_F32, or EX_BF16 for a frozen weight kept in bf16; the input as inp_dtype: EX_F32,
+ * or EX_BF16 for an activation a block keeps in bf16 (the GEMM then takes mixed inputs: see the
+ * backend's supports_op). */
+EX_API ex_status ex_be_linear_fwd(ex_backend *be, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                                  ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err);
 /* Its backward: dinp (n, ic) += dout @ w, dw (oc, ic) += dout^T @ inp, dbias (oc) += colsum(dout).
  * Any of dinp, dw, dbias may be NULL (frozen weights get no weight-gradient GEMM); dw needs an fp32 w. */
 EX_API ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
-                                  const float *inp, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic,
-                                  int64_t oc, ex_err *err);
+                                  const void *inp, ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n,
+                                  int64_t ic, int64_t oc, ex_err *err);
 
 #ifdef __cplusplus
 }

@@ -59,6 +59,9 @@ EX_API ex_status ex_model_plan(ex_model *m, const ex_backbone_shape *shape, ex_e
  * weights of m are stored in bf16 (ex_params_set_frozen_dtype). Call between create and plan, after
  * everything that decides what trains. *count and *saved (each may be NULL) as ex_params_set_frozen_dtype's. */
 EX_API ex_status ex_model_apply_frozen_dtype(ex_model *m, const ex_session *s, int *count, size_t *saved, ex_err *err);
+/* [optim] activation_dtype of the session (EX_F32 when the section or key is absent) into *out: what a training
+ * run puts in ex_backbone_shape.act_dtype of the student and of a teacher. */
+EX_API ex_status ex_model_activation_dtype(const ex_session *s, ex_dtype *out, ex_err *err);
 
 /* Create the backbone of [backbone] and plan memory for `shape` (batch, height, width, keep, input_grad). */
 EX_API ex_status ex_model_build(ex_model *m, const ex_session *s, ex_backend *be, const ex_backbone_shape *shape,

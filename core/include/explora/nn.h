@@ -11,6 +11,9 @@
  *   - Layers never allocate. Activations a block keeps for its backward live in
  *     an ex_block_acts bound to caller memory (sized by ex_block_acts_floats);
  *     backward scratch is shared by all blocks (ex_block_scratch_floats).
+ *   - Activations and gradients are fp32, except a block's GEMM inputs when it
+ *     keeps them in bf16 (ex_block.act_dtype): then a linear layer's input is
+ *     bf16 (ex_linear.in_dtype) and its hooks receive it as such.
  *
  * The block (DINOv2 / timm / MAE layout):
  *   x_mid = x   + drop1 * ls1 * proj(attn(qkv(norm1(x))))
@@ -48,14 +51,16 @@ extern "C" {
 typedef struct ex_linear_hook ex_linear_hook;
 struct ex_linear_hook {
     void *self;
-    /* out (n, out_features) += delta(inp (n, in_features)); train = 1 when a backward will follow; noise: the
-     * pass's key (0: none). A backward applies to the most recent forward. */
-    ex_status (*forward)(void *self, ex_backend *be, float *out, const float *inp, int64_t n, int train,
-                         uint64_t noise, ex_err *err);
-    /* dinp (n, in_features) += d delta / d inp applied to dout (n, out_features) (dinp may be NULL);
-     * the hook's own parameter gradients += ... */
-    ex_status (*backward)(void *self, ex_backend *be, float *dinp, const float *dout, const float *inp, int64_t n,
-                          ex_err *err);
+    /* out (n, out_features) += delta(inp (n, in_features)); inp is stored as inp_dtype (EX_F32, or EX_BF16
+     * when the layer's input is kept in bf16: a hook that cannot read it returns an error saying so);
+     * train = 1 when a backward will follow; noise: the pass's key (0: none). A backward applies to the most
+     * recent forward. */
+    ex_status (*forward)(void *self, ex_backend *be, float *out, const void *inp, ex_dtype inp_dtype, int64_t n,
+                         int train, uint64_t noise, ex_err *err);
+    /* dinp (n, in_features) += d delta / d inp applied to dout (n, out_features) (dinp may be NULL; it is
+     * fp32 whatever inp_dtype is); the hook's own parameter gradients += ... */
+    ex_status (*backward)(void *self, ex_backend *be, float *dinp, const float *dout, const void *inp,
+                          ex_dtype inp_dtype, int64_t n, ex_err *err);
     ex_linear_hook *next;
 };
 
@@ -68,10 +73,12 @@ typedef struct ex_linear {
     float *dw, *db;        /* (out, in), (out): gradients, NULL when frozen */
     ex_linear_hook *hooks; /* adapters at this site, or NULL */
     ex_dtype w_dtype;      /* EX_F32, or EX_BF16 when a frozen weight is kept in bf16 (set at bind) */
+    ex_dtype in_dtype;     /* how the input is stored: EX_F32, or EX_BF16 when a block keeps it in bf16
+                            * (set by ex_block_set_act_dtype) */
 } ex_linear;
 
-/* out (n, out) = inp (n, in) @ w^T + b, then every hook adds its term. */
-EX_API ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out, const float *inp, int64_t n,
+/* out (n, out) = inp (n, in) @ w^T + b, then every hook adds its term. inp is stored as l->in_dtype. */
+EX_API ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out, const void *inp, int64_t n,
                                    int train, uint64_t noise, ex_err *err);
 
 /* The key of sub-pass k of a pass keyed `noise` (an objective's several forwards in one micro-batch, a
@@ -84,7 +91,7 @@ static inline uint64_t ex_noise_derive(uint64_t noise, uint64_t k) {
 /* dinp (n, in) += dout @ w (skipped when dinp is NULL); dw += dout^T @ inp; db += colsum(dout);
  * then every hook's backward. */
 EX_API ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
-                                    const float *inp, int64_t n, ex_err *err);
+                                    const void *inp, int64_t n, ex_err *err);
 
 /* --- LayerNorm --------------------------------------------------------------------- */
 
@@ -117,24 +124,35 @@ typedef struct ex_block {
     ex_linear fc2;              /* hidden -> dim (SwiGLU w3) */
     float *ls1, *ls2;           /* LayerScale gammas (dim), or NULL for none */
     float *dls1, *dls2;         /* their gradients, NULL when frozen */
+    ex_dtype act_dtype;         /* how ln1, ln2 and (GELU) act are kept: EX_F32, or EX_BF16 (half the memory; the
+                                 * GEMMs reading them take bf16). Set with ex_block_set_act_dtype. */
 } ex_block;
 
 /* What one block keeps from forward for backward, for n = b*t rows. */
 typedef struct ex_block_acts {
-    float *ln1;            /* (n, dim) norm1 output */
+    void *ln1;             /* (n, dim) norm1 output, stored as act_dtype */
     float *ln1_mean, *ln1_rstd; /* (n) */
     float *qkv;            /* (n, 3*dim) */
     float *att;            /* (n, dim) attention output, heads concatenated (input of proj) */
     float *lse;            /* (b, heads, t) */
     float *branch1;        /* (n, dim) proj output before LayerScale and drop path */
     float *mid;            /* (n, dim) residual stream after the attention branch */
-    float *ln2;            /* (n, dim) */
+    void *ln2;             /* (n, dim) norm2 output, stored as act_dtype */
     float *ln2_mean, *ln2_rstd; /* (n) */
     float *fc1;            /* (n, hidden or 2*hidden) fc1 output before the activation */
-    float *act;            /* (n, hidden) activation output (input of fc2) */
+    void *act;             /* (n, hidden) activation output (input of fc2), stored as act_dtype (GELU) or fp32
+                            * (SwiGLU, whose product is built in place) */
     float *branch2;        /* (n, dim) fc2 output before LayerScale and drop path */
     float *glu;            /* (n, hidden) SwiGLU only: silu(x1), the gate kept for backward; NULL for GELU */
 } ex_block_acts;
+
+/* Keep the block's GEMM inputs as `dtype` (EX_F32 or EX_BF16): ln1 and ln2, and for a GELU MLP act;
+ * sets act_dtype and the in_dtype of qkv, fc1 and (GELU) fc2. The block computes in fp32 and rounds
+ * these outputs to nearest even as it writes them; backward passes gradients through the rounding
+ * unchanged (straight through), as mixed-precision training does. Call before sizing or binding acts.
+ * With bf16 the backend must offer layernorm_fwd_bf16 and gelu_fwd_bf16, and every hook at those
+ * sites must read bf16 inputs; the forward reports otherwise. */
+EX_API ex_status ex_block_set_act_dtype(ex_block *blk, ex_dtype dtype, ex_err *err);
 
 /* Floats needed by one block's acts for b images of t tokens (0 for unusable sizes).
  * Every field is sized by n = b*t, so acts (and scratch) sized and bound for (b, t)

@@ -75,6 +75,7 @@ typedef struct ex_trainer {
     ex_comm comm;
     float *grad_host;               /* staging of the packed gradients for the all-reduce */
     double lr_base;                 /* [optim] lr before lr_scaling */
+    ex_dtype act_dtype;             /* how the backbone's blocks keep their GEMM inputs ([optim] activation_dtype) */
     int frozen_narrow;              /* frozen weights kept in bf16 ([optim] frozen_dtype): how many tensors */
     size_t frozen_saved;            /* and the bytes that saves */
     ex_loss_scaler scaler;          /* [optim] loss_scale (disabled: scale 1) */
