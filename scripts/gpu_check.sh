@@ -22,7 +22,8 @@
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side; the
 #    cuda run twice (its checkpoints must be byte-identical: run-to-run determinism); and
-#    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16);
+#    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16), and that with
+#    the blocks' activations in bf16 too ([optim] activation_dtype = bf16);
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
 #    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
 #    fp32, tf32 and bf16;
@@ -112,17 +113,18 @@ compare_losses() {
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   # cpu and cuda; cuda again (run-to-run determinism: the checkpoints must be equal byte for byte);
   # cuda with frozen weights in bf16 on bf16 tensor cores ([optim] frozen_dtype, gemm_math = bf16)
-  for run in cpu cuda cuda-again cuda-bf16; do
+  for run in cpu cuda cuda-again cuda-bf16 cuda-bf16-acts; do
     be=${run%%-*}
     extra=""
     [ "$run" = cuda-bf16 ] && extra="--set optim.frozen_dtype=bf16 --set backend.gemm_math=bf16"
+    [ "$run" = cuda-bf16-acts ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16"
     say "end to end: configs/demo/explora.ini, 6 steps, $run"
     rm -rf "$LOGS/e2e-$run"
     timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
         --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
         --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$run" > "$LOGS/e2e-$run.log" 2>&1
     erc=$?
-    grep -E "^step|done:|error|frozen weights" "$LOGS/e2e-$run.log" | tail -8
+    grep -E "^step|done:|error|frozen weights|activations:" "$LOGS/e2e-$run.log" | tail -8
     if [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
   done
   if cmp -s "$LOGS/e2e-cuda/checkpoint.safetensors" "$LOGS/e2e-cuda-again/checkpoint.safetensors"; then
@@ -132,6 +134,7 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   fi
   compare_losses cuda 1e-3
   compare_losses cuda-bf16 1e-2
+  compare_losses cuda-bf16-acts 2e-2
 else
   say "end to end and DINOv2 step benchmark skipped: no $FMNIST/t10k-images-idx3-ubyte.gz"
 fi
@@ -160,6 +163,8 @@ bench "backbone ViT-L/14 tf32" 32 --model vitb14 $L14 --set backend.gemm_math=tf
 bench "backbone ViT-L/14 bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16
 bench "backbone ViT-L/14 bf16, frozen weights bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
     --set optim.frozen_dtype=bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
+    --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16
 
 # the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
 # PATH has a CUDA PyTorch
@@ -207,8 +212,12 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-bf16" 64 --set backend.gemm_math=bf16 $L14H
   # frozen weights stored in bf16; and the configuration for the 16 GB goal (recompute, fused attention)
   step_bench "ViT-L14-bf16-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 $L14H
-  step_bench "ViT-L14-bf16-recompute-fused-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 \
-      --set backbone.recompute=true --set backend.attention=fused $L14H
+  # and the blocks' GEMM inputs in bf16 ([optim] activation_dtype)
+  step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 \
+      --set optim.activation_dtype=bf16 $L14H
+  step_bench "ViT-L14-bf16-recompute-fused-frozen-acts-bf16" 32 --set backend.gemm_math=bf16 \
+      --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backbone.recompute=true \
+      --set backend.attention=fused $L14H
 fi
 rm -f "$peak_file" "$LOGS/bench.tmp"
 
