@@ -600,6 +600,38 @@ static void test_linear_hooks(void **state) {
     scope_end(&s);
 }
 
+/* ex_linear_backward_write: dinp is written (its NaN contents never read), bit for bit what the accumulating
+ * backward leaves in a zeroed buffer, with the hooks' terms added; parameter gradients still accumulate; a
+ * NULL dinp is refused. */
+static void test_linear_backward_write(void **state) {
+    ex_backend *be = &((env *)*state)->be;
+    ex_err err;
+    ex_err_clear(&err);
+    scope s = {.be = be};
+    const lin_aux a = {.n = LN_ROWS, .in = LIN_IN, .out = LIN_OUT, .bias = 1, .hooks = 2};
+    const size_t NI = (size_t)(a.n * a.in), NO = (size_t)(a.n * a.out), NW = (size_t)(a.out * a.in);
+    dlin d;
+    dlin_init(&s, &a, 450, &d);
+    float *out = dguarded(&s, NO);
+    OK(ex_linear_forward(be, &d.l, out, d.x, a.n, 1, 0, &err));
+    float *dr = dup(&s, rnd(&s, NO, 451, -1.0f, 1.0f), NO);
+    float *pw = pattern(&s, NW, 7);
+    float *gw[2] = {NULL, NULL}, *gi[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        gw[k] = dup(&s, pw, NW);
+        d.l.dw = gw[k];
+        gi[k] = k ? dguarded(&s, NI) : dfill(&s, NI, 0.0f); /* k = 1: NaN before the write */
+        OK((k ? ex_linear_backward_write : ex_linear_backward)(be, &d.l, gi[k], dr, d.x, a.n, &err));
+    }
+    assert_bitwise(down(&s, gi[1], NI), down(&s, gi[0], NI), NI, "dinp written = dinp accumulated into zeros");
+    assert_bitwise(down(&s, gw[1], NW), down(&s, gw[0], NW), NW, "dw accumulates in both");
+    expect_guard(&s, gi[1], NI, "written dinp");
+    assert_int_equal(d.r[0].bwd_calls, 2);
+    assert_int_equal(ex_linear_backward_write(be, &d.l, NULL, dr, d.x, a.n, &err), EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "NULL input gradient"));
+    scope_end(&s);
+}
+
 /* ------------------------------------------------------------------------------
  * LayerNorm
  * ------------------------------------------------------------------------------ */
@@ -1234,6 +1266,7 @@ int main(void) {
         cmocka_unit_test(test_linear_backward),
         cmocka_unit_test(test_linear_backward_null_grads),
         cmocka_unit_test(test_linear_hooks),
+        cmocka_unit_test(test_linear_backward_write),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_block_forward_gelu_ls_drop_hook),
         cmocka_unit_test(test_block_forward_gelu_plain),

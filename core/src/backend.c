@@ -271,19 +271,20 @@ ex_status ex_be_linear_fwd(ex_backend *be, float *out, const void *inp, ex_dtype
     return EX_OK;
 }
 
-ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const void *inp,
-                           ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic, int64_t oc,
-                           ex_err *err) {
+/* ex_be_linear_bwd with dinp = dinp_beta * dinp + dout @ w: 1 accumulates, 0 writes (dinp not read). */
+static ex_status linear_bwd(ex_backend *be, float *dinp, float dinp_beta, float *dw, float *dbias, const float *dout,
+                            const void *inp, ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic,
+                            int64_t oc, ex_err *err) {
     EX_ENSURE(!dw || w_dtype == EX_F32, err, EX_E_INVALID,
               "linear backward: a weight gradient was asked of a %s weight (only frozen weights are kept in %s)",
               ex_dtype_name(w_dtype), ex_dtype_name(w_dtype));
-    if (dinp) { /* dinp (n, ic) += dout (n, oc) @ w (oc, ic) */
+    if (dinp) { /* dinp (n, ic) = dinp_beta * dinp + dout (n, oc) @ w (oc, ic) */
         ex_gemm_desc d = {0};
         d.m = n;
         d.n = ic;
         d.k = oc;
         d.alpha = 1.0f;
-        d.beta = 1.0f;
+        d.beta = dinp_beta;
         d.a = dout;
         d.a_dtype = EX_F32;
         d.lda = oc;
@@ -319,4 +320,16 @@ ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias,
         EX_ENSURE(st == EX_OK, err, st, "backend '%s': bias_add_bwd failed", be->name);
     }
     return EX_OK;
+}
+
+ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const void *inp,
+                           ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n, int64_t ic, int64_t oc,
+                           ex_err *err) {
+    return linear_bwd(be, dinp, 1.0f, dw, dbias, dout, inp, inp_dtype, w, w_dtype, n, ic, oc, err);
+}
+
+ex_status ex_be_linear_bwd_write(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
+                                 const void *inp, ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n,
+                                 int64_t ic, int64_t oc, ex_err *err) {
+    return linear_bwd(be, dinp, 0.0f, dw, dbias, dout, inp, inp_dtype, w, w_dtype, n, ic, oc, err);
 }

@@ -374,11 +374,9 @@ static ex_status mlp_branch_bwd(ex_backend *be, const ex_block *blk, const ex_bl
     const int64_t n = b * t, d = blk->dim;
     const float *d_branch = NULL;
     EX_CHECK(branch_grad(be, &d_branch, s->d_branch, dresid, a->branch2, blk->ls2, blk->dls2, drop2, b, t, d, err));
-    EX_CHECK(zero(be, s->d_act, n * blk->hidden, err));
-    EX_CHECK(ex_linear_backward(be, &blk->fc2, s->d_act, d_branch, a->act, n, err));
+    EX_CHECK(ex_linear_backward_write(be, &blk->fc2, s->d_act, d_branch, a->act, n, err));
     EX_CHECK(activation_bwd(be, blk, a, s, n, err));
-    EX_CHECK(zero(be, s->d_ln, n * d, err));
-    EX_CHECK(ex_linear_backward(be, &blk->fc1, s->d_ln, s->d_fc1, a->ln2, n, err));
+    EX_CHECK(ex_linear_backward_write(be, &blk->fc1, s->d_ln, s->d_fc1, a->ln2, n, err));
     EX_CHECK(ex_layernorm_backward(be, &blk->norm2, dresid, s->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, n, err));
     return EX_OK;
 }
@@ -390,13 +388,11 @@ static ex_status attention_branch_bwd(ex_backend *be, const ex_block *blk, const
     const int64_t n = b * t, d = blk->dim, hs = d / blk->heads;
     const float *d_branch = NULL;
     EX_CHECK(branch_grad(be, &d_branch, s->d_branch, dresid, a->branch1, blk->ls1, blk->dls1, drop1, b, t, d, err));
-    EX_CHECK(zero(be, s->d_att, n * d, err));
-    EX_CHECK(ex_linear_backward(be, &blk->proj, s->d_att, d_branch, a->att, n, err));
+    EX_CHECK(ex_linear_backward_write(be, &blk->proj, s->d_att, d_branch, a->att, n, err));
     EX_CHECK(zero(be, s->d_qkv, n * 3 * d, err));
     NN_BE(be, err, attention_bwd, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs,
           (float)(1.0 / sqrt((double)hs)));
-    EX_CHECK(zero(be, s->d_ln, n * d, err));
-    EX_CHECK(ex_linear_backward(be, &blk->qkv, s->d_ln, s->d_qkv, a->ln1, n, err));
+    EX_CHECK(ex_linear_backward_write(be, &blk->qkv, s->d_ln, s->d_qkv, a->ln1, n, err));
     EX_CHECK(ex_layernorm_backward(be, &blk->norm1, dresid, s->d_ln, inp, a->ln1_mean, a->ln1_rstd, n, err));
     return EX_OK;
 }

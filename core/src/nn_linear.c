@@ -47,20 +47,32 @@ ex_status ex_linear_forward(ex_backend *be, const ex_linear *l, float *out /* (n
     return EX_OK;
 }
 
-ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp /* (n, in) or NULL */,
-                             const float *dout /* (n, out) */, const void *inp /* (n, in) as l->in_dtype */,
-                             int64_t n, ex_err *err) {
+/* Backward with dinp accumulated (write = 0) or written by the base GEMM, then accumulated by the hooks. */
+static ex_status linear_backward(ex_backend *be, const ex_linear *l, float *dinp /* (n, in) or NULL */, int write,
+                                 const float *dout /* (n, out) */, const void *inp /* (n, in) as l->in_dtype */,
+                                 int64_t n, ex_err *err) {
     EX_CHECK(check_linear(be, l, n, "linear backward", err));
+    EX_ENSURE(!write || dinp, err, EX_E_INVALID, "linear backward: asked to write a NULL input gradient");
     if (n == 0) return EX_OK;
     EX_ENSURE(dout && inp, err, EX_E_INVALID, "linear backward: NULL dout or inp");
     if (dinp || l->dw || l->db)
-        EX_CHECK(ex_be_linear_bwd(be, dinp, l->dw, l->db, dout, inp, l->in_dtype, l->w, l->w_dtype, n, l->in,
-                                  l->out, err));
+        EX_CHECK((write ? ex_be_linear_bwd_write : ex_be_linear_bwd)(be, dinp, l->dw, l->db, dout, inp, l->in_dtype,
+                                                                     l->w, l->w_dtype, n, l->in, l->out, err));
     for (const ex_linear_hook *h = l->hooks; h; h = h->next) {
         EX_ENSURE(h->backward, err, EX_E_INVALID, "linear backward: a hook has no backward function");
         EX_CHECK(h->backward(h->self, be, dinp, dout, inp, l->in_dtype, n, err));
     }
     return EX_OK;
+}
+
+ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp, const float *dout, const void *inp,
+                             int64_t n, ex_err *err) {
+    return linear_backward(be, l, dinp, 0, dout, inp, n, err);
+}
+
+ex_status ex_linear_backward_write(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
+                                   const void *inp, int64_t n, ex_err *err) {
+    return linear_backward(be, l, dinp, 1, dout, inp, n, err);
 }
 
 /* ------------------------------------------------------------------------------

@@ -356,6 +356,11 @@ EX_API ex_status ex_be_linear_fwd(ex_backend *be, float *out, const void *inp, e
 EX_API ex_status ex_be_linear_bwd(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
                                   const void *inp, ex_dtype inp_dtype, const void *w, ex_dtype w_dtype, int64_t n,
                                   int64_t ic, int64_t oc, ex_err *err);
+/* The same, but dinp (n, ic) = dout @ w is written, not accumulated: its old contents are not read (a GEMM
+ * with beta = 0), which saves zeroing it first. */
+EX_API ex_status ex_be_linear_bwd_write(ex_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
+                                        const void *inp, ex_dtype inp_dtype, const void *w, ex_dtype w_dtype,
+                                        int64_t n, int64_t ic, int64_t oc, ex_err *err);
 
 #ifdef __cplusplus
 }

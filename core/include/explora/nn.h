@@ -92,6 +92,10 @@ static inline uint64_t ex_noise_derive(uint64_t noise, uint64_t k) {
  * then every hook's backward. */
 EX_API ex_status ex_linear_backward(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
                                     const void *inp, int64_t n, ex_err *err);
+/* The same with dinp written (dinp = dout @ w + the hooks' terms): its old contents are not read, so a caller
+ * need not zero it first. dinp must not be NULL. Parameter gradients still accumulate. */
+EX_API ex_status ex_linear_backward_write(ex_backend *be, const ex_linear *l, float *dinp, const float *dout,
+                                          const void *inp, int64_t n, ex_err *err);
 
 /* --- LayerNorm --------------------------------------------------------------------- */
 
