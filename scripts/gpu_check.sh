@@ -11,14 +11,17 @@
 #                        (default /usr/share/datasets/fashion-mnist; Debian's
 #                        dataset-fashion-mnist) for steps 3 and 5
 #   GPU_CHECK_OUT        folder for the logs and metrics (default BUILD_DIR/gpu-check)
+#   GPU_CHECK_FULL=1     also the DINOv2 step configurations already measured at the first H200
+#                        runs (ViT-B/14, bf16 GEMMs alone, batch 64, ...)
 #
 # Steps (each prints "gpu-check:" lines and is bounded by a timeout):
 # 1. build with the CUDA backend required (skipped with EXPLORA_PREBUILT=1);
 # 2. the CPU-vs-CUDA parity suite (tests/test_backend_parity.c), forward and gradient ops;
 #    a skip counts as a failure here; on a failure the forward part runs again under
 #    compute-sanitizer's memcheck when that tool is on the PATH; then the suite again with
-#    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM) and
-#    with `attention = fused`;
+#    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM), with
+#    `attention = fused` and with `attention = fused_bf16` (tensor cores; under compute-sanitizer
+#    too if it fails);
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side; the
 #    cuda run twice (its checkpoints must be byte-identical: run-to-run determinism); and
@@ -26,12 +29,15 @@
 #    the blocks' activations in bf16 too ([optim] activation_dtype = bf16);
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
 #    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
-#    fp32, tf32 and bf16;
+#    fp32, tf32 and bf16, then with frozen weights and activations in bf16, then with
+#    attention = fused_bf16;
 #    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
 #    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
 # 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
-#    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-B/14 and ViT-L/14,
-#    batch 32 (ViT-L/14 also with recompute, and at 64), tf32 and bf16 GEMMs: images/s
+#    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: tf32
+#    (the first H200 runs' baseline), bf16 with frozen weights and activations in bf16, that
+#    with attention = fused_bf16, and the 16 GB configuration (recompute, fused attention);
+#    GPU_CHECK_FULL=1 adds ViT-B/14, batch 64 and the other earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
 #    model FLOP/s and MFU) and the peak
 #    device memory (nvidia-smi's used memory of the whole GPU, sampled every 100 ms).
@@ -88,13 +94,21 @@ case $rc in
      fi ;;
 esac
 
-for variant in "gemm = own" "attention = fused"; do
+for variant in "gemm = own" "attention = fused" "attention = fused_bf16"; do
   say "parity suite again with [backend] $variant"
-  log="$LOGS/parity-$(echo "$variant" | tr -c 'a-z\n' '_').log"
+  log="$LOGS/parity-$(echo "$variant" | tr -c 'a-z0-9\n' '_').log"
   EXPLORA_PARITY_SETTINGS="$variant" timeout 300 "$BUILD/bin/test_backend_parity" > "$log" 2>&1
   rc=$?
   grep -vE "^\[ +(RUN|OK) +\]" "$log" | tail -30
-  if [ $rc -eq 0 ]; then say "parity ($variant): PASS"; else say "parity ($variant): FAIL (rc=$rc)"; status=1; fi
+  if [ $rc -eq 0 ]; then say "parity ($variant): PASS"; else say "parity ($variant): FAIL (rc=$rc)"; status=1
+    # the tensor-core attention carves its shared memory by hand: look for out-of-bounds accesses
+    if [ "$variant" = "attention = fused_bf16" ] && command -v compute-sanitizer > /dev/null; then
+      say "parity ($variant) under compute-sanitizer memcheck"
+      EXPLORA_PARITY_SETTINGS="$variant" timeout 240 compute-sanitizer --tool memcheck --print-limit 10 \
+        "$BUILD/bin/test_backend_parity" > "$log.memcheck" 2>&1
+      grep -E "Invalid|ERROR SUMMARY|at 0x|by thread|Address|\[  FAILED" "$log.memcheck" | head -40
+    fi
+  fi
 done
 
 # --- 3. end to end --------------------------------------------------------------------------
@@ -165,6 +179,9 @@ bench "backbone ViT-L/14 bf16, frozen weights bf16" 32 --model vitb14 $L14 --set
     --set optim.frozen_dtype=bf16
 bench "backbone ViT-L/14 bf16, frozen weights and activations bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
     --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, fused_bf16 attention" 32 --model vitb14 $L14 \
+    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
+    --set backend.attention=fused_bf16
 
 # the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
 # PATH has a CUDA PyTorch
@@ -205,19 +222,22 @@ step_bench() { # label batch extra-args...
 }
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   L14H="$L14 --set objective.prototypes=131072 --set objective.bottleneck=384"
-  step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16
+  BF="--set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16"
+  # the baseline of the H200 runs, then frozen weights and activations in bf16, then attention on bf16
+  # tensor cores (attention = fused_bf16), then the configuration for the 16 GB goal (recompute, fused
+  # attention)
   step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
-  step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H
-  step_bench "ViT-L14-bf16-recompute" 32 --set backend.gemm_math=bf16 --set backbone.recompute=true $L14H
-  step_bench "ViT-L14-bf16" 64 --set backend.gemm_math=bf16 $L14H
-  # frozen weights stored in bf16; and the configuration for the 16 GB goal (recompute, fused attention)
-  step_bench "ViT-L14-bf16-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 $L14H
-  # and the blocks' GEMM inputs in bf16 ([optim] activation_dtype)
-  step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 \
-      --set optim.activation_dtype=bf16 $L14H
-  step_bench "ViT-L14-bf16-recompute-fused-frozen-acts-bf16" 32 --set backend.gemm_math=bf16 \
-      --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backbone.recompute=true \
+  step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 $BF $L14H
+  step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-bf16" 32 $BF --set backend.attention=fused_bf16 $L14H
+  step_bench "ViT-L14-bf16-recompute-fused-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
       --set backend.attention=fused $L14H
+  if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then # the configurations measured at the first H200 runs
+    step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16
+    step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H
+    step_bench "ViT-L14-bf16-recompute" 32 --set backend.gemm_math=bf16 --set backbone.recompute=true $L14H
+    step_bench "ViT-L14-bf16" 64 --set backend.gemm_math=bf16 $L14H
+    step_bench "ViT-L14-bf16-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 $L14H
+  fi
 fi
 rm -f "$peak_file" "$LOGS/bench.tmp"
 

@@ -44,7 +44,9 @@ typedef struct cu_ctx {
      * bf16: the gemm slot rounds fp32 A and B to bf16 copies (bf16_a, bf16_b) and multiplies those on
      * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
     int warp;                /* the device's warp (wavefront) width */
-    int attn_fused;          /* [backend] attention = fused: cuda_attention_fused.cu where the head size fits */
+    int cc_major;            /* compute capability major (8: A100, 9: H100/H200); 0 on HIP */
+    int attn_fused;          /* [backend] attention: 0 gemm; 1 fused (cuda_attention_fused.cu where the head size
+                              * fits); 2 fused_bf16 (cuda_attention_tc.cu where the head size fits, else as 1) */
     ex_dtype gemm_narrow;    /* gemm_math = bf16 | fp16: EX_BF16 | EX_F16 (operands rounded to it); else EX_F32 */
     int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
 #ifndef EXPLORA_HIP
@@ -172,6 +174,14 @@ ex_status cu_attention_fused_fwd(cu_ctx *ctx, float *out, float *lse, const floa
                                  int64_t nh, int64_t hs, float scale);
 ex_status cu_attention_fused_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                  const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
+/* Fused attention on bf16 tensor cores (cuda_attention_tc.cu; NVIDIA sm_80+, not in the HIP build): for head
+ * sizes cu_attention_tc_fits accepts. Same contract as the attention_fwd/bwd slots. */
+int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs);
+ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
+                              int64_t hs, float scale);
+ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                              const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* --- cuda_elementwise.cu ----------------------------------------------------------- */
 ex_status cu_fill(void *ctx, float *dst, float value, int64_t n);

@@ -1,0 +1,465 @@
+/*
+ * backends/cuda/cuda_attention_tc.cu — fused multi-head attention on bf16 tensor cores, forward and
+ * backward, without any (t, t) matrix in memory ([backend] attention = fused_bf16; NVIDIA sm_80+).
+ *
+ * Layout and contract as cuda_attention_fused.cu (timm): qkv (b, t, 3, nh, hs) fp32, out (b, t, nh*hs)
+ * fp32, lse (b, nh, t) = log-sum-exp of each row of scale * q k^T, dqkv accumulated (+=).
+ *
+ * The algorithm is FlashAttention-2's, with the tile products on tensor cores through WMMA
+ * (16x16x16 bf16 fragments, fp32 accumulation) and everything between them in shared memory, so
+ * no code depends on how a fragment spreads over the lanes:
+ *
+ * Forward   a block owns FT_BQ query rows of one (image, head); q is rounded to bf16 once. For each
+ *           tile of FT_BK keys: S = q k^T (tensor cores, fp32), then per row in fp32
+ *           m' = max(m, max_j scale s_j), p_j = exp(scale s_j - m'), l = l e^(m - m') + sum_j p_j,
+ *           O = O e^(m - m') (O in shared memory), then O += bf16(p) v (tensor cores).
+ *           Finally out = O / l, lse = m + log l.
+ * Backward  D_i = dO_i . O_i (fp32, one warp per row), then two kernels that each recompute
+ *           p = exp(scale s - lse) and dS = p (dP - D) with dP = dO v^T:
+ *           - a block per FT_BK2 keys: dV += bf16(p)^T dO, dK += bf16(dS)^T q (over all query tiles);
+ *           - a block per FT_BQ queries: dQ += bf16(dS) k (over all key tiles).
+ *           The gradients stay in accumulator fragments until the end; each output element is
+ *           written by one thread in a fixed order: no atomics, bitwise reproducible.
+ *
+ * Numerics are those of bf16 flash attention: q, k, v, dO, p and dS enter the products rounded to
+ * bf16; the softmax statistics, the row sums and every accumulation are fp32. The parity suite
+ * compares against the fp32 CPU reference with bf16 tolerances.
+ *
+ * Head sizes: the multiples of 16 that cu_attention_tc_fits lists (16 to 128); others take the
+ * fp32 fused kernel. Shared memory is dynamic (up to ~74 KB for hs = 128, above the 48 KB default:
+ * each launch raises the kernel's limit).
+ *
+ * Not compiled in the HIP build (WMMA is NVIDIA's); the HIP backend refuses attention = fused_bf16.
+ */
+#include "cuda_common.cuh"
+
+#ifndef EXPLORA_HIP
+
+#include <mma.h>
+
+namespace wmma = nvcuda::wmma;
+typedef __nv_bfloat16 ft_bf16;
+
+#define FT_THREADS 128 /* 4 warps */
+#define FT_WARPS (FT_THREADS / 32)
+#define FT_BQ 32  /* query rows per block (forward, dQ) */
+#define FT_BK 64  /* keys per tile in the forward */
+#define FT_BK2 32 /* keys per block (dK, dV) and per tile (dQ) in the backward */
+#define FT_PADH 8 /* bf16 row padding: WMMA wants a leading dimension that is a multiple of 8 */
+#define FT_PADF 4 /* fp32 row padding: a multiple of 4 */
+
+/* Shared-memory carving: each buffer starts at a multiple of 128 bytes (WMMA needs 32). */
+__host__ __device__ constexpr int ft_round(int bytes) { return (bytes + 127) / 128 * 128; }
+
+template <int HS> struct ft_fwd_smem {
+    static constexpr int q = 0;                                                    /* bf16 [BQ][HS+PADH] */
+    static constexpr int k = q + ft_round(FT_BQ * (HS + FT_PADH) * 2);             /* bf16 [BK][HS+PADH] */
+    static constexpr int v = k + ft_round(FT_BK * (HS + FT_PADH) * 2);             /* bf16 [BK][HS+PADH] */
+    static constexpr int s = v + ft_round(FT_BK * (HS + FT_PADH) * 2);             /* f32 [BQ][BK+PADF] */
+    static constexpr int p = s + ft_round(FT_BQ * (FT_BK + FT_PADF) * 4);          /* bf16 [BQ][BK+PADH] */
+    static constexpr int o = p + ft_round(FT_BQ * (FT_BK + FT_PADH) * 2);          /* f32 [BQ][HS+PADF] */
+    static constexpr int m = o + ft_round(FT_BQ * (HS + FT_PADF) * 4);             /* f32 [BQ] */
+    static constexpr int l = m + ft_round(FT_BQ * 4);                              /* f32 [BQ] */
+    static constexpr int bytes = l + ft_round(FT_BQ * 4);
+};
+
+/* The backward kernels: R rows of the side the block owns (queries for dQ, keys for dK/dV) and
+ * tiles of C rows of the other side; both FT_BQ = FT_BK2 = 32 here. */
+template <int HS> struct ft_bwd_smem {
+    static constexpr int own0 = 0;                                                 /* bf16 [32][HS+PADH] */
+    static constexpr int own1 = own0 + ft_round(32 * (HS + FT_PADH) * 2);          /* bf16 [32][HS+PADH] */
+    static constexpr int oth0 = own1 + ft_round(32 * (HS + FT_PADH) * 2);          /* bf16 [32][HS+PADH] */
+    static constexpr int oth1 = oth0 + ft_round(32 * (HS + FT_PADH) * 2);          /* bf16 [32][HS+PADH] */
+    static constexpr int s = oth1 + ft_round(32 * (HS + FT_PADH) * 2);             /* f32 [32][32+PADF] */
+    static constexpr int dp = s + ft_round(32 * (32 + FT_PADF) * 4);               /* f32 [32][32+PADF] */
+    static constexpr int p = dp + ft_round(32 * (32 + FT_PADF) * 4);               /* bf16 [32][32+PADH] */
+    static constexpr int ds = p + ft_round(32 * (32 + FT_PADH) * 2);               /* bf16 [32][32+PADH] */
+    static constexpr int lse = ds + ft_round(32 * (32 + FT_PADH) * 2);             /* f32 [32] */
+    static constexpr int dd = lse + ft_round(32 * 4);                              /* f32 [32] */
+    static constexpr int loop_bytes = dd + ft_round(32 * 4);
+    /* after the loop: two fp32 [32][HS+PADF] staging tiles for the results, over own1 .. */
+    static constexpr int stage0 = own1;
+    static constexpr int stage1 = stage0 + ft_round(32 * (HS + FT_PADF) * 4);
+    static constexpr int stage_end = stage1 + ft_round(32 * (HS + FT_PADF) * 4);
+    static constexpr int bytes = loop_bytes > stage_end ? loop_bytes : stage_end;
+};
+
+extern __shared__ __align__(128) unsigned char ft_smem[];
+
+/* dst [rows][HS + PADH] bf16 = rows r0 .. r0 + rows - 1 of the (t, hs) fp32 matrix at src (row stride ld),
+ * rounded to nearest even; rows at or past t are zero. */
+template <int HS>
+__device__ __forceinline__ void ft_stage(ft_bf16 *dst, const float *src, int64_t ld, int64_t r0, int64_t t, int rows) {
+    for (int e = threadIdx.x; e < rows * HS; e += FT_THREADS) {
+        const int r = e / HS, d = e % HS;
+        dst[r * (HS + FT_PADH) + d] = __float2bfloat16_rn(r0 + r < t ? src[(r0 + r) * ld + d] : 0.0f);
+    }
+}
+
+/* acc (16x16 tile) = sum over kk of A[16 x 16] B[16 x 16] with A row-major at a (lda) and B at b (ldb),
+ * B column-major when BT (so B = (rows of b)^T), else row-major; kk steps 16 along the inner dimension. */
+template <typename LayoutA, typename LayoutB>
+__device__ __forceinline__ void ft_mma(wmma::fragment<wmma::accumulator, 16, 16, 16, float> &acc, const ft_bf16 *a,
+                                       int lda, int a_step, const ft_bf16 *b, int ldb, int b_step, int steps) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, ft_bf16, LayoutA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, ft_bf16, LayoutB> fb;
+    for (int kk = 0; kk < steps; kk++) {
+        wmma::load_matrix_sync(fa, a + kk * a_step, lda);
+        wmma::load_matrix_sync(fb, b + kk * b_step, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+}
+
+/* ------------------------------------------------------------------------------
+ * Forward
+ * ------------------------------------------------------------------------------ */
+
+template <int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_fwd(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
+#if __CUDA_ARCH__ >= 800
+    typedef ft_fwd_smem<HS> L;
+    constexpr int LH = HS + FT_PADH, LS = FT_BK + FT_PADF, LP = FT_BK + FT_PADH, LO = HS + FT_PADF;
+    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::q), *ks = (ft_bf16 *)(ft_smem + L::k), *vs = (ft_bf16 *)(ft_smem + L::v);
+    float *ss = (float *)(ft_smem + L::s), *os = (float *)(ft_smem + L::o);
+    ft_bf16 *ps = (ft_bf16 *)(ft_smem + L::p);
+    float *mrow = (float *)(ft_smem + L::m), *lrow = (float *)(ft_smem + L::l);
+    const int64_t C = (int64_t)nh * HS, ld = 3 * C;
+    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
+    ft_stage<HS>(qs, q, ld, i0, t, FT_BQ);
+    for (int e = threadIdx.x; e < FT_BQ * LO; e += FT_THREADS) os[e] = 0.0f;
+    for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS) {
+        mrow[r] = -INFINITY;
+        lrow[r] = 0.0f;
+    }
+    for (int64_t j0 = 0; j0 < t; j0 += FT_BK) {
+        __syncthreads(); /* the previous tile's P and V are consumed */
+        ft_stage<HS>(ks, k, ld, j0, t, FT_BK);
+        ft_stage<HS>(vs, v, ld, j0, t, FT_BK);
+        __syncthreads();
+        /* S (BQ x BK) = q k^T: (BQ/16) x (BK/16) tiles over the warps */
+        for (int tix = warp; tix < (FT_BQ / 16) * (FT_BK / 16); tix += FT_WARPS) {
+            const int ti = tix / (FT_BK / 16), tj = tix % (FT_BK / 16);
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            ft_mma<wmma::row_major, wmma::col_major>(acc, qs + ti * 16 * LH, LH, 16, ks + tj * 16 * LH, LH, 16, HS / 16);
+            wmma::store_matrix_sync(ss + ti * 16 * LS + tj * 16, acc, LS, wmma::mem_row_major);
+        }
+        __syncthreads();
+        /* online softmax, a warp per row: P = bf16(exp(scale s - m')), O rescaled */
+        for (int r = warp; r < FT_BQ; r += FT_WARPS) {
+            float mx = -INFINITY;
+            for (int j = lane; j < FT_BK; j += 32)
+                if (j0 + j < t) mx = fmaxf(mx, ss[r * LS + j] * scale);
+            const float mo = mrow[r], mn = fmaxf(mo, cu_warp_max(mx));
+            float sum = 0.0f;
+            for (int j = lane; j < FT_BK; j += 32) {
+                const float pj = j0 + j < t ? expf(ss[r * LS + j] * scale - mn) : 0.0f;
+                sum += pj;
+                ps[r * LP + j] = __float2bfloat16_rn(pj);
+            }
+            sum = cu_warp_sum(sum);
+            const float corr = expf(mo - mn); /* 0 on the first tile (mo = -inf) */
+            for (int d = lane; d < HS; d += 32) os[r * LO + d] *= corr;
+            if (lane == 0) {
+                lrow[r] = lrow[r] * corr + sum;
+                mrow[r] = mn;
+            }
+        }
+        __syncthreads();
+        /* O (BQ x HS) += P V */
+        for (int tix = warp; tix < (FT_BQ / 16) * (HS / 16); tix += FT_WARPS) {
+            const int ti = tix / (HS / 16), tn = tix % (HS / 16);
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, os + ti * 16 * LO + tn * 16, LO, wmma::mem_row_major);
+            ft_mma<wmma::row_major, wmma::row_major>(acc, ps + ti * 16 * LP, LP, 16, vs + tn * 16, LH, 16 * LH,
+                                                     FT_BK / 16);
+            wmma::store_matrix_sync(os + ti * 16 * LO + tn * 16, acc, LO, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < FT_BQ * HS; e += FT_THREADS) {
+        const int r = e / HS, d = e % HS;
+        if (i0 + r < t) out[(bi * t + i0 + r) * C + h * HS + d] = os[r * LO + d] / lrow[r];
+    }
+    for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS)
+        if (i0 + r < t) lse[bh * t + i0 + r] = mrow[r] + logf(lrow[r]);
+#endif
+}
+
+/* ------------------------------------------------------------------------------
+ * Backward
+ * ------------------------------------------------------------------------------ */
+
+/* dd (b, nh, t) = dO_i . O_i, a warp per row. */
+__global__ void k_attn_tc_rowdot(float *dd, const float *dout, const float *out, int64_t rows, int64_t t, int nh,
+                                 int hs) {
+    const int64_t C = (int64_t)nh * hs;
+    const int lane = threadIdx.x % 32;
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows;
+         r += (int64_t)gridDim.x * (blockDim.x / 32)) {
+        const int64_t bh = r / t, i = r % t, bi = bh / nh, h = bh % nh;
+        const float *g = dout + (bi * t + i) * C + h * hs, *o = out + (bi * t + i) * C + h * hs;
+        float acc = 0.0f;
+        for (int d = lane; d < hs; d += 32) acc = fmaf(g[d], o[d], acc);
+        acc = cu_warp_sum(acc);
+        if (lane == 0) dd[r] = acc;
+    }
+}
+
+/* ss (32 x 32) = A B^T and dps (32 x 32) = A2 B2^T for [32][HS+PADH] bf16 row-major operands: (queries q, dO)
+ * against (keys k, v); a 16x16 tile of each per warp. */
+template <int HS>
+__device__ __forceinline__ void ft_scores(float *ss, float *dps, const ft_bf16 *qs, const ft_bf16 *gs,
+                                          const ft_bf16 *ks, const ft_bf16 *vs) {
+    constexpr int LH = HS + FT_PADH, LS = 32 + FT_PADF;
+    const int warp = threadIdx.x / 32, ti = warp / 2, tj = warp % 2; /* 4 warps: the 2 x 2 tiles */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    ft_mma<wmma::row_major, wmma::col_major>(acc, qs + ti * 16 * LH, LH, 16, ks + tj * 16 * LH, LH, 16, HS / 16);
+    wmma::store_matrix_sync(ss + ti * 16 * LS + tj * 16, acc, LS, wmma::mem_row_major);
+    wmma::fill_fragment(acc, 0.0f);
+    ft_mma<wmma::row_major, wmma::col_major>(acc, gs + ti * 16 * LH, LH, 16, vs + tj * 16 * LH, LH, 16, HS / 16);
+    wmma::store_matrix_sync(dps + ti * 16 * LS + tj * 16, acc, LS, wmma::mem_row_major);
+}
+
+/* p = exp(scale s - lse_i) (0 outside t), dS = p (dP - D_i), both rounded to bf16, for the 32 x 32 tile of
+ * queries i0.. and keys j0.. (ss, dps indexed [query][key]). */
+__device__ __forceinline__ void ft_probs(ft_bf16 *ps, ft_bf16 *dss, const float *ss, const float *dps,
+                                         const float *lse_s, const float *dd_s, int64_t i0, int64_t j0, int64_t t,
+                                         float scale) {
+    constexpr int LS = 32 + FT_PADF, LP = 32 + FT_PADH;
+    for (int e = threadIdx.x; e < 32 * 32; e += FT_THREADS) {
+        const int i = e / 32, j = e % 32;
+        const float p = (i0 + i < t && j0 + j < t) ? expf(ss[i * LS + j] * scale - lse_s[i]) : 0.0f;
+        const float ds = p * (dps[i * LS + j] - dd_s[i]);
+        if (ps) ps[i * LP + j] = __float2bfloat16_rn(p);
+        dss[i * LP + j] = __float2bfloat16_rn(ds);
+    }
+}
+
+/* Stage 32 rows of lse and D (b, nh, t) from r0 (zero past t). */
+__device__ __forceinline__ void ft_stage_rows(float *lse_s, float *dd_s, const float *lse, const float *dd, int64_t bh,
+                                              int64_t r0, int64_t t) {
+    for (int r = threadIdx.x; r < 32; r += FT_THREADS) {
+        lse_s[r] = r0 + r < t ? lse[bh * t + r0 + r] : 0.0f;
+        dd_s[r] = r0 + r < t ? dd[bh * t + r0 + r] : 0.0f;
+    }
+}
+
+/* A block per FT_BK2 keys: dk_j += scale sum_i dS_ij q_i, dv_j += sum_i p_ij dO_i. */
+template <int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+                     int nh, float scale) {
+#if __CUDA_ARCH__ >= 800
+    typedef ft_bwd_smem<HS> L;
+    constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
+    constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
+    ft_bf16 *ks = (ft_bf16 *)(ft_smem + L::own0), *vs = (ft_bf16 *)(ft_smem + L::own1);
+    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::oth0), *gs = (ft_bf16 *)(ft_smem + L::oth1);
+    float *ss = (float *)(ft_smem + L::s), *dps = (float *)(ft_smem + L::dp);
+    ft_bf16 *ps = (ft_bf16 *)(ft_smem + L::p), *dss = (ft_bf16 *)(ft_smem + L::ds);
+    float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
+    const int64_t C = (int64_t)nh * HS, ld = 3 * C;
+    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, j0 = (int64_t)blockIdx.x * FT_BK2;
+    const int warp = threadIdx.x / 32;
+    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
+    ft_stage<HS>(ks, k, ld, j0, t, 32);
+    ft_stage<HS>(vs, v, ld, j0, t, 32);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk[PER_WARP], dv[PER_WARP];
+    for (int c = 0; c < PER_WARP; c++) {
+        wmma::fill_fragment(dk[c], 0.0f);
+        wmma::fill_fragment(dv[c], 0.0f);
+    }
+    for (int64_t i0 = 0; i0 < t; i0 += 32) {
+        __syncthreads(); /* the previous query tile is consumed */
+        ft_stage<HS>(qs, q, ld, i0, t, 32);
+        ft_stage<HS>(gs, g, C, i0, t, 32);
+        ft_stage_rows(lse_s, dd_s, lse, dd, bh, i0, t);
+        __syncthreads();
+        ft_scores<HS>(ss, dps, qs, gs, ks, vs);
+        __syncthreads();
+        ft_probs(ps, dss, ss, dps, lse_s, dd_s, i0, j0, t, scale);
+        __syncthreads();
+        /* dV (keys x HS) += P^T dO, dK += dS^T q: A = (queries x keys)^T read column-major */
+        for (int c = 0; c < PER_WARP; c++) {
+            const int tix = warp + c * FT_WARPS;
+            if (tix >= TILES) break;
+            const int ti = tix / (HS / 16), tn = tix % (HS / 16);
+            ft_mma<wmma::col_major, wmma::row_major>(dv[c], ps + ti * 16, LP, 16 * LP, gs + tn * 16, LH, 16 * LH, 2);
+            ft_mma<wmma::col_major, wmma::row_major>(dk[c], dss + ti * 16, LP, 16 * LP, qs + tn * 16, LH, 16 * LH, 2);
+        }
+    }
+    __syncthreads(); /* the staging tiles overlay the loop's buffers */
+    float *sk = (float *)(ft_smem + L::stage0), *sv = (float *)(ft_smem + L::stage1);
+    for (int c = 0; c < PER_WARP; c++) {
+        const int tix = warp + c * FT_WARPS;
+        if (tix >= TILES) break;
+        const int ti = tix / (HS / 16), tn = tix % (HS / 16);
+        wmma::store_matrix_sync(sk + ti * 16 * LO + tn * 16, dk[c], LO, wmma::mem_row_major);
+        wmma::store_matrix_sync(sv + ti * 16 * LO + tn * 16, dv[c], LO, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < 32 * HS; e += FT_THREADS) {
+        const int r = e / HS, d = e % HS;
+        if (j0 + r >= t) continue;
+        float *row = dqkv + (bi * t + j0 + r) * ld + h * HS + d;
+        row[C] += scale * sk[r * LO + d];
+        row[2 * C] += sv[r * LO + d];
+    }
+#endif
+}
+
+/* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j. */
+template <int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+                    int nh, float scale) {
+#if __CUDA_ARCH__ >= 800
+    typedef ft_bwd_smem<HS> L;
+    constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
+    constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
+    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::own0), *gs = (ft_bf16 *)(ft_smem + L::own1);
+    ft_bf16 *ks = (ft_bf16 *)(ft_smem + L::oth0), *vs = (ft_bf16 *)(ft_smem + L::oth1);
+    float *ss = (float *)(ft_smem + L::s), *dps = (float *)(ft_smem + L::dp);
+    ft_bf16 *dss = (ft_bf16 *)(ft_smem + L::ds);
+    float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
+    const int64_t C = (int64_t)nh * HS, ld = 3 * C;
+    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
+    const int warp = threadIdx.x / 32;
+    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
+    ft_stage<HS>(qs, q, ld, i0, t, 32);
+    ft_stage<HS>(gs, g, C, i0, t, 32);
+    ft_stage_rows(lse_s, dd_s, lse, dd, bh, i0, t);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq[PER_WARP];
+    for (int c = 0; c < PER_WARP; c++) wmma::fill_fragment(dq[c], 0.0f);
+    for (int64_t j0 = 0; j0 < t; j0 += FT_BK2) {
+        __syncthreads(); /* the previous key tile is consumed (and the block's rows staged, on the first pass) */
+        ft_stage<HS>(ks, k, ld, j0, t, 32);
+        ft_stage<HS>(vs, v, ld, j0, t, 32);
+        __syncthreads();
+        ft_scores<HS>(ss, dps, qs, gs, ks, vs);
+        __syncthreads();
+        ft_probs(NULL, dss, ss, dps, lse_s, dd_s, i0, j0, t, scale);
+        __syncthreads();
+        /* dQ (queries x HS) += dS K */
+        for (int c = 0; c < PER_WARP; c++) {
+            const int tix = warp + c * FT_WARPS;
+            if (tix >= TILES) break;
+            const int ti = tix / (HS / 16), tn = tix % (HS / 16);
+            ft_mma<wmma::row_major, wmma::row_major>(dq[c], dss + ti * 16 * LP, LP, 16, ks + tn * 16, LH, 16 * LH, 2);
+        }
+    }
+    __syncthreads();
+    float *sq = (float *)(ft_smem + L::stage0);
+    for (int c = 0; c < PER_WARP; c++) {
+        const int tix = warp + c * FT_WARPS;
+        if (tix >= TILES) break;
+        const int ti = tix / (HS / 16), tn = tix % (HS / 16);
+        wmma::store_matrix_sync(sq + ti * 16 * LO + tn * 16, dq[c], LO, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < 32 * HS; e += FT_THREADS) {
+        const int r = e / HS, d = e % HS;
+        if (i0 + r < t) dqkv[(bi * t + i0 + r) * ld + h * HS + d] += scale * sq[r * LO + d];
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------------------
+ * Launchers
+ * ------------------------------------------------------------------------------ */
+
+template <int HS>
+static ex_status ft_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
+                        float scale) {
+    const int smem = ft_fwd_smem<HS>::bytes;
+    if (cudaFuncSetAttribute(k_attn_tc_fwd<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return EX_E_DEVICE;
+    }
+    const dim3 grid((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
+    k_attn_tc_fwd<HS><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+template <int HS>
+static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *dout, const float *lse,
+                        const float *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
+    const int smem = ft_bwd_smem<HS>::bytes;
+    if (cudaFuncSetAttribute(k_attn_tc_bwd_kv<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attn_tc_bwd_q<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return EX_E_DEVICE;
+    }
+    const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
+    k_attn_tc_bwd_kv<HS><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    CU_LAUNCHED(ctx);
+    const dim3 gq((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
+    k_attn_tc_bwd_q<HS><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+/* The head sizes with a compiled kernel. */
+#define FT_HEAD_SIZES(X) X(16) X(32) X(48) X(64) X(80) X(96) X(128)
+
+extern "C" {
+
+int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs) {
+    if (ctx->cc_major < 8) return 0;
+    switch (hs) {
+#define FT_CASE(H) case H:
+        FT_HEAD_SIZES(FT_CASE)
+#undef FT_CASE
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
+                              int64_t hs, float scale) {
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
+           CU_VENDOR ": fused_bf16 attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    switch (hs) {
+#define FT_CASE(H)                                                                                                     \
+    case H:                                                                                                            \
+        return ft_fwd<H>(ctx, out, lse, qkv, b, t, nh, scale);
+        FT_HEAD_SIZES(FT_CASE)
+#undef FT_CASE
+    default:
+        return EX_E_INTERNAL;
+    }
+}
+
+ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                              const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
+           CU_VENDOR ": fused_bf16 attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
+    float *dd = (float *)scr;
+    const int64_t rows = b * nh * t;
+    const int64_t blocks = CU_CEIL_DIV(rows, (int64_t)(CU_THREADS / 32));
+    k_attn_tc_rowdot<<<(unsigned)(blocks < CU_MAX_BLOCKS ? blocks : CU_MAX_BLOCKS), CU_THREADS, 0, ctx->stream>>>(
+        dd, dout, out, rows, t, (int)nh, (int)hs);
+    CU_LAUNCHED(ctx);
+    switch (hs) {
+#define FT_CASE(H)                                                                                                     \
+    case H:                                                                                                            \
+        return ft_bwd<H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale);
+        FT_HEAD_SIZES(FT_CASE)
+#undef FT_CASE
+    default:
+        return EX_E_INTERNAL;
+    }
+}
+
+} /* extern "C" */
+
+#endif /* !EXPLORA_HIP */
