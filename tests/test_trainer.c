@@ -724,6 +724,50 @@ static void test_dry_run_writes_nothing(void **state) {
     assert_int_equal(access(dir, F_OK), -1);
 }
 
+/* A DINOv2 dry run also plans the EMA teacher (objective slot teacher_shape) and prints the total: the student's
+ * printed plan total plus the teacher's, and the teacher's plan matches the one a real start prints. */
+static void test_dry_run_plans_the_teacher(void **state) {
+    (void)state;
+    need_data();
+    const char *body =
+        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+        "image_size = 16\n"
+        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
+        "[peft.lora]\nrank = 4\ntargets = q, v\n"
+        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+        "local_size = 8\nlocal_crops = 2\n"
+        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        "[optim]\nbatch = 8\nsteps = 1\nlr = 1e-3\n";
+    static run_files r[2];
+    for (int i = 0; i < 2; i++) write_run(&r[i], "dryteacher", i ? "real" : "dry", 3, body);
+    char *dry, *real;
+    RUN_EXPECT(0, &dry, "pretrain '%s' --dry-run", r[0].ini);
+    assert_int_equal(access(r[0].dir, F_OK), -1); /* still nothing written */
+    const char *tl = strstr(dry, "planned memory in all: student ");
+    if (!tl) fail_msg("no total line in:\n%s", dry);
+    double ms = 0, mt = 0, mall = 0;
+    assert_int_equal(sscanf(tl, "planned memory in all: student %lf + teacher %lf = %lf MiB", &ms, &mt, &mall), 3);
+    assert_true(mt > 0.0 && ms > mt);
+    assert_true(fabs(ms + mt - mall) < 0.015);
+    const char *mp = strstr(dry, "memory plan (");
+    assert_non_null(mp);
+    const char *st = strstr(mp, "  total ");
+    assert_true(st && st < tl);
+    double printed = 0;
+    assert_int_equal(sscanf(st, "  total %lf", &printed), 1);
+    assert_true(fabs(printed - ms) < 0.006); /* the student's plan as printed above */
+    /* a real start plans the same teacher */
+    RUN_EXPECT(0, &real, "pretrain '%s'", r[1].ini);
+    const char *td = strstr(dry, "teacher ("), *tr = strstr(real, "teacher (");
+    assert_true(td && tr);
+    const char *ed = strstr(td, "planned memory in all"), *er = strstr(tr, "planned memory in all");
+    assert_true(ed && er);
+    assert_int_equal(ed - td, er - tr);
+    assert_memory_equal(td, tr, (size_t)(ed - td));
+    free(dry);
+    free(real);
+}
+
 static float *read_f32(const char *path, const char *name, int64_t *n) {
     ex_err err;
     ex_st_file *f;
@@ -973,6 +1017,7 @@ int main(void) {
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
         cmocka_unit_test(test_dry_run_writes_nothing),
+        cmocka_unit_test(test_dry_run_plans_the_teacher),
         cmocka_unit_test(test_export_merges_and_round_trips),
         cmocka_unit_test(test_pipeline_end_to_end),
         cmocka_unit_test(test_skip_bad_images),

@@ -49,7 +49,9 @@ int cli_pretrain(const cli_args *a) {
         fflush(stdout);
         t.resume = a->resume;
         t.stop = &g_stop;
-        if (!a->dry_run) {
+        if (a->dry_run) {
+            if (ex_trainer_print_teacher_plan(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);
+        } else {
             signal(SIGINT, on_sigint);
             signal(SIGTERM, on_sigint);
             if (ex_trainer_run(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);

@@ -37,9 +37,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ex_objective_env.make_teacher: the backbone + PEFT stack again, frozen, with the student's values. */
-static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teacher *out, ex_err *err) {
-    ex_trainer *t = owner;
+/* Build and plan t->teacher (the backbone + PEFT stack again, frozen) for `max`, and print its plan and the
+ * total planned memory; nothing is allocated. */
+static ex_status plan_teacher(ex_trainer *t, const ex_backbone_shape *max, FILE *out, ex_err *err) {
     EX_ENSURE(!t->has_teacher, err, EX_E_INVALID, "the objective asked for a second teacher");
     EX_CHECK(ex_model_create(&t->teacher, t->session, t->be, err));
     t->has_teacher = 1;
@@ -51,9 +51,22 @@ static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teac
     ex_backbone_shape shape = *max;
     EX_CHECK(ex_model_activation_dtype(t->session, &shape.act_dtype, err)); /* as the student keeps them */
     EX_CHECK(ex_model_plan(&t->teacher, &shape, err));
-    fprintf(stdout, "teacher (%d frozen tensors, %.1f MiB, shared with the student):\n", shared,
+    fprintf(out, "teacher (%d frozen tensors, %.1f MiB, shared with the student):\n", shared,
             (double)shared_bytes / 1048576.0);
-    ex_memory_plan_print(&t->teacher.plan, stdout);
+    ex_memory_plan_print(&t->teacher.plan, out);
+    const double ms = (double)ex_memory_plan_total(&t->model.plan) / 1048576.0,
+                 mt = (double)ex_memory_plan_total(&t->teacher.plan) / 1048576.0;
+    fprintf(out,
+            "planned memory in all: student %.2f + teacher %.2f = %.2f MiB on backend '%s' (its own context, "
+            "library workspaces and scratch come on top)\n",
+            ms, mt, ms + mt, t->be->name);
+    return EX_OK;
+}
+
+/* ex_objective_env.make_teacher: the backbone + PEFT stack again, frozen, with the student's values. */
+static ex_status make_teacher(void *owner, const ex_backbone_shape *max, ex_teacher *out, ex_err *err) {
+    ex_trainer *t = owner;
+    EX_CHECK(plan_teacher(t, max, stdout, err));
     EX_CHECK(ex_model_allocate(&t->teacher, err));
     for (int i = 0; i < t->teacher.params.count; i++) {
         ex_param *tp = t->teacher.params.items[i];
@@ -145,6 +158,19 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     if (t->obj->plan) EX_CHECK(t->obj->plan(t->obj_self, &t->model.plan, err));
     EX_CHECK(ex_optim_plan(&t->optim, be, &t->model.params, &t->ocfg, &t->model.plan, err));
     return EX_OK;
+}
+
+ex_status ex_trainer_print_teacher_plan(ex_trainer *t, FILE *out, ex_err *err) {
+    ex_backbone_shape shape;
+    memset(&shape, 0, sizeof shape);
+    int has = 0;
+    if (!t->obj->teacher_shape || t->has_teacher) return EX_OK;
+    EX_CHECK(t->obj->teacher_shape(t->obj_self, &shape, &has));
+    if (!has) return EX_OK;
+    ex_status st = plan_teacher(t, &shape, out, err);
+    ex_model_free(&t->teacher); /* planned only: the run, if one follows, builds its own */
+    t->has_teacher = 0;
+    return st;
 }
 
 void ex_trainer_print(const ex_trainer *t, FILE *out) {

@@ -452,6 +452,7 @@ static const ex_objective_vtable cl_vtable = {
     /* .evaluate       = */ cl_evaluate,
     /* .save_state     = */ NULL,
     /* .load_state     = */ NULL,
+    /* .teacher_shape  = */ NULL, /* no teacher */
 };
 
 static const ex_plugin_desc cl_desc =

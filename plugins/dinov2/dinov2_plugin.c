@@ -255,6 +255,16 @@ static ex_status dn_backbone_shape(void *self, ex_backbone_shape *max) {
     return EX_OK;
 }
 
+/* The EMA teacher: the global crops, forwards with train = 0 only (no activations kept for backward),
+ * reading only the final tokens. */
+static ex_status dn_teacher_shape(void *self, ex_backbone_shape *max, int *has) {
+    EX_CHECK(dn_backbone_shape(self, max));
+    max->inference = 1;
+    max->final_only = 1;
+    *has = 1;
+    return EX_OK;
+}
+
 static ex_status plan_t(ex_memory_plan *plan, ex_tensor *t, const char *name, ex_dtype dt, int64_t n, ex_err *err) {
     EX_CHECK(ex_tensor_init(t, name, dt, 1, (int64_t[]){n > 0 ? n : 1}, err));
     return ex_arena_add(&plan->arenas[EX_MEM_ACTIVATION], t, err);
@@ -309,9 +319,8 @@ static ex_status dn_init(void *self, ex_rng *rng, ex_err *err) {
     EX_ENSURE(st == EX_OK, err, st, "dinov2: fill failed");
     if (!d->have_teacher) {
         ex_backbone_shape shape;
-        EX_CHECK(dn_backbone_shape(d, &shape));
-        shape.inference = 1; /* the teacher only runs train = 0 forwards: no activations kept for backward */
-        shape.final_only = 1; /* and reads only its final tokens */
+        int has = 0;
+        EX_CHECK(dn_teacher_shape(d, &shape, &has));
         EX_CHECK(d->env.make_teacher(d->env.owner, &shape, &d->teacher, err));
         d->have_teacher = 1;
     }
@@ -348,6 +357,7 @@ static const ex_objective_vtable dn_vtable_def = {
     /* .evaluate       = */ NULL,
     /* .save_state     = */ dn_save_state,
     /* .load_state     = */ dn_load_state,
+    /* .teacher_shape  = */ dn_teacher_shape,
 };
 
 const ex_objective_vtable *dn_vtable(void) { return &dn_vtable_def; }

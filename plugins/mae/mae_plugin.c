@@ -305,6 +305,7 @@ static const ex_objective_vtable mae_vtable = {
     /* .evaluate       = */ NULL,
     /* .save_state     = */ NULL,
     /* .load_state     = */ NULL,
+    /* .teacher_shape  = */ NULL, /* no teacher */
 };
 
 static const ex_plugin_desc mae_desc =

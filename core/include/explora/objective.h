@@ -142,6 +142,10 @@ typedef struct ex_objective_vtable {
     ex_status (*save_state)(void *self, ex_st_writer *w, void **keep, ex_err *err);
     /* Restore what save_state wrote (after init; every tensor must be present). [opt] */
     ex_status (*load_state)(void *self, const ex_st_file *f, ex_err *err);
+    /* The shape init() will give env.make_teacher, so that a dry run can plan the teacher's memory without
+     * building it (*has = 0: no teacher). Callable after create. [opt; ABI 4.0; an objective that makes a
+     * teacher should offer it] */
+    ex_status (*teacher_shape)(void *self, ex_backbone_shape *max, int *has);
 } ex_objective_vtable;
 
 #ifdef __cplusplus

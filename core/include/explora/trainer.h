@@ -83,6 +83,9 @@ typedef struct ex_trainer {
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
 EX_API void ex_trainer_print(const ex_trainer *t, FILE *out);
+/* For a dry run: when the objective makes a teacher (its teacher_shape slot), plan it as the run would,
+ * print its plan and the planned total of student and teacher, and free it again. */
+EX_API ex_status ex_trainer_print_teacher_plan(ex_trainer *t, FILE *out, ex_err *err);
 EX_API ex_status ex_trainer_run(ex_trainer *t, FILE *log, ex_err *err);
 EX_API void ex_trainer_free(ex_trainer *t);
 

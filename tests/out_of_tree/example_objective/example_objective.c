@@ -191,6 +191,7 @@ static const ex_objective_vtable vt = {
     /* .evaluate       = */ NULL,
     /* .save_state     = */ NULL,
     /* .load_state     = */ NULL,
+    /* .teacher_shape  = */ NULL, /* no teacher */
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_OBJECTIVE, "example-simclr", "1.0.0",
