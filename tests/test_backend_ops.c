@@ -657,8 +657,20 @@ static void gelu_accuracy_cases(ex_backend *be, obuf *ob) {
     }
     if (!(worst_f <= 1.0)) fail_msg("gelu_fwd: error %.3g times its bound", worst_f);
     if (!(worst_b <= 3e-7)) fail_msg("gelu_bwd: error %.3g > 3e-7", worst_b);
+    /* gelu_bwd_inplace on a random incoming gradient: bit for bit what gelu_bwd adds into zeros */
+    float *r = rnd(&s, n, 77, -2, 2);
+    float *dr = upf(&s, r, n), *dz = d_alloc(&s, n * sizeof(float));
+    OK(be->vt.fill(be->ctx, dz, 0.0f, n));
+    OK(CALL(be, gelu_bwd, dz, dx, dr, n));
+    OK(CALL(be, gelu_bwd_inplace, dr, dx, n));
+    const float *gz = down(&s, dz, n), *gi = down(&s, dr, n);
+    for (int64_t i = 0; i < n; i++)
+        if (gi[i] != gz[i])
+            fail_msg("gelu_bwd_inplace: element %lld is %.9g, gelu_bwd into zeros gives %.9g", (long long)i, (double)gi[i],
+                     (double)gz[i]);
     ob_f(ob, y, n);
     ob_f(ob, g, n);
+    ob_f(ob, gi, n);
     scope_end(&s);
 }
 static void test_gelu_accuracy(void **state) { all_threads(state, gelu_accuracy_cases, "gelu accuracy"); }

@@ -809,6 +809,8 @@ static void test_grad_activations(void **state) {
     BOTH OK(CALL(silu_bwd, F(d2), F(x), F(go), (int64_t)n));
     cmp(s, d1, n, "gelu_bwd");
     cmp(s, d2, n, "silu_bwd");
+    BOTH OK(CALL(gelu_bwd_inplace, F(go), F(x), (int64_t)n));
+    cmp(s, go, n, "gelu_bwd_inplace");
     scope_end(s);
 }
 

@@ -282,6 +282,10 @@ static void test_activation_bwd(void **state) {
         else
             OK(CALL(silu_bwd, g, dx, dr, a.n));
         expect_grad(down(&s, g, a.n), pre, fd, a.n, f == 0 ? "gelu_bwd" : "silu_bwd");
+        if (f == 0) { /* in place: the incoming gradient becomes the input's (nothing to accumulate into) */
+            OK(CALL(gelu_bwd_inplace, dr, dx, a.n));
+            expect_grad(down(&s, dr, a.n), NULL, fd, a.n, "gelu_bwd_inplace");
+        }
         scope_end(&s);
     }
 }

@@ -1128,7 +1128,8 @@ static void test_block_sizes(void **state) {
         for (int k = 0; k < 15; k++) want += r16(len[k]);
         const size_t total = ex_block_acts_floats(&blk, b, t);
         assert_int_equal(total, want);
-        const size_t big = r16(n * h) + r16(n * f) + (swiglu ? 2 * r16(n * h) : 0), att = r16(n * d) + r16(3 * n * d);
+        /* GELU turns d_act into d_fc1 in place; SwiGLU needs d_fc1 and two gathered halves besides */
+        const size_t big = r16(n * h) + (swiglu ? r16(n * f) + 2 * r16(n * h) : 0), att = r16(n * d) + r16(3 * n * d);
         assert_int_equal(ex_block_scratch_floats(&blk, b, t), 2 * r16(n * d) + (big > att ? big : att));
 
         float *buf = malloc((total + GUARD) * sizeof(float));

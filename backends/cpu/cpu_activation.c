@@ -42,6 +42,22 @@ ex_status cpu_gelu_fwd_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const floa
     return EX_OK;
 }
 
+/* d = d * gelu'(x): the same expression as cpu_gelu_bwd's term, so the result equals gelu_bwd into zeros. */
+ex_status cpu_gelu_bwd_inplace(void *vctx, float *d /* (n) */, const float *inp /* (n) */, int64_t n) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0, "cpu: gelu_bwd_inplace: negative size");
+    if (n == 0) return EX_OK;
+    CPU_ARG(d && inp, "cpu: gelu_bwd_inplace: NULL pointer");
+#pragma omp parallel for PAR(n)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+        float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+        d[i] = d[i] * (cdf + x * pdf);
+    }
+    return EX_OK;
+}
+
 ex_status cpu_gelu_bwd(void *vctx, float *dinp /* (n) */, const float *inp /* (n) */, const float *dout /* (n) */,
                        int64_t n) {
     const cpu_ctx *ctx = vctx;

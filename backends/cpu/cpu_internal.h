@@ -151,6 +151,7 @@ ex_status cpu_softmax_bwd(void *ctx, float *dinp, const float *out, const float 
 /* --- cpu_activation.c -------------------------------------------------------------- */
 ex_status cpu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cpu_gelu_fwd_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
+ex_status cpu_gelu_bwd_inplace(void *ctx, float *d, const float *inp, int64_t n);
 ex_status cpu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
 ex_status cpu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cpu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);

@@ -35,6 +35,16 @@ __global__ void k_gelu_bwd(float *dinp, const float *inp, const float *dout, int
     }
 }
 
+/* d = d * gelu'(x), the expression of k_gelu_bwd's term */
+__global__ void k_gelu_bwd_inplace(float *d, const float *inp, int64_t n) {
+    CU_FOR(i, n) {
+        const float x = inp[i];
+        const float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+        const float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+        d[i] = d[i] * (cdf + x * pdf);
+    }
+}
+
 __global__ void k_silu_fwd(float *out, const float *inp, int64_t n) {
     CU_FOR(i, n) {
         const float x = inp[i];
@@ -99,6 +109,16 @@ ex_status cu_gelu_bwd(void *vctx, float *dinp, const float *inp, const float *do
     if (n == 0) return EX_OK;
     CU_ARG(dinp && inp && dout, CU_VENDOR ": gelu_bwd: NULL pointer");
     k_gelu_bwd<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dinp, inp, dout, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_gelu_bwd_inplace(void *vctx, float *d, const float *inp, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, CU_VENDOR ": gelu_bwd_inplace: negative size");
+    if (n == 0) return EX_OK;
+    CU_ARG(d && inp, CU_VENDOR ": gelu_bwd_inplace: NULL pointer");
+    k_gelu_bwd_inplace<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(d, inp, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -595,6 +595,7 @@ static const ex_backend_vtable cu_vtable = {
 #endif
     /* .layernorm_fwd_bf16 = */ cu_layernorm_fwd_bf16,
     /* .gelu_fwd_bf16 = */ cu_gelu_fwd_bf16,
+    /* .gelu_bwd_inplace = */ cu_gelu_bwd_inplace,
 };
 
 #ifdef EXPLORA_HIP

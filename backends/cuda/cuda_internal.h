@@ -217,6 +217,7 @@ ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, 
 /* --- cuda_activation.cu ------------------------------------------------------------ */
 ex_status cu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cu_gelu_fwd_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
+ex_status cu_gelu_bwd_inplace(void *ctx, float *d, const float *inp, int64_t n);
 ex_status cu_gelu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);
 ex_status cu_silu_fwd(void *ctx, float *out, const float *inp, int64_t n);
 ex_status cu_silu_bwd(void *ctx, float *dinp, const float *inp, const float *dout, int64_t n);

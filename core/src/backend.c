@@ -70,7 +70,7 @@ static const struct {
     SLOT(xent_fwd),      SLOT(xent_bwd),         SLOT(l2norm_fwd),        SLOT(l2norm_bwd),
     SLOT(adamw),         SLOT(ema),              SLOT(rng_uniform),       SLOT(rng_normal),
     SLOT(rng_permutation), SLOT(rng_dropout),    SLOT(patchify_fwd),      SLOT(patchify_bwd),
-    SLOT(copy2d),
+    SLOT(copy2d),        SLOT(gelu_bwd_inplace),
 };
 #undef SLOT
 

@@ -29,8 +29,9 @@
  * halves of backward reuse in turn:
  *
  *   d_branch (n, dim) | d_ln (n, dim) | phase area
- *     MLP half:       d_act (n, hidden) | d_fc1 (n, f) | [SwiGLU: glu_a (n, hidden) | glu_b (n, hidden)]
- *     attention half: d_att (n, dim) | d_qkv (n, 3*dim)
+ *     MLP half, GELU:   d_act (n, hidden), turned in place into d_fc1 (gelu_bwd_inplace)
+ *     MLP half, SwiGLU: d_act (n, hidden) | d_fc1 (n, 2*hidden) | glu_a (n, hidden) | glu_b (n, hidden)
+ *     attention half:   d_att (n, dim) | d_qkv (n, 3*dim)
  *
  * d_branch holds dL/d branch (dresid scaled by drop and LayerScale; unused
  * when the branch has neither), d_ln the gradient at a norm output, glu_a /
@@ -111,7 +112,7 @@ typedef struct block_scratch {
     float *d_branch;     /* (n, dim) */
     float *d_ln;         /* (n, dim) */
     float *d_act;        /* (n, hidden)  MLP half */
-    float *d_fc1;        /* (n, f)       MLP half */
+    float *d_fc1;        /* (n, f)       MLP half (GELU: d_act itself, after gelu_bwd_inplace) */
     float *glu_a, *glu_b; /* (n, hidden) MLP half, SwiGLU only (else NULL) */
     float *d_att;        /* (n, dim)     attention half (aliases the MLP half) */
     float *d_qkv;        /* (n, 3*dim)   attention half */
@@ -126,7 +127,7 @@ static size_t scratch_layout(const ex_block *blk, int64_t b, int64_t t, float *b
     const size_t phase = off;
     size_t mlp_end = phase, att_end = phase;
     s->d_act = take(base, &mlp_end, n * h);
-    s->d_fc1 = take(base, &mlp_end, n * (size_t)fc1_width(blk));
+    s->d_fc1 = blk->mlp == EX_MLP_SWIGLU ? take(base, &mlp_end, n * (size_t)fc1_width(blk)) : s->d_act;
     s->glu_a = take(base, &mlp_end, glu);
     s->glu_b = take(base, &mlp_end, glu);
     s->d_att = take(base, &att_end, n * d);
@@ -346,13 +347,13 @@ static ex_status zero(ex_backend *be, float *p, int64_t n, ex_err *err) {
     return EX_OK;
 }
 
-/* s->d_fc1 (n, f) = dL/d fc1 given s->d_act (n, hidden) = dL/d act; clobbers d_act (and glu_a, glu_b). */
+/* s->d_fc1 (n, f) = dL/d fc1 given s->d_act (n, hidden) = dL/d act; clobbers d_act (GELU: d_fc1 is d_act, turned
+ * in place; SwiGLU: glu_a, glu_b too). */
 static ex_status activation_bwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a,
                                 const block_scratch *s, int64_t n, ex_err *err) {
     const int64_t h = blk->hidden;
-    if (blk->mlp == EX_MLP_GELU) {
-        EX_CHECK(zero(be, s->d_fc1, n * h, err));
-        NN_BE(be, err, gelu_bwd, s->d_fc1, a->fc1, s->d_act, n * h);
+    if (blk->mlp == EX_MLP_GELU) { /* d_fc1 is d_act */
+        NN_BE(be, err, gelu_bwd_inplace, s->d_act, a->fc1, n * h);
         return EX_OK;
     }
     /* d x2 = d act * silu(x1), into the right half of each d_fc1 row */

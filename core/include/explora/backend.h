@@ -304,6 +304,11 @@ typedef struct ex_backend_vtable {
                                     const float *inp, const float *w, const float *b, int64_t n, int64_t c,
                                     float eps);
     ex_status (*gelu_fwd_bf16)(void *ctx, uint16_t *out /* (n) bf16 */, const float *inp, int64_t n);
+
+    /* --- [ABI 4.0, mandatory] ------------------------------------------------------------------------- */
+    /* d (n) = d * gelu'(inp): the gradient at the GELU's output turned, in place, into the gradient at its
+     * input (what gelu_bwd adds into a zeroed buffer, without that buffer: the block's MLP backward). */
+    ex_status (*gelu_bwd_inplace)(void *ctx, float *d, const float *inp, int64_t n);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)
