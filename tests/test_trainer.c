@@ -23,6 +23,17 @@
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
+/* The pieces of the small DINOv2 runs below: a 2-block ViT on 16 px Fashion-MNIST, ExPLoRA's PEFT stack (last
+ * block unfrozen, LoRA r4 on q and v elsewhere, norms and cls token), a DINOv2 objective with tiny heads. */
+#define TINY_VIT "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\nimage_size = 16\n"
+#define EXPLORA_PEFT                                                                                                   \
+    "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"                     \
+    "[peft.lora]\nrank = 4\ntargets = q, v\n"
+#define TINY_DINOV2                                                                                                    \
+    "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"                 \
+    "local_size = 8\nlocal_crops = 2\n"
+#define FMNIST_DATA "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+
 static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int run(char **out, const char *fmt, ...) {
     char args[8192], cmd[16384];
@@ -243,12 +254,9 @@ static void test_dinov2_resume_is_bit_identical(void **state) {
     static char text[16384];
     char ini_a[4096], ini_b[4096], dir_a[4096], dir_b[4096], ck_a[4200], ck_b[4200], *out;
     const char *body =
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
+        TINY_VIT "layerscale = on\nlayerscale_init = 0.1\n"
         "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\nwarmup_teacher_temp_iters = 4\n"
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        TINY_DINOV2 "warmup_teacher_temp_iters = 4\n" FMNIST_DATA
         "[optim]\nbatch = 8\nsteps = 6\nlr = 1e-3\n";
     ext_tmp_path(dir_a, sizeof dir_a, "dino-straight");
     ext_tmp_path(dir_b, sizeof dir_b, "dino-resumed");
@@ -403,13 +411,7 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     (void)state;
     need_data();
     const char *body =
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
-        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
-        "[peft.lora]\nrank = 4\ntargets = q, v\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\n"
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        TINY_VIT "layerscale = on\nlayerscale_init = 0.1\n" EXPLORA_PEFT TINY_DINOV2 FMNIST_DATA
         "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\n";
     const char *tags[5] = {"base", "a", "b", "c", "a2"};
     static run_files r[5];
@@ -501,13 +503,7 @@ static void test_bf16_activations_train(void **state) {
     (void)state;
     need_data();
     const char *body =
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\nrecompute = on\n"
-        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
-        "[peft.lora]\nrank = 4\ntargets = q, v\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\n"
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        TINY_VIT "layerscale = on\nlayerscale_init = 0.1\nrecompute = on\n" EXPLORA_PEFT TINY_DINOV2 FMNIST_DATA
         "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\n";
     const char *tags[4] = {"fp32", "bf16", "bf16-resumed", "dropout"};
     static run_files r[4];
@@ -550,13 +546,7 @@ static void test_loss_scale_is_exact(void **state) {
     (void)state;
     need_data();
     const char *body =
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "image_size = 16\n"
-        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
-        "[peft.lora]\nrank = 4\ntargets = q, v\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\n"
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        TINY_VIT EXPLORA_PEFT TINY_DINOV2 FMNIST_DATA
         "[optim]\nbatch = 8\nsteps = 4\nlr = 1e-3\nclip_grad = 3\n";
     const char *tags[3] = {"none", "dyn", "dyn-resumed"};
     static run_files r[3];
@@ -730,13 +720,7 @@ static void test_dry_run_plans_the_teacher(void **state) {
     (void)state;
     need_data();
     const char *body =
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "image_size = 16\n"
-        "[peft]\nstack = unfreeze, lora\n[peft.unfreeze]\nblocks = -1\nnorms = true\ncls_token = true\n"
-        "[peft.lora]\nrank = 4\ntargets = q, v\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\n"
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+        TINY_VIT EXPLORA_PEFT TINY_DINOV2 FMNIST_DATA
         "[optim]\nbatch = 8\nsteps = 1\nlr = 1e-3\n";
     static run_files r[2];
     for (int i = 0; i < 2; i++) write_run(&r[i], "dryteacher", i ? "real" : "dry", 3, body);

@@ -42,6 +42,13 @@ ex_status cpu_gelu_fwd_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const floa
     return EX_OK;
 }
 
+/* gelu'(x) = cdf + x pdf, shared by both backward forms so that they agree bit for bit. */
+static inline float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+    float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
 /* d = d * gelu'(x): the same expression as cpu_gelu_bwd's term, so the result equals gelu_bwd into zeros. */
 ex_status cpu_gelu_bwd_inplace(void *vctx, float *d /* (n) */, const float *inp /* (n) */, int64_t n) {
     const cpu_ctx *ctx = vctx;
@@ -50,10 +57,7 @@ ex_status cpu_gelu_bwd_inplace(void *vctx, float *d /* (n) */, const float *inp 
     CPU_ARG(d && inp, "cpu: gelu_bwd_inplace: NULL pointer");
 #pragma omp parallel for PAR(n)
     for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
-        float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
-        d[i] = d[i] * (cdf + x * pdf);
+        d[i] = d[i] * gelu_grad(inp[i]);
     }
     return EX_OK;
 }
@@ -66,10 +70,7 @@ ex_status cpu_gelu_bwd(void *vctx, float *dinp /* (n) */, const float *inp /* (n
     CPU_ARG(dinp && inp && dout, "cpu: gelu_bwd: NULL pointer");
 #pragma omp parallel for PAR(n)
     for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
-        float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+        dinp[i] += dout[i] * gelu_grad(inp[i]);
     }
     return EX_OK;
 }

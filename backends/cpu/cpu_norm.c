@@ -16,6 +16,18 @@
  * LayerNorm
  * ------------------------------------------------------------------------------ */
 
+/* *m = mean of x (c), *r = 1 / sqrt(population variance + eps): in double, two passes, as torch. */
+static inline void row_stats(const float *x, int64_t c, float eps, float *m, float *r) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; j++) s += x[j];
+    double mu = s / (double)c, v = 0.0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t j = 0; j < c; j++) v += ((double)x[j] - mu) * ((double)x[j] - mu);
+    *m = (float)mu;
+    *r = (float)(1.0 / sqrt(v / (double)c + (double)eps));
+}
+
 ex_status cpu_layernorm_fwd(void *vctx, float *out /* (n, c) */, float *mean /* (n) or NULL */,
                             float *rstd /* (n) or NULL */, const float *inp /* (n, c) */,
                             const float *w /* (c) or NULL */, const float *b /* (c) or NULL */, int64_t n,
@@ -28,13 +40,8 @@ ex_status cpu_layernorm_fwd(void *vctx, float *out /* (n, c) */, float *mean /* 
     for (int64_t i = 0; i < n; i++) {
         const float *x = inp + i * c;
         float *o = out + i * c;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < c; j++) s += x[j];
-        double mu = s / (double)c, v = 0.0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < c; j++) v += ((double)x[j] - mu) * ((double)x[j] - mu);
-        float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)c + (double)eps));
+        float m, r;
+        row_stats(x, c, eps, &m, &r);
         if (mean) mean[i] = m;
         if (rstd) rstd[i] = r;
         if (w && b)
@@ -63,13 +70,8 @@ ex_status cpu_layernorm_fwd_bf16(void *vctx, uint16_t *out /* (n, c) bf16 */, fl
     for (int64_t i = 0; i < n; i++) {
         const float *x = inp + i * c;
         uint16_t *o = out + i * c;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < c; j++) s += x[j];
-        double mu = s / (double)c, v = 0.0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < c; j++) v += ((double)x[j] - mu) * ((double)x[j] - mu);
-        float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)c + (double)eps));
+        float m, r;
+        row_stats(x, c, eps, &m, &r);
         if (mean) mean[i] = m;
         if (rstd) rstd[i] = r;
         if (w && b)

@@ -26,22 +26,23 @@ __global__ void k_gelu_fwd(OutT *out, const float *inp, int64_t n) {
     }
 }
 
+/* gelu'(x) = cdf + x pdf, shared by both backward forms so that they agree bit for bit. */
+__device__ __forceinline__ float cu_gelu_grad(float x) {
+    const float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+    const float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
 __global__ void k_gelu_bwd(float *dinp, const float *inp, const float *dout, int64_t n) {
     CU_FOR(i, n) {
-        const float x = inp[i];
-        const float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
-        const float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+        dinp[i] += dout[i] * cu_gelu_grad(inp[i]);
     }
 }
 
 /* d = d * gelu'(x), the expression of k_gelu_bwd's term */
 __global__ void k_gelu_bwd_inplace(float *d, const float *inp, int64_t n) {
     CU_FOR(i, n) {
-        const float x = inp[i];
-        const float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
-        const float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
-        d[i] = d[i] * (cdf + x * pdf);
+        d[i] = d[i] * cu_gelu_grad(inp[i]);
     }
 }
 
