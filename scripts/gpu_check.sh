@@ -20,8 +20,8 @@
 #    a skip counts as a failure here; on a failure the forward part runs again under
 #    compute-sanitizer's memcheck when that tool is on the PATH; then the suite again with
 #    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM), with
-#    `attention = fused` and with `attention = fused_bf16` (tensor cores; under compute-sanitizer
-#    too if it fails);
+#    `attention = fused`, and with `attention = fused_bf16` and `fused_fp16` (tensor cores; under
+#    compute-sanitizer too if they fail);
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side; the
 #    cuda run twice (its checkpoints must be byte-identical: run-to-run determinism); and
@@ -94,7 +94,7 @@ case $rc in
      fi ;;
 esac
 
-for variant in "gemm = own" "attention = fused" "attention = fused_bf16"; do
+for variant in "gemm = own" "attention = fused" "attention = fused_bf16" "attention = fused_fp16"; do
   say "parity suite again with [backend] $variant"
   log="$LOGS/parity-$(echo "$variant" | tr -c 'a-z0-9\n' '_').log"
   EXPLORA_PARITY_SETTINGS="$variant" timeout 300 "$BUILD/bin/test_backend_parity" > "$log" 2>&1
@@ -102,7 +102,7 @@ for variant in "gemm = own" "attention = fused" "attention = fused_bf16"; do
   grep -vE "^\[ +(RUN|OK) +\]" "$log" | tail -30
   if [ $rc -eq 0 ]; then say "parity ($variant): PASS"; else say "parity ($variant): FAIL (rc=$rc)"; status=1
     # the tensor-core attention carves its shared memory by hand: look for out-of-bounds accesses
-    if [ "$variant" = "attention = fused_bf16" ] && command -v compute-sanitizer > /dev/null; then
+    if [ "${variant#attention = fused_}" != "$variant" ] && command -v compute-sanitizer > /dev/null; then
       say "parity ($variant) under compute-sanitizer memcheck"
       EXPLORA_PARITY_SETTINGS="$variant" timeout 240 compute-sanitizer --tool memcheck --print-limit 10 \
         "$BUILD/bin/test_backend_parity" > "$log.memcheck" 2>&1

@@ -142,7 +142,7 @@ ex_status cu_attention_fwd(void *vctx, float *out, float *lse, const float *qkv,
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
     CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 2 && cu_attention_tc_fits(ctx, hs))
+    if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
 #endif
     if (ctx->attn_fused && cu_attention_fused_fits(hs))
@@ -180,7 +180,7 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
     CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 2 && cu_attention_tc_fits(ctx, hs))
+    if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
 #endif
     if (ctx->attn_fused && cu_attention_fused_fits(hs))

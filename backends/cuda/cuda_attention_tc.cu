@@ -1,12 +1,14 @@
 /*
- * backends/cuda/cuda_attention_tc.cu — fused multi-head attention on bf16 tensor cores, forward and
- * backward, without any (t, t) matrix in memory ([backend] attention = fused_bf16; NVIDIA sm_80+).
+ * backends/cuda/cuda_attention_tc.cu — fused multi-head attention on tensor cores, forward and backward,
+ * without any (t, t) matrix in memory: [backend] attention = fused_bf16 (bf16 tiles, NVIDIA sm_80+) or
+ * fused_fp16 (fp16 tiles, sm_70+: the GPUs without bf16, with gemm_math = fp16 and loss scaling).
  *
  * Layout and contract as cuda_attention_fused.cu (timm): qkv (b, t, 3, nh, hs) fp32, out (b, t, nh*hs)
  * fp32, lse (b, nh, t) = log-sum-exp of each row of scale * q k^T, dqkv accumulated (+=).
  *
  * The algorithm is FlashAttention-2's, with the tile products on tensor cores through WMMA
- * (16x16x16 bf16 fragments, fp32 accumulation) and everything between them in shared memory, so
+ * (16x16x16 bf16 or fp16 fragments, the element type T; fp32 accumulation) and everything between them
+ * in shared memory, so
  * no code depends on how a fragment spreads over the lanes:
  *
  * Forward   a block owns FT_BQ query rows of one (image, head); q is rounded to bf16 once. For each
@@ -21,15 +23,18 @@
  *           The gradients stay in accumulator fragments until the end; each output element is
  *           written by one thread in a fixed order: no atomics, bitwise reproducible.
  *
- * Numerics are those of bf16 flash attention: q, k, v, dO, p and dS enter the products rounded to
- * bf16; the softmax statistics, the row sums and every accumulation are fp32. The parity suite
- * compares against the fp32 CPU reference with bf16 tolerances.
+ * Numerics are those of bf16 (fp16) flash attention: q, k, v, dO, p and dS enter the products rounded
+ * to T; the softmax statistics, the row sums and every accumulation are fp32. The parity suite
+ * compares against the fp32 CPU reference with bf16 tolerances. fp16 tiles overflow past 65504: under
+ * loss scaling that shows as a non-finite gradient, and the scaler skips the step and halves the scale.
  *
  * Head sizes: the multiples of 16 that cu_attention_tc_fits lists (16 to 128); others take the
  * fp32 fused kernel. Shared memory is dynamic (up to ~74 KB for hs = 128, above the 48 KB default:
  * each launch raises the kernel's limit).
  *
- * Not compiled in the HIP build (WMMA is NVIDIA's); the HIP backend refuses attention = fused_bf16.
+ * Not compiled in the HIP build (WMMA is NVIDIA's); the HIP backend refuses both settings. A kernel's
+ * body exists only for the architectures its type runs on (ft_arch_ok), so a build for sm_75 still
+ * compiles the bf16 instantiations (as empty kernels the host never launches there).
  */
 #include "cuda_common.cuh"
 
@@ -37,8 +42,24 @@
 
 #include <mma.h>
 
+#include <type_traits>
+
 namespace wmma = nvcuda::wmma;
-typedef __nv_bfloat16 ft_bf16;
+
+/* T from fp32, rounded to nearest even. */
+__device__ __forceinline__ void ft_set(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void ft_set(__half &d, float v) { d = __float2half_rn(v); }
+
+/* Whether WMMA tiles of T exist on the architecture being compiled (false on the host pass). */
+template <typename T> __host__ __device__ constexpr bool ft_arch_ok() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    return true;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    return std::is_same<T, __half>::value;
+#else
+    return false;
+#endif
+}
 
 #define FT_THREADS 128 /* 4 warps */
 #define FT_WARPS (FT_THREADS / 32)
@@ -86,23 +107,23 @@ template <int HS> struct ft_bwd_smem {
 
 extern __shared__ __align__(128) unsigned char ft_smem[];
 
-/* dst [rows][HS + PADH] bf16 = rows r0 .. r0 + rows - 1 of the (t, hs) fp32 matrix at src (row stride ld),
+/* dst [rows][HS + PADH] of T = rows r0 .. r0 + rows - 1 of the (t, hs) fp32 matrix at src (row stride ld),
  * rounded to nearest even; rows at or past t are zero. */
-template <int HS>
-__device__ __forceinline__ void ft_stage(ft_bf16 *dst, const float *src, int64_t ld, int64_t r0, int64_t t, int rows) {
+template <typename T, int HS>
+__device__ __forceinline__ void ft_stage(T *dst, const float *src, int64_t ld, int64_t r0, int64_t t, int rows) {
     for (int e = threadIdx.x; e < rows * HS; e += FT_THREADS) {
         const int r = e / HS, d = e % HS;
-        dst[r * (HS + FT_PADH) + d] = __float2bfloat16_rn(r0 + r < t ? src[(r0 + r) * ld + d] : 0.0f);
+        ft_set(dst[r * (HS + FT_PADH) + d], r0 + r < t ? src[(r0 + r) * ld + d] : 0.0f);
     }
 }
 
 /* acc (16x16 tile) = sum over kk of A[16 x 16] B[16 x 16] with A row-major at a (lda) and B at b (ldb),
  * B column-major when BT (so B = (rows of b)^T), else row-major; kk steps 16 along the inner dimension. */
-template <typename LayoutA, typename LayoutB>
-__device__ __forceinline__ void ft_mma(wmma::fragment<wmma::accumulator, 16, 16, 16, float> &acc, const ft_bf16 *a,
-                                       int lda, int a_step, const ft_bf16 *b, int ldb, int b_step, int steps) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, ft_bf16, LayoutA> fa;
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, ft_bf16, LayoutB> fb;
+template <typename LayoutA, typename LayoutB, typename T>
+__device__ __forceinline__ void ft_mma(wmma::fragment<wmma::accumulator, 16, 16, 16, float> &acc, const T *a, int lda,
+                                       int a_step, const T *b, int ldb, int b_step, int steps) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LayoutA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> fb;
     for (int kk = 0; kk < steps; kk++) {
         wmma::load_matrix_sync(fa, a + kk * a_step, lda);
         wmma::load_matrix_sync(fb, b + kk * b_step, ldb);
@@ -114,21 +135,19 @@ __device__ __forceinline__ void ft_mma(wmma::fragment<wmma::accumulator, 16, 16,
  * Forward
  * ------------------------------------------------------------------------------ */
 
-template <int HS>
-__global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_fwd(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
-#if __CUDA_ARCH__ >= 800
+template <typename T, int HS>
+__device__ __forceinline__ void ft_fwd_body(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
     typedef ft_fwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LS = FT_BK + FT_PADF, LP = FT_BK + FT_PADH, LO = HS + FT_PADF;
-    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::q), *ks = (ft_bf16 *)(ft_smem + L::k), *vs = (ft_bf16 *)(ft_smem + L::v);
+    T *qs = (T *)(ft_smem + L::q), *ks = (T *)(ft_smem + L::k), *vs = (T *)(ft_smem + L::v);
     float *ss = (float *)(ft_smem + L::s), *os = (float *)(ft_smem + L::o);
-    ft_bf16 *ps = (ft_bf16 *)(ft_smem + L::p);
+    T *ps = (T *)(ft_smem + L::p);
     float *mrow = (float *)(ft_smem + L::m), *lrow = (float *)(ft_smem + L::l);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
-    ft_stage<HS>(qs, q, ld, i0, t, FT_BQ);
+    ft_stage<T, HS>(qs, q, ld, i0, t, FT_BQ);
     for (int e = threadIdx.x; e < FT_BQ * LO; e += FT_THREADS) os[e] = 0.0f;
     for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS) {
         mrow[r] = -INFINITY;
@@ -136,15 +155,16 @@ __global__ void __launch_bounds__(FT_THREADS)
     }
     for (int64_t j0 = 0; j0 < t; j0 += FT_BK) {
         __syncthreads(); /* the previous tile's P and V are consumed */
-        ft_stage<HS>(ks, k, ld, j0, t, FT_BK);
-        ft_stage<HS>(vs, v, ld, j0, t, FT_BK);
+        ft_stage<T, HS>(ks, k, ld, j0, t, FT_BK);
+        ft_stage<T, HS>(vs, v, ld, j0, t, FT_BK);
         __syncthreads();
         /* S (BQ x BK) = q k^T: (BQ/16) x (BK/16) tiles over the warps */
         for (int tix = warp; tix < (FT_BQ / 16) * (FT_BK / 16); tix += FT_WARPS) {
             const int ti = tix / (FT_BK / 16), tj = tix % (FT_BK / 16);
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
             wmma::fill_fragment(acc, 0.0f);
-            ft_mma<wmma::row_major, wmma::col_major>(acc, qs + ti * 16 * LH, LH, 16, ks + tj * 16 * LH, LH, 16, HS / 16);
+            ft_mma<wmma::row_major, wmma::col_major>(acc, qs + ti * 16 * LH, LH, 16, ks + tj * 16 * LH, LH, 16,
+                                                     HS / 16);
             wmma::store_matrix_sync(ss + ti * 16 * LS + tj * 16, acc, LS, wmma::mem_row_major);
         }
         __syncthreads();
@@ -158,7 +178,7 @@ __global__ void __launch_bounds__(FT_THREADS)
             for (int j = lane; j < FT_BK; j += 32) {
                 const float pj = j0 + j < t ? expf(ss[r * LS + j] * scale - mn) : 0.0f;
                 sum += pj;
-                ps[r * LP + j] = __float2bfloat16_rn(pj);
+                ft_set(ps[r * LP + j], pj);
             }
             sum = cu_warp_sum(sum);
             const float corr = expf(mo - mn); /* 0 on the first tile (mo = -inf) */
@@ -186,7 +206,12 @@ __global__ void __launch_bounds__(FT_THREADS)
     }
     for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS)
         if (i0 + r < t) lse[bh * t + i0 + r] = mrow[r] + logf(lrow[r]);
-#endif
+}
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_fwd(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
+    if constexpr (ft_arch_ok<T>()) ft_fwd_body<T, HS>(out, lse, qkv, t, nh, scale);
 }
 
 /* ------------------------------------------------------------------------------
@@ -211,9 +236,8 @@ __global__ void k_attn_tc_rowdot(float *dd, const float *dout, const float *out,
 
 /* ss (32 x 32) = A B^T and dps (32 x 32) = A2 B2^T for [32][HS+PADH] bf16 row-major operands: (queries q, dO)
  * against (keys k, v); a 16x16 tile of each per warp. */
-template <int HS>
-__device__ __forceinline__ void ft_scores(float *ss, float *dps, const ft_bf16 *qs, const ft_bf16 *gs,
-                                          const ft_bf16 *ks, const ft_bf16 *vs) {
+template <typename T, int HS>
+__device__ __forceinline__ void ft_scores(float *ss, float *dps, const T *qs, const T *gs, const T *ks, const T *vs) {
     constexpr int LH = HS + FT_PADH, LS = 32 + FT_PADF;
     const int warp = threadIdx.x / 32, ti = warp / 2, tj = warp % 2; /* 4 warps: the 2 x 2 tiles */
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
@@ -225,18 +249,18 @@ __device__ __forceinline__ void ft_scores(float *ss, float *dps, const ft_bf16 *
     wmma::store_matrix_sync(dps + ti * 16 * LS + tj * 16, acc, LS, wmma::mem_row_major);
 }
 
-/* p = exp(scale s - lse_i) (0 outside t), dS = p (dP - D_i), both rounded to bf16, for the 32 x 32 tile of
+/* p = exp(scale s - lse_i) (0 outside t), dS = p (dP - D_i), both rounded to T, for the 32 x 32 tile of
  * queries i0.. and keys j0.. (ss, dps indexed [query][key]). */
-__device__ __forceinline__ void ft_probs(ft_bf16 *ps, ft_bf16 *dss, const float *ss, const float *dps,
-                                         const float *lse_s, const float *dd_s, int64_t i0, int64_t j0, int64_t t,
-                                         float scale) {
+template <typename T>
+__device__ __forceinline__ void ft_probs(T *ps, T *dss, const float *ss, const float *dps, const float *lse_s,
+                                         const float *dd_s, int64_t i0, int64_t j0, int64_t t, float scale) {
     constexpr int LS = 32 + FT_PADF, LP = 32 + FT_PADH;
     for (int e = threadIdx.x; e < 32 * 32; e += FT_THREADS) {
         const int i = e / 32, j = e % 32;
         const float p = (i0 + i < t && j0 + j < t) ? expf(ss[i * LS + j] * scale - lse_s[i]) : 0.0f;
         const float ds = p * (dps[i * LS + j] - dd_s[i]);
-        if (ps) ps[i * LP + j] = __float2bfloat16_rn(p);
-        dss[i * LP + j] = __float2bfloat16_rn(ds);
+        if (ps) ft_set(ps[i * LP + j], p);
+        ft_set(dss[i * LP + j], ds);
     }
 }
 
@@ -250,25 +274,23 @@ __device__ __forceinline__ void ft_stage_rows(float *lse_s, float *dd_s, const f
 }
 
 /* A block per FT_BK2 keys: dk_j += scale sum_i dS_ij q_i, dv_j += sum_i p_ij dO_i. */
-template <int HS>
-__global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
-                     int nh, float scale) {
-#if __CUDA_ARCH__ >= 800
+template <typename T, int HS>
+__device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, const float *dout, const float *lse,
+                                               const float *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
     constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
-    ft_bf16 *ks = (ft_bf16 *)(ft_smem + L::own0), *vs = (ft_bf16 *)(ft_smem + L::own1);
-    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::oth0), *gs = (ft_bf16 *)(ft_smem + L::oth1);
+    T *ks = (T *)(ft_smem + L::own0), *vs = (T *)(ft_smem + L::own1);
+    T *qs = (T *)(ft_smem + L::oth0), *gs = (T *)(ft_smem + L::oth1);
     float *ss = (float *)(ft_smem + L::s), *dps = (float *)(ft_smem + L::dp);
-    ft_bf16 *ps = (ft_bf16 *)(ft_smem + L::p), *dss = (ft_bf16 *)(ft_smem + L::ds);
+    T *ps = (T *)(ft_smem + L::p), *dss = (T *)(ft_smem + L::ds);
     float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, j0 = (int64_t)blockIdx.x * FT_BK2;
     const int warp = threadIdx.x / 32;
     const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
-    ft_stage<HS>(ks, k, ld, j0, t, 32);
-    ft_stage<HS>(vs, v, ld, j0, t, 32);
+    ft_stage<T, HS>(ks, k, ld, j0, t, 32);
+    ft_stage<T, HS>(vs, v, ld, j0, t, 32);
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk[PER_WARP], dv[PER_WARP];
     for (int c = 0; c < PER_WARP; c++) {
         wmma::fill_fragment(dk[c], 0.0f);
@@ -276,11 +298,11 @@ __global__ void __launch_bounds__(FT_THREADS)
     }
     for (int64_t i0 = 0; i0 < t; i0 += 32) {
         __syncthreads(); /* the previous query tile is consumed */
-        ft_stage<HS>(qs, q, ld, i0, t, 32);
-        ft_stage<HS>(gs, g, C, i0, t, 32);
+        ft_stage<T, HS>(qs, q, ld, i0, t, 32);
+        ft_stage<T, HS>(gs, g, C, i0, t, 32);
         ft_stage_rows(lse_s, dd_s, lse, dd, bh, i0, t);
         __syncthreads();
-        ft_scores<HS>(ss, dps, qs, gs, ks, vs);
+        ft_scores<T, HS>(ss, dps, qs, gs, ks, vs);
         __syncthreads();
         ft_probs(ps, dss, ss, dps, lse_s, dd_s, i0, j0, t, scale);
         __syncthreads();
@@ -310,40 +332,44 @@ __global__ void __launch_bounds__(FT_THREADS)
         row[C] += scale * sk[r * LO + d];
         row[2 * C] += sv[r * LO + d];
     }
-#endif
+}
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+                     int nh, float scale) {
+    if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
 /* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j. */
-template <int HS>
-__global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
-                    int nh, float scale) {
-#if __CUDA_ARCH__ >= 800
+template <typename T, int HS>
+__device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, const float *dout, const float *lse,
+                                              const float *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
     constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
-    ft_bf16 *qs = (ft_bf16 *)(ft_smem + L::own0), *gs = (ft_bf16 *)(ft_smem + L::own1);
-    ft_bf16 *ks = (ft_bf16 *)(ft_smem + L::oth0), *vs = (ft_bf16 *)(ft_smem + L::oth1);
+    T *qs = (T *)(ft_smem + L::own0), *gs = (T *)(ft_smem + L::own1);
+    T *ks = (T *)(ft_smem + L::oth0), *vs = (T *)(ft_smem + L::oth1);
     float *ss = (float *)(ft_smem + L::s), *dps = (float *)(ft_smem + L::dp);
-    ft_bf16 *dss = (ft_bf16 *)(ft_smem + L::ds);
+    T *dss = (T *)(ft_smem + L::ds);
     float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
     const int warp = threadIdx.x / 32;
     const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
-    ft_stage<HS>(qs, q, ld, i0, t, 32);
-    ft_stage<HS>(gs, g, C, i0, t, 32);
+    ft_stage<T, HS>(qs, q, ld, i0, t, 32);
+    ft_stage<T, HS>(gs, g, C, i0, t, 32);
     ft_stage_rows(lse_s, dd_s, lse, dd, bh, i0, t);
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq[PER_WARP];
     for (int c = 0; c < PER_WARP; c++) wmma::fill_fragment(dq[c], 0.0f);
     for (int64_t j0 = 0; j0 < t; j0 += FT_BK2) {
         __syncthreads(); /* the previous key tile is consumed (and the block's rows staged, on the first pass) */
-        ft_stage<HS>(ks, k, ld, j0, t, 32);
-        ft_stage<HS>(vs, v, ld, j0, t, 32);
+        ft_stage<T, HS>(ks, k, ld, j0, t, 32);
+        ft_stage<T, HS>(vs, v, ld, j0, t, 32);
         __syncthreads();
-        ft_scores<HS>(ss, dps, qs, gs, ks, vs);
+        ft_scores<T, HS>(ss, dps, qs, gs, ks, vs);
         __syncthreads();
-        ft_probs(NULL, dss, ss, dps, lse_s, dd_s, i0, j0, t, scale);
+        ft_probs<T>(NULL, dss, ss, dps, lse_s, dd_s, i0, j0, t, scale);
         __syncthreads();
         /* dQ (queries x HS) += dS K */
         for (int c = 0; c < PER_WARP; c++) {
@@ -366,41 +392,48 @@ __global__ void __launch_bounds__(FT_THREADS)
         const int r = e / HS, d = e % HS;
         if (i0 + r < t) dqkv[(bi * t + i0 + r) * ld + h * HS + d] += scale * sq[r * LO + d];
     }
-#endif
+}
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(FT_THREADS)
+    k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+                    int nh, float scale) {
+    if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
 /* ------------------------------------------------------------------------------
  * Launchers
  * ------------------------------------------------------------------------------ */
 
-template <int HS>
+template <typename T, int HS>
 static ex_status ft_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                         float scale) {
     const int smem = ft_fwd_smem<HS>::bytes;
-    if (cudaFuncSetAttribute(k_attn_tc_fwd<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
+    if (cudaFuncSetAttribute(k_attn_tc_fwd<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         return EX_E_DEVICE;
     }
     const dim3 grid((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
-    k_attn_tc_fwd<HS><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_fwd<T, HS><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
 
-template <int HS>
+template <typename T, int HS>
 static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *dout, const float *lse,
                         const float *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
     const int smem = ft_bwd_smem<HS>::bytes;
-    if (cudaFuncSetAttribute(k_attn_tc_bwd_kv<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attn_tc_bwd_q<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
+    const cudaFuncAttribute attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    if (cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS>, attr, smem) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS>, attr, smem) != cudaSuccess) {
         (void)cudaGetLastError();
         return EX_E_DEVICE;
     }
     const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
-    k_attn_tc_bwd_kv<HS><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_kv<T, HS><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     const dim3 gq((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
-    k_attn_tc_bwd_q<HS><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_q<T, HS><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
@@ -411,7 +444,7 @@ static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *
 extern "C" {
 
 int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs) {
-    if (ctx->cc_major < 8) return 0;
+    if (ctx->cc_major < (ctx->attn_fused == 3 ? 7 : 8)) return 0;
     switch (hs) {
 #define FT_CASE(H) case H:
         FT_HEAD_SIZES(FT_CASE)
@@ -425,11 +458,12 @@ int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs) {
 ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                               int64_t hs, float scale) {
     CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": fused_bf16 attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
     switch (hs) {
 #define FT_CASE(H)                                                                                                     \
     case H:                                                                                                            \
-        return ft_fwd<H>(ctx, out, lse, qkv, b, t, nh, scale);
+        return ctx->attn_fused == 3 ? ft_fwd<__half, H>(ctx, out, lse, qkv, b, t, nh, scale)                           \
+                                    : ft_fwd<__nv_bfloat16, H>(ctx, out, lse, qkv, b, t, nh, scale);
         FT_HEAD_SIZES(FT_CASE)
 #undef FT_CASE
     default:
@@ -440,7 +474,7 @@ ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *
 ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
     CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": fused_bf16 attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
     void *scr = NULL;
     EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
     float *dd = (float *)scr;
@@ -452,7 +486,8 @@ ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const
     switch (hs) {
 #define FT_CASE(H)                                                                                                     \
     case H:                                                                                                            \
-        return ft_bwd<H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale);
+        return ctx->attn_fused == 3 ? ft_bwd<__half, H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale)                \
+                                    : ft_bwd<__nv_bfloat16, H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale);
         FT_HEAD_SIZES(FT_CASE)
 #undef FT_CASE
     default:

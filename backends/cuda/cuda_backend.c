@@ -153,12 +153,13 @@ static const ex_key_spec cu_keys[] = {
      "else the own tiled kernel; hipblas: hipBLAS or an error; own: the own kernel. Attention matmuls always run "
      "the own kernel."},
 #endif
-    {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused|fused_bf16",
+    {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused|fused_bf16|fused_fp16",
      "Attention kernels. gemm: scores materialised in chunks (attention_scratch_mib) and multiplied by the GEMM "
      "library; fused: one kernel per pass, scores in registers, no (t, t) matrix in memory (head sizes up to 128, "
      "64 on 64-wide wavefronts; larger heads use gemm); fused_bf16: the same without a (t, t) matrix, its products "
      "on bf16 tensor cores with fp32 softmax and accumulation (flash attention; NVIDIA sm_80+, head sizes 16, 32, "
-     "48, 64, 80, 96, 128, others as fused)."},
+     "48, 64, 80, 96, 128, others as fused); fused_fp16: the same on fp16 tensor cores (sm_70+: GPUs without bf16, "
+     "with gemm_math = fp16 and [optim] loss_scale = dynamic)."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
     {"gemm_copy_mib", EX_KEY_INT, "128", 1, 1048576, NULL,
@@ -240,11 +241,11 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     ctx->device = (int)device;
     ctx->attn_fused = fused;
 #ifdef EXPLORA_HIP
-    if (fused == 2) {
+    if (fused >= 2) {
         free(ctx);
         EX_FAIL(err, EX_E_CONFIG,
-                "backend hip: [backend] attention = fused_bf16 runs on NVIDIA tensor cores only; use attention = fused "
-                "or gemm");
+                "backend hip: [backend] attention = %s runs on NVIDIA tensor cores only; use attention = fused or gemm",
+                fused == 2 ? "fused_bf16" : "fused_fp16");
     }
 #endif
     ctx->gemm_narrow = math == 2 ? EX_BF16 : math == 3 ? EX_F16 : EX_F32;
@@ -271,12 +272,13 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
              prop.multiProcessorCount);
     ctx->cc_major = prop.major;
-    if (fused == 2 && prop.major < 8) {
+    if ((fused == 2 && prop.major < 8) || (fused == 3 && prop.major < 7)) {
         cu_shutdown(ctx);
         EX_FAIL(err, EX_E_CONFIG,
-                "backend cuda: [backend] attention = fused_bf16 needs bf16 tensor cores (sm_80 or newer), but device "
-                "%lld is sm_%d%d; use attention = fused or gemm",
-                (long long)device, prop.major, prop.minor);
+                "backend cuda: [backend] attention = %s needs %s tensor cores (sm_%d0 or newer), but device %lld is "
+                "sm_%d%d; use attention = %s",
+                fused == 2 ? "fused_bf16" : "fused_fp16", fused == 2 ? "bf16" : "fp16", fused == 2 ? 8 : 7,
+                (long long)device, prop.major, prop.minor, fused == 2 ? "fused_fp16, fused or gemm" : "fused or gemm");
     }
 #endif
     INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");

@@ -46,7 +46,8 @@ typedef struct cu_ctx {
     int warp;                /* the device's warp (wavefront) width */
     int cc_major;            /* compute capability major (8: A100, 9: H100/H200); 0 on HIP */
     int attn_fused;          /* [backend] attention: 0 gemm; 1 fused (cuda_attention_fused.cu where the head size
-                              * fits); 2 fused_bf16 (cuda_attention_tc.cu where the head size fits, else as 1) */
+                              * fits); 2 fused_bf16, 3 fused_fp16 (cuda_attention_tc.cu where the head size fits,
+                              * else as 1) */
     ex_dtype gemm_narrow;    /* gemm_math = bf16 | fp16: EX_BF16 | EX_F16 (operands rounded to it); else EX_F32 */
     int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
 #ifndef EXPLORA_HIP
@@ -175,8 +176,9 @@ ex_status cu_attention_fused_fwd(cu_ctx *ctx, float *out, float *lse, const floa
 ex_status cu_attention_fused_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                  const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
-/* Fused attention on bf16 tensor cores (cuda_attention_tc.cu; NVIDIA sm_80+, not in the HIP build): for head
- * sizes cu_attention_tc_fits accepts. Same contract as the attention_fwd/bwd slots. */
+/* Fused attention on tensor cores (cuda_attention_tc.cu; not in the HIP build): bf16 tiles when attn_fused is 2
+ * (sm_80+), fp16 when 3 (sm_70+), for head sizes cu_attention_tc_fits accepts. Same contract as the
+ * attention_fwd/bwd slots. */
 int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs);
 ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                               int64_t hs, float scale);
