@@ -44,6 +44,7 @@ typedef struct penv {
     ex_registry *reg;
     const char *name; /* the GPU backend's plugin name: cuda (default) or hip */
     int attn_bf16;    /* the settings select attention = fused_bf16 or fused_fp16: attention by bf16 tolerances */
+    int plain;        /* no EXPLORA_PARITY_SETTINGS: the backend's defaults */
 } penv;
 
 /* Open backend `name` with INI settings; EX_OK or the init status (message in err). */
@@ -422,6 +423,55 @@ static double nmse_of(scope *s, twin t, size_t n) {
  * fp16 keep 11 significant bits, bf16 8) and must show that the format was used: bf16's error on the
  * large GEMM is well above tf32's and fp16's, and those are above plain fp32's. Under bf16 and fp16 the
  * attention matmuls run in TF32 (the key's documentation), so their error matches tf32's. */
+/* The linear layer's forward with the bias in the GEMM's epilogue (the linear_bias_fwd slot, cuBLASLt on
+ * CUDA) against the CPU's GEMM + bias: fp32 x fp32 and bf16 x bf16 (both exact products, fp32 sums), at
+ * row offsets that leave the pointers 4, 8, 16 or 256-byte aligned. On CUDA the slot must take the aligned
+ * fp32 and bf16 cases itself (EX_OK, not a fall-back). */
+static void test_linear_bias(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t shapes[][3] = {{7, 5, 6}, {197, 192, 576}, {256, 1024, 4096}, {33, 64, 64}};
+    const int64_t offsets[] = {0, 1, 2, 4};
+    for (int si = 0; si < 4; si++)
+        for (int oi = 0; oi < 4; oi++)
+            for (int bf = 0; bf < 2; bf++) {
+                const int64_t n = shapes[si][0], ic = shapes[si][1], oc = shapes[si][2], off = offsets[oi];
+                const size_t ni = (size_t)(n * ic + off), nw = (size_t)(oc * ic), no = (size_t)(n * oc + off);
+                float *hx = hbuf(s, ni * 4), *hw = hbuf(s, nw * 4);
+                ext_fill_uniform(hx, ni, 70 + (uint64_t)si, -1, 1);
+                ext_fill_uniform(hw, nw, 80 + (uint64_t)si, -0.2f, 0.2f);
+                twin x, w;
+                if (bf) { /* the same bf16 values on both sides */
+                    uint16_t *bx = hbuf(s, ni * 2), *bw = hbuf(s, nw * 2);
+                    for (size_t i = 0; i < ni; i++) bx[i] = to_bf16(hx[i]);
+                    for (size_t i = 0; i < nw; i++) bw[i] = to_bf16(hw[i]);
+                    x = tw_up(s, bx, ni * 2);
+                    w = tw_up(s, bw, nw * 2);
+                } else {
+                    x = tw_up(s, hx, ni * 4);
+                    w = tw_up(s, hw, nw * 4);
+                }
+                twin b = tw_rand(s, (size_t)oc, 90 + (uint64_t)si, -1, 1), o = tw_alloc(s, no * 4);
+                const ex_dtype dt = bf ? EX_BF16 : EX_F32;
+                const size_t esz = bf ? 2 : 4;
+                BOTH {
+                    ex_err err;
+                    ex_err_clear(&err);
+                    const void *xi = (const char *)x.p[k] + (size_t)off * esz;
+                    EXT_OK(ex_be_linear_fwd(&e->be[k], F(o) + off, xi, dt, w.p[k], dt, F(b), n, ic, oc, &err), &err);
+                }
+                char what[96];
+                snprintf(what, sizeof what, "linear + bias %lldx%lldx%lld %s, offset %lld", (long long)n, (long long)ic,
+                         (long long)oc, bf ? "bf16" : "fp32", (long long)off);
+                cmp_tol(s, o, no, 1e-4, 1e-4, what);
+                if (strcmp(e->name, "cuda") == 0 && off == 0 && e->plain) { /* the defaults: fp32 gemm_math, cuBLAS */
+                    const int k = 1;
+                    assert_int_equal(CALL(linear_bias_fwd, F(o), x.p[1], dt, w.p[1], dt, F(b), n, ic, oc), EX_OK);
+                }
+            }
+    scope_end(s);
+}
+
 static void test_gemm_math(void **state) {
     penv *e = *state;
     if (strcmp(e->name, "cuda") != 0) skip(); /* the key's tf32 and bf16 need cuBLAS */
@@ -918,6 +968,7 @@ int main(int argc, char **argv) {
     snprintf(settings, sizeof settings, "attention_scratch_mib = 16\n%s\n", extra);
     if (extra[0]) printf("# %s backend settings: %s\n", env.name, extra);
     env.attn_bf16 = strstr(extra, "fused_bf16") != NULL || strstr(extra, "fused_fp16") != NULL;
+    env.plain = extra[0] == '\0';
     if (open_backend(env.reg, env.name, settings, &env.be[1], &err) != EX_OK) {
         printf("test_backend_parity: SKIPPED: %s\n", err.msg);
         ex_registry_free(env.reg);
@@ -932,7 +983,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_supports_and_info, &env), cmocka_unit_test_prestate(test_memory, &env),
         cmocka_unit_test_prestate(test_gemm, &env),              cmocka_unit_test_prestate(test_gemm_bf16, &env),
         cmocka_unit_test_prestate(test_gemm_math, &env),          cmocka_unit_test_prestate(test_gemm_mixed, &env),
-        cmocka_unit_test_prestate(test_gemm_pieces, &env),
+        cmocka_unit_test_prestate(test_gemm_pieces, &env),       cmocka_unit_test_prestate(test_linear_bias, &env),
         cmocka_unit_test_prestate(test_rows_fwd, &env),          cmocka_unit_test_prestate(test_activations_fwd, &env),
         cmocka_unit_test_prestate(test_bf16_outputs_fwd, &env),
         cmocka_unit_test_prestate(test_attention_fwd, &env),     cmocka_unit_test_prestate(test_elementwise, &env),

@@ -632,6 +632,56 @@ static void test_linear_backward_write(void **state) {
     scope_end(&s);
 }
 
+/* A backend's optional linear_bias_fwd (GEMM with the bias in its epilogue; CUDA): ex_be_linear_fwd uses its
+ * result when it returns EX_OK, falls back to gemm + bias_add_fwd on EX_E_UNSUPPORTED (bit for bit the plain
+ * path), passes any other status on with a message, and does not call it without a bias. */
+static int g_fused_calls;
+static ex_status g_fused_status;
+static ex_status stub_linear_bias_fwd(void *ctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                                      ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc) {
+    (void)inp, (void)inp_dtype, (void)w, (void)w_dtype, (void)bias, (void)ic;
+    g_fused_calls++;
+    if (g_fused_status != EX_OK) return g_fused_status;
+    for (int64_t i = 0; i < n * oc; i++) out[i] = 7.0f; /* a result the plain path cannot give */
+    (void)ctx;
+    return EX_OK;
+}
+
+static void test_linear_bias_fused_slot(void **state) {
+    ex_backend *real = &((env *)*state)->be;
+    ex_err err;
+    ex_err_clear(&err);
+    scope s = {.be = real};
+    const lin_aux a = {.n = LN_ROWS, .in = LIN_IN, .out = LIN_OUT, .bias = 1};
+    const size_t NO = (size_t)(a.n * a.out);
+    dlin d;
+    dlin_init(&s, &a, 500, &d);
+    float *plain = dguarded(&s, NO), *got = dguarded(&s, NO);
+    OK(ex_linear_forward(real, &d.l, plain, d.x, a.n, 0, 0, &err));
+    ex_backend fb = *real;
+    fb.vt.linear_bias_fwd = stub_linear_bias_fwd;
+    g_fused_calls = 0;
+    g_fused_status = EX_E_UNSUPPORTED; /* falls back */
+    OK(ex_linear_forward(&fb, &d.l, got, d.x, a.n, 0, 0, &err));
+    assert_int_equal(g_fused_calls, 1);
+    assert_bitwise(down(&s, got, NO), down(&s, plain, NO), NO, "fallback after EX_E_UNSUPPORTED");
+    g_fused_status = EX_OK; /* the fused result is the layer's */
+    OK(ex_linear_forward(&fb, &d.l, got, d.x, a.n, 0, 0, &err));
+    assert_int_equal(g_fused_calls, 2);
+    const float *h = down(&s, got, NO);
+    for (size_t i = 0; i < NO; i++) assert_true(h[i] == 7.0f);
+    expect_guard(&s, got, NO, "fused output");
+    g_fused_status = EX_E_DEVICE; /* a failure is reported */
+    assert_int_equal(ex_linear_forward(&fb, &d.l, got, d.x, a.n, 0, 0, &err), EX_E_DEVICE);
+    assert_non_null(strstr(err.msg, "linear_bias_fwd failed"));
+    ex_linear nobias = d.l; /* no bias: the plain GEMM, the slot is not asked */
+    nobias.b = NULL;
+    g_fused_status = EX_OK;
+    OK(ex_linear_forward(&fb, &nobias, got, d.x, a.n, 0, 0, &err));
+    assert_int_equal(g_fused_calls, 3);
+    scope_end(&s);
+}
+
 /* ------------------------------------------------------------------------------
  * LayerNorm
  * ------------------------------------------------------------------------------ */
@@ -1268,6 +1318,7 @@ int main(void) {
         cmocka_unit_test(test_linear_backward_null_grads),
         cmocka_unit_test(test_linear_hooks),
         cmocka_unit_test(test_linear_backward_write),
+        cmocka_unit_test(test_linear_bias_fused_slot),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_block_forward_gelu_ls_drop_hook),
         cmocka_unit_test(test_block_forward_gelu_plain),

@@ -174,6 +174,8 @@ void cu_shutdown(void *vctx) {
     cu_comm_destroy(ctx);
 #ifndef EXPLORA_HIP
     if (ctx->blas) cublasDestroy(ctx->blas);
+    if (ctx->lt) cublasLtDestroy(ctx->lt);
+    if (ctx->lt_ws) cudaFree(ctx->lt_ws);
 #else
     hip_blas_close(ctx->hipblas);
 #endif
@@ -318,6 +320,8 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         cu_shutdown(ctx);
         EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": configuring cuBLAS failed: %s", cublasGetStatusString(s));
     }
+    /* cuBLASLt for the linear layers' bias epilogue; without it they run GEMM + bias kernel */
+    if (cublasLtCreate(&ctx->lt) != CUBLAS_STATUS_SUCCESS) ctx->lt = NULL;
 #endif
     *out = ctx;
     return EX_OK;
@@ -598,6 +602,11 @@ static const ex_backend_vtable cu_vtable = {
     /* .layernorm_fwd_bf16 = */ cu_layernorm_fwd_bf16,
     /* .gelu_fwd_bf16 = */ cu_gelu_fwd_bf16,
     /* .gelu_bwd_inplace = */ cu_gelu_bwd_inplace,
+#ifdef EXPLORA_HIP
+    /* .linear_bias_fwd = */ NULL,
+#else
+    /* .linear_bias_fwd = */ cu_linear_bias_fwd,
+#endif
 };
 
 #ifdef EXPLORA_HIP

@@ -36,6 +36,21 @@
 extern "C" {
 #endif
 
+#ifndef EXPLORA_HIP
+/* cuda_linear.c: cuBLASLt algorithms cached per linear shape (heuristic queries cost host time). */
+#define CU_LT_CACHE 64
+#define CU_LT_WORKSPACE ((size_t)32 << 20)
+typedef struct cu_lt_key {
+    int64_t n, ic, oc;
+    int bf16, compute;
+    uint32_t align[4], bias_align; /* of w, inp, out (C and D) and bias, in bytes (at most 256) */
+} cu_lt_key;
+typedef struct cu_lt_entry {
+    cu_lt_key key;
+    cublasLtMatmulAlgo_t algo;
+} cu_lt_entry;
+#endif
+
 /* The backend context (one per ex_backend). One host thread at a time. */
 typedef struct cu_ctx {
     int device;              /* CUDA device ordinal */
@@ -57,6 +72,10 @@ typedef struct cu_ctx {
     cudaStream_t stream;     /* every op runs here */
 #ifndef EXPLORA_HIP
     cublasHandle_t blas;     /* bound to `stream` */
+    cublasLtHandle_t lt;     /* the linear layers' GEMM with a bias epilogue (cuda_linear.c); NULL: not available */
+    void *lt_ws;             /* its workspace, CU_LT_WORKSPACE bytes, allocated at first use */
+    cu_lt_entry lt_cache[CU_LT_CACHE];
+    int lt_cached;
 #endif
     char name[128];          /* "cuda: NVIDIA H200 (sm_90, 132 SMs)" */
     /* General device scratch (column-sum partials, reduce partials, sort keys),
@@ -105,6 +124,13 @@ ex_status cu_widen(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
 #ifndef EXPLORA_HIP
 ex_status cu_fail_blas(cu_ctx *ctx, cublasStatus_t s, const char *what, const char *file, int line);
+#endif
+
+#ifndef EXPLORA_HIP
+/* The linear_bias_fwd slot (cuda_linear.c): out (n, oc) = inp @ w^T + bias in one cuBLASLt call with a bias
+ * epilogue, for fp32 x fp32 (gemm_math fp32 | tf32) and bf16 x bf16; EX_E_UNSUPPORTED otherwise. */
+ex_status cu_linear_bias_fwd(void *ctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                             ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc);
 #endif
 
 /* The own GEMM kernel (cuda_gemm_tiled.cu), row-major, batched by strides or by pointer arrays:

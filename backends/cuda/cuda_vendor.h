@@ -68,6 +68,7 @@
 
 #else /* CUDA */
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 

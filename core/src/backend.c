@@ -246,6 +246,12 @@ ex_status ex_be_gemm(ex_backend *be, const ex_gemm_desc *d, ex_err *err) {
 ex_status ex_be_linear_fwd(ex_backend *be, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
                            ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc, ex_err *err) {
     /* out (n, oc) = inp (n, ic) @ w^T, w stored (oc, ic) as in torch.nn.Linear */
+    if (bias && be->vt.linear_bias_fwd) { /* the bias in the GEMM's epilogue, where the backend fuses it */
+        ex_status st = be->vt.linear_bias_fwd(be->ctx, out, inp, inp_dtype, w, w_dtype, bias, n, ic, oc);
+        if (st == EX_OK) return EX_OK;
+        EX_ENSURE(st == EX_E_UNSUPPORTED, err, st, "backend '%s': linear_bias_fwd failed (%lld x %lld -> %lld)",
+                  be->name, (long long)n, (long long)ic, (long long)oc);
+    }
     ex_gemm_desc d = {0};
     d.trans_a = 0;
     d.trans_b = 1;

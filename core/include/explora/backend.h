@@ -309,6 +309,13 @@ typedef struct ex_backend_vtable {
     /* d (n) = d * gelu'(inp): the gradient at the GELU's output turned, in place, into the gradient at its
      * input (what gelu_bwd adds into a zeroed buffer, without that buffer: the block's MLP backward). */
     ex_status (*gelu_bwd_inplace)(void *ctx, float *d, const float *inp, int64_t n);
+
+    /* --- fused linear forward [opt; ABI 4.0] ---------------------------------------------------------------- */
+    /* out (n, oc) = inp (n, ic, stored as inp_dtype) @ w^T (oc, ic, stored as w_dtype) + bias (oc), the bias
+     * added by the GEMM itself (one pass over out). EX_E_UNSUPPORTED for a combination the backend does not
+     * fuse, having written nothing: ex_be_linear_fwd then runs gemm and bias_add_fwd. */
+    ex_status (*linear_bias_fwd)(void *ctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                                 ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)
