@@ -8,6 +8,7 @@
  *                                pre-filled gradient buffers: accumulation)
  *
  *   EXPLORA_PARITY_BACKEND=hip       test the hip backend instead (an AMD GPU)
+ *   EXPLORA_PARITY_FILTER="*attention*"  run only the tests whose names match (cmocka's filter)
  *   EXPLORA_PARITY_SETTINGS="gemm = own"
  *                                    extra [backend] lines for the backend under test:
  *                                    here, every GEMM and attention matmul through the
@@ -996,6 +997,12 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_grad_xent, &env),
     };
     int failed = 0;
+    /* EXPLORA_PARITY_FILTER="*attention*": only the tests whose names match (a variant that changes one op) */
+    const char *filter = getenv("EXPLORA_PARITY_FILTER");
+    if (filter && filter[0]) {
+        printf("# only the tests matching %s\n", filter);
+        cmocka_set_test_filter(filter);
+    }
     if (strcmp(mode, "grad") != 0) failed += cmocka_run_group_tests_name("parity_forward", fwd, NULL, NULL);
     if (strcmp(mode, "fwd") != 0) failed += cmocka_run_group_tests_name("parity_gradient", grad, NULL, NULL);
     ex_backend_destroy(&env.be[0]);
