@@ -311,6 +311,21 @@ static void test_embed_image_folder(void **state) {
     free(log);
 }
 
+/* `explora bench` times a real ExPLoRA step through its timing wrapper of the backend: with fp32 and
+ * with bf16 activations (the wrapper must carry every slot the blocks call, optional ones included). */
+static void test_bench_step(void **state) {
+    (void)state;
+    char *out = NULL;
+    for (int bf = 0; bf < 2; bf++) {
+        assert_int_equal(run(&out, "bench --model vits14 --policy explora --batch 1 --iters 1 --warmup 0%s",
+                             bf ? " --set optim.activation_dtype=bf16" : ""),
+                         0);
+        expect_contains(out, "bench-result impl=explora model=vits14 policy=explora batch=1");
+        if (strstr(out, "lacks backend slots")) fail_msg("%s", out);
+        free(out);
+    }
+}
+
 /* `explora bench data` on three real small images: it runs, counts them, and a missing file is named. */
 static void test_bench_data(void **state) {
     (void)state;
@@ -466,6 +481,7 @@ int main(void) {
         cmocka_unit_test(test_data_verb),
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_embed_image_folder),
+        cmocka_unit_test(test_bench_step),
         cmocka_unit_test(test_bench_data),
         cmocka_unit_test(test_slim),
         cmocka_unit_test(test_usage_errors),

@@ -155,6 +155,30 @@ static ex_status w_gelu_fwd(void *vctx, float *out, const float *inp, int64_t n)
 static ex_status w_gelu_bwd(void *vctx, float *dinp, const float *inp, const float *dout, int64_t n) {
     WRAP(BC_ELEM, gelu_bwd, dinp, inp, dout, n);
 }
+static ex_status w_gelu_bwd_inplace(void *vctx, float *d, const float *inp, int64_t n) {
+    WRAP(BC_ELEM, gelu_bwd_inplace, d, inp, n);
+}
+static ex_status w_layernorm_fwd_bf16(void *vctx, uint16_t *out, float *mean, float *rstd, const float *inp,
+                                      const float *w, const float *b, int64_t n, int64_t c, float eps) {
+    WRAP(BC_NORM, layernorm_fwd_bf16, out, mean, rstd, inp, w, b, n, c, eps);
+}
+static ex_status w_gelu_fwd_bf16(void *vctx, uint16_t *out, const float *inp, int64_t n) {
+    WRAP(BC_ELEM, gelu_fwd_bf16, out, inp, n);
+}
+static ex_status w_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
+                                   ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc) {
+    bench_timer *T = vctx;
+    const double t0 = now_s();
+    const ex_status s = T->inner->vt.linear_bias_fwd(T->inner->ctx, out, inp, inp_dtype, w, w_dtype, bias, n, ic, oc);
+    if (s == EX_OK) { /* a GEMM like any other (EX_E_UNSUPPORTED: the fall-back's gemm counts it) */
+        T->flops[T->phase] += 2.0 * (double)n * (double)ic * (double)oc;
+        timer_add(T, BC_GEMM, "gemm", t0);
+    }
+    return s;
+}
+static ex_status w_rng_dropout(void *vctx, float *out, int64_t n, float p, ex_rng *rng) {
+    WRAP(BC_ELEM, rng_dropout, out, n, p, rng);
+}
 static ex_status w_silu_fwd(void *vctx, float *out, const float *inp, int64_t n) { WRAP(BC_ELEM, silu_fwd, out, inp, n); }
 static ex_status w_silu_bwd(void *vctx, float *dinp, const float *inp, const float *dout, int64_t n) {
     WRAP(BC_ELEM, silu_bwd, dinp, inp, dout, n);
@@ -294,6 +318,17 @@ static void timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T) {
     v->adamw = w_adamw, v->ema = w_ema;
     v->rng_uniform = w_rng_uniform, v->rng_normal = w_rng_normal, v->rng_permutation = w_rng_permutation;
     v->patchify_fwd = w_patchify_fwd, v->patchify_bwd = w_patchify_bwd, v->copy2d = w_copy2d;
+    v->rng_dropout = w_rng_dropout, v->gelu_bwd_inplace = w_gelu_bwd_inplace;
+    /* optional slots: wrapped where the backend has them, NULL (not supported) where it has not */
+    v->layernorm_fwd_bf16 = inner->vt.layernorm_fwd_bf16 ? w_layernorm_fwd_bf16 : NULL;
+    v->gelu_fwd_bf16 = inner->vt.gelu_fwd_bf16 ? w_gelu_fwd_bf16 : NULL;
+    v->linear_bias_fwd = inner->vt.linear_bias_fwd ? w_linear_bias_fwd : NULL;
+    /* every mandatory slot but the lifecycle ones is wrapped: a new one that is not would be called as NULL */
+    ex_backend_vtable chk = *v;
+    chk.init = inner->vt.init, chk.shutdown = inner->vt.shutdown;
+    char missing[512];
+    if (ex_backend_vtable_missing(&chk, sizeof chk, missing, sizeof missing) > 0)
+        fprintf(stderr, "explora: bench: the timing wrapper lacks backend slots: %s\n", missing);
 }
 
 static void timer_reset(bench_timer *T) {
