@@ -43,11 +43,12 @@ extern "C" {
 typedef struct cu_lt_key {
     int64_t n, ic, oc;
     int bf16, compute;
-    uint32_t align[4], bias_align; /* of w, inp, out (C and D) and bias, in bytes (at most 256) */
+    uint32_t align[4];             /* of w, inp, out (C and D), in bytes (at most 256) */
 } cu_lt_key;
 typedef struct cu_lt_entry {
     cu_lt_key key;
     cublasLtMatmulAlgo_t algo;
+    int found;                     /* 0: cuBLASLt has no algorithm for it (the caller falls back) */
 } cu_lt_entry;
 #endif
 

@@ -34,20 +34,22 @@ static uint32_t alignment_of(const void *p) {
     return al;
 }
 
-/* The heuristic's algorithm for key k, from the cache or a new query (0 results: *found = 0). */
-static ex_status lt_algo(cu_ctx *ctx, const cu_lt_key *k, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
-                         cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, cublasLtMatmulAlgo_t *algo, int *found) {
+/* The heuristic's algorithm for key k, from the cache or a new query. *found = 0 when cuBLASLt has none for
+ * this case or refuses the query (a combination this version does not take): remembered too, so the
+ * caller falls back at once next time. */
+static void lt_algo(cu_ctx *ctx, const cu_lt_key *k, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                    cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, cublasLtMatmulAlgo_t *algo, int *found) {
     for (int i = 0; i < ctx->lt_cached; i++)
         if (memcmp(&ctx->lt_cache[i].key, k, sizeof *k) == 0) {
             *algo = ctx->lt_cache[i].algo;
-            *found = 1;
-            return EX_OK;
+            *found = ctx->lt_cache[i].found;
+            return;
         }
     cublasLtMatmulPreference_t pref = NULL;
-    CU_BLAS(ctx, cublasLtMatmulPreferenceCreate(&pref));
+    cublasStatus_t s = cublasLtMatmulPreferenceCreate(&pref);
     const uint64_t ws = CU_LT_WORKSPACE;
-    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                            sizeof ws);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     const uint32_t al[4] = {k->align[0], k->align[1], k->align[2], k->align[3]};
     const cublasLtMatmulPreferenceAttributes_t which[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -59,20 +61,15 @@ static ex_status lt_algo(cu_ctx *ctx, const cu_lt_key *k, cublasLtMatmulDesc_t o
     memset(&res, 0, sizeof res);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, lc, lc, pref, 1, &res, &returned);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && returned == 0)) {
-        *found = 0;
-        return EX_OK;
-    }
-    CU_BLAS(ctx, s);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    *found = s == CUBLAS_STATUS_SUCCESS && returned > 0 && res.state == CUBLAS_STATUS_SUCCESS;
     *algo = res.algo;
-    *found = 1;
     if (ctx->lt_cached < CU_LT_CACHE) { /* a full cache keeps its entries: later shapes query each time */
         ctx->lt_cache[ctx->lt_cached].key = *k;
         ctx->lt_cache[ctx->lt_cached].algo = res.algo;
+        ctx->lt_cache[ctx->lt_cached].found = *found;
         ctx->lt_cached++;
     }
-    return EX_OK;
 }
 
 ex_status cu_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
@@ -87,11 +84,11 @@ ex_status cu_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype i
         return EX_E_UNSUPPORTED;
     const cudaDataType_t ab = both16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute = both16 ? CUBLAS_COMPUTE_32F : ctx->gemm_compute;
+    if (((uintptr_t)bias & 15u) != 0) return EX_E_UNSUPPORTED; /* the epilogue reads the bias vectorised */
     cu_lt_key key;
     memset(&key, 0, sizeof key);
     key.n = n, key.ic = ic, key.oc = oc, key.bf16 = both16, key.compute = (int)compute;
     key.align[0] = alignment_of(w), key.align[1] = alignment_of(inp), key.align[2] = key.align[3] = alignment_of(out);
-    key.bias_align = alignment_of(bias);
 
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -102,7 +99,8 @@ ex_status cu_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype i
     const cudaDataType_t bias_type = CUDA_R_32F;
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -111,15 +109,14 @@ ex_status cu_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype i
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)ic, (uint64_t)oc, ic);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)ic, (uint64_t)n, ic);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)oc, (uint64_t)n, oc);
-    if (s != CUBLAS_STATUS_SUCCESS) {
-        st = cu_fail_blas(ctx, s, "cublasLt descriptors", __FILE__, __LINE__);
+    if (s != CUBLAS_STATUS_SUCCESS) { /* a description this cuBLASLt refuses: GEMM + bias kernel instead */
+        st = EX_E_UNSUPPORTED;
         goto done;
     }
     cublasLtMatmulAlgo_t algo;
     int found = 0;
-    st = lt_algo(ctx, &key, op, la, lb, lc, &algo, &found);
-    if (st != EX_OK) goto done;
-    if (!found || key.bias_align < 16) { /* no kernel for this case: the core adds the bias separately */
+    lt_algo(ctx, &key, op, la, lb, lc, &algo, &found);
+    if (!found) { /* no kernel for this case: the core adds the bias separately */
         st = EX_E_UNSUPPORTED;
         goto done;
     }
