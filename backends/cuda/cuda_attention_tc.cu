@@ -409,10 +409,7 @@ template <typename T, int HS>
 static ex_status ft_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                         float scale) {
     const int smem = ft_fwd_smem<HS>::bytes;
-    if (cudaFuncSetAttribute(k_attn_tc_fwd<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return EX_E_DEVICE;
-    }
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_fwd<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     const dim3 grid((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
     k_attn_tc_fwd<T, HS><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
@@ -424,11 +421,8 @@ static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *
                         const float *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
     const int smem = ft_bwd_smem<HS>::bytes;
     const cudaFuncAttribute attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    if (cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS>, attr, smem) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS>, attr, smem) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return EX_E_DEVICE;
-    }
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS>, attr, smem));
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS>, attr, smem));
     const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
     k_attn_tc_bwd_kv<T, HS><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
