@@ -545,6 +545,8 @@ done:
     if (dtok) ex_be_free(be, dtok);
     if (lossbuf) ex_be_free(be, lossbuf);
     if (images) ex_be_free(be, images);
+    /* the plan points at the optimiser's tensors too: release it before they go (as ex_trainer_free) */
+    ex_memory_plan_release(&m.plan);
     if (pol->train) ex_optim_free(&opt);
     ex_model_free(&m);
     return st;
