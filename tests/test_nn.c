@@ -1255,6 +1255,25 @@ static void test_block_validation(void **state) {
     ex_block_acts unbound = {0};
     assert_int_equal(ex_block_forward(be, &d.blk, &unbound, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
                      EX_E_INVALID);
+    /* activation dtypes: only f32 and bf16; the layers' input dtypes must follow the block's (set together by
+     * ex_block_set_act_dtype); bf16 needs the backend's bf16 slots */
+    blk = d.blk;
+    assert_int_equal(ex_block_set_act_dtype(&blk, EX_F16, &err), EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "f32 or bf16"));
+    blk.act_dtype = EX_BF16; /* set by hand: qkv, fc1, fc2 still read fp32 */
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
+                     EX_E_INVALID);
+    assert_non_null(strstr(err.msg, "ex_block_set_act_dtype"));
+    assert_int_equal(ex_block_set_act_dtype(&blk, EX_BF16, &err), EX_OK);
+    assert_true(blk.qkv.in_dtype == EX_BF16 && blk.fc1.in_dtype == EX_BF16 && blk.fc2.in_dtype == EX_BF16 &&
+                blk.proj.in_dtype == EX_F32);
+    ex_backend nobf = *be; /* a backend without the bf16 outputs */
+    nobf.vt.layernorm_fwd_bf16 = NULL;
+    assert_int_equal(ex_block_forward(&nobf, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
+                     EX_E_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "activation_dtype = fp32"));
+    assert_int_equal(ex_block_set_act_dtype(&blk, EX_F32, &err), EX_OK); /* and back */
+    assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err), EX_OK);
     /* empty batch: nothing to do */
     assert_int_equal(ex_block_forward(be, &d.blk, &d.acts, d.out, d.p[P_X], NULL, NULL, 0, c->t, 1, 0, &err), EX_OK);
     /* linear and LayerNorm */
