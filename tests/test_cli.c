@@ -117,6 +117,17 @@ static void test_check_frozen_bf16(void **state) {
     free(out);
     assert_int_equal(run(&out, "check '%s' --set optim.frozen_dtype=fp32", path), 0);
     if (strstr(out, "frozen weights:")) fail_msg("fp32 frozen weights reported as narrow:\n%s", out);
+    const char *act = strstr(out, "  activation ");
+    long long tensors = 0, e32 = 0, e16 = 0;
+    assert_true(act && sscanf(act, "  activation %lld %lld", &tensors, &e32) == 2);
+    free(out);
+    /* [optim] activation_dtype = bf16: said, and each block's ln1, ln2 (34 rows x 16) and GELU output (34 x 64)
+     * take half the floats: 2 blocks x (544 + 544 + 2176) / 2 = 3264 planned elements fewer */
+    assert_int_equal(run(&out, "check '%s' --set optim.activation_dtype=bf16", path), 0);
+    expect_contains(out, "activations: the blocks' GEMM inputs kept in bf16 ([optim] activation_dtype)");
+    act = strstr(out, "  activation ");
+    assert_true(act && sscanf(act, "  activation %lld %lld", &tensors, &e16) == 2);
+    assert_int_equal(e32 - e16, 3264);
     free(out);
 }
 
