@@ -20,23 +20,26 @@
 #    a skip counts as a failure here; on a failure the forward part runs again under
 #    compute-sanitizer's memcheck when that tool is on the PATH; then the suite again with
 #    `gemm = own` (every GEMM through the backend's own kernel, the HIP build's GEMM), with
-#    `attention = fused`, and with `attention = fused_bf16` and `fused_fp16` (tensor cores; under
-#    compute-sanitizer too if they fail);
+#    `attention = fused`, with `attention = fused_bf16` and `fused_fp16` (tensor cores; under
+#    compute-sanitizer too if they fail) and with `attention = cudnn` (cuDNN's fused attention);
+#    before that, tests/cuda_dnn/test_cuda_dnn has cuDNN plan every attention graph for ViT shapes;
 # 3. end to end: the demo's ExPLoRA DINOv2 run (configs/demo/explora.ini) for 6 steps on
 #    the cpu and on the cuda backend from the same seed, loss per step side by side; the
 #    cuda run twice (its checkpoints must be byte-identical: run-to-run determinism); and
-#    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16), and that with
-#    the blocks' activations in bf16 too ([optim] activation_dtype = bf16);
+#    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16), that with
+#    the blocks' activations in bf16 too ([optim] activation_dtype = bf16), and that with
+#    attention = cudnn, twice (deterministic: identical checkpoints);
 # 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
 #    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
 #    fp32, tf32 and bf16, then with frozen weights and activations in bf16, then with
-#    attention = fused_bf16;
+#    attention = fused_bf16 and with attention = cudnn;
 #    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
 #    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
 # 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
 #    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: tf32
 #    (the first H200 runs' baseline), bf16 with frozen weights and activations in bf16, that
-#    with attention = fused_bf16, and the 16 GB configuration (recompute, fused attention);
+#    with attention = fused_bf16 and with attention = cudnn, and the 16 GB configuration (recompute,
+#    fused attention, and recompute with cuDNN attention);
 #    GPU_CHECK_FULL=1 adds ViT-B/14, batch 64 and the other earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
 #    model FLOP/s and MFU) and the peak
@@ -94,7 +97,18 @@ case $rc in
      fi ;;
 esac
 
-for variant in "gemm = own" "attention = fused" "attention = fused_bf16" "attention = fused_fp16"; do
+if [ -x "$BUILD/bin/test_cuda_dnn" ]; then
+  say "cuDNN attention graphs and plans (test_cuda_dnn)"
+  timeout 180 "$BUILD/bin/test_cuda_dnn" > "$LOGS/cuda-dnn.log" 2>&1
+  rc=$?
+  grep -vE "^\[ +(RUN|OK) +\]" "$LOGS/cuda-dnn.log" | tail -40
+  case $rc in 0) say "cuDNN plans: PASS" ;; 77) say "cuDNN plans: SKIPPED (no libcudnn.so.9)" ;;
+              *) say "cuDNN plans: FAIL (rc=$rc)"; status=1 ;; esac
+else
+  say "no test_cuda_dnn in $BUILD (built without cuDNN's headers)"
+fi
+
+for variant in "gemm = own" "attention = fused" "attention = fused_bf16" "attention = fused_fp16" "attention = cudnn"; do
   say "parity suite again with [backend] $variant"
   log="$LOGS/parity-$(echo "$variant" | tr -c 'a-z0-9\n' '_').log"
   filter=""; [ "${variant#attention}" != "$variant" ] && filter="*attention*" # the attention tests only
@@ -130,11 +144,12 @@ compare_losses() {
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   # cpu and cuda; cuda again (run-to-run determinism: the checkpoints must be equal byte for byte);
   # cuda with frozen weights in bf16 on bf16 tensor cores ([optim] frozen_dtype, gemm_math = bf16)
-  for run in cpu cuda cuda-again cuda-bf16 cuda-bf16-acts; do
+  for run in cpu cuda cuda-again cuda-bf16 cuda-bf16-acts cuda-cudnn cuda-cudnn-again; do
     be=${run%%-*}
     extra=""
     [ "$run" = cuda-bf16 ] && extra="--set optim.frozen_dtype=bf16 --set backend.gemm_math=bf16"
     [ "$run" = cuda-bf16-acts ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16"
+    [ "${run#cuda-cudnn}" != "$run" ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=cudnn"
     say "end to end: configs/demo/explora.ini, 6 steps, $run"
     rm -rf "$LOGS/e2e-$run"
     timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
@@ -152,6 +167,12 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   compare_losses cuda 1e-3
   compare_losses cuda-bf16 1e-2
   compare_losses cuda-bf16-acts 2e-2
+  compare_losses cuda-cudnn 2e-2
+  if cmp -s "$LOGS/e2e-cuda-cudnn/checkpoint.safetensors" "$LOGS/e2e-cuda-cudnn-again/checkpoint.safetensors"; then
+    say "run to run: two cuDNN-attention runs wrote identical checkpoints (deterministic engines)"
+  else
+    say "run to run: the two cuDNN-attention runs' checkpoints differ: FAIL"; status=1
+  fi
 else
   say "end to end and DINOv2 step benchmark skipped: no $FMNIST/t10k-images-idx3-ubyte.gz"
 fi
@@ -185,6 +206,9 @@ bench "backbone ViT-L/14 bf16, frozen weights and activations bf16" 32 --model v
 bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, fused_bf16 attention" 32 --model vitb14 $L14 \
     --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
     --set backend.attention=fused_bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, cuDNN attention" 32 --model vitb14 $L14 \
+    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
+    --set backend.attention=cudnn
 
 # the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
 # PATH has a CUDA PyTorch
@@ -232,8 +256,11 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 $BF $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-bf16" 32 $BF --set backend.attention=fused_bf16 $L14H
+  step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn" 32 $BF --set backend.attention=cudnn $L14H
   step_bench "ViT-L14-bf16-recompute-fused-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
       --set backend.attention=fused $L14H
+  step_bench "ViT-L14-bf16-recompute-cudnn-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
+      --set backend.attention=cudnn $L14H
   if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then # the configurations measured at the first H200 runs
     step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16
     step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H

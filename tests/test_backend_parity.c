@@ -44,7 +44,8 @@ typedef struct penv {
     ex_backend be[2]; /* 0 = cpu (reference), 1 = the GPU backend under test */
     ex_registry *reg;
     const char *name; /* the GPU backend's plugin name: cuda (default) or hip */
-    int attn_bf16;    /* the settings select attention = fused_bf16 or fused_fp16: attention by bf16 tolerances */
+    int attn_bf16;    /* the settings select attention = fused_bf16, fused_fp16 or cudnn: attention by bf16 tolerances */
+    int attn_cudnn;   /* attention = cudnn (head sizes that are multiples of 8, t >= 2) */
     int plain;        /* no EXPLORA_PARITY_SETTINGS: the backend's defaults */
 } penv;
 
@@ -657,7 +658,8 @@ static void test_attention_fwd(void **state) {
         twin qkv = tw_rand(s, (size_t)(b * t * 3 * C), 300 + ci, -2, 2);
         twin o = tw_alloc(s, (size_t)(b * t * C) * 4), l = tw_alloc(s, (size_t)(b * nh * t) * 4);
         BOTH OK(CALL(attention_fwd, F(o), F(l), F(qkv), b, t, nh, hs, scale));
-        if (s->e->attn_bf16 && hs % 16) { /* hs = 8: no bf16 kernel, the fp32 fused one */
+        /* no bf16 kernel takes hs = 8 (fused_bf16 | fp16) or t = 1 (cudnn): the fp32 fused kernel runs */
+        if (s->e->attn_bf16 && (s->e->attn_cudnn ? t < 2 : hs % 16 != 0)) {
             cmp(s, o, (size_t)(b * t * C), "attention_fwd out");
             cmp(s, l, (size_t)(b * nh * t), "attention_fwd lse");
             continue;
@@ -968,7 +970,8 @@ int main(int argc, char **argv) {
     char settings[256];
     snprintf(settings, sizeof settings, "attention_scratch_mib = 16\n%s\n", extra);
     if (extra[0]) printf("# %s backend settings: %s\n", env.name, extra);
-    env.attn_bf16 = strstr(extra, "fused_bf16") != NULL || strstr(extra, "fused_fp16") != NULL;
+    env.attn_cudnn = strstr(extra, "cudnn") != NULL;
+    env.attn_bf16 = strstr(extra, "fused_bf16") != NULL || strstr(extra, "fused_fp16") != NULL || env.attn_cudnn;
     env.plain = extra[0] == '\0';
     if (open_backend(env.reg, env.name, settings, &env.be[1], &err) != EX_OK) {
         printf("test_backend_parity: SKIPPED: %s\n", err.msg);

@@ -6,7 +6,8 @@
  * many as fit the `attention_scratch_mib` budget, at least one) the
  * (chunk, nh, t, t) scores live in device scratch. `[backend] attention = fused`
  * takes cuda_attention_fused.cu instead (no (t, t) matrix; head sizes up to
- * CU_FUSED_MAX_HS), and so does nothing here.
+ * CU_FUSED_MAX_HS), fused_bf16/fp16 cuda_attention_tc.cu and cudnn cuda_attention_dnn.c; those
+ * dispatch from the two slots below.
  *
  * Layout (timm): qkv (b, t, 3, nh, hs); head h of token i has q at
  * qkv[(bi*t + i)*3C + h*hs], k at +C, v at +2C, with C = nh*hs; out (b, t, C);
@@ -142,6 +143,8 @@ ex_status cu_attention_fwd(void *vctx, float *out, float *lse, const float *qkv,
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
     CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd: NULL pointer");
 #ifndef EXPLORA_HIP
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
+        return cu_attention_dnn_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
 #endif
@@ -180,6 +183,8 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
     CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd: NULL pointer");
 #ifndef EXPLORA_HIP
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
+        return cu_attention_dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
 #endif

@@ -153,13 +153,18 @@ static const ex_key_spec cu_keys[] = {
      "else the own tiled kernel; hipblas: hipBLAS or an error; own: the own kernel. Attention matmuls always run "
      "the own kernel."},
 #endif
-    {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused|fused_bf16|fused_fp16",
+    {"attention", EX_KEY_ENUM, "gemm", EX_NORANGE, "gemm|fused|fused_bf16|fused_fp16|cudnn",
      "Attention kernels. gemm: scores materialised in chunks (attention_scratch_mib) and multiplied by the GEMM "
      "library; fused: one kernel per pass, scores in registers, no (t, t) matrix in memory (head sizes up to 128, "
      "64 on 64-wide wavefronts; larger heads use gemm); fused_bf16: the same without a (t, t) matrix, its products "
      "on bf16 tensor cores with fp32 softmax and accumulation (flash attention; NVIDIA sm_80+, head sizes 16, 32, "
      "48, 64, 80, 96, 128, others as fused); fused_fp16: the same on fp16 tensor cores (sm_70+: GPUs without bf16, "
-     "with gemm_math = fp16 and [optim] loss_scale = dynamic)."},
+     "with gemm_math = fp16 and [optim] loss_scale = dynamic); cudnn: NVIDIA's fused attention from cuDNN 9 on bf16 "
+     "copies (sm_80+, loaded at start-up; head sizes that are multiples of 8 up to 128, others as fused_bf16)."},
+    {"deterministic", EX_KEY_BOOL, "true", EX_NORANGE, NULL,
+     "Bitwise repeatable runs on one GPU model and toolkit. Every own kernel and cuBLAS call is deterministic "
+     "either way; false lets attention = cudnn use engines that add partial gradients with atomics (faster "
+     "backward, last bits vary run to run)."},
     {"attention_scratch_mib", EX_KEY_INT, "1024", 16, 1048576, NULL,
      "Device memory for attention score matrices: batches are processed in chunks that fit it."},
     {"gemm_copy_mib", EX_KEY_INT, "128", 1, 1048576, NULL,
@@ -173,6 +178,7 @@ void cu_shutdown(void *vctx) {
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     cu_comm_destroy(ctx);
 #ifndef EXPLORA_HIP
+    cu_attention_dnn_close(ctx);
     if (ctx->blas) cublasDestroy(ctx->blas);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->lt_ws) cudaFree(ctx->lt_ws);
@@ -205,7 +211,8 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     *out = NULL;
     int64_t device = -1, scratch_mib = 1024, copy_mib = 128;
     int math = 0; /* index into "fp32|tf32|bf16|fp16" */
-    int fused = 0; /* index into "gemm|fused" */
+    int fused = 0; /* index into "gemm|fused|fused_bf16|fused_fp16|cudnn" */
+    int deterministic = 1;
 #ifdef EXPLORA_HIP
     int own = 1;      /* the attention matmuls' kernel, always */
     int hip_gemm = 0; /* index into "auto|hipblas|own" */
@@ -216,6 +223,8 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         EX_CHECK(ex_cfg_int(cfg, "device", &device, err));
         EX_CHECK(ex_cfg_enum(cfg, "gemm_math", &math, err));
         EX_CHECK(ex_cfg_enum(cfg, "attention", &fused, err));
+        EX_CHECK(ex_cfg_bool(cfg, "deterministic", &deterministic, err));
+        (void)deterministic; /* read by the cuDNN attention only (not on HIP) */
 #ifdef EXPLORA_HIP
         EX_CHECK(ex_cfg_enum(cfg, "gemm", &hip_gemm, err));
 #endif
@@ -246,8 +255,8 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     if (fused >= 2) {
         free(ctx);
         EX_FAIL(err, EX_E_CONFIG,
-                "backend hip: [backend] attention = %s runs on NVIDIA tensor cores only; use attention = fused or gemm",
-                fused == 2 ? "fused_bf16" : "fused_fp16");
+                "backend hip: [backend] attention = %s runs on NVIDIA GPUs only; use attention = fused or gemm",
+                fused == 2 ? "fused_bf16" : fused == 3 ? "fused_fp16" : "cudnn");
     }
 #endif
     ctx->gemm_narrow = math == 2 ? EX_BF16 : math == 3 ? EX_F16 : EX_F32;
@@ -274,13 +283,14 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
              prop.multiProcessorCount);
     ctx->cc_major = prop.major;
-    if ((fused == 2 && prop.major < 8) || (fused == 3 && prop.major < 7)) {
+    if (((fused == 2 || fused == 4) && prop.major < 8) || (fused == 3 && prop.major < 7)) {
         cu_shutdown(ctx);
         EX_FAIL(err, EX_E_CONFIG,
                 "backend cuda: [backend] attention = %s needs %s tensor cores (sm_%d0 or newer), but device %lld is "
                 "sm_%d%d; use attention = %s",
-                fused == 2 ? "fused_bf16" : "fused_fp16", fused == 2 ? "bf16" : "fp16", fused == 2 ? 8 : 7,
-                (long long)device, prop.major, prop.minor, fused == 2 ? "fused_fp16, fused or gemm" : "fused or gemm");
+                fused == 2 ? "fused_bf16" : fused == 4 ? "cudnn" : "fused_fp16", fused == 3 ? "fp16" : "bf16",
+                fused == 3 ? 7 : 8, (long long)device, prop.major, prop.minor,
+                fused == 3 ? "fused or gemm" : "fused_fp16, fused or gemm");
     }
 #endif
     INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -322,6 +332,15 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     }
     /* cuBLASLt for the linear layers' bias epilogue; without it they run GEMM + bias kernel */
     if (cublasLtCreate(&ctx->lt) != CUBLAS_STATUS_SUCCESS) ctx->lt = NULL;
+    if (fused == 4) {
+        const ex_status st = cu_attention_dnn_open(ctx, deterministic, err);
+        if (st != EX_OK) {
+            cu_shutdown(ctx);
+            return st;
+        }
+        const size_t len = strlen(ctx->name);
+        snprintf(ctx->name + len, sizeof ctx->name - len, ", cuDNN attention");
+    }
 #endif
     *out = ctx;
     return EX_OK;

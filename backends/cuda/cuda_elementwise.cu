@@ -46,11 +46,13 @@ __global__ void k_to_f16(__half *dst, const float *src, int64_t n) {
 #endif
 
 /* dst (n) = src (n) widened to fp32, exactly: bf16 bits (bf16 = 1) or IEEE half bits (bf16 = 0). */
-__global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16) {
+/* dst = widen(src), or dst += widen(src) when add */
+__global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16, int add) {
     CU_FOR(i, n) {
         const uint32_t h = src[i];
         if (bf16) {
-            dst[i] = __uint_as_float(h << 16);
+            const float v = __uint_as_float(h << 16);
+            dst[i] = add ? dst[i] + v : v;
             continue;
         }
         const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
@@ -58,7 +60,7 @@ __global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16) {
         if (exp == 0x1Fu) v = __uint_as_float(sign | 0x7F800000u | (man << 13)); /* inf, NaN */
         else if (exp != 0) v = __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
         else v = __uint_as_float(sign | __float_as_uint((float)man * (1.0f / 16777216.0f))); /* 0, subnormal */
-        dst[i] = v;
+        dst[i] = add ? dst[i] + v : v;
     }
 }
 
@@ -231,7 +233,14 @@ ex_status cu_to_narrow(cu_ctx *ctx, void *dst, const float *src, int bf16, int64
 
 ex_status cu_widen(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n) {
     if (n <= 0) return EX_OK;
-    k_widen<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, (const uint16_t *)src, n, bf16);
+    k_widen<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, (const uint16_t *)src, n, bf16, 0);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_widen_add(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n) {
+    if (n <= 0) return EX_OK;
+    k_widen<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, (const uint16_t *)src, n, bf16, 1);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -63,7 +63,8 @@ typedef struct cu_ctx {
     int cc_major;            /* compute capability major (8: A100, 9: H100/H200); 0 on HIP */
     int attn_fused;          /* [backend] attention: 0 gemm; 1 fused (cuda_attention_fused.cu where the head size
                               * fits); 2 fused_bf16, 3 fused_fp16 (cuda_attention_tc.cu where the head size fits,
-                              * else as 1) */
+                              * else as 1); 4 cudnn (cuda_attention_dnn.c where cuDNN takes the shape, else as 2) */
+    struct cu_dnn *dnn;      /* cuDNN, loaded at init for attention = cudnn (cuda_dnn.c); NULL otherwise */
     ex_dtype gemm_narrow;    /* gemm_math = bf16 | fp16: EX_BF16 | EX_F16 (operands rounded to it); else EX_F32 */
     int gemm_own;            /* 1: GEMMs by the own kernel (cuda_gemm_tiled.cu): [backend] gemm = own, and always on HIP */
 #ifndef EXPLORA_HIP
@@ -121,6 +122,8 @@ ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out);
 /* dst (n) fp32 = src (n) bf16 (bf16 = 1) or fp16 (bf16 = 0) bits, exactly: narrow GEMM operands for the
  * fp32 paths (gemm_math = fp32/tf32, the own kernel). */
 ex_status cu_widen(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n);
+/* dst (n) fp32 += the same widened values (gradients computed in bf16, accumulated into fp32). */
+ex_status cu_widen_add(cu_ctx *ctx, float *dst, const void *src, int bf16, int64_t n);
 
 ex_status cu_fail_cuda(cu_ctx *ctx, cudaError_t e, const char *what, const char *file, int line);
 #ifndef EXPLORA_HIP
@@ -211,6 +214,17 @@ ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *
                               int64_t hs, float scale);
 ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
+/* Attention through cuDNN's fused SDPA (cuda_attention_dnn.c; builds with cuDNN's headers, not HIP): where
+ * cu_attention_dnn_fits, bf16 copies of qkv (and o, do) go through cuDNN; the results are widened back. */
+int cu_attention_dnn_fits(const cu_ctx *ctx, int64_t b, int64_t t, int64_t nh, int64_t hs);
+ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                               int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+/* Load cuDNN and bind it to the context's stream (init, attention = cudnn): EX_E_CONFIG with the reason. */
+ex_status cu_attention_dnn_open(cu_ctx *ctx, int deterministic, ex_err *err);
+void cu_attention_dnn_close(cu_ctx *ctx);
 
 /* --- cuda_elementwise.cu ----------------------------------------------------------- */
 ex_status cu_fill(void *ctx, float *dst, float value, int64_t n);

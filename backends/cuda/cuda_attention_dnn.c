@@ -1,0 +1,153 @@
+/*
+ * backends/cuda/cuda_attention_dnn.c — the attention_fwd/bwd slots through cuDNN's fused
+ * scaled-dot-product attention: `[backend] attention = cudnn` (NVIDIA sm_80+, cuDNN 9).
+ *
+ * The backend interface keeps attention's tensors in fp32; cuDNN's fused engines take bf16. So:
+ *   forward   qkv (b, t, 3, nh, hs) fp32 -> bf16 copy; cuDNN writes o (b, t, nh, hs) in bf16 and
+ *             lse (b, nh, t) in fp32 straight into the caller's buffer; o is widened into `out`.
+ *   backward  bf16 copies of qkv, out (exact: out holds widened bf16 values) and dout; cuDNN writes
+ *             bf16 dq, dk, dv into one (b, t, 3, nh, hs) buffer; dqkv += its widened values.
+ * Numerics are those of bf16 flash attention (the inputs of every product rounded to bf16, fp32
+ * softmax and accumulation), the same class as attention = fused_bf16, and the parity suite holds
+ * it to the same tolerances. The copies cost 2 bytes per element: the backward of a ViT-L/14
+ * global-crop batch of 64 takes 8 x 64 x 257 x 1024 x 2 B = 269 MB of bf16 scratch, in place of the
+ * gemm path's score chunks.
+ *
+ * Shapes cuDNN cannot take (cu_dnn_sdpa_fits: head size not a multiple of 8, or above 128) run the
+ * fused_bf16 kernel instead, as documented for the setting. A shape cuDNN accepts in principle but
+ * for which no engine builds a plan is an error (EX_E_UNSUPPORTED, with cuDNN's reason and the
+ * settings to use instead), never a silent switch of kernels.
+ *
+ * Built when CMake finds cuDNN's headers (EXPLORA_HAVE_CUDNN); without them the setting reports
+ * that the build lacks cuDNN.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#ifdef EXPLORA_HAVE_CUDNN
+
+#include "cuda_dnn.h"
+
+/* Record cuDNN's reason like a device error (printed once, kept in last_error). */
+static ex_status dnn_fail(cu_ctx *ctx, ex_status code, const char *why) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "cuda: attention = cudnn: %.400s", why);
+    if (strcmp(ctx->last_error, msg) != 0) fprintf(stderr, "explora: %s\n", msg);
+    snprintf(ctx->last_error, sizeof ctx->last_error, "%s", msg);
+    return ex_err_set(NULL, code, __FILE__, __LINE__, "%s", msg);
+}
+
+ex_status cu_attention_dnn_open(cu_ctx *ctx, int deterministic, ex_err *err) {
+    char why[512] = "";
+    if (cu_dnn_open(&ctx->dnn, NULL, why, sizeof why) != 0 ||
+        cu_dnn_bind(ctx->dnn, (void *)ctx->stream, why, sizeof why) != 0) {
+        cu_dnn_close(ctx->dnn);
+        ctx->dnn = NULL;
+        EX_FAIL(err, EX_E_CONFIG,
+                "backend cuda: [backend] attention = cudnn, but cuDNN cannot be used: %s. Install cuDNN 9 for this "
+                "CUDA (NVIDIA's libcudnn9 package, or put its lib directory on LD_LIBRARY_PATH), or set attention "
+                "= fused_bf16",
+                why);
+    }
+    cu_dnn_set_deterministic(ctx->dnn, deterministic);
+    return EX_OK;
+}
+
+void cu_attention_dnn_close(cu_ctx *ctx) {
+    cu_dnn_close(ctx->dnn);
+    ctx->dnn = NULL;
+}
+
+int cu_attention_dnn_fits(const cu_ctx *ctx, int64_t b, int64_t t, int64_t nh, int64_t hs) {
+    const cu_dnn_sdpa s = {b, t, nh, hs, 1.0f, 0};
+    return ctx->dnn && ctx->cc_major >= 8 && cu_dnn_sdpa_fits(&s);
+}
+
+static size_t round256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+/* The plan of s and a workspace for it. */
+static ex_status dnn_prepare(cu_ctx *ctx, const cu_dnn_sdpa *s, int backward, void **ws) {
+    size_t bytes = 0;
+    char why[768] = "";
+    if (cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, NULL, why, sizeof why) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%.700s (b %lld, t %lld, %lld heads of %lld); set attention = fused_bf16", why,
+                 (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs);
+        return dnn_fail(ctx, EX_E_UNSUPPORTED, msg);
+    }
+    *ws = NULL;
+    return cu_scratch(ctx, bytes ? bytes : 256, ws);
+}
+
+ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                               int64_t nh, int64_t hs, float scale) {
+    const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
+    void *ws = NULL;
+    EX_CHECK(dnn_prepare(ctx, &s, 0, &ws));
+    const int64_t C = nh * hs, n_qkv = b * t * 3 * C, n_o = b * t * C;
+    const size_t off_o = round256((size_t)n_qkv * 2);
+    void *buf = NULL;
+    EX_CHECK(cu_bf16_scratch(ctx, 0, off_o + (size_t)n_o * 2, &buf));
+    char *qkv16 = buf, *o16 = (char *)buf + off_o;
+    EX_CHECK(cu_to_narrow(ctx, qkv16, qkv, 1, n_qkv));
+    cu_dnn_sdpa_io io;
+    memset(&io, 0, sizeof io);
+    io.qkv = qkv16, io.o = o16, io.stats = lse, io.workspace = ws;
+    char why[512] = "";
+    if (cu_dnn_sdpa_run(ctx->dnn, &s, 0, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
+    return cu_widen(ctx, out, o16, 1, n_o);
+}
+
+ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
+    void *ws = NULL;
+    EX_CHECK(dnn_prepare(ctx, &s, 1, &ws));
+    const int64_t C = nh * hs, n_qkv = b * t * 3 * C, n_o = b * t * C;
+    const size_t sz_qkv = round256((size_t)n_qkv * 2), sz_o = round256((size_t)n_o * 2);
+    void *buf = NULL;
+    EX_CHECK(cu_bf16_scratch(ctx, 0, 2 * sz_qkv + 2 * sz_o, &buf));
+    char *qkv16 = buf, *o16 = qkv16 + sz_qkv, *do16 = o16 + sz_o, *dqkv16 = do16 + sz_o;
+    EX_CHECK(cu_to_narrow(ctx, qkv16, qkv, 1, n_qkv));
+    EX_CHECK(cu_to_narrow(ctx, o16, out, 1, n_o));
+    EX_CHECK(cu_to_narrow(ctx, do16, dout, 1, n_o));
+    cu_dnn_sdpa_io io;
+    memset(&io, 0, sizeof io);
+    io.qkv = qkv16, io.o = o16, io.stats = (float *)lse, io.dout = do16, io.dqkv = dqkv16, io.workspace = ws;
+    char why[512] = "";
+    if (cu_dnn_sdpa_run(ctx->dnn, &s, 1, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
+    return cu_widen_add(ctx, dqkv, dqkv16, 1, n_qkv);
+}
+
+#else /* built without cuDNN's headers */
+
+ex_status cu_attention_dnn_open(cu_ctx *ctx, int deterministic, ex_err *err) {
+    (void)ctx, (void)deterministic;
+    EX_FAIL(err, EX_E_CONFIG,
+            "backend cuda: [backend] attention = cudnn, but this build has no cuDNN support (cudnn_graph.h was not "
+            "found when it was configured). Install cuDNN 9 and rebuild, or set attention = fused_bf16");
+}
+
+void cu_attention_dnn_close(cu_ctx *ctx) { (void)ctx; }
+
+int cu_attention_dnn_fits(const cu_ctx *ctx, int64_t b, int64_t t, int64_t nh, int64_t hs) {
+    (void)ctx, (void)b, (void)t, (void)nh, (void)hs;
+    return 0;
+}
+
+ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                               int64_t nh, int64_t hs, float scale) {
+    (void)ctx, (void)out, (void)lse, (void)qkv, (void)b, (void)t, (void)nh, (void)hs, (void)scale;
+    return EX_E_INTERNAL;
+}
+
+ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
+                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    (void)ctx, (void)dqkv, (void)dout, (void)out, (void)lse, (void)qkv, (void)b, (void)t, (void)nh, (void)hs,
+        (void)scale;
+    return EX_E_INTERNAL;
+}
+
+#endif
