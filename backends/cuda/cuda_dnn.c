@@ -46,28 +46,13 @@
 #include "cuda_dnn.h"
 
 #define DN_PLANS 16        /* cached execution plans */
-#define DN_MAX_OPS 24      /* operations in one graph (the backward has 18) */
-#define DN_MAX_TENSORS 48  /* tensor descriptors in one graph */
+#define DN_MAX_OPS CU_DNN_DESC_OPS         /* operations in one graph (the backward has 18) */
+#define DN_MAX_TENSORS CU_DNN_DESC_TENSORS /* tensor descriptors in one graph */
 #define DN_MAX_CFGS 64     /* engine configurations tried per heuristic mode */
 #define DN_ALIGN ((size_t)256)
 
-/* Unique ids of the non-virtual tensors (virtual ones count up from DN_UID_VIRTUAL). */
-enum {
-    DN_UID_Q = 1,
-    DN_UID_K,
-    DN_UID_V,
-    DN_UID_O,
-    DN_UID_STATS,
-    DN_UID_SCALE,
-    DN_UID_DO,
-    DN_UID_DQ,
-    DN_UID_DK,
-    DN_UID_DV,
-    DN_UID_ONE,
-    DN_UID_DSUM,   /* rowsum(dO * O), fp32 (b, nh, t) */
-    DN_UID_DQACC,  /* dQ accumulator, fp32 (b, nh, t, hs): non-deterministic backward only */
-    DN_UID_VIRTUAL = 100
-};
+/* Unique ids: the non-virtual tensors' are cuda_dnn.h's CU_DNN_UID_*; virtual ones count up from here. */
+#define DN_UID_VIRTUAL 100
 
 /* The graph kinds (also the plan cache's direction). */
 
@@ -227,6 +212,7 @@ typedef struct dn_graph {
     int ntensors, nops, nother;
     int64_t next_virtual;
     int failed;
+    cu_dnn_graph_desc *desc; /* when describing: every tensor and operation as added */
     char *why;
     size_t cap;
 } dn_graph;
@@ -289,7 +275,28 @@ static cudnnBackendDescriptor_t dn_tensor(dn_graph *g, int64_t uid, cudnnDataTyp
     if (is_virtual) dn_set(g, t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, what);
     if (is_by_value) dn_set(g, t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &is_by_value, what);
     dn_done(g, t, what);
+    if (g->desc && !g->failed) {
+        cu_dnn_tensor_desc *td = &g->desc->tensors[g->ntensors - 1];
+        td->uid = uid, td->is_virtual = virt, td->by_value = by_value;
+        td->dtype = type == CUDNN_DATA_BFLOAT16 ? 1 : type == CUDNN_DATA_HALF ? 2 : 0;
+        memcpy(td->dims, dims, sizeof td->dims), memcpy(td->strides, strides, sizeof td->strides);
+        g->desc->ntensors = g->ntensors;
+    }
     return t;
+}
+
+/* When describing: the operation just added (the last of g->ops) with its tensors' indices. */
+static void dn_record(dn_graph *g, int type, int mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                      cudnnBackendDescriptor_t y) {
+    if (!g->desc || g->failed) return;
+    cudnnBackendDescriptor_t io[3] = {x, b, y};
+    int idx[3] = {-1, -1, -1};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; io[k] && i < g->ntensors; i++)
+            if (g->tensors[i] == io[k]) idx[k] = i;
+    cu_dnn_op_desc *od = &g->desc->ops[g->nops - 1];
+    od->type = type, od->mode = mode, od->x = idx[0], od->b = idx[1], od->y = idx[2];
+    g->desc->nops = g->nops;
 }
 
 static cudnnBackendDescriptor_t dn_op_new(dn_graph *g, cudnnBackendDescriptorType_t type) {
@@ -313,6 +320,7 @@ static void dn_matmul(dn_graph *g, cudnnBackendDescriptor_t a, cudnnBackendDescr
     dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, what);
     dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, what);
     dn_done(g, op, what);
+    dn_record(g, CU_DNN_OP_MATMUL, 0, a, b, c);
 }
 
 /* y = x op b (b NULL: a unary mode), broadcasting size-1 dims, fp32 arithmetic. */
@@ -332,6 +340,7 @@ static void dn_pointwise(dn_graph *g, cudnnPointwiseMode_t mode, cudnnBackendDes
     dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, what);
     if (b) dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, what);
     dn_done(g, op, what);
+    dn_record(g, CU_DNN_OP_POINTWISE, (int)mode, x, b, y);
 }
 
 /* y = reduction of x over the dims where y has size 1, fp32. */
@@ -347,6 +356,7 @@ static void dn_reduce(dn_graph *g, cudnnReduceTensorOp_t red, cudnnBackendDescri
     dn_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
     dn_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
     dn_done(g, op, what);
+    dn_record(g, CU_DNN_OP_REDUCTION, (int)red, x, NULL, y);
 }
 
 /* y = x seen through y's dims and strides (a transpose view). */
@@ -355,6 +365,7 @@ static void dn_reshape(dn_graph *g, cudnnBackendDescriptor_t x, cudnnBackendDesc
     dn_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
     dn_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
     dn_done(g, op, what);
+    dn_record(g, CU_DNN_OP_RESHAPE, 0, x, NULL, y);
 }
 
 /* The operation graph of everything added so far (with the handle when bound). */
@@ -396,18 +407,18 @@ static void dn_io(dn_graph *g, const cu_dnn_sdpa *s, int k_t, int v_t, dn_io_ten
     const int64_t td[4] = {qd[0], qd[1], qd[3], qd[2]}, ts[4] = {qs[0], qs[1], qs[3], qs[2]};
     const int64_t one[4] = {1, 1, 1, 1};
     memset(io, 0, sizeof *io);
-    io->q = dn_tensor(g, DN_UID_Q, io_t, qd, qs, 0, "tensor Q");
+    io->q = dn_tensor(g, CU_DNN_UID_Q, io_t, qd, qs, 0, "tensor Q");
     if (k_t)
-        io->kt = dn_tensor(g, DN_UID_K, io_t, td, ts, 0, "tensor K^T");
+        io->kt = dn_tensor(g, CU_DNN_UID_K, io_t, td, ts, 0, "tensor K^T");
     else
-        io->k = dn_tensor(g, DN_UID_K, io_t, qd, qs, 0, "tensor K");
+        io->k = dn_tensor(g, CU_DNN_UID_K, io_t, qd, qs, 0, "tensor K");
     if (v_t)
-        io->vt = dn_tensor(g, DN_UID_V, io_t, td, ts, 0, "tensor V^T");
+        io->vt = dn_tensor(g, CU_DNN_UID_V, io_t, td, ts, 0, "tensor V^T");
     else
-        io->v = dn_tensor(g, DN_UID_V, io_t, qd, qs, 0, "tensor V");
-    io->o = dn_tensor(g, DN_UID_O, io_t, qd, os, 0, "tensor O");
-    io->stats = dn_tensor(g, DN_UID_STATS, f32, rd, rs, 0, "tensor Stats");
-    io->scale = dn_tensor(g, DN_UID_SCALE, f32, one, one, 1, "tensor scale");
+        io->v = dn_tensor(g, CU_DNN_UID_V, io_t, qd, qs, 0, "tensor V");
+    io->o = dn_tensor(g, CU_DNN_UID_O, io_t, qd, os, 0, "tensor O");
+    io->stats = dn_tensor(g, CU_DNN_UID_STATS, f32, rd, rs, 0, "tensor Stats");
+    io->scale = dn_tensor(g, CU_DNN_UID_SCALE, f32, one, one, 1, "tensor scale");
 }
 
 /* The single SDPA_FWD operation. */
@@ -423,6 +434,7 @@ static void dn_build_fwd_unified(dn_graph *g, const cu_dnn_sdpa *s) {
     dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.stats, what);
     dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.scale, what);
     dn_done(g, op, what);
+    dn_record(g, CU_DNN_OP_SDPA_FWD, 0, t.q, NULL, t.o);
 }
 
 /* The forward as matmuls, pointwise ops and reductions. */
@@ -463,12 +475,12 @@ static void dn_build_bwd(dn_graph *g, const cu_dnn_sdpa *s, int accum) {
     dn_shapes(s, qd, qs, os, rd, rs);
     const int64_t T = s->t, hs = s->hs;
     const int64_t one4[4] = {1, 1, 1, 1};
-    cudnnBackendDescriptor_t dO = dn_tensor(g, DN_UID_DO, io_t, qd, os, 0, "tensor dO");
-    cudnnBackendDescriptor_t dQ = dn_tensor(g, DN_UID_DQ, io_t, qd, qs, 0, "tensor dQ");
-    cudnnBackendDescriptor_t dK = dn_tensor(g, DN_UID_DK, io_t, qd, qs, 0, "tensor dK");
-    cudnnBackendDescriptor_t dV = dn_tensor(g, DN_UID_DV, io_t, qd, qs, 0, "tensor dV");
-    cudnnBackendDescriptor_t one = dn_tensor(g, DN_UID_ONE, f32, one4, one4, 1, "tensor one");
-    cudnnBackendDescriptor_t dsum = dn_tensor(g, DN_UID_DSUM, f32, rd, rs, 0, "tensor rowsum(dO O)");
+    cudnnBackendDescriptor_t dO = dn_tensor(g, CU_DNN_UID_DO, io_t, qd, os, 0, "tensor dO");
+    cudnnBackendDescriptor_t dQ = dn_tensor(g, CU_DNN_UID_DQ, io_t, qd, qs, 0, "tensor dQ");
+    cudnnBackendDescriptor_t dK = dn_tensor(g, CU_DNN_UID_DK, io_t, qd, qs, 0, "tensor dK");
+    cudnnBackendDescriptor_t dV = dn_tensor(g, CU_DNN_UID_DV, io_t, qd, qs, 0, "tensor dV");
+    cudnnBackendDescriptor_t one = dn_tensor(g, CU_DNN_UID_ONE, f32, one4, one4, 1, "tensor one");
+    cudnnBackendDescriptor_t dsum = dn_tensor(g, CU_DNN_UID_DSUM, f32, rd, rs, 0, "tensor rowsum(dO O)");
     /* D = rowsum(dO * O) */
     const int64_t hd[4] = {s->b, s->nh, T, hs}, hstr[4] = {s->nh * T * hs, T * hs, hs, 1};
     cudnnBackendDescriptor_t dOO = dn_tensor(g, 0, f32, hd, hstr, 0, "dO O");
@@ -508,7 +520,7 @@ static void dn_build_bwd(dn_graph *g, const cu_dnn_sdpa *s, int accum) {
     cudnnBackendDescriptor_t K = dn_tensor(g, 0, f32, qd, qs, 0, "K");
     dn_reshape(g, t.kt, K, "K from K^T");
     if (accum) {
-        cudnnBackendDescriptor_t acc = dn_tensor(g, DN_UID_DQACC, f32, hd, hstr, 0, "tensor dQ accumulator");
+        cudnnBackendDescriptor_t acc = dn_tensor(g, CU_DNN_UID_DQACC, f32, hd, hstr, 0, "tensor dQ accumulator");
         dn_matmul(g, dS, K, acc, "dS K");
         dn_pointwise(g, CUDNN_POINTWISE_IDENTITY, acc, NULL, dQ, "dQ");
     } else {
@@ -518,9 +530,10 @@ static void dn_build_bwd(dn_graph *g, const cu_dnn_sdpa *s, int accum) {
 
 /* Build the graph of `kind` into g and return its operation graph (NULL after a failure, reason in g). */
 static cudnnBackendDescriptor_t dn_build(dn_graph *g, cu_dnn *d, const cu_dnn_sdpa *s, int kind, char *why,
-                                         size_t cap) {
+                                         size_t cap, cu_dnn_graph_desc *desc) {
     memset(g, 0, sizeof *g);
-    g->d = d, g->why = why, g->cap = cap, g->next_virtual = DN_UID_VIRTUAL;
+    g->d = d, g->why = why, g->cap = cap, g->next_virtual = DN_UID_VIRTUAL, g->desc = desc;
+    if (desc) memset(desc, 0, sizeof *desc);
     if (kind == CU_DNN_FWD_UNIFIED && d->version < 91301) {
         g->failed = 1;
         snprintf(why, cap, "cuDNN %zu.%zu has no SDPA forward operation (9.13.1 or newer)", d->version / 10000,
@@ -536,7 +549,7 @@ static cudnnBackendDescriptor_t dn_build(dn_graph *g, cu_dnn *d, const cu_dnn_sd
     return g->failed ? NULL : og;
 }
 
-int cu_dnn_sdpa_graph_check(cu_dnn *d, const cu_dnn_sdpa *s, int kind, char *why, size_t cap) {
+static int dn_graph_check(cu_dnn *d, const cu_dnn_sdpa *s, int kind, cu_dnn_graph_desc *desc, char *why, size_t cap) {
     if (kind < CU_DNN_FWD_UNIFIED || kind > CU_DNN_BWD_ACCUM) {
         snprintf(why, cap, "no graph kind %d", kind);
         return -1;
@@ -547,9 +560,18 @@ int cu_dnn_sdpa_graph_check(cu_dnn *d, const cu_dnn_sdpa *s, int kind, char *why
         return -1;
     }
     dn_graph g;
-    cudnnBackendDescriptor_t og = dn_build(&g, d, s, kind, why, cap);
+    cudnnBackendDescriptor_t og = dn_build(&g, d, s, kind, why, cap, desc);
     dn_graph_free(&g);
     return og ? 0 : -1;
+}
+
+int cu_dnn_sdpa_graph_check(cu_dnn *d, const cu_dnn_sdpa *s, int kind, char *why, size_t cap) {
+    return dn_graph_check(d, s, kind, NULL, why, cap);
+}
+
+int cu_dnn_sdpa_graph_describe(cu_dnn *d, const cu_dnn_sdpa *s, int kind, cu_dnn_graph_desc *out, char *why,
+                               size_t cap) {
+    return dn_graph_check(d, s, kind, out, why, cap);
 }
 
 /* ------------------------------------------------------------------------------
@@ -706,7 +728,7 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
             snprintf(why, cap, "out of memory");
             return -1;
         }
-        cudnnBackendDescriptor_t og = dn_build(g, d, s, kinds[k], reason[k], sizeof reason[k]);
+        cudnnBackendDescriptor_t og = dn_build(g, d, s, kinds[k], reason[k], sizeof reason[k], NULL);
         p->ws_ours = 0;
         if (backward) {
             p->ws_ours = dn_round((size_t)(s->b * s->nh * s->t) * sizeof(float));
@@ -740,22 +762,22 @@ int cu_dnn_sdpa_run(cu_dnn *d, const cu_dnn_sdpa *s, int backward, const cu_dnn_
     int64_t uids[16];
     int n = 0;
 #define DN_PTR(uid, ptr) (uids[n] = (uid), ptrs[n] = (void *)(ptr), n++)
-    DN_PTR(DN_UID_Q, qkv);
-    DN_PTR(DN_UID_K, qkv + C * esz);
-    DN_PTR(DN_UID_V, qkv + 2 * C * esz);
-    DN_PTR(DN_UID_O, io->o);
-    DN_PTR(DN_UID_STATS, io->stats);
-    DN_PTR(DN_UID_SCALE, &scale); /* by value: a host pointer, read during the call */
+    DN_PTR(CU_DNN_UID_Q, qkv);
+    DN_PTR(CU_DNN_UID_K, qkv + C * esz);
+    DN_PTR(CU_DNN_UID_V, qkv + 2 * C * esz);
+    DN_PTR(CU_DNN_UID_O, io->o);
+    DN_PTR(CU_DNN_UID_STATS, io->stats);
+    DN_PTR(CU_DNN_UID_SCALE, &scale); /* by value: a host pointer, read during the call */
     char *ws = io->workspace;
     if (backward) {
         char *dqkv = io->dqkv;
-        DN_PTR(DN_UID_DO, io->dout);
-        DN_PTR(DN_UID_DQ, dqkv);
-        DN_PTR(DN_UID_DK, dqkv + C * esz);
-        DN_PTR(DN_UID_DV, dqkv + 2 * C * esz);
-        DN_PTR(DN_UID_ONE, &one);
-        DN_PTR(DN_UID_DSUM, ws);
-        if (p->kind == CU_DNN_BWD_ACCUM) DN_PTR(DN_UID_DQACC, ws + dn_round((size_t)(s->b * s->nh * s->t) * sizeof(float)));
+        DN_PTR(CU_DNN_UID_DO, io->dout);
+        DN_PTR(CU_DNN_UID_DQ, dqkv);
+        DN_PTR(CU_DNN_UID_DK, dqkv + C * esz);
+        DN_PTR(CU_DNN_UID_DV, dqkv + 2 * C * esz);
+        DN_PTR(CU_DNN_UID_ONE, &one);
+        DN_PTR(CU_DNN_UID_DSUM, ws);
+        if (p->kind == CU_DNN_BWD_ACCUM) DN_PTR(CU_DNN_UID_DQACC, ws + dn_round((size_t)(s->b * s->nh * s->t) * sizeof(float)));
     }
 #undef DN_PTR
     void *cudnn_ws = ws + p->ws_ours;

@@ -68,6 +68,37 @@ int cu_dnn_sdpa_fits(const cu_dnn_sdpa *s);
 /* Build the operation graph `kind` (enum cu_dnn_graph) of `s` and finalize it, without a handle: the check
  * the tests run on machines without a GPU. */
 int cu_dnn_sdpa_graph_check(cu_dnn *d, const cu_dnn_sdpa *s, int kind, char *why, size_t cap);
+/* A graph as built, for inspection: the tests evaluate it on the host to check its maths. */
+#define CU_DNN_DESC_TENSORS 48
+#define CU_DNN_DESC_OPS 24
+typedef struct cu_dnn_tensor_desc {
+    int64_t uid;                 /* non-virtual: the CU_DNN_UID_* below; virtual: 100 and up */
+    int dtype;                   /* 0 fp32, 1 bf16, 2 fp16 */
+    int is_virtual, by_value;
+    int64_t dims[4], strides[4];
+} cu_dnn_tensor_desc;
+enum cu_dnn_op_type { CU_DNN_OP_MATMUL, CU_DNN_OP_POINTWISE, CU_DNN_OP_REDUCTION, CU_DNN_OP_RESHAPE, CU_DNN_OP_SDPA_FWD };
+typedef struct cu_dnn_op_desc {
+    int type;                    /* enum cu_dnn_op_type */
+    int mode;                    /* pointwise: cudnnPointwiseMode_t; reduction: cudnnReduceTensorOp_t */
+    int x, b, y;                 /* tensor indices (matmul: a, b, c); -1: none */
+} cu_dnn_op_desc;
+typedef struct cu_dnn_graph_desc {
+    int ntensors, nops;
+    cu_dnn_tensor_desc tensors[CU_DNN_DESC_TENSORS];
+    cu_dnn_op_desc ops[CU_DNN_DESC_OPS];
+} cu_dnn_graph_desc;
+/* Unique ids of the graphs' non-virtual tensors (the data pointers of a run). */
+enum cu_dnn_uid {
+    CU_DNN_UID_Q = 1, CU_DNN_UID_K, CU_DNN_UID_V, CU_DNN_UID_O, CU_DNN_UID_STATS, CU_DNN_UID_SCALE, CU_DNN_UID_DO,
+    CU_DNN_UID_DQ, CU_DNN_UID_DK, CU_DNN_UID_DV, CU_DNN_UID_ONE,
+    CU_DNN_UID_DSUM,             /* rowsum(dO * O), fp32 (b, nh, t), in the workspace */
+    CU_DNN_UID_DQACC             /* the dQ accumulator, fp32 (b, nh, t, hs), CU_DNN_BWD_ACCUM only */
+};
+/* Build graph `kind` of `s` like cu_dnn_sdpa_graph_check and describe its tensors and operations in order. */
+int cu_dnn_sdpa_graph_describe(cu_dnn *d, const cu_dnn_sdpa *s, int kind, cu_dnn_graph_desc *out, char *why,
+                               size_t cap);
+
 /* The execution plan of `s` (built at the first call per shape and direction, then cached), and the
  * workspace bytes it needs (256-byte aligned). Needs cu_dnn_bind. The forward tries the unified graph, then
  * the composite one; the backward is CU_DNN_BWD when deterministic, else CU_DNN_BWD_ACCUM, then CU_DNN_BWD.
