@@ -132,7 +132,8 @@ static ex_status test_make_teacher(void *owner, const ex_backbone_shape *max, ex
 }
 
 /* Build student + objective from INI text for [objective]; load the backbone weights; init (teacher). */
-static void open_ctx(dn_ctx *c, const char *obj_ini) {
+/* ce_chunk: rows per chunk of the head's logits and cross-entropy (set before the plan) */
+static void open_ctx_chunk(dn_ctx *c, const char *obj_ini, int64_t ce_chunk) {
     memset(c, 0, sizeof *c);
     ex_err err;
     ex_err_clear(&err);
@@ -164,9 +165,7 @@ static void open_ctx(dn_ctx *c, const char *obj_ini) {
     void *self = NULL;
     EXT_OK(dn_vtable()->create(&oview, &env, &self, &err), &err);
     c->d = self;
-    /* the soft cross-entropy in chunks of 3 rows (a remainder in every call): the fixtures must
-     * still match, as with the default single chunk of the small runs elsewhere */
-    c->d->ce_chunk = 3;
+    c->d->ce_chunk = ce_chunk;
     ex_backbone_shape shape;
     EXT_OK(dn_vtable()->backbone_shape(self, &shape), &err);
     ex_memory_plan_init(&c->plan, &c->be);
@@ -197,6 +196,10 @@ static void open_ctx(dn_ctx *c, const char *obj_ini) {
     open_fixture(&c->step, "dinov2_step.safetensors");
     open_fixture(&c->units, "dinov2_units.safetensors");
 }
+
+/* The head's logits and cross-entropy in chunks of 3 rows (a remainder in every call): the fixtures must
+ * still match, as with the default single chunk of the small runs elsewhere. */
+static void open_ctx(dn_ctx *c, const char *obj_ini) { open_ctx_chunk(c, obj_ini, 3); }
 
 static void close_ctx(dn_ctx *c) {
     ex_memory_plan_release(&c->plan);
@@ -322,23 +325,35 @@ static void test_head(void **state) {
     int64_t n;
     float *x = fx_f32(c.units, "head.x", &n);
     memcpy(F(d->xin), x, sizeof(float) * (size_t)n);
-    EXT_OK(dn_head_forward(d, &d->sdino, F(d->xin), 0, 5, 1.0f, &err), &err);
-    expect(c.units, F(d->acts.logits), "head.logits", 5 * 64, 0);
+    EXT_OK(dn_head_forward(d, &d->sdino, F(d->xin), 0, 5, &err), &err);
+    /* the logits one chunk at a time through the (ce_chunk = 3 rows, K) buffer: rows 0-2, then 3-4 */
+    float logits[5 * 64];
+    for (int64_t c0 = 0; c0 < 5; c0 += 3) {
+        const int64_t nc = 5 - c0 < 3 ? 5 - c0 : 3;
+        EXT_OK(dn_head_logits(d, &d->sdino, c0, nc, 1.0f, F(d->acts.logits), &err), &err);
+        memcpy(logits + c0 * 64, F(d->acts.logits), sizeof(float) * (size_t)(nc * 64));
+    }
+    expect(c.units, logits, "head.logits", 5 * 64, 0);
     float *r = fx_f32(c.units, "head.r", NULL);
-    memcpy(F(d->acts.logits), r, sizeof(float) * 5 * 64); /* the backward reads dlogits from there */
-    memset(F(d->dxin), 0, sizeof(float) * 5 * 24);
-    zero_grads(&c);
-    EXT_OK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, 5, 1.0f, 0, &err), &err);
-    expect(c.units, F(d->dxin), "head.grad.x", 5 * 24, 1);
-    for (int i = 0; i < d->sdino.nparams; i++) {
-        char name[256];
-        const ex_param *p = d->sdino.params[i];
-        snprintf(name, sizeof name, "head.grad.%s", p->value.name + strlen("dino_head."));
-        expect(c.units, p->grad.data, name, ex_tensor_numel(&p->grad), 1);
+    for (int freeze = 0; freeze < 2; freeze++) {
+        memset(F(d->dxin), 0, sizeof(float) * 5 * 24);
+        zero_grads(&c);
+        for (int64_t c0 = 0; c0 < 5; c0 += 3) { /* dlogits chunk by chunk; dW summed over the chunks */
+            const int64_t nc = 5 - c0 < 3 ? 5 - c0 : 3;
+            memcpy(F(d->acts.logits), r + c0 * 64, sizeof(float) * (size_t)(nc * 64));
+            EXT_OK(dn_head_logits_backward(d, &d->sdino, F(d->acts.logits), c0, nc, 1.0f, c0 > 0, freeze, &err), &err);
+        }
+        EXT_OK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, 5, freeze, &err), &err);
+        expect(c.units, F(d->dxin), "head.grad.x", 5 * 24, 1); /* the input's gradient either way */
+        if (freeze) break;
+        for (int i = 0; i < d->sdino.nparams; i++) {
+            char name[256];
+            const ex_param *p = d->sdino.params[i];
+            snprintf(name, sizeof name, "head.grad.%s", p->value.name + strlen("dino_head."));
+            expect(c.units, p->grad.data, name, ex_tensor_numel(&p->grad), 1);
+        }
     }
     /* the last-layer freeze: no gradient for weight_g / weight_v */
-    zero_grads(&c);
-    EXT_OK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, 5, 1.0f, 1, &err), &err);
     for (int64_t i = 0; i < 64; i++) assert_true(d->sdino.dg[i] == 0.0f);
     for (int64_t i = 0; i < 64 * 16; i++) assert_true(d->sdino.dv[i] == 0.0f);
     free(x);
@@ -366,25 +381,26 @@ static void check_dino_loss(const char *mode_ini, const char *pre) {
     for (int i = 0; i < 4; i++) w[i] = (float)(1.0 / (double)(B * nterms));
     /* global: s_global / Ts against the swapped targets */
     float *sg = fx_f32(c.units, "dino.s_global", NULL), *sl = fx_f32(c.units, "dino.s_local", NULL);
-    for (int i = 0; i < 4 * 64; i++) F(d->acts.logits)[i] = sg[i] / Ts;
+    float lg[4 * 64]; /* host memory is device memory on the cpu backend */
+    for (int i = 0; i < 4 * 64; i++) lg[i] = sg[i] / Ts;
     double vg = 0, vl = 0, v[2];
     const float *tcls = F(d->tprob_cls), *both[2] = {tcls, tcls + B * K};
-    EXT_OK(dn_soft_ce(d, 0, 4, 1, &tcls, w, 1, &vg, &err), &err);
+    EXT_OK(dn_soft_ce(d, lg, 4, 1, &tcls, w, 1, &vg, &err), &err);
     snprintf(name, sizeof name, "dino.%s.global", pre);
     assert_true(fabs(vg - fx_scalar(c.units, name)) < 1e-4);
     float grad[4 * 64];
-    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.logits)[i] / Ts; /* the gradient replaced the logits */
+    for (int i = 0; i < 4 * 64; i++) grad[i] = lg[i] / Ts; /* the gradient replaced the logits */
     snprintf(name, sizeof name, "dino.%s.grad.s_global", pre);
     expect(c.units, grad, name, 4 * 64, 1);
     /* locals: each local chunk against both teacher crops */
-    for (int i = 0; i < 4 * 64; i++) F(d->acts.logits)[i] = sl[i] / Ts;
+    for (int i = 0; i < 4 * 64; i++) lg[i] = sl[i] / Ts;
     for (int j = 0; j < 2; j++) {
-        EXT_OK(dn_soft_ce(d, j * B, B, 2, both, w, 1, v, &err), &err);
+        EXT_OK(dn_soft_ce(d, lg + j * B * K, B, 2, both, w, 1, v, &err), &err);
         vl += v[0] + v[1];
     }
     snprintf(name, sizeof name, "dino.%s.local", pre);
     assert_true(fabs(vl - fx_scalar(c.units, name)) < 1e-4);
-    for (int i = 0; i < 4 * 64; i++) grad[i] = F(d->acts.logits)[i] / Ts; /* the gradient replaced the logits */
+    for (int i = 0; i < 4 * 64; i++) grad[i] = lg[i] / Ts; /* the gradient replaced the logits */
     snprintf(name, sizeof name, "dino.%s.grad.s_local", pre);
     expect(c.units, grad, name, 4 * 64, 1);
     free(t);
@@ -482,6 +498,106 @@ static void test_step_centering(void **state) {
 static void test_step_sinkhorn(void **state) {
     (void)state;
     check_step("centering = sinkhorn_knopp\n", "sk.", 0);
+}
+
+/* The head in chunks of 3 rows and in one chunk (the default's behaviour at these sizes) give the same step:
+ * losses to 1e-6 and every gradient to 1e-5 of its largest value, with one DINO/iBOT head and with a
+ * separate iBOT head (whose dW is summed over its own chunks and consumed before the DINO head's loss). */
+static void test_step_chunks_agree(void **state) {
+    (void)state;
+    for (int sep = 0; sep < 2; sep++) {
+        dn_ctx c[2];
+        ex_loss_terms terms[2];
+        ex_batch b[2];
+        float *bufs[2][4];
+        for (int k = 0; k < 2; k++) {
+            open_ctx_chunk(&c[k], sep ? "separate_ibot_head = true\n" : "", k == 0 ? 3 : 1000);
+            set_heads(&c[k]);
+            make_batch(&c[k], &b[k], bufs[k]);
+            zero_grads(&c[k]);
+            ex_err err;
+            ex_rng rng = ex_rng_seed(1, EX_RNG_MASK);
+            EXT_OK(dn_vtable()->step(c[k].d, &b[k], &rng, 0, &terms[k], &err), &err);
+        }
+        assert_true(c[0].d->rows > 3 && c[1].d->ce_chunk >= c[1].d->rows); /* chunked, and not */
+        for (int t = 0; t < terms[0].count; t++)
+            if (fabs(terms[0].values[t] - terms[1].values[t]) > 1e-6 * (1.0 + fabs(terms[1].values[t])))
+                fail_msg("separate %d, %s: %.9f (chunks of 3) vs %.9f", sep, terms[0].names[t], terms[0].values[t],
+                         terms[1].values[t]);
+        int heads = 0;
+        for (int i = 0; i < c[0].params.count; i++) {
+            const ex_param *p0 = c[0].params.items[i], *p1 = c[1].params.items[i];
+            if (!p0->trainable) continue;
+            const float *g0 = p0->grad.data, *g1 = p1->grad.data;
+            double mx = 0.0, diff = 0.0;
+            for (int64_t j = 0; j < ex_tensor_numel(&p0->grad); j++) {
+                mx = fmax(mx, fabs(g1[j]));
+                diff = fmax(diff, fabs((double)g0[j] - g1[j]));
+            }
+            if (diff > 1e-5 * mx) fail_msg("separate %d, gradient of %s: differs by %.3g (largest %.3g)", sep,
+                                           p0->value.name, diff, mx);
+            heads += strstr(p0->value.name, "last_layer") != NULL && mx > 0.0;
+        }
+        assert_int_equal(heads, sep ? 4 : 2); /* weight_g and weight_v of each head got gradients */
+        for (int k = 0; k < 2; k++) {
+            for (int v = 0; v < 4; v++) free(bufs[k][v]);
+            close_ctx(&c[k]);
+        }
+    }
+}
+
+/* A separate iBOT head holding the same weights as the DINO head is the shared head split in two: the same
+ * losses, the same backbone gradients, and each shared-head gradient the sum of the two heads'. (Catches
+ * one head's last-layer gradient leaking into the other's through the buffer they share.) */
+static void test_separate_ibot_head_splits_gradient(void **state) {
+    (void)state;
+    dn_ctx c[2];
+    ex_loss_terms terms[2];
+    ex_batch b[2];
+    float *bufs[2][4];
+    for (int k = 0; k < 2; k++) {
+        open_ctx(&c[k], k ? "separate_ibot_head = true\n" : "");
+        set_heads(&c[k]);
+        ex_err err;
+        if (k) {
+            EXT_OK(dn_head_copy(c[k].d, &c[k].d->sibot, &c[k].d->sdino, &err), &err);
+            EXT_OK(dn_head_copy(c[k].d, &c[k].d->tibot, &c[k].d->tdino, &err), &err);
+        }
+        make_batch(&c[k], &b[k], bufs[k]);
+        zero_grads(&c[k]);
+        ex_rng rng = ex_rng_seed(1, EX_RNG_MASK);
+        EXT_OK(dn_vtable()->step(c[k].d, &b[k], &rng, 0, &terms[k], &err), &err);
+    }
+    for (int t = 0; t < terms[0].count; t++)
+        if (fabs(terms[0].values[t] - terms[1].values[t]) > 1e-6 * (1.0 + fabs(terms[0].values[t])))
+            fail_msg("%s: %.9f (one head) vs %.9f (two)", terms[0].names[t], terms[0].values[t], terms[1].values[t]);
+    int checked = 0;
+    for (int i = 0; i < c[0].params.count; i++) {
+        const ex_param *p = c[0].params.items[i];
+        if (!p->trainable) continue;
+        const ex_param *q = ex_params_find(&c[1].params, p->value.name), *qi = NULL;
+        assert_non_null(q);
+        if (strncmp(p->value.name, "dino_head.", 10) == 0) {
+            char name[256];
+            snprintf(name, sizeof name, "ibot_head.%s", p->value.name + 10);
+            qi = ex_params_find(&c[1].params, name);
+            assert_non_null(qi);
+        }
+        const float *g = p->grad.data, *g1 = q->grad.data, *g2 = qi ? qi->grad.data : NULL;
+        double mx = 0.0, diff = 0.0;
+        for (int64_t j = 0; j < ex_tensor_numel(&p->grad); j++) {
+            const double split = (double)g1[j] + (g2 ? g2[j] : 0.0);
+            mx = fmax(mx, fabs(g[j]));
+            diff = fmax(diff, fabs(g[j] - split));
+        }
+        if (diff > 1e-5 * mx) fail_msg("gradient of %s: one head vs two differ by %.3g (largest %.3g)", p->value.name, diff, mx);
+        checked++;
+    }
+    assert_true(checked > 10);
+    for (int k = 0; k < 2; k++) {
+        for (int v = 0; v < 4; v++) free(bufs[k][v]);
+        close_ctx(&c[k]);
+    }
 }
 
 /* --- teacher EMA -------------------------------------------------------------------------------- */
@@ -591,6 +707,8 @@ int main(void) {
         cmocka_unit_test(test_centering_lag),
         cmocka_unit_test(test_step_centering),
         cmocka_unit_test(test_step_sinkhorn),
+        cmocka_unit_test(test_step_chunks_agree),
+        cmocka_unit_test(test_separate_ibot_head_splits_gradient),
         cmocka_unit_test(test_teacher_ema),
         cmocka_unit_test(test_loss_decreases),
     };

@@ -87,46 +87,80 @@ ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q /* (n, K) */, int64_t n
     return EX_OK;
 }
 
-ex_status dn_teacher_targets(dinov2 *d, dn_center *c, float *t /* (n, K) */, int64_t n, float tau,
-                             float *out /* (n, K) */, ex_err *err) {
-    ex_backend *be = d->env.be;
-    const int64_t K = d->K;
+/* The three parts of the targets of n rows, so that the logits can come one chunk at a time. begin: fold in
+ * the previous step's batch mean; chunk: rows [c0, c0 + nc) (t (nc, K), overwritten by t - c when centring)
+ * into out (nc, K), adding their share of this step's batch mean (centring) or keeping them on the host
+ * (Sinkhorn-Knopp); end: the collectives of several ranks and, for Sinkhorn-Knopp, the targets of all n
+ * rows into out_all (n, K). */
+static ex_status targets_begin(dinov2 *d, dn_center *c, float tau, ex_err *err) {
     EX_ENSURE(tau > 0.0f, err, EX_E_INVALID, "dinov2: teacher temperature %g must be positive", (double)tau);
-    const int dist = ex_comm_world(d->env.comm) > 1;
-    if (n == 0 && !dist) return EX_OK;
-    if (d->centering == DN_SINKHORN) {
-        EX_ENSURE(d->sk, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp buffers missing");
-        if (n > 0) EX_CHECK(ex_be_download(be, d->sk, t, sizeof(float) * (size_t)(n * K), err));
-        EX_CHECK(dn_sinkhorn_dist(d->env.comm, d->sk, n, K, tau, 3, d->sk_row, d->sk_col, err));
-        return n > 0 ? ex_be_upload(be, out, d->sk, sizeof(float) * (size_t)(n * K), err) : EX_OK;
-    }
-    const float m = (float)d->center_momentum;
-    if (c->pending) {
-        OP(d, axpby(be->ctx, F(c->c), 1.0f - m, F(c->pend), m, K), "axpby");
+    EX_ENSURE(d->centering != DN_SINKHORN || d->sk, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp buffers missing");
+    if (d->centering != DN_SINKHORN && c->pending) {
+        const float m = (float)d->center_momentum;
+        OP(d, axpby(d->env.be->ctx, F(c->c), 1.0f - m, F(c->pend), m, d->K), "axpby");
         c->pending = 0;
     }
-    /* this step's batch mean of the raw logits, folded in by the next step (before t changes) */
+    return EX_OK;
+}
+
+static ex_status targets_chunk(dinov2 *d, dn_center *c, float *t, int64_t c0, int64_t nc, int64_t n, float tau,
+                               float *out, ex_err *err) {
+    ex_backend *be = d->env.be;
+    const int64_t K = d->K;
+    if (nc == 0) return EX_OK;
+    if (d->centering == DN_SINKHORN)
+        return ex_be_download(be, d->sk + c0 * K, t, sizeof(float) * (size_t)(nc * K), err);
+    /* this step's batch mean of the raw logits (before t changes), folded in by the next step; with several
+     * ranks a sum, all-reduced and divided at the end */
+    const int dist = ex_comm_world(d->env.comm) > 1;
     ex_gemm_desc g = {0};
-    g.m = 1, g.n = K, g.k = n, g.alpha = 1.0f / (float)n, g.beta = 0.0f;
-    g.a = F(d->ones), g.a_dtype = EX_F32, g.lda = n;
+    g.m = 1, g.n = K, g.k = nc, g.alpha = dist ? 1.0f : 1.0f / (float)n, g.beta = c0 == 0 ? 0.0f : 1.0f;
+    g.a = F(d->ones), g.a_dtype = EX_F32, g.lda = nc;
     g.b = t, g.b_dtype = EX_F32, g.ldb = K;
     g.c = F(c->pend), g.ldc = K, g.batch = 1;
-    if (dist) { /* global mean: all-reduced sums over all-reduced rows */
+    EX_CHECK(ex_be_gemm(be, &g, err));
+    /* t - c in place (the centre broadcast into out first), then the softmax into out */
+    OP(d, copy2d(be->ctx, out, K, F(c->c), 0, nc, K), "copy2d");
+    OP(d, binary(be->ctx, EX_BIN_SUB, t, t, out, nc * K), "binary");
+    OP(d, softmax_fwd(be->ctx, out, t, nc, K, 1.0f / tau), "softmax_fwd");
+    return EX_OK;
+}
+
+static ex_status targets_end(dinov2 *d, dn_center *c, int64_t n, float tau, float *out_all, ex_err *err) {
+    ex_backend *be = d->env.be;
+    const int64_t K = d->K;
+    if (d->centering == DN_SINKHORN) {
+        EX_CHECK(dn_sinkhorn_dist(d->env.comm, d->sk, n, K, tau, 3, d->sk_row, d->sk_col, err));
+        return n > 0 ? ex_be_upload(be, out_all, d->sk, sizeof(float) * (size_t)(n * K), err) : EX_OK;
+    }
+    if (ex_comm_world(d->env.comm) > 1) { /* global mean: all-reduced sums over all-reduced rows */
         int64_t ng = n;
         EX_CHECK(ex_comm_allreduce_sum_i64(d->env.comm, &ng, 1, err));
-        g.alpha = 1.0f;
-        if (n > 0) EX_CHECK(ex_be_gemm(be, &g, err));
-        else OP(d, fill(be->ctx, F(c->pend), 0.0f, K), "fill");
+        if (n == 0) OP(d, fill(be->ctx, F(c->pend), 0.0f, K), "fill");
         EX_CHECK(ex_comm_allreduce_sum_f32((ex_comm *)d->env.comm, be, F(c->pend), K, err));
         if (ng > 0) OP(d, axpby(be->ctx, F(c->pend), 0.0f, F(c->pend), 1.0f / (float)ng, K), "axpby");
-    } else {
-        EX_CHECK(ex_be_gemm(be, &g, err));
     }
     c->pending = 1;
-    if (n > 0) { /* t - c in place (the centre broadcast into out first), then the softmax into out */
-        OP(d, copy2d(be->ctx, out, K, F(c->c), 0, n, K), "copy2d");
-        OP(d, binary(be->ctx, EX_BIN_SUB, t, t, out, n * K), "binary");
-        OP(d, softmax_fwd(be->ctx, out, t, n, K, 1.0f / tau), "softmax_fwd");
-    }
     return EX_OK;
+}
+
+ex_status dn_teacher_targets(dinov2 *d, dn_center *c, float *t /* (n, K) */, int64_t n, float tau,
+                             float *out /* (n, K) */, ex_err *err) {
+    if (n == 0 && ex_comm_world(d->env.comm) <= 1) return EX_OK;
+    EX_CHECK(targets_begin(d, c, tau, err));
+    EX_CHECK(targets_chunk(d, c, t, 0, n, n, tau, out, err));
+    return targets_end(d, c, n, tau, out, err);
+}
+
+ex_status dn_head_targets(dinov2 *d, dn_head *h, dn_center *c, int64_t r0, int64_t n, float tau,
+                          float *out /* (n, K) */, ex_err *err) {
+    if (n == 0 && ex_comm_world(d->env.comm) <= 1) return EX_OK;
+    EX_CHECK(targets_begin(d, c, tau, err));
+    float *lg = F(d->acts.logits); /* (ce_chunk, K) */
+    for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
+        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
+        EX_CHECK(dn_head_logits(d, h, r0 + c0, nc, 1.0f, lg, err));
+        EX_CHECK(targets_chunk(d, c, lg, c0, nc, n, tau, out + c0 * d->K, err));
+    }
+    return targets_end(d, c, n, tau, out, err);
 }

@@ -8,6 +8,13 @@
  *   logits = hn W^T,  W_k = g_k v_k / ||v_k||   (weight_norm(Linear(bn, K, bias=False)), dim 0;
  *                                                 last_layer.weight_g (K, 1), last_layer.weight_v (K, bn))
  *
+ * The logits (rows x K: 1.25 GiB at ViT-L batch 32 with 131072 prototypes) are never held for all
+ * rows: dn_head_forward runs the trunk (MLP and normalisation, rows x bn) for all rows, then the
+ * loss (dn_head_ce) or the teacher's targets (dn_head_targets, dinov2_center.c) take one chunk of
+ * rows at a time through dn_head_logits and, for the student, dn_head_logits_backward, which turns
+ * the chunk's dlogits into its rows of dzn and adds its share of the last layer's dW. dn_head_backward
+ * then finishes: the weight norm's backward from dW, the normalisation and the MLP.
+ *
  * Everything runs through backend ops: ex_linear, gelu, l2norm (the norm of
  * v with eps 0: torch's weight_norm has none), row_scale (g), gemm.
  * Initialisation (DINOHead._init_weights, then weight_norm): MLP weights
@@ -93,7 +100,8 @@ ex_status dn_head_acts_plan(dinov2 *d, ex_memory_plan *plan, ex_err *err) {
     EX_CHECK(plan_buf(plan, &a->z, "dinov2.head.z", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->zn, "dinov2.head.zn", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->znorm, "dinov2.head.znorm", R, err));
-    EX_CHECK(plan_buf(plan, &a->logits, "dinov2.head.logits", R * K, err));
+    /* logits live one chunk of ce_chunk rows at a time (dn_head_ce, dn_head_targets) */
+    EX_CHECK(plan_buf(plan, &a->logits, "dinov2.head.logits", (R < d->ce_chunk ? R : d->ce_chunk) * K, err));
     EX_CHECK(plan_buf(plan, &a->probs, "dinov2.head.probs", dn_probs_rows(d) * K, err));
     EX_CHECK(plan_buf(plan, &a->dz, "dinov2.head.dz", R * bn, err));
     EX_CHECK(plan_buf(plan, &a->dzn, "dinov2.head.dzn", R * bn, err));
@@ -132,8 +140,7 @@ ex_status dn_head_ema(dinov2 *d, dn_head *teacher, const dn_head *student, float
     return EX_OK;
 }
 
-ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, int64_t r0, int64_t n, float scale,
-                          ex_err *err) {
+ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, int64_t r0, int64_t n, ex_err *err) {
     ex_backend *be = d->env.be;
     dn_head_acts *a = &d->acts;
     const int64_t K = d->K, bn = d->bn, hid = d->hidden;
@@ -155,37 +162,53 @@ ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, in
     /* W = g * v / ||v|| (no eps: torch's weight_norm) */
     OP(d, l2norm_fwd(be->ctx, F(h->vhat), F(h->vnorm), h->v, K, bn, 0.0f), "l2norm_fwd");
     OP(d, row_scale_fwd(be->ctx, F(h->w), F(h->vhat), h->g, K, bn), "row_scale_fwd");
-    ex_gemm_desc g = {0};
-    g.trans_a = 0, g.trans_b = 1, g.m = n, g.n = K, g.k = bn, g.alpha = scale, g.beta = 0.0f;
-    g.a = F(a->zn) + r0 * bn, g.a_dtype = EX_F32, g.lda = bn;
-    g.b = F(h->w), g.b_dtype = EX_F32, g.ldb = bn;
-    g.c = F(a->logits) + r0 * K, g.ldc = K, g.batch = 1;
-    return ex_be_gemm(be, &g, err);
+    return EX_OK;
 }
 
-ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, float *dx /* (n, D) */, int64_t r0,
-                           int64_t n, float scale, int freeze_last, ex_err *err) {
+ex_status dn_head_logits(dinov2 *d, dn_head *h, int64_t r0, int64_t n, float scale, float *out /* (n, K) */,
+                         ex_err *err) {
+    const int64_t K = d->K, bn = d->bn;
+    if (n == 0) return EX_OK;
+    ex_gemm_desc g = {0};
+    g.trans_a = 0, g.trans_b = 1, g.m = n, g.n = K, g.k = bn, g.alpha = scale, g.beta = 0.0f;
+    g.a = F(d->acts.zn) + r0 * bn, g.a_dtype = EX_F32, g.lda = bn;
+    g.b = F(h->w), g.b_dtype = EX_F32, g.ldb = bn;
+    g.c = out, g.ldc = K, g.batch = 1;
+    return ex_be_gemm(d->env.be, &g, err);
+}
+
+ex_status dn_head_logits_backward(dinov2 *d, dn_head *h, const float *dlog /* (n, K) */, int64_t r0, int64_t n,
+                                  float scale, int accumulate, int freeze_last, ex_err *err) {
     ex_backend *be = d->env.be;
     dn_head_acts *a = &d->acts;
-    const int64_t K = d->K, bn = d->bn, hid = d->hidden;
+    const int64_t K = d->K, bn = d->bn;
     if (n == 0) return EX_OK;
-    const float *dlog = F(a->logits) + r0 * K; /* (n, K): dn_soft_ce left the gradient there */
-    float *zn = F(a->zn) + r0 * bn, *dzn = F(a->dzn) + r0 * bn, *dz = F(a->dz) + r0 * bn;
     /* dzn (n, bn) = scale * dlogits @ W */
     ex_gemm_desc g = {0};
     g.m = n, g.n = bn, g.k = K, g.alpha = scale, g.beta = 0.0f;
     g.a = dlog, g.a_dtype = EX_F32, g.lda = K;
     g.b = F(h->w), g.b_dtype = EX_F32, g.ldb = bn;
-    g.c = dzn, g.ldc = bn, g.batch = 1;
+    g.c = F(a->dzn) + r0 * bn, g.ldc = bn, g.batch = 1;
     EX_CHECK(ex_be_gemm(be, &g, err));
+    if (freeze_last || !(h->dg || h->dv)) return EX_OK;
+    /* dW (K, bn) (+)= scale * dlogits^T @ zn */
+    ex_gemm_desc gw = {0};
+    gw.trans_a = 1, gw.m = K, gw.n = bn, gw.k = n, gw.alpha = scale, gw.beta = accumulate ? 1.0f : 0.0f;
+    gw.a = dlog, gw.a_dtype = EX_F32, gw.lda = K;
+    gw.b = F(a->zn) + r0 * bn, gw.b_dtype = EX_F32, gw.ldb = bn;
+    gw.c = F(a->dw), gw.ldc = bn, gw.batch = 1;
+    return ex_be_gemm(be, &gw, err);
+}
+
+ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x /* (n, D) */, float *dx /* (n, D) */, int64_t r0,
+                           int64_t n, int freeze_last, ex_err *err) {
+    ex_backend *be = d->env.be;
+    dn_head_acts *a = &d->acts;
+    const int64_t K = d->K, bn = d->bn, hid = d->hidden;
+    if (n == 0) return EX_OK;
+    float *dzn = F(a->dzn) + r0 * bn, *dz = F(a->dz) + r0 * bn;
     if (!freeze_last && (h->dg || h->dv)) {
-        /* dW (K, bn) = scale * dlogits^T @ zn, then through W = g * vhat and vhat = v / ||v|| */
-        ex_gemm_desc gw = {0};
-        gw.trans_a = 1, gw.m = K, gw.n = bn, gw.k = n, gw.alpha = scale, gw.beta = 0.0f;
-        gw.a = dlog, gw.a_dtype = EX_F32, gw.lda = K;
-        gw.b = zn, gw.b_dtype = EX_F32, gw.ldb = bn;
-        gw.c = F(a->dw), gw.ldc = bn, gw.batch = 1;
-        EX_CHECK(ex_be_gemm(be, &gw, err));
+        /* the last layer's dW (dn_head_logits_backward) through W = g * vhat and vhat = v / ||v|| */
         OP(d, fill(be->ctx, F(a->dvhat), 0.0f, K * bn), "fill");
         OP(d, row_scale_bwd(be->ctx, F(a->dvhat), h->dg, F(a->dw), F(h->vhat), h->g, K, bn), "row_scale_bwd");
         if (h->dv) OP(d, l2norm_bwd(be->ctx, h->dv, F(a->dvhat), h->v, F(h->vnorm), K, bn, 0.0f), "l2norm_bwd");

@@ -148,12 +148,20 @@ ex_status dn_head_ema(dinov2 *d, dn_head *teacher, const dn_head *student, float
 #define DN_CE_CHUNK ((int64_t)256)
 int64_t dn_probs_rows(const dinov2 *d);
 
-/* logits rows [r0, r0 + n) (n, K) = scale * head(x (n, D)) */
-ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x, int64_t r0, int64_t n, float scale, ex_err *err);
-/* dx (n, D) += gradient given the dlogits that dn_soft_ce left in acts.logits rows [r0, r0 + n); parameter gradients +=
- * (last layer skipped when freeze_last). */
-ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x, float *dx, int64_t r0, int64_t n, float scale,
-                           int freeze_last, ex_err *err);
+/* The head's trunk for rows [r0, r0 + n) of its input x (n, D): MLP and normalisation into acts (z, zn), and
+ * the last layer's weight W = g v / ||v||. */
+ex_status dn_head_forward(dinov2 *d, dn_head *h, const float *x, int64_t r0, int64_t n, ex_err *err);
+/* out (n, K) = scale * zn[r0, r0 + n) W^T: the logits of rows after dn_head_forward. */
+ex_status dn_head_logits(dinov2 *d, dn_head *h, int64_t r0, int64_t n, float scale, float *out, ex_err *err);
+/* Given dlog (n, K), the gradient at rows [r0, r0 + n) of scale-multiplied logits: acts.dzn rows = scale dlog W,
+ * and unless freeze_last (or the head has no gradients) acts.dw (K, bn) = (accumulate: +=) scale dlog^T zn. */
+ex_status dn_head_logits_backward(dinov2 *d, dn_head *h, const float *dlog, int64_t r0, int64_t n, float scale,
+                                  int accumulate, int freeze_last, ex_err *err);
+/* dx (n, D) += the trunk's gradient from acts.dzn rows [r0, r0 + n); parameter gradients +=: the MLP's, and
+ * unless freeze_last the last layer's (weight_g, weight_v) from acts.dw. Once per head and pass, after every
+ * dn_head_logits_backward of its rows. */
+ex_status dn_head_backward(dinov2 *d, dn_head *h, const float *x, float *dx, int64_t r0, int64_t n, int freeze_last,
+                           ex_err *err);
 ex_status dn_head_load(dinov2 *d, const char *path, ex_err *err);
 
 /* dinov2_state.c: the teacher and the centres into / out of the trainer's checkpoint */
@@ -164,6 +172,10 @@ ex_status dn_load_state(void *self, const ex_st_file *f, ex_err *err);
 /* out (n, K) = teacher targets for t (n, K): softmax((t - c)/tau) with the lagged centre update
  * (centering) or Sinkhorn-Knopp (3 iterations, fp32 on the host). Centring overwrites t with t - c. */
 ex_status dn_teacher_targets(dinov2 *d, dn_center *c, float *t, int64_t n, float tau, float *out, ex_err *err);
+/* The same for the logits of rows [r0, r0 + n) of teacher head h (after dn_head_forward), computed one chunk of
+ * ce_chunk rows at a time into acts.logits: out (n, K). */
+ex_status dn_head_targets(dinov2 *d, dn_head *h, dn_center *c, int64_t r0, int64_t n, float tau, float *out,
+                          ex_err *err);
 /* Several ranks (comm world > 1): the sum of Q and the prototype (row) sums are all-reduced and n is the
  * global number of rows, as DINOv2's distributed sinkhorn_knopp_teacher; NULL comm: dn_sinkhorn_host. */
 ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q, int64_t n, int64_t K, float tau, int iters, double *row,
@@ -172,14 +184,20 @@ ex_status dn_sinkhorn_host(float *q /* (n, K) in: t, out: targets */, int64_t n,
                            double *row /* (K) */, double *col /* (n) */);
 
 /* dinov2_loss.c */
-/* Soft cross-entropy of rows [r0, r0 + n) of acts.logits against nt (<= DN_MAX_TARGETS) target sets, each
+/* Soft cross-entropy of the n rows of logits (n, K) (device) against nt (<= DN_MAX_TARGETS) target sets, each
  * (n, K): value[s] = sum_r w_r * CE(targets[s]_r, softmax(logits_r)), `w` (n) host weights. With backward,
  * the rows are then overwritten by their gradient sum_s w_r * (softmax(logits_r) - targets[s]_r): a row's
- * logits are dead once its loss is known, so the head needs one (R, K) buffer, not two. A row must
- * therefore get all its terms in one call (a local crop against both teacher crops). */
+ * logits are dead once its loss is known, so no second (n, K) buffer is needed. A row must therefore get
+ * all its terms in one call (a local crop against both teacher crops). */
 #define DN_MAX_TARGETS 2
-ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *const *targets, const float *w,
-                     int backward, double *value, ex_err *err);
+ex_status dn_soft_ce(dinov2 *d, float *logits /* (n, K) */, int64_t n, int nt, const float *const *targets,
+                     const float *w, int backward, double *value, ex_err *err);
+/* The loss of rows [r0, r0 + n) of head h (after dn_head_forward), scale * logits against nt target sets
+ * (each (n, K)) with host weights w (n), and its gradient: one chunk of ce_chunk rows at a time, logits
+ * (dn_head_logits into acts.logits), soft cross-entropy, dn_head_logits_backward (dW accumulated except for
+ * the first chunk when `first`). value[s] as dn_soft_ce's. Then dn_head_backward. */
+ex_status dn_head_ce(dinov2 *d, dn_head *h, int64_t r0, int64_t n, float scale, int nt, const float *const *targets,
+                     const float *w, int first, int freeze_last, double *value, ex_err *err);
 /* KoLeo over chunks of `chunk` rows of x (n, D) (host); grad (n, D) = weight * dL/dx. Returns weight * sum of
  * chunk losses. */
 double dn_koleo_host(const float *x, int64_t n, int64_t chunk, int64_t D, double weight, float *grad);

@@ -35,15 +35,17 @@ int64_t dn_probs_rows(const dinov2 *d) {
     return chunk > d->Bg ? chunk : d->Bg;
 }
 
-ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *const *targets /* nt x (n, K) */,
-                     const float *w /* (n) host */, int backward, double *value /* (nt) */, ex_err *err) {
+ex_status dn_soft_ce(dinov2 *d, float *logits /* (n, K) */, int64_t n, int nt,
+                     const float *const *targets /* nt x (n, K) */, const float *w /* (n) host */, int backward,
+                     double *value /* (nt) */, ex_err *err) {
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
     EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
               DN_MAX_TARGETS);
     for (int s = 0; s < nt; s++) value[s] = 0.0;
     if (n == 0) return EX_OK;
-    EX_ENSURE(r0 >= 0 && r0 + n <= d->rows, err, EX_E_INTERNAL, "dinov2: loss rows outside the plan");
+    EX_ENSURE(n <= d->rows, err, EX_E_INTERNAL, "dinov2: %lld loss rows, more than the plan's %lld", (long long)n,
+              (long long)d->rows);
     if (backward) { /* the gradient's weights carry the loss scale (a power of two: exact) */
         const float gs = d->grad_scale > 0.0f ? d->grad_scale : 1.0f;
         for (int64_t r = 0; r < n; r++) d->hws[r] = w[r] * gs;
@@ -54,7 +56,7 @@ ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *cons
     float *probs = F(d->acts.probs); /* (chunk, K) */
     for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
         const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
-        float *rows = F(d->acts.logits) + (r0 + c0) * K; /* (nc, K) logits in, gradient out */
+        float *rows = logits + c0 * K; /* (nc, K) logits in, gradient out */
         for (int s = 0; s < nt; s++)
             OP(d, xent_fwd(be->ctx, F(d->losses) + s * n + c0, probs, rows, NULL, targets[s] + c0 * K, nc, K),
                "xent_fwd");
@@ -68,6 +70,27 @@ ex_status dn_soft_ce(dinov2 *d, int64_t r0, int64_t n, int nt, const float *cons
         double v = 0.0;
         for (int64_t r = 0; r < n; r++) v += (double)w[r] * (double)d->hl[s * n + r];
         value[s] = v;
+    }
+    return EX_OK;
+}
+
+ex_status dn_head_ce(dinov2 *d, dn_head *h, int64_t r0, int64_t n, float scale, int nt,
+                     const float *const *targets /* nt x (n, K) */, const float *w /* (n) host */, int first,
+                     int freeze_last, double *value /* (nt) */, ex_err *err) {
+    const int64_t K = d->K;
+    for (int s = 0; s < nt; s++) value[s] = 0.0;
+    EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
+              DN_MAX_TARGETS);
+    float *lg = F(d->acts.logits); /* (ce_chunk, K) */
+    for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
+        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
+        const float *tc[DN_MAX_TARGETS];
+        double v[DN_MAX_TARGETS];
+        for (int s = 0; s < nt; s++) tc[s] = targets[s] + c0 * K;
+        EX_CHECK(dn_head_logits(d, h, r0 + c0, nc, scale, lg, err));
+        EX_CHECK(dn_soft_ce(d, lg, nc, nt, tc, w + c0, 1, v, err));
+        for (int s = 0; s < nt; s++) value[s] += v[s];
+        EX_CHECK(dn_head_logits_backward(d, h, lg, r0 + c0, nc, scale, !(first && c0 == 0), freeze_last, err));
     }
     return EX_OK;
 }

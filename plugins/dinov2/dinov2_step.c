@@ -66,12 +66,12 @@ static ex_status gather_inputs(dinov2 *d, const float *tok /* (n, T, D) */, int6
     return EX_OK;
 }
 
-/* Heads over the global rows: [0, Bg) CLS, [Bg, Bg + nm) patches. */
-static ex_status heads_forward(dinov2 *d, dn_head *dino, dn_head *ibot, int64_t Bg, int64_t nm, float scale,
-                               ex_err *err) {
-    if (!d->separate_ibot) return dn_head_forward(d, dino, F(d->xin), 0, Bg + nm, scale, err);
-    EX_CHECK(dn_head_forward(d, dino, F(d->xin), 0, Bg, scale, err));
-    return dn_head_forward(d, ibot, F(d->xin) + Bg * d->D, Bg, nm, scale, err);
+/* The heads' trunks over the global rows: [0, Bg) CLS, [Bg, Bg + nm) patches (the logits come later, a
+ * chunk of rows at a time). */
+static ex_status heads_forward(dinov2 *d, dn_head *dino, dn_head *ibot, int64_t Bg, int64_t nm, ex_err *err) {
+    if (!d->separate_ibot) return dn_head_forward(d, dino, F(d->xin), 0, Bg + nm, err);
+    EX_CHECK(dn_head_forward(d, dino, F(d->xin), 0, Bg, err));
+    return dn_head_forward(d, ibot, F(d->xin) + Bg * d->D, Bg, nm, err);
 }
 
 static ex_status drop_scales(dinov2 *d, ex_rng *rng, int64_t n, const float **out, ex_err *err) {
@@ -148,13 +148,13 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     EX_ENSURE(tio.num_tokens == Tg, err, EX_E_INTERNAL, "dinov2: teacher gave %lld tokens, expected %lld",
               (long long)tio.num_tokens, (long long)Tg);
     EX_CHECK(gather_inputs(d, tio.tokens, Bg, Tg, nm, err));
-    EX_CHECK(heads_forward(d, &d->tdino, &d->tibot, Bg, nm, 1.0f, err));
-    float *logits = F(d->acts.logits), *probs = F(d->acts.probs);
-    EX_CHECK(dn_teacher_targets(d, &d->cdino, logits, Bg, tau, probs, err));
+    EX_CHECK(heads_forward(d, &d->tdino, &d->tibot, Bg, nm, err));
+    dn_head *tpatch_head = d->separate_ibot ? &d->tibot : &d->tdino;
+    float *probs = F(d->acts.probs);
+    EX_CHECK(dn_head_targets(d, &d->tdino, &d->cdino, 0, Bg, tau, probs, err));
     OP(d, copy2d(be->ctx, F(d->tprob_cls), K, probs + B * K, K, B, K), "copy2d"); /* swap the crops */
     OP(d, copy2d(be->ctx, F(d->tprob_cls) + B * K, K, probs, K, B, K), "copy2d");
-    if (nm_all > 0)
-        EX_CHECK(dn_teacher_targets(d, &d->cibot, logits + Bg * K, nm, tau, F(d->tprob_patch), err));
+    if (nm_all > 0) EX_CHECK(dn_head_targets(d, tpatch_head, &d->cibot, Bg, nm, tau, F(d->tprob_patch), err));
 
     /* 3. student, global crops */
     const float *drop = NULL;
@@ -166,25 +166,26 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
     sio.noise = ex_noise_derive(batch->noise, 1);
     EX_CHECK(d->env.bb->forward(d->env.bb_self, &sio, err));
     EX_CHECK(gather_inputs(d, sio.tokens, Bg, Tg, nm, err));
-    EX_CHECK(heads_forward(d, &d->sdino, &d->sibot, Bg, nm, 1.0f / Ts, err));
+    EX_CHECK(heads_forward(d, &d->sdino, &d->sibot, Bg, nm, err));
+    OP(d, fill(be->ctx, F(d->dxin), 0.0f, (Bg + nm) * D), "fill");
     const float wd = (float)(d->dino_w / ((double)B * nterms));
     for (int64_t r = 0; r < Bg; r++) d->hw[r] = wd;
     double dino_global = 0.0, dino_local = 0.0, ibot = 0.0, koleo = 0.0;
     const float *tcls = F(d->tprob_cls), *tpatch = F(d->tprob_patch);
-    EX_CHECK(dn_soft_ce(d, 0, Bg, 1, &tcls, d->hw, 1, &dino_global, err));
+    /* each head: its losses chunk by chunk (dW summed over them), then its backward once */
+    EX_CHECK(dn_head_ce(d, &d->sdino, 0, Bg, 1.0f / Ts, 1, &tcls, d->hw, 1, freeze, &dino_global, err));
+    if (d->separate_ibot) EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, Bg, freeze, err));
     if (nm > 0) {
         int64_t k = 0;
         for (int64_t i = 0; i < Bg; i++)
             for (int64_t j = 0; j < d->nmask[i]; j++) d->hw[k++] = (float)(d->ibot_w / ((double)d->nmask[i] * (double)Bg));
-        EX_CHECK(dn_soft_ce(d, Bg, nm, 1, &tpatch, d->hw, 1, &ibot, err));
+        dn_head *ih = d->separate_ibot ? &d->sibot : &d->sdino;
+        EX_CHECK(dn_head_ce(d, ih, Bg, nm, 1.0f / Ts, 1, &tpatch, d->hw, d->separate_ibot, freeze, &ibot, err));
     }
-    OP(d, fill(be->ctx, F(d->dxin), 0.0f, (Bg + nm) * D), "fill");
-    if (!d->separate_ibot) {
-        EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, Bg + nm, 1.0f / Ts, freeze, err));
-    } else {
-        EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, Bg, 1.0f / Ts, freeze, err));
-        EX_CHECK(dn_head_backward(d, &d->sibot, F(d->xin) + Bg * D, F(d->dxin) + Bg * D, Bg, nm, 1.0f / Ts, freeze, err));
-    }
+    if (!d->separate_ibot)
+        EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, Bg + nm, freeze, err));
+    else
+        EX_CHECK(dn_head_backward(d, &d->sibot, F(d->xin) + Bg * D, F(d->dxin) + Bg * D, Bg, nm, freeze, err));
     if (d->koleo_w > 0.0 && B >= 2) {
         EX_CHECK(ex_be_download(be, d->hk, F(d->xin), sizeof(float) * (size_t)(Bg * D), err));
         koleo = dn_koleo_host(d->hk, Bg, B, D, d->koleo_w, d->hkg);
@@ -213,17 +214,17 @@ ex_status dn_step(void *self, const ex_batch *batch, ex_rng *rng, int64_t iterat
         lio.noise = ex_noise_derive(batch->noise, 2 + (uint64_t)c0); /* one key per local chunk */
         EX_CHECK(d->env.bb->forward(d->env.bb_self, &lio, err));
         EX_CHECK(gather_inputs(d, lio.tokens, nb, Tl, 0, err));
-        EX_CHECK(dn_head_forward(d, &d->sdino, F(d->xin), 0, nb, 1.0f / Ts, err));
+        EX_CHECK(dn_head_forward(d, &d->sdino, F(d->xin), 0, nb, err));
         for (int64_t r = 0; r < B; r++) d->hw[r] = wd;
         const float *both[2] = {tcls, tcls + B * K}; /* each local crop against both teacher crops */
         for (int64_t j = 0; j < nc; j++) {
             double v[2];
-            EX_CHECK(dn_soft_ce(d, j * B, B, 2, both, d->hw, 1, v, err));
+            EX_CHECK(dn_head_ce(d, &d->sdino, j * B, B, 1.0f / Ts, 2, both, d->hw, j == 0, freeze, v, err));
             dino_local += v[0];
             dino_local += v[1];
         }
         OP(d, fill(be->ctx, F(d->dxin), 0.0f, nb * D), "fill");
-        EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, nb, 1.0f / Ts, freeze, err));
+        EX_CHECK(dn_head_backward(d, &d->sdino, F(d->xin), F(d->dxin), 0, nb, freeze, err));
         OP(d, fill(be->ctx, F(d->dtok), 0.0f, nb * Tl * D), "fill");
         OP(d, copy2d(be->ctx, F(d->dtok), Tl * D, F(d->dxin), D, nb, D), "copy2d");
         EX_CHECK(d->env.bb->backward(d->env.bb_self, F(d->dtok), NULL, err));
