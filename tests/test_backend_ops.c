@@ -870,6 +870,72 @@ static void reduce_cases(ex_backend *be, obuf *ob) {
 }
 static void test_reduce(void **state) { all_threads(state, reduce_cases, "reduce"); }
 
+/* exp_fwd (exp of a scaled input, nothing subtracted; in place too) and row_sum (in double, so a float
+ * accumulator over 131072 columns would miss the tolerance). */
+static void exp_rowsum_cases(ex_backend *be, obuf *ob) {
+    assert_non_null(be->vt.exp_fwd);
+    assert_non_null(be->vt.row_sum);
+    const int64_t shapes[3][2] = {{7, 13}, {3, 131072}, {300, 1}};
+    for (int z = 0; z < 3; z++) {
+        scope s = {.be = be};
+        const int64_t n = shapes[z][0], c = shapes[z][1];
+        float *x = rnd(&s, n * c, 120 + z, -1, 1);
+        if (z == 1) x[5] = 1.0f, x[6] = 3.0f; /* exp(25 * 3) = 3.7e32: fp32 range, no max subtracted */
+        float *dx = upf(&s, x, n * c), *dy = d_alloc(&s, (size_t)(n * c) * sizeof(float));
+        const float scale = 25.0f;
+        OK(CALL(be, exp_fwd, dy, dx, scale, n * c));
+        float *y = down(&s, dy, n * c);
+        double *ref = hd(&s, n * c), *rs = hd(&s, n);
+        for (int64_t i = 0; i < n * c; i++) ref[i] = exp((double)(scale * x[i]));
+        expect_close(y, ref, (size_t)(n * c), 0, 2e-6, "exp_fwd");
+        OK(CALL(be, exp_fwd, dx, dx, scale, n * c)); /* in place */
+        expect_close(down(&s, dx, n * c), ref, (size_t)(n * c), 0, 2e-6, "exp_fwd in place");
+        /* row sums of the exp values: wide dynamic range */
+        float *dr = d_alloc(&s, (size_t)n * sizeof(float));
+        OK(CALL(be, row_sum, dr, dy, n, c));
+        for (int64_t i = 0; i < n; i++) {
+            rs[i] = 0.0;
+            for (int64_t j = 0; j < c; j++) rs[i] += (double)y[i * c + j];
+        }
+        float *r = down(&s, dr, n);
+        expect_close(r, rs, (size_t)n, 0, 1e-6, "row_sum");
+        ob_f(ob, y, n * c);
+        ob_f(ob, r, n);
+        scope_end(&s);
+    }
+    /* overflow is inf (as DINOv2's fp32 exp), not a clamp */
+    scope s = {.be = be};
+    float big = 100.0f;
+    float *dx = upf(&s, &big, 1), *dy = d_alloc(&s, sizeof(float));
+    OK(CALL(be, exp_fwd, dy, dx, 1.0f, 1));
+    assert_true(isinf(down(&s, dy, 1)[0]));
+    scope_end(&s);
+}
+static void test_exp_row_sum(void **state) { all_threads(state, exp_rowsum_cases, "exp_fwd/row_sum"); }
+
+/* A backend plugin that fills exp_fwd without row_sum (or the other way) is refused when it starts: the
+ * objectives use the pair together. */
+static void test_exp_row_sum_pair_required(void **state) {
+    env *e = *state;
+    const ex_plugin *cpu = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
+    ex_plugin *half = malloc(sizeof *half);
+    assert_non_null(half);
+    for (int which = 0; which < 2; which++) {
+        memcpy(half, cpu, sizeof *half);
+        if (which) half->vtable_copy.backend.exp_fwd = NULL;
+        else half->vtable_copy.backend.row_sum = NULL;
+        ex_backend be;
+        ex_err_clear(&err);
+        assert_int_equal(ex_backend_create(&be, half, NULL, &err), EX_E_INVALID);
+        assert_non_null(strstr(err.msg, "exp_fwd and row_sum"));
+        assert_null(be.ctx);
+    }
+    free(half);
+}
+
 /* ------------------------------------------------------------------------------
  * Gathers, masking, patchify, copy2d
  * ------------------------------------------------------------------------------ */
@@ -1450,6 +1516,8 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_bf16_outputs),
+        cmocka_unit_test(test_exp_row_sum),
+        cmocka_unit_test(test_exp_row_sum_pair_required),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_binary),

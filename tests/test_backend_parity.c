@@ -688,6 +688,13 @@ static void test_elementwise(void **state) {
         BOTH OK(CALL(axpby, F(y), 0.3f, F(x), betas[bi], n));
         cmp(s, y, (size_t)n, "axpby");
     }
+    { /* exp without max subtraction (DINOv2's Sinkhorn-Knopp) and row sums of its wide-ranging output */
+        twin e = tw_rand(s, (size_t)n, 460, -1, 1), eo = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, 3 * 4);
+        BOTH OK(CALL(exp_fwd, F(eo), F(e), 25.0f, n));
+        cmp(s, eo, (size_t)n, "exp_fwd");
+        BOTH OK(CALL(row_sum, F(rs), F(eo), 3, n / 3));
+        cmp(s, rs, 3, "row_sum");
+    }
     twin t = tw_rand(s, 1000, 430, 0, 1), st = tw_rand(s, 1000, 431, 0, 1);
     BOTH OK(CALL(ema, F(t), F(st), 0.996f, 1000));
     cmp(s, t, 1000, "ema");

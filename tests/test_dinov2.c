@@ -439,6 +439,36 @@ static void test_centering_lag(void **state) {
     close_ctx(&c);
 }
 
+/* Sinkhorn-Knopp on the device (backend ops; the cpu backend has exp_fwd and row_sum) against the host
+ * version, on every row the plan allows and teacher-like logits (cosines over a small temperature). */
+static void test_sinkhorn_device_matches_host(void **state) {
+    (void)state;
+    dn_ctx c;
+    open_ctx(&c, "centering = sinkhorn_knopp\n");
+    dinov2 *d = c.d;
+    assert_true(d->sk_device);
+    assert_null(d->sk); /* no host copy of the targets */
+    ex_err err;
+    const int64_t K = d->K, n = d->nm_max;
+    float *q = malloc(sizeof(float) * (size_t)(n * K)), *h = malloc(sizeof(float) * (size_t)(n * K));
+    double *row = malloc(sizeof(double) * (size_t)K), *col = malloc(sizeof(double) * (size_t)n);
+    assert_true(q && h && row && col);
+    ext_fill_uniform(q, (size_t)(n * K), 77, -1, 1);
+    memcpy(h, q, sizeof(float) * (size_t)(n * K));
+    memcpy(F(d->tprob_patch), q, sizeof(float) * (size_t)(n * K));
+    EXT_OK(dn_sinkhorn_device(d, F(d->tprob_patch), n, 0.05f, 3, &err), &err);
+    EXT_OK(dn_sinkhorn_host(h, n, K, 0.05f, 3, row, col), &err);
+    double worst = 0.0, rs = 0.0;
+    for (int64_t i = 0; i < n * K; i++) worst = fmax(worst, fabs(F(d->tprob_patch)[i] - h[i]) / fmax(fabs(h[i]), 1e-30));
+    for (int64_t k = 0; k < K; k++) rs += h[k]; /* a target row sums to 1 */
+    printf("# Sinkhorn-Knopp, %lld x %lld: device vs host, largest relative difference %.2e\n", (long long)n,
+           (long long)K, worst);
+    assert_true(fabs(rs - 1.0) < 1e-5);
+    assert_true(worst < 1e-5);
+    free(q), free(h), free(row), free(col);
+    close_ctx(&c);
+}
+
 /* --- the full step ------------------------------------------------------------------------------ */
 
 static void make_batch(dn_ctx *c, ex_batch *b, float **bufs) {
@@ -707,6 +737,7 @@ int main(void) {
         cmocka_unit_test(test_centering_lag),
         cmocka_unit_test(test_step_centering),
         cmocka_unit_test(test_step_sinkhorn),
+        cmocka_unit_test(test_sinkhorn_device_matches_host),
         cmocka_unit_test(test_step_chunks_agree),
         cmocka_unit_test(test_separate_ibot_head_splits_gradient),
         cmocka_unit_test(test_teacher_ema),

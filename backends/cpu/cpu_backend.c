@@ -227,6 +227,8 @@ static const ex_backend_vtable cpu_vtable = {
     /* .gelu_fwd_bf16 = */ cpu_gelu_fwd_bf16,
     /* .gelu_bwd_inplace = */ cpu_gelu_bwd_inplace,
     /* .linear_bias_fwd = */ NULL, /* GEMM then bias_add_fwd: the oracle's order */
+    /* .exp_fwd = */ cpu_exp_fwd,
+    /* .row_sum = */ cpu_row_sum,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

@@ -197,6 +197,32 @@ ex_status cpu_row_scale_bwd(void *vctx, float *dinp /* (n, c) */, float *ds /* (
     return EX_OK;
 }
 
+ex_status cpu_exp_fwd(void *vctx, float *out /* (n) */, const float *inp /* (n) */, float scale, int64_t n) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0, "cpu: exp_fwd: negative size");
+    if (n == 0) return EX_OK;
+    CPU_ARG(out && inp, "cpu: exp_fwd: NULL pointer");
+#pragma omp parallel for PAR(n)
+    for (int64_t i = 0; i < n; i++) out[i] = expf(scale * inp[i]);
+    return EX_OK;
+}
+
+ex_status cpu_row_sum(void *vctx, float *out /* (n) */, const float *inp /* (n, c) */, int64_t n, int64_t c) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0 && c >= 0, "cpu: row_sum: negative size");
+    if (n == 0) return EX_OK;
+    CPU_ARG(out && (inp || c == 0), "cpu: row_sum: NULL pointer");
+#pragma omp parallel for PAR(n * c)
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = inp + i * c;
+        double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < c; j++) acc += (double)x[j];
+        out[i] = (float)acc;
+    }
+    return EX_OK;
+}
+
 /* ------------------------------------------------------------------------------
  * Reduce
  * ------------------------------------------------------------------------------ */

@@ -135,6 +135,8 @@ ex_status cpu_row_scale_fwd(void *ctx, float *out, const float *inp, const float
 ex_status cpu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout, const float *inp,
                             const float *s, int64_t n, int64_t c);
 ex_status cpu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
+ex_status cpu_exp_fwd(void *ctx, float *out, const float *inp, float scale, int64_t n);
+ex_status cpu_row_sum(void *ctx, float *out, const float *inp, int64_t n, int64_t c);
 
 /* --- cpu_norm.c ------------------------------------------------------------------ */
 ex_status cpu_layernorm_fwd(void *ctx, float *out, float *mean, float *rstd, const float *inp,

@@ -626,6 +626,8 @@ static const ex_backend_vtable cu_vtable = {
 #else
     /* .linear_bias_fwd = */ cu_linear_bias_fwd,
 #endif
+    /* .exp_fwd = */ cu_exp_fwd,
+    /* .row_sum = */ cu_row_sum,
 };
 
 #ifdef EXPLORA_HIP

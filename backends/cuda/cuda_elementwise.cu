@@ -64,6 +64,10 @@ __global__ void k_widen(float *dst, const uint16_t *src, int64_t n, int bf16, in
     }
 }
 
+__global__ void k_exp(float *out, const float *inp, float scale, int64_t n) {
+    CU_FOR(i, n) out[i] = expf(scale * inp[i]);
+}
+
 __global__ void k_bias_add(float *out, const float *bias, int64_t n, int64_t c) {
     CU_FOR(e, n * c) out[e] += bias[e % c];
 }
@@ -212,6 +216,16 @@ ex_status cu_fill(void *vctx, float *dst, float value, int64_t n) {
     CU_ARG(n >= 0 && (dst || n == 0), CU_VENDOR ": fill: bad arguments");
     if (n == 0) return EX_OK;
     k_fill<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(dst, value, n);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_exp_fwd(void *vctx, float *out, const float *inp, float scale, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, CU_VENDOR ": exp_fwd: negative size");
+    if (n == 0) return EX_OK;
+    CU_ARG(out && inp, CU_VENDOR ": exp_fwd: NULL pointer");
+    k_exp<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, inp, scale, n);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

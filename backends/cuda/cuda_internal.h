@@ -242,6 +242,8 @@ ex_status cu_row_scale_fwd(void *ctx, float *out, const float *inp, const float 
 ex_status cu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout, const float *inp,
                            const float *s, int64_t n, int64_t c);
 ex_status cu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
+ex_status cu_exp_fwd(void *ctx, float *out, const float *inp, float scale, int64_t n);
+ex_status cu_row_sum(void *ctx, float *out, const float *inp, int64_t n, int64_t c); /* cuda_norm.cu */
 ex_status cu_mask_rows_bwd(void *ctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask,
                            int64_t n, int64_t c);
 

@@ -91,6 +91,18 @@ __global__ void k_softmax_fwd(float *out, const float *inp, int64_t n, int64_t c
     }
 }
 
+/* out[i] = sum_j inp[i, j], in double, fixed order */
+__global__ void k_row_sum(float *out, const float *inp, int64_t n, int64_t c) {
+    __shared__ double sh[CU_WARP + 1];
+    FOR_ROWS(i, n) {
+        const float *x = inp + i * c;
+        double s = 0.0;
+        FOR_COLS(j, c) s += (double)x[j];
+        s = cu_block_sum_d(s, sh);
+        if (threadIdx.x == 0) out[i] = (float)s;
+    }
+}
+
 __global__ void k_softmax_bwd(float *dinp, const float *out, const float *dout, int64_t n, int64_t c, float scale) {
     __shared__ double sh[CU_WARP + 1];
     FOR_ROWS(i, n) {
@@ -248,6 +260,16 @@ ex_status cu_softmax_fwd(void *vctx, float *out, const float *inp, int64_t n, in
     if (n == 0) return EX_OK;
     CU_ARG(out && inp, CU_VENDOR ": softmax_fwd: NULL pointer");
     k_softmax_fwd<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, inp, n, c, scale);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_row_sum(void *vctx, float *out, const float *inp, int64_t n, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0 && c >= 0, CU_VENDOR ": row_sum: bad sizes");
+    if (n == 0) return EX_OK;
+    CU_ARG(out && (inp || c == 0), CU_VENDOR ": row_sum: NULL pointer");
+    k_row_sum<<<row_grid(n), CU_ROW_THREADS, 0, ctx->stream>>>(out, inp, n, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }

@@ -176,6 +176,12 @@ static ex_status w_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_d
     }
     return s;
 }
+static ex_status w_exp_fwd(void *vctx, float *out, const float *inp, float scale, int64_t n) {
+    WRAP(BC_ELEM, exp_fwd, out, inp, scale, n);
+}
+static ex_status w_row_sum(void *vctx, float *out, const float *inp, int64_t n, int64_t c) {
+    WRAP(BC_ELEM, row_sum, out, inp, n, c);
+}
 static ex_status w_rng_dropout(void *vctx, float *out, int64_t n, float p, ex_rng *rng) {
     WRAP(BC_ELEM, rng_dropout, out, n, p, rng);
 }
@@ -323,6 +329,8 @@ static void timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T) {
     v->layernorm_fwd_bf16 = inner->vt.layernorm_fwd_bf16 ? w_layernorm_fwd_bf16 : NULL;
     v->gelu_fwd_bf16 = inner->vt.gelu_fwd_bf16 ? w_gelu_fwd_bf16 : NULL;
     v->linear_bias_fwd = inner->vt.linear_bias_fwd ? w_linear_bias_fwd : NULL;
+    v->exp_fwd = inner->vt.exp_fwd ? w_exp_fwd : NULL;
+    v->row_sum = inner->vt.row_sum ? w_row_sum : NULL;
     /* every mandatory slot but the lifecycle ones is wrapped: a new one that is not would be called as NULL */
     ex_backend_vtable chk = *v;
     chk.init = inner->vt.init, chk.shutdown = inner->vt.shutdown;

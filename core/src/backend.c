@@ -103,6 +103,12 @@ ex_status ex_backend_create(ex_backend *be, const struct ex_plugin *plugin, cons
                 "comm_allreduce_sum_f32): a backend offers all three or none",
                 plugin->desc.name, plugin->path, ncomm);
     }
+    if (!be->vt.exp_fwd != !be->vt.row_sum) {
+        memset(be, 0, sizeof *be);
+        EX_FAIL(err, EX_E_INVALID,
+                "backend '%s' (%s) fills one of the two slots exp_fwd and row_sum: a backend offers both or none",
+                plugin->desc.name, plugin->path);
+    }
     ex_status st = be->vt.init(cfg, &be->ctx, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "backend '%s' (%s): ", be->name, plugin->path);

@@ -38,6 +38,46 @@
         if (op__s != EX_OK) EX_FAIL(err, op__s, "dinov2: %s failed on backend '%s'", what, (d)->env.be->name); \
     } while (0)
 
+ex_status dn_sinkhorn_device(dinov2 *d, float *q /* (n, K) */, int64_t n, float tau, int iters, ex_err *err) {
+    ex_backend *be = d->env.be;
+    const int64_t K = d->K;
+    EX_ENSURE(d->sk_device, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp on a backend without exp_fwd/row_sum");
+    const int dist = ex_comm_world(d->env.comm) > 1;
+    if (n <= 0 && !dist) return EX_OK;
+    int64_t ng = n;
+    EX_CHECK(ex_comm_allreduce_sum_i64(d->env.comm, &ng, 1, err));
+    if (ng <= 0) return EX_OK;
+    /* Q = exp(t / tau) (fp32, no max subtracted, as DINOv2), then Q /= sum(Q) */
+    double total = 0.0;
+    if (n > 0) {
+        float t = 0.0f;
+        OP(d, exp_fwd(be->ctx, q, q, 1.0f / tau, n * K), "exp_fwd");
+        OP(d, reduce(be->ctx, EX_RED_SUM, F(d->skd_total), q, n * K), "reduce");
+        EX_CHECK(ex_be_download(be, &t, F(d->skd_total), sizeof t, err));
+        total = t;
+    }
+    EX_CHECK(ex_comm_allreduce_sum_f64(d->env.comm, &total, 1, err));
+    if (n > 0) OP(d, axpby(be->ctx, q, (float)(1.0 / (double)(float)total), q, 0.0f, n * K), "axpby");
+    const float fK = (float)K, fB = (float)ng;
+    OP(d, fill(be->ctx, F(d->skd_kinv), 1.0f / fK, K), "fill");
+    if (n > 0) OP(d, fill(be->ctx, F(d->skd_nfill), 1.0f / fB, n), "fill");
+    for (int it = 0; it < iters; it++) {
+        /* per prototype: Q /= its sum over the (global) samples, Q /= K */
+        OP(d, fill(be->ctx, F(d->skd_row), 0.0f, K), "fill");
+        if (n > 0) OP(d, bias_add_bwd(be->ctx, F(d->skd_row), q, n, K), "bias_add_bwd"); /* column sums */
+        if (dist) EX_CHECK(ex_comm_allreduce_sum_f32((ex_comm *)d->env.comm, be, F(d->skd_row), K, err));
+        if (n == 0) continue;
+        OP(d, binary(be->ctx, EX_BIN_DIV, F(d->skd_inv), F(d->skd_kinv), F(d->skd_row), K), "binary");
+        OP(d, channel_scale_fwd(be->ctx, q, q, F(d->skd_inv), n, K), "channel_scale_fwd");
+        /* per sample: Q /= its sum over the prototypes, Q /= n */
+        OP(d, row_sum(be->ctx, F(d->skd_col), q, n, K), "row_sum");
+        OP(d, binary(be->ctx, EX_BIN_DIV, F(d->skd_cinv), F(d->skd_nfill), F(d->skd_col), n), "binary");
+        OP(d, row_scale_fwd(be->ctx, q, q, F(d->skd_cinv), n, K), "row_scale_fwd");
+    }
+    if (n > 0) OP(d, axpby(be->ctx, q, fB, q, 0.0f, n * K), "axpby"); /* Q *= n: targets = Q^T */
+    return EX_OK;
+}
+
 ex_status dn_sinkhorn_host(float *q /* (n, K) */, int64_t n, int64_t K, float tau, int iters, double *row /* (K) */,
                            double *col /* (n) */) {
     ex_err err;
@@ -94,7 +134,8 @@ ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q /* (n, K) */, int64_t n
  * rows into out_all (n, K). */
 static ex_status targets_begin(dinov2 *d, dn_center *c, float tau, ex_err *err) {
     EX_ENSURE(tau > 0.0f, err, EX_E_INVALID, "dinov2: teacher temperature %g must be positive", (double)tau);
-    EX_ENSURE(d->centering != DN_SINKHORN || d->sk, err, EX_E_INTERNAL, "dinov2: Sinkhorn-Knopp buffers missing");
+    EX_ENSURE(d->centering != DN_SINKHORN || d->sk || d->sk_device, err, EX_E_INTERNAL,
+              "dinov2: Sinkhorn-Knopp buffers missing");
     if (d->centering != DN_SINKHORN && c->pending) {
         const float m = (float)d->center_momentum;
         OP(d, axpby(d->env.be->ctx, F(c->c), 1.0f - m, F(c->pend), m, d->K), "axpby");
@@ -108,8 +149,11 @@ static ex_status targets_chunk(dinov2 *d, dn_center *c, float *t, int64_t c0, in
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
     if (nc == 0) return EX_OK;
-    if (d->centering == DN_SINKHORN)
+    if (d->centering == DN_SINKHORN) { /* gathered: into the targets (device) or on the host */
+        if (d->sk_device && t != out) OP(d, copy(be->ctx, out, t, sizeof(float) * (size_t)(nc * K), EX_COPY_D2D), "copy");
+        if (d->sk_device) return EX_OK;
         return ex_be_download(be, d->sk + c0 * K, t, sizeof(float) * (size_t)(nc * K), err);
+    }
     /* this step's batch mean of the raw logits (before t changes), folded in by the next step; with several
      * ranks a sum, all-reduced and divided at the end */
     const int dist = ex_comm_world(d->env.comm) > 1;
@@ -129,6 +173,7 @@ static ex_status targets_chunk(dinov2 *d, dn_center *c, float *t, int64_t c0, in
 static ex_status targets_end(dinov2 *d, dn_center *c, int64_t n, float tau, float *out_all, ex_err *err) {
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
+    if (d->centering == DN_SINKHORN && d->sk_device) return dn_sinkhorn_device(d, out_all, n, tau, 3, err);
     if (d->centering == DN_SINKHORN) {
         EX_CHECK(dn_sinkhorn_dist(d->env.comm, d->sk, n, K, tau, 3, d->sk_row, d->sk_col, err));
         return n > 0 ? ex_be_upload(be, out_all, d->sk, sizeof(float) * (size_t)(n * K), err) : EX_OK;

@@ -125,8 +125,15 @@ typedef struct dinov2 {
     float *hl;                     /* (DN_MAX_TARGETS * R) losses */
     float *hk, *hkg;               /* (2B, D) KoLeo input and gradient */
     float *hdrop;                  /* (depth, 2, 2B) */
-    float *sk;                     /* (max(2B, nm_max), K) Sinkhorn-Knopp work (sinkhorn_knopp only) */
+    float *sk;                     /* (max(2B, nm_max), K) Sinkhorn-Knopp work on the host (sinkhorn_knopp
+                                    * without sk_device only) */
     double *sk_row, *sk_col;       /* (K), (max(2B, nm_max)) */
+    /* Sinkhorn-Knopp on the device (sinkhorn_knopp and a backend with exp_fwd and row_sum): the targets
+     * buffer itself is the work matrix; these hold its sums and their reciprocals. */
+    int sk_device;
+    ex_tensor skd_kinv, skd_row, skd_inv;   /* (K): 1/K; prototype sums; (1/K) / prototype sums */
+    ex_tensor skd_nfill, skd_col, skd_cinv; /* (max(2B, nm_max)): 1/n; sample sums; (1/n) / sample sums */
+    ex_tensor skd_total;                    /* (1) */
 
     /* test hooks (tests compile these sources in; never set by the plugin) */
     const uint8_t *test_masks;     /* (2B, Np) host: used instead of the generator when non-NULL */
@@ -180,6 +187,10 @@ ex_status dn_head_targets(dinov2 *d, dn_head *h, dn_center *c, int64_t r0, int64
  * global number of rows, as DINOv2's distributed sinkhorn_knopp_teacher; NULL comm: dn_sinkhorn_host. */
 ex_status dn_sinkhorn_dist(const ex_comm *comm, float *q, int64_t n, int64_t K, float tau, int iters, double *row,
                            double *col, ex_err *err);
+/* The same on the device with backend ops (exp_fwd, reduce, bias_add_bwd's column sums, row_sum, the scale
+ * slots), q (n, K) in place: sums in the backends' fixed orders, divisions as products with reciprocals, so
+ * the targets agree with dn_sinkhorn_dist's to float rounding, not bit for bit. Needs d->sk_device. */
+ex_status dn_sinkhorn_device(dinov2 *d, float *q, int64_t n, float tau, int iters, ex_err *err);
 ex_status dn_sinkhorn_host(float *q /* (n, K) in: t, out: targets */, int64_t n, int64_t K, float tau, int iters,
                            double *row /* (K) */, double *col /* (n) */);
 

@@ -177,7 +177,8 @@ static ex_status alloc_host(dinov2 *d, ex_err *err) {
     d->hdrop = calloc((size_t)(2 * d->depth * Bg), sizeof(float));
     EX_ENSURE(d->mask && d->idx && d->nmask && d->hw && d->hws && d->hl && d->hk && d->hkg && d->hdrop, err, EX_E_NOMEM,
               "dinov2: out of memory");
-    if (d->centering == DN_SINKHORN) {
+    d->sk_device = d->centering == DN_SINKHORN && d->env.be->vt.exp_fwd && d->env.be->vt.row_sum;
+    if (d->centering == DN_SINKHORN && !d->sk_device) {
         const int64_t n = Bg > d->nm_max ? Bg : d->nm_max;
         d->sk = malloc(sizeof(float) * (size_t)(n * d->K));
         d->sk_row = malloc(sizeof(double) * (size_t)d->K);
@@ -299,6 +300,16 @@ static ex_status dn_plan(void *self, ex_memory_plan *plan, ex_err *err) {
     EX_CHECK(plan_t(plan, &d->cdino.pend, "dinov2.center_dino_batch", EX_F32, K, err));
     EX_CHECK(plan_t(plan, &d->cibot.c, "dinov2.center_ibot", EX_F32, K, err));
     EX_CHECK(plan_t(plan, &d->cibot.pend, "dinov2.center_ibot_batch", EX_F32, K, err));
+    if (d->sk_device) {
+        const int64_t nsk = Bg > d->nm_max ? Bg : d->nm_max;
+        EX_CHECK(plan_t(plan, &d->skd_kinv, "dinov2.sk_kinv", EX_F32, K, err));
+        EX_CHECK(plan_t(plan, &d->skd_row, "dinov2.sk_row", EX_F32, K, err));
+        EX_CHECK(plan_t(plan, &d->skd_inv, "dinov2.sk_inv", EX_F32, K, err));
+        EX_CHECK(plan_t(plan, &d->skd_nfill, "dinov2.sk_nfill", EX_F32, nsk, err));
+        EX_CHECK(plan_t(plan, &d->skd_col, "dinov2.sk_col", EX_F32, nsk, err));
+        EX_CHECK(plan_t(plan, &d->skd_cinv, "dinov2.sk_cinv", EX_F32, nsk, err));
+        EX_CHECK(plan_t(plan, &d->skd_total, "dinov2.sk_total", EX_F32, 1, err));
+    }
     EX_CHECK(ex_params_plan(&d->tparams, plan, err)); /* teacher heads: frozen arena */
     d->planned = 1;
     return EX_OK;

@@ -316,6 +316,14 @@ typedef struct ex_backend_vtable {
      * fuse, having written nothing: ex_be_linear_fwd then runs gemm and bias_add_fwd. */
     ex_status (*linear_bias_fwd)(void *ctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
                                  ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc);
+
+    /* --- exp and row sums [opt; ABI 4.1; both or none] ------------------------------------------------------- */
+    /* DINOv2's Sinkhorn-Knopp teacher targets on the device (with bias_add_bwd's column sums and the scale
+     * slots); NULL: the objective computes them on the host. */
+    /* out (n) = exp(scale * inp) in fp32, nothing subtracted (overflow gives inf). out may alias inp. */
+    ex_status (*exp_fwd)(void *ctx, float *out, const float *inp, float scale, int64_t n);
+    /* out (n) = sum of each row of inp (n, c), in a fixed order (deterministic for given n, c). */
+    ex_status (*row_sum)(void *ctx, float *out, const float *inp, int64_t n, int64_t c);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)
