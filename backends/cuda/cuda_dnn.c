@@ -676,8 +676,10 @@ static int dn_choose_plan(cu_dnn *d, cudnnBackendDescriptor_t og, dn_plan *p, ch
         for (int i = 0; i < ncfgs; i++) d->destroy_desc(p->cfgs[i]);
         d->destroy_desc(heur);
     }
-    char skip[64] = "";
-    if (skipped) snprintf(skip, sizeof skip, ", %d skipped as non-deterministic", skipped);
+    char skip[128] = "";
+    if (skipped)
+        snprintf(skip, sizeof skip, ", %d skipped as non-deterministic: [backend] deterministic = false allows them",
+                 skipped);
     snprintf(why, cap, "no cuDNN engine runs this graph (%d configurations tried%s; last: %.200s)", tried, skip, last);
     return -1;
 }
