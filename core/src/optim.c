@@ -151,22 +151,29 @@ double ex_optim_weight_decay_at(const ex_optim_config *c, int64_t t) {
     return ex_schedule_cosine(c->weight_decay, c->weight_decay_end, 0, c->steps, t);
 }
 
+/* norm_buf: one device float per parameter (the per-tensor sums of squares) */
 static ex_status ensure_norm_buf(ex_optim *o, ex_err *err) {
-    if (!o->norm_buf) EX_CHECK(ex_be_alloc(o->be, sizeof(float) * 2, (void **)&o->norm_buf, err));
+    if (!o->norm_buf) {
+        const size_t n = (size_t)(o->count > 0 ? o->count : 1);
+        EX_CHECK(ex_be_alloc(o->be, sizeof(float) * n, (void **)&o->norm_buf, err));
+        o->norm_host = calloc(n, sizeof(float));
+        EX_ENSURE(o->norm_host, err, EX_E_NOMEM, "optim: out of memory for %zu gradient norms", n);
+    }
     return EX_OK;
 }
 
 ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err) {
     EX_CHECK(ensure_norm_buf(o, err));
-    double sumsq = 0.0;
+    /* every tensor's sum of squares into its own device float, then one download (one device sync per step,
+     * not one per tensor), summed on the host in double in parameter order */
     for (int i = 0; i < o->count; i++) {
         const ex_param *p = o->slots[i].param;
-        float part = 0.0f;
-        ex_status st = o->be->vt.reduce(o->be->ctx, EX_RED_SUMSQ, o->norm_buf, p->grad.data, ex_tensor_numel(&p->grad));
+        ex_status st = o->be->vt.reduce(o->be->ctx, EX_RED_SUMSQ, o->norm_buf + i, p->grad.data, ex_tensor_numel(&p->grad));
         EX_ENSURE(st == EX_OK, err, st, "optim: reduce failed on '%s'", p->grad.name);
-        EX_CHECK(ex_be_download(o->be, &part, o->norm_buf, sizeof part, err));
-        sumsq += (double)part;
     }
+    if (o->count > 0) EX_CHECK(ex_be_download(o->be, o->norm_host, o->norm_buf, sizeof(float) * (size_t)o->count, err));
+    double sumsq = 0.0;
+    for (int i = 0; i < o->count; i++) sumsq += (double)o->norm_host[i];
     *norm = sqrt(sumsq);
     return EX_OK;
 }
@@ -276,6 +283,7 @@ ex_status ex_optim_step_scaled(ex_optim *o, ex_loss_scaler *s, double *lr_used, 
 
 void ex_optim_free(ex_optim *o) {
     if (o->norm_buf) ex_be_free(o->be, o->norm_buf);
+    free(o->norm_host);
     free(o->slots);
     memset(o, 0, sizeof *o);
 }

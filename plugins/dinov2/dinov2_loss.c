@@ -35,37 +35,39 @@ int64_t dn_probs_rows(const dinov2 *d) {
     return chunk > d->Bg ? chunk : d->Bg;
 }
 
-ex_status dn_soft_ce(dinov2 *d, float *logits /* (n, K) */, int64_t n, int nt,
-                     const float *const *targets /* nt x (n, K) */, const float *w /* (n) host */, int backward,
-                     double *value /* (nt) */, ex_err *err) {
+/* The loss rows' weights times the loss scale (a power of two: exact) into rweights, for the gradients. */
+static ex_status upload_weights(dinov2 *d, const float *w, int64_t n, ex_err *err) {
+    const float gs = d->grad_scale > 0.0f ? d->grad_scale : 1.0f;
+    for (int64_t r = 0; r < n; r++) d->hws[r] = w[r] * gs;
+    return ex_be_upload(d->env.be, F(d->rweights), d->hws, sizeof(float) * (size_t)n, err);
+}
+
+/* Rows [c0, c0 + nc) of a loss of n rows: per-row losses of target set s into losses[s * n + c0 ...], and with
+ * backward the gradient over the logits (nc, K), weighted by rweights[c0 ...]. Nothing waits for the device. */
+static ex_status soft_ce_rows(dinov2 *d, float *logits /* (nc, K) */, int64_t c0, int64_t nc, int64_t n, int nt,
+                              const float *const *targets /* nt x (n, K) */, int backward, ex_err *err) {
     ex_backend *be = d->env.be;
     const int64_t K = d->K;
-    EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
-              DN_MAX_TARGETS);
-    for (int s = 0; s < nt; s++) value[s] = 0.0;
-    if (n == 0) return EX_OK;
-    EX_ENSURE(n <= d->rows, err, EX_E_INTERNAL, "dinov2: %lld loss rows, more than the plan's %lld", (long long)n,
-              (long long)d->rows);
-    if (backward) { /* the gradient's weights carry the loss scale (a power of two: exact) */
-        const float gs = d->grad_scale > 0.0f ? d->grad_scale : 1.0f;
-        for (int64_t r = 0; r < n; r++) d->hws[r] = w[r] * gs;
-        EX_CHECK(ex_be_upload(be, F(d->rweights), d->hws, sizeof(float) * (size_t)n, err));
-    }
     /* every op is row by row: chunks of rows give the same numbers with a small probs buffer, and once a
      * chunk's probabilities are known its logits are no longer needed, so they make room for its gradient */
     float *probs = F(d->acts.probs); /* (chunk, K) */
-    for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
-        const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
-        float *rows = logits + c0 * K; /* (nc, K) logits in, gradient out */
+    for (int64_t r0 = 0; r0 < nc; r0 += d->ce_chunk) {
+        const int64_t m = nc - r0 < d->ce_chunk ? nc - r0 : d->ce_chunk, row = c0 + r0;
+        float *rows = logits + r0 * K; /* (m, K) logits in, gradient out */
         for (int s = 0; s < nt; s++)
-            OP(d, xent_fwd(be->ctx, F(d->losses) + s * n + c0, probs, rows, NULL, targets[s] + c0 * K, nc, K),
+            OP(d, xent_fwd(be->ctx, F(d->losses) + s * n + row, probs, rows, NULL, targets[s] + row * K, m, K),
                "xent_fwd");
         if (!backward) continue;
-        OP(d, fill(be->ctx, rows, 0.0f, nc * K), "fill");
+        OP(d, fill(be->ctx, rows, 0.0f, m * K), "fill");
         for (int s = 0; s < nt; s++)
-            OP(d, xent_bwd(be->ctx, rows, F(d->rweights) + c0, probs, NULL, targets[s] + c0 * K, nc, K), "xent_bwd");
+            OP(d, xent_bwd(be->ctx, rows, F(d->rweights) + row, probs, NULL, targets[s] + row * K, m, K), "xent_bwd");
     }
-    EX_CHECK(ex_be_download(be, d->hl, F(d->losses), sizeof(float) * (size_t)(nt * n), err));
+    return EX_OK;
+}
+
+/* value[s] = sum_r w_r * loss of row r under target set s, once the device has them (one download). */
+static ex_status soft_ce_values(dinov2 *d, const float *w, int64_t n, int nt, double *value, ex_err *err) {
+    EX_CHECK(ex_be_download(d->env.be, d->hl, F(d->losses), sizeof(float) * (size_t)(nt * n), err));
     for (int s = 0; s < nt; s++) {
         double v = 0.0;
         for (int64_t r = 0; r < n; r++) v += (double)w[r] * (double)d->hl[s * n + r];
@@ -74,25 +76,41 @@ ex_status dn_soft_ce(dinov2 *d, float *logits /* (n, K) */, int64_t n, int nt,
     return EX_OK;
 }
 
+static ex_status check_loss_args(const dinov2 *d, int64_t n, int nt, ex_err *err) {
+    EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
+              DN_MAX_TARGETS);
+    EX_ENSURE(n >= 0 && n <= d->rows, err, EX_E_INTERNAL, "dinov2: %lld loss rows, more than the plan's %lld",
+              (long long)n, (long long)d->rows);
+    return EX_OK;
+}
+
+ex_status dn_soft_ce(dinov2 *d, float *logits /* (n, K) */, int64_t n, int nt,
+                     const float *const *targets /* nt x (n, K) */, const float *w /* (n) host */, int backward,
+                     double *value /* (nt) */, ex_err *err) {
+    EX_CHECK(check_loss_args(d, n, nt, err));
+    for (int s = 0; s < nt; s++) value[s] = 0.0;
+    if (n == 0) return EX_OK;
+    if (backward) EX_CHECK(upload_weights(d, w, n, err));
+    EX_CHECK(soft_ce_rows(d, logits, 0, n, n, nt, targets, backward, err));
+    return soft_ce_values(d, w, n, nt, value, err);
+}
+
 ex_status dn_head_ce(dinov2 *d, dn_head *h, int64_t r0, int64_t n, float scale, int nt,
                      const float *const *targets /* nt x (n, K) */, const float *w /* (n) host */, int first,
                      int freeze_last, double *value /* (nt) */, ex_err *err) {
-    const int64_t K = d->K;
+    EX_CHECK(check_loss_args(d, n, nt, err));
     for (int s = 0; s < nt; s++) value[s] = 0.0;
-    EX_ENSURE(nt >= 1 && nt <= DN_MAX_TARGETS, err, EX_E_INTERNAL, "dinov2: %d target sets (1..%d)", nt,
-              DN_MAX_TARGETS);
+    if (n == 0) return EX_OK;
+    /* weights up once and losses down once per call, not per chunk: no device sync inside the loop */
+    EX_CHECK(upload_weights(d, w, n, err));
     float *lg = F(d->acts.logits); /* (ce_chunk, K) */
     for (int64_t c0 = 0; c0 < n; c0 += d->ce_chunk) {
         const int64_t nc = n - c0 < d->ce_chunk ? n - c0 : d->ce_chunk;
-        const float *tc[DN_MAX_TARGETS];
-        double v[DN_MAX_TARGETS];
-        for (int s = 0; s < nt; s++) tc[s] = targets[s] + c0 * K;
         EX_CHECK(dn_head_logits(d, h, r0 + c0, nc, scale, lg, err));
-        EX_CHECK(dn_soft_ce(d, lg, nc, nt, tc, w + c0, 1, v, err));
-        for (int s = 0; s < nt; s++) value[s] += v[s];
+        EX_CHECK(soft_ce_rows(d, lg, c0, nc, n, nt, targets, 1, err));
         EX_CHECK(dn_head_logits_backward(d, h, lg, r0 + c0, nc, scale, !(first && c0 == 0), freeze_last, err));
     }
-    return EX_OK;
+    return soft_ce_values(d, w, n, nt, value, err);
 }
 
 static double koleo_chunk(const float *x /* (n, D) */, int64_t n, int64_t D, double weight, float *grad /* (n, D) */) {

@@ -55,7 +55,8 @@ typedef struct ex_optim {
     int64_t step;    /* optimiser steps taken (the schedules' t), skipped ones included */
     int64_t adam_step; /* AdamW updates applied (its bias correction): step minus the skipped steps */
     ex_backend *be;
-    float *norm_buf; /* device scalar for reductions */
+    float *norm_buf;  /* device: one float per parameter (gradient sums of squares) */
+    float *norm_host; /* host copy of norm_buf */
 } ex_optim;
 
 /* The [optim] keys of the trainer (lr, min_lr, weight_decay, betas, eps, clip_grad, warmup, steps ...). */
