@@ -38,7 +38,8 @@
 # 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
 #    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: tf32
 #    (the first H200 runs' baseline), bf16 with frozen weights and activations in bf16, that
-#    with attention = fused_bf16 and with attention = cudnn, and the 16 GB configuration (recompute,
+#    with attention = fused_bf16 and with attention = cudnn (also with the ViT-L recipe's Sinkhorn-Knopp
+#    teacher targets), and the 16 GB configuration (recompute,
 #    fused attention, and recompute with cuDNN attention);
 #    GPU_CHECK_FULL=1 adds ViT-B/14, batch 64 and the other earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
@@ -257,6 +258,9 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 $BF $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-bf16" 32 $BF --set backend.attention=fused_bf16 $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn" 32 $BF --set backend.attention=cudnn $L14H
+  # the ViT-L recipe's teacher targets (Sinkhorn-Knopp, on the device since the exp_fwd/row_sum slots)
+  step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn-sk" 32 $BF --set backend.attention=cudnn \
+      --set objective.centering=sinkhorn_knopp $L14H
   step_bench "ViT-L14-bf16-recompute-fused-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
       --set backend.attention=fused $L14H
   step_bench "ViT-L14-bf16-recompute-cudnn-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
