@@ -36,12 +36,13 @@
 #    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
 #    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
 # 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
-#    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: tf32
-#    (the first H200 runs' baseline), bf16 with frozen weights and activations in bf16, that
+#    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: bf16 with
+#    frozen weights and activations in bf16, that
 #    with attention = fused_bf16 and with attention = cudnn (also with the ViT-L recipe's Sinkhorn-Knopp
 #    teacher targets), and the 16 GB configuration (recompute,
 #    fused attention, and recompute with cuDNN attention);
-#    GPU_CHECK_FULL=1 adds ViT-B/14, batch 64 and the other earlier configurations: images/s
+#    GPU_CHECK_FULL=1 adds the first H200 runs' tf32 baseline, ViT-B/14, batch 64 and the other
+#    earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
 #    model FLOP/s and MFU) and the peak
 #    device memory (nvidia-smi's used memory of the whole GPU, sampled every 100 ms).
@@ -251,10 +252,9 @@ step_bench() { # label batch extra-args...
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   L14H="$L14 --set objective.prototypes=131072 --set objective.bottleneck=384"
   BF="--set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16"
-  # the baseline of the H200 runs, then frozen weights and activations in bf16, then attention on bf16
+  # frozen weights and activations in bf16, then attention on bf16
   # tensor cores (attention = fused_bf16), then the configuration for the 16 GB goal (recompute, fused
   # attention)
-  step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 $BF $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-bf16" 32 $BF --set backend.attention=fused_bf16 $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn" 32 $BF --set backend.attention=cudnn $L14H
@@ -266,6 +266,7 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-bf16-recompute-cudnn-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
       --set backend.attention=cudnn $L14H
   if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then # the configurations measured at the first H200 runs
+    step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
     step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16
     step_bench "ViT-L14-bf16" 32 --set backend.gemm_math=bf16 $L14H
     step_bench "ViT-L14-bf16-recompute" 32 --set backend.gemm_math=bf16 --set backbone.recompute=true $L14H
