@@ -163,6 +163,29 @@ static void test_step_matches_reference(void **state) {
         const float *val = ex_params_find(&ps, "blocks.2.mlp.fc1.weight")->value.data;
         for (int64_t k = 0; k < 16; k++) assert_true(val[k] == (float)ref_p[6][k]);
     }
+    /* the gradient norm (one download for all tensors) and zeroing: one fill over the tensors as planned,
+     * or one per tensor when the slots are not in address order (here: the first two swapped) */
+    for (int order = 0; order < 2; order++) {
+        if (order) {
+            const ex_optim_slot t = o.slots[0];
+            o.slots[0] = o.slots[1], o.slots[1] = t;
+        }
+        double ss = 0.0;
+        for (int i = 0; i < np; i++) {
+            if (!sp[i].trainable) continue;
+            memcpy(ex_params_find(&ps, sp[i].name)->grad.data, g[i], sizeof(float) * (size_t)sp[i].n);
+            for (int64_t k = 0; k < sp[i].n; k++) ss += (double)g[i][k] * g[i][k];
+        }
+        double gn = 0.0;
+        EXT_OK(ex_optim_grad_norm(&o, &gn, &err), &err);
+        assert_true(fabs(gn - sqrt(ss)) < 1e-6 * sqrt(ss));
+        EXT_OK(ex_optim_zero_grads(&o, &err), &err);
+        for (int i = 0; i < np; i++) {
+            if (!sp[i].trainable) continue;
+            const float *gd = ex_params_find(&ps, sp[i].name)->grad.data;
+            for (int64_t k = 0; k < sp[i].n; k++) assert_true(gd[k] == 0.0f);
+        }
+    }
     ex_memory_plan_release(&plan); /* before the tensors it points at */
     ex_optim_free(&o);
     ex_params_free(&ps);

@@ -187,7 +187,31 @@ ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err) {
     return EX_OK;
 }
 
+/* The slots' gradients as one run of floats *start (n), when they lie in slot order with nothing between
+ * them but the arena's alignment padding (a gap shorter than EX_ARENA_ALIGN bytes has no room for another
+ * tensor): 1; else 0. */
+static int grad_span(const ex_optim *o, float **start, int64_t *n) {
+    if (o->count < 2) return 0;
+    const char *first = o->slots[0].param->grad.data, *end = first;
+    for (int i = 0; i < o->count; i++) {
+        const ex_tensor *g = &o->slots[i].param->grad;
+        const char *p = g->data;
+        if (!p || g->dtype != EX_F32 || p < end || (size_t)(p - end) >= EX_ARENA_ALIGN) return 0;
+        end = p + ex_tensor_nbytes(g);
+    }
+    *start = (float *)first;
+    *n = (int64_t)((size_t)(end - first) / sizeof(float));
+    return 1;
+}
+
 ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err) {
+    float *start = NULL;
+    int64_t n = 0;
+    if (grad_span(o, &start, &n)) { /* one fill (padding included) instead of one per tensor: fewer launches */
+        ex_status st = o->be->vt.fill(o->be->ctx, start, 0.0f, n);
+        EX_ENSURE(st == EX_OK, err, st, "optim: zeroing the gradients (%lld floats) failed", (long long)n);
+        return EX_OK;
+    }
     for (int i = 0; i < o->count; i++) {
         const ex_param *p = o->slots[i].param;
         ex_status st = o->be->vt.fill(o->be->ctx, p->grad.data, 0.0f, ex_tensor_numel(&p->grad));
