@@ -253,6 +253,12 @@ static void dn_set(dn_graph *g, cudnnBackendDescriptor_t desc, cudnnBackendAttri
     dn_check(g, g->d->set_attr(desc, name, type, count, value), what);
 }
 
+/* Attribute `name` of desc = the descriptor `to` (an operation's tensor or sub-descriptor). */
+static void dn_link(dn_graph *g, cudnnBackendDescriptor_t desc, cudnnBackendAttributeName_t name,
+                    cudnnBackendDescriptor_t to, const char *what) {
+    dn_set(g, desc, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &to, what);
+}
+
 static void dn_done(dn_graph *g, cudnnBackendDescriptor_t desc, const char *what) {
     if (g->failed) return;
     dn_check(g, g->d->finalize(desc), what);
@@ -315,10 +321,10 @@ static void dn_matmul(dn_graph *g, cudnnBackendDescriptor_t a, cudnnBackendDescr
     dn_set(g, mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, what);
     dn_done(g, mm, what);
     cudnnBackendDescriptor_t op = dn_op_new(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, a, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, mm, what);
     dn_done(g, op, what);
     dn_record(g, CU_DNN_OP_MATMUL, 0, a, b, c);
 }
@@ -333,10 +339,10 @@ static void dn_pointwise(dn_graph *g, cudnnPointwiseMode_t mode, cudnnBackendDes
     dn_set(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &f32, what);
     dn_done(g, pw, what);
     cudnnBackendDescriptor_t op = dn_op_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
-    if (b) dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, what);
+    if (b) dn_link(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, what);
     dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, what);
     if (b) dn_set(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, what);
     dn_done(g, op, what);
@@ -352,9 +358,9 @@ static void dn_reduce(dn_graph *g, cudnnReduceTensorOp_t red, cudnnBackendDescri
     dn_set(g, rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &red, what);
     dn_done(g, rd, what);
     cudnnBackendDescriptor_t op = dn_op_new(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, rd, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y, what);
     dn_done(g, op, what);
     dn_record(g, CU_DNN_OP_REDUCTION, (int)red, x, NULL, y);
 }
@@ -362,8 +368,8 @@ static void dn_reduce(dn_graph *g, cudnnReduceTensorOp_t red, cudnnBackendDescri
 /* y = x seen through y's dims and strides (a transpose view). */
 static void dn_reshape(dn_graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y, const char *what) {
     cudnnBackendDescriptor_t op = dn_op_new(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y, what);
     dn_done(g, op, what);
     dn_record(g, CU_DNN_OP_RESHAPE, 0, x, NULL, y);
 }
@@ -427,12 +433,12 @@ static void dn_build_fwd_unified(dn_graph *g, const cu_dnn_sdpa *s) {
     dn_io(g, s, 0, 0, &t);
     const char *what = "SDPA forward operation";
     cudnnBackendDescriptor_t op = dn_op_new(g, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.q, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.k, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.v, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.o, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.stats, what);
-    dn_set(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t.scale, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, t.q, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, t.k, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, t.v, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, t.o, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, t.stats, what);
+    dn_link(g, op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, t.scale, what);
     dn_done(g, op, what);
     dn_record(g, CU_DNN_OP_SDPA_FWD, 0, t.q, NULL, t.o);
 }
