@@ -81,6 +81,20 @@ fi
 EXPLORA="$BUILD/bin/explora"
 "$EXPLORA" version || { say "FAIL: $EXPLORA does not run"; exit 1; }
 
+# cuDNN for attention = cudnn: the plugin dlopens libcudnn.so.9 (its RPATH names the toolkit's library
+# folder). Where neither that nor the loader's path has it, borrow a CUDA PyTorch's copy (nvidia-cudnn).
+have_cudnn() { ldconfig -p 2> /dev/null | grep -q 'libcudnn\.so\.9' ||
+  find "${CUDA_HOME:-/usr/local/cuda}"/lib* ${LD_LIBRARY_PATH//:/ } -maxdepth 1 -name 'libcudnn.so.9' 2> /dev/null | grep -q .; }
+if ! have_cudnn; then
+  cudnn_dir=$(${PYTHON:-python3} -c "import nvidia.cudnn, os; print(os.path.join(os.path.dirname(nvidia.cudnn.__file__), 'lib'))" 2> /dev/null)
+  if [ -n "$cudnn_dir" ] && [ -f "$cudnn_dir/libcudnn.so.9" ]; then
+    export LD_LIBRARY_PATH="$cudnn_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "cuDNN from $cudnn_dir"
+  else
+    say "no libcudnn.so.9 found: the attention = cudnn checks will fail (install cuDNN 9)"
+  fi
+fi
+
 # --- 2. parity ------------------------------------------------------------------------------
 say "parity suite (cuda vs cpu)"
 export EXPLORA_TEST_PLUGIN_DIR="$PWD/$BUILD/bin/plugins" OMP_NUM_THREADS=${OMP_NUM_THREADS:-16}
