@@ -757,6 +757,136 @@ static void attention_cases(ex_backend *be, obuf *ob) {
 }
 static void test_attention(void **state) { all_threads(state, attention_cases, "attention_fwd"); }
 
+/* to_bf16 rounds to nearest even, bit for bit as ex_f32_to_bf16 (ties, the largest finite values, inf, NaN). */
+static void to_bf16_cases(ex_backend *be, obuf *ob) {
+    scope s = {.be = be};
+    const int64_t n = 70001; /* past the parallel threshold */
+    float *x = rnd(&s, (size_t)n, 71, -3e4f, 3e4f);
+    const uint32_t special[] = {0x3f808000u /* tie, even below */, 0x3f818000u /* tie, odd below: up */,
+                                0x3f808001u, 0x7f7fffffu /* max: rounds to inf */, 0x7f800000u, 0xff800000u,
+                                0x7fc00001u /* NaN stays NaN */, 0x00000001u, 0x80000000u};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) memcpy(&x[i], &special[i], 4);
+    float *dx = upf(&s, x, (size_t)n);
+    uint16_t *dy = d_alloc(&s, (size_t)n * 2);
+    OK(CALL(be, to_bf16, dy, dx, n));
+    uint16_t *y = h_alloc(&s, (size_t)n * 2);
+    assert_int_equal(be->vt.copy(be->ctx, y, dy, (size_t)n * 2, EX_COPY_D2H), EX_OK);
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t want = ex_f32_to_bf16(x[i]);
+        if (y[i] != want && !(isnan(x[i]) && (y[i] & 0x7f80) == 0x7f80 && (y[i] & 0x7f)))
+            fail_msg("to_bf16: element %lld (%.9g) is 0x%04x, expected 0x%04x", (long long)i, (double)x[i], y[i], want);
+    }
+    ob_put(ob, y, (size_t)n * 2);
+    scope_end(&s);
+}
+static void test_to_bf16(void **state) { all_threads(state, to_bf16_cases, "to_bf16"); }
+
+/* attention_fwd_bf16 on the CPU: its bf16 output is the fp32 slot's output on the widened qkv, rounded, and its
+ * lse is the fp32 slot's, bit for bit; both near the double reference. */
+static void attention_bf16_cases(ex_backend *be, obuf *ob) {
+    for (size_t z = 0; z < sizeof k_att / sizeof *k_att; z++) {
+        scope s = {.be = be};
+        const int64_t b = k_att[z][0], t = k_att[z][1], nh = k_att[z][2], hs = k_att[z][3], C = nh * hs;
+        const int64_t NQ = b * t * 3 * C, NO = b * t * C;
+        const float scale = 1.0f / sqrtf((float)hs);
+        float *qkv = rnd(&s, (size_t)NQ, 81 + z, -2, 2);
+        uint16_t *q16 = h_alloc(&s, (size_t)NQ * 2);
+        for (int64_t i = 0; i < NQ; i++) q16[i] = ex_f32_to_bf16(qkv[i]), qkv[i] = ex_bf16_to_f32(q16[i]);
+        uint16_t *dq16 = up(&s, q16, (size_t)NQ * 2), *do16 = d_alloc(&s, (size_t)NO * 2);
+        float *dq = upf(&s, qkv, (size_t)NQ), *dout = d_alloc(&s, (size_t)NO * sizeof(float));
+        float *dl16 = d_alloc(&s, (size_t)(b * nh * t) * sizeof(float)), *dl = d_alloc(&s, (size_t)(b * nh * t) * sizeof(float));
+        OK(CALL(be, attention_fwd_bf16, do16, dl16, dq16, b, t, nh, hs, scale));
+        OK(CALL(be, attention_fwd, dout, dl, dq, b, t, nh, hs, scale));
+        uint16_t *o16 = h_alloc(&s, (size_t)NO * 2);
+        assert_int_equal(be->vt.copy(be->ctx, o16, do16, (size_t)NO * 2, EX_COPY_D2H), EX_OK);
+        float *o32 = down(&s, dout, (size_t)NO), *l16 = down(&s, dl16, (size_t)(b * nh * t)),
+              *l32 = down(&s, dl, (size_t)(b * nh * t));
+        for (int64_t i = 0; i < NO; i++)
+            if (o16[i] != ex_f32_to_bf16(o32[i]))
+                fail_msg("attention_fwd_bf16: out[%lld] is 0x%04x, the fp32 slot's %.9g rounds to 0x%04x", (long long)i,
+                         o16[i], (double)o32[i], ex_f32_to_bf16(o32[i]));
+        assert_memory_equal(l16, l32, (size_t)(b * nh * t) * sizeof(float));
+        double *rout = hd(&s, (size_t)NO), *rlse = hd(&s, (size_t)(b * nh * t));
+        ref_attention(qkv, rout, rlse, b, t, nh, hs, scale);
+        float *ow = hf(&s, (size_t)NO);
+        for (int64_t i = 0; i < NO; i++) ow[i] = ex_bf16_to_f32(o16[i]);
+        expect_close(ow, rout, (size_t)NO, 1e-5, 1.0 / 256, "attention_fwd_bf16 out (within bf16 rounding)");
+        ob_put(ob, o16, (size_t)NO * 2);
+        ob_f(ob, l16, (size_t)(b * nh * t));
+        scope_end(&s);
+    }
+}
+static void test_attention_bf16(void **state) { all_threads(state, attention_bf16_cases, "attention_fwd_bf16"); }
+
+/* attention_bwd_bf16 on the CPU: the fp32 backward's gradient at the widened qkv (D from the probabilities, not
+ * from the rounded output), accumulated (+=), the same for every thread count. The finite-difference check is in
+ * test_gradcheck. */
+static void attention_bwd_bf16_cases(ex_backend *be, obuf *ob) {
+    for (size_t z = 0; z < sizeof k_att / sizeof *k_att; z++) {
+        scope s = {.be = be};
+        const int64_t b = k_att[z][0], t = k_att[z][1], nh = k_att[z][2], hs = k_att[z][3], C = nh * hs;
+        const int64_t NQ = b * t * 3 * C, NO = b * t * C, NL = b * nh * t;
+        const float scale = 1.0f / sqrtf((float)hs);
+        float *qkv = rnd(&s, (size_t)NQ, 91 + z, -2, 2), *g = rnd(&s, (size_t)NO, 95 + z, -1, 1);
+        float *pre = rnd(&s, (size_t)NQ, 99 + z, -1, 1);
+        for (int64_t i = 0; i < NQ; i++) qkv[i] = ex_bf16_to_f32(ex_f32_to_bf16(qkv[i]));
+        float *dq = upf(&s, qkv, (size_t)NQ), *dout = d_alloc(&s, (size_t)NO * sizeof(float));
+        float *dl = d_alloc(&s, (size_t)NL * sizeof(float)), *dl16 = d_alloc(&s, (size_t)NL * sizeof(float));
+        uint16_t *dq16 = d_alloc(&s, (size_t)NQ * 2), *do16 = d_alloc(&s, (size_t)NO * 2);
+        float *dg = upf(&s, g, (size_t)NO), *acc32 = upf(&s, pre, (size_t)NQ), *acc16 = upf(&s, pre, (size_t)NQ);
+        OK(CALL(be, to_bf16, dq16, dq, NQ));
+        OK(CALL(be, attention_fwd, dout, dl, dq, b, t, nh, hs, scale));
+        OK(CALL(be, attention_fwd_bf16, do16, dl16, dq16, b, t, nh, hs, scale));
+        OK(CALL(be, attention_bwd, acc32, dg, dout, dl, dq, b, t, nh, hs, scale));
+        OK(CALL(be, attention_bwd_bf16, acc16, dg, do16, dl16, dq16, b, t, nh, hs, scale));
+        float *r32 = down(&s, acc32, (size_t)NQ), *r16 = down(&s, acc16, (size_t)NQ);
+        double *ref = hd(&s, (size_t)NQ);
+        for (int64_t i = 0; i < NQ; i++) ref[i] = r32[i];
+        /* the fp32 slot had the unrounded output for D; the two agree to float32 rounding */
+        expect_close(r16, ref, (size_t)NQ, 2e-6, 2e-5, "attention_bwd_bf16 against attention_bwd");
+        double moved = 0;
+        for (int64_t i = 0; i < NQ; i++) moved = fmax(moved, fabs((double)r16[i] - pre[i]));
+        if (!(moved > 1e-3)) fail_msg("attention_bwd_bf16 added nothing (max change %.3g)", moved);
+        ob_f(ob, r16, (size_t)NQ);
+        scope_end(&s);
+    }
+}
+static void test_attention_bwd_bf16(void **state) {
+    all_threads(state, attention_bwd_bf16_cases, "attention_bwd_bf16");
+}
+
+/* A backend plugin that fills some but not all of to_bf16, attention_fwd_bf16 and attention_bwd_bf16 is refused
+ * when it starts: a block keeping activations in bf16 uses the three together. */
+static void test_attention_bf16_slots_together(void **state) {
+    env *e = *state;
+    const ex_plugin *cpu = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
+    ex_plugin *part = malloc(sizeof *part);
+    assert_non_null(part);
+    for (int mask = 1; mask < 7; mask++) { /* bit k set: slot k removed */
+        memcpy(part, cpu, sizeof *part);
+        if (mask & 1) part->vtable_copy.backend.to_bf16 = NULL;
+        if (mask & 2) part->vtable_copy.backend.attention_fwd_bf16 = NULL;
+        if (mask & 4) part->vtable_copy.backend.attention_bwd_bf16 = NULL;
+        ex_backend be;
+        ex_err_clear(&err);
+        assert_int_equal(ex_backend_create(&be, part, NULL, &err), EX_E_INVALID);
+        assert_non_null(strstr(err.msg, "attention in bf16"));
+        assert_null(be.ctx);
+    }
+    memcpy(part, cpu, sizeof *part); /* none of the three: accepted */
+    part->vtable_copy.backend.to_bf16 = NULL;
+    part->vtable_copy.backend.attention_fwd_bf16 = NULL;
+    part->vtable_copy.backend.attention_bwd_bf16 = NULL;
+    ex_backend be;
+    ex_err_clear(&err);
+    EXT_OK(ex_backend_create(&be, part, NULL, &err), &err);
+    ex_backend_destroy(&be);
+    free(part);
+}
+
 /* ------------------------------------------------------------------------------
  * Elementwise and reduce
  * ------------------------------------------------------------------------------ */
@@ -1518,6 +1648,10 @@ int main(void) {
         cmocka_unit_test(test_bf16_outputs),
         cmocka_unit_test(test_exp_row_sum),
         cmocka_unit_test(test_exp_row_sum_pair_required),
+        cmocka_unit_test(test_to_bf16),
+        cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_bwd_bf16),
+        cmocka_unit_test(test_attention_bf16_slots_together),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_binary),

@@ -899,6 +899,60 @@ static void test_grad_attention(void **state) {
     scope_end(s);
 }
 
+/* Attention on bf16 storage (a block keeping its activations in bf16): to_bf16 bit for bit; the bf16 output, lse
+ * and the accumulated fp32 dqkv within bf16 tolerances of the CPU whatever the attention setting (the CPU's output
+ * is its fp32 result rounded, and its backward takes D from the probabilities; cuDNN and the bf16 tiles read and
+ * write the bf16 tensors directly, the other paths widen them), NMSE <= 1e-4; backward repeats bit for bit. */
+static void cmp_bf16_values(scope *s, twin t, size_t n, const char *what) {
+    const uint16_t *c = down(s, t.p[0], n * 2, 0), *g = down(s, t.p[1], n * 2, 1);
+    double se = 0.0, sr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double r = ex_bf16_to_f32(c[i]), x = ex_bf16_to_f32(g[i]), d = fabs(x - r);
+        se += d * d;
+        sr += r * r;
+        if (!(d <= 2e-2 + 2e-2 * fabs(r)))
+            fail_msg("%s: element %zu of %zu: %s %.9g, cpu %.9g (|diff| %.3g, bf16 tolerance)", what, i, n, s->e->name,
+                     x, r, d);
+    }
+    const double nmse = sr > 0.0 ? se / sr : se;
+    printf("# %s: NMSE %.3g against the cpu\n", what, nmse);
+    if (!(nmse <= 1e-4)) fail_msg("%s: NMSE %.3g > 1e-4 (bf16 tolerance)", what, nmse);
+}
+
+static void test_attention_bf16_storage(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t cases[][4] = {{2, 37, 3, 16}, {3, 197, 2, 64}, {4, 257, 4, 64}, {2, 50, 2, 8}};
+    const int attn_bf16 = e->attn_bf16;
+    e->attn_bf16 = 1; /* cmp_attn: bf16 tolerances for every setting here */
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t b = cases[ci][0], t = cases[ci][1], nh = cases[ci][2], hs = cases[ci][3], C = nh * hs;
+        const size_t nq = (size_t)(b * t * 3 * C), no = (size_t)(b * t * C), nl = (size_t)(b * nh * t);
+        const float scale = 1.0f / sqrtf((float)hs);
+        twin qkv = tw_rand(s, nq, 1100 + ci, -2, 2), go = tw_rand(s, no, 1110 + ci, -1, 1);
+        twin q16 = tw_alloc(s, nq * 2), o16 = tw_alloc(s, no * 2), l = tw_alloc(s, nl * 4);
+        twin dq = tw_rand(s, nq, 1120 + ci, -1, 1);
+        BOTH OK(CALL(to_bf16, (uint16_t *)q16.p[k], F(qkv), (int64_t)nq));
+        cmp_exact(s, q16, nq * 2, "to_bf16");
+        BOTH OK(CALL(attention_fwd_bf16, (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs, scale));
+        cmp_bf16_values(s, o16, no, "attention_fwd_bf16 out");
+        cmp_attn(s, l, nl, 1e-5, 1e-4, 1, "attention_fwd_bf16 lse");
+        BOTH OK(CALL(attention_bwd_bf16, F(dq), F(go), (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs,
+                     scale));
+        cmp_attn(s, dq, nq, 1e-4, 1e-4, 1 /* no floor: the fp32 paths land closer */, "attention_bwd_bf16 dqkv");
+        twin dq2 = tw_const(s, nq, 0.0f), dq3 = tw_const(s, nq, 0.0f);
+        const int k = 1;
+        OK(CALL(attention_bwd_bf16, F(dq2), F(go), (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs,
+                scale));
+        OK(CALL(attention_bwd_bf16, F(dq3), F(go), (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs,
+                scale));
+        const void *h2 = down(s, dq2.p[1], nq * 4, 1), *h3 = down(s, dq3.p[1], nq * 4, 1);
+        assert_memory_equal(h2, h3, nq * 4);
+        scope_end(s);
+    }
+    e->attn_bf16 = attn_bf16;
+}
+
 static void test_grad_gathers(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
     const int64_t b = 3, t = 50, m = 40, c = 300;
@@ -1005,6 +1059,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_grad_rows, &env),      cmocka_unit_test_prestate(test_grad_activations, &env),
         cmocka_unit_test_prestate(test_grad_attention, &env), cmocka_unit_test_prestate(test_grad_gathers, &env),
         cmocka_unit_test_prestate(test_grad_xent, &env),
+        cmocka_unit_test_prestate(test_attention_bf16_storage, &env),
     };
     int failed = 0;
     /* EXPLORA_PARITY_FILTER="*attention*": only the tests whose names match (a variant that changes one op) */

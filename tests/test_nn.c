@@ -1158,7 +1158,7 @@ static void test_block_sizes(void **state) {
     };
     for (size_t si = 0; si < 2 * sizeof shapes / sizeof shapes[0]; si++) {
         const size_t sh = si / 2;
-        const int bf16 = (int)(si % 2); /* GEMM inputs kept in bf16: ln1, ln2 and (GELU) act take half */
+        const int bf16 = (int)(si % 2); /* activations in bf16: ln1, qkv, att, ln2 and (GELU) act take half */
         ex_block blk = {.dim = shapes[sh].dim, .heads = shapes[sh].heads, .hidden = shapes[sh].hidden,
                         .mlp = shapes[sh].mlp};
         ex_err err;
@@ -1168,13 +1168,17 @@ static void test_block_sizes(void **state) {
         const int swiglu = blk.mlp == EX_MLP_SWIGLU;
         const size_t f = swiglu ? 2 * h : h;
         const size_t nd_in = bf16 ? (n * d + 1) / 2 : n * d, act = bf16 && !swiglu ? (n * h + 1) / 2 : n * h;
+        const size_t nqkv = bf16 ? (3 * n * d + 1) / 2 : 3 * n * d;
+        /* bf16: the qkv linear's fp32 output is staged in fc1's space when fc1 has >= 3*dim columns, else in
+         * (n, 3*dim) floats of its own after glu */
+        const int own32 = bf16 && f < 3 * d;
         ex_block_acts a;
         void **field[15] = {&a.ln1, (void **)&a.ln1_mean, (void **)&a.ln1_rstd, (void **)&a.qkv, (void **)&a.att,
                             (void **)&a.lse, (void **)&a.branch1, (void **)&a.mid, &a.ln2, (void **)&a.ln2_mean,
                             (void **)&a.ln2_rstd, (void **)&a.fc1, &a.act, (void **)&a.branch2, (void **)&a.glu};
-        const size_t len[15] = {nd_in, n, n, 3 * n * d, n * d, n * (size_t)blk.heads, n * d, n * d,
+        const size_t len[15] = {nd_in, n, n, nqkv, nd_in, n * (size_t)blk.heads, n * d, n * d,
                                 nd_in, n, n, n * f, act, n * d, swiglu ? n * h : 0};
-        size_t want = 0;
+        size_t want = own32 ? r16(3 * n * d) : 0;
         for (int k = 0; k < 15; k++) want += r16(len[k]);
         const size_t total = ex_block_acts_floats(&blk, b, t);
         assert_int_equal(total, want);
@@ -1201,6 +1205,15 @@ static void test_block_sizes(void **state) {
             for (size_t i = 0; i < len[k]; i++)
                 if (((float *)*field[k])[i] != (float)(k + 1))
                     fail_msg("acts field %d overlaps another (shape %zu, bf16 %d)", k, sh, bf16);
+        if (!bf16)
+            assert_null(a.qkv32);
+        else if (!own32)
+            assert_ptr_equal(a.qkv32, a.fc1);
+        else { /* its own space, after every other field */
+            assert_true(a.qkv32 + 3 * n * d <= buf + total);
+            assert_true(a.branch2 + r16(n * d) <= a.qkv32 && (!a.glu || a.glu + r16(n * h) <= a.qkv32));
+            assert_int_equal((size_t)(a.qkv32 - buf) % 16, 0);
+        }
         for (size_t i = 0; i < GUARD; i++)
             if (buf[total + i] != SENTINEL) fail_msg("acts guard %zu overwritten (shape %zu, bf16 %d)", i, sh, bf16);
         free(buf);
@@ -1266,12 +1279,23 @@ static void test_block_validation(void **state) {
     assert_non_null(strstr(err.msg, "ex_block_set_act_dtype"));
     assert_int_equal(ex_block_set_act_dtype(&blk, EX_BF16, &err), EX_OK);
     assert_true(blk.qkv.in_dtype == EX_BF16 && blk.fc1.in_dtype == EX_BF16 && blk.fc2.in_dtype == EX_BF16 &&
-                blk.proj.in_dtype == EX_F32);
-    ex_backend nobf = *be; /* a backend without the bf16 outputs */
-    nobf.vt.layernorm_fwd_bf16 = NULL;
-    assert_int_equal(ex_block_forward(&nobf, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
-                     EX_E_UNSUPPORTED);
-    assert_non_null(strstr(err.msg, "activation_dtype = fp32"));
+                blk.proj.in_dtype == EX_BF16);
+    for (int k = 0; k < 5; k++) { /* a backend without one of the bf16 slots */
+        ex_backend nobf = *be;
+        const char *slot[5] = {"layernorm_fwd_bf16", "gelu_fwd_bf16", "to_bf16", "attention_fwd_bf16",
+                               "attention_bwd_bf16"};
+        if (k == 0) nobf.vt.layernorm_fwd_bf16 = NULL;
+        if (k == 1) nobf.vt.gelu_fwd_bf16 = NULL;
+        if (k == 2) nobf.vt.to_bf16 = NULL;
+        if (k == 3) nobf.vt.attention_fwd_bf16 = NULL;
+        if (k == 4) nobf.vt.attention_bwd_bf16 = NULL;
+        assert_int_equal(ex_block_forward(&nobf, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err),
+                         EX_E_UNSUPPORTED);
+        assert_non_null(strstr(err.msg, "activation_dtype = fp32"));
+        if (!strstr(err.msg, slot[k])) fail_msg("the error does not name the missing %s: %s", slot[k], err.msg);
+        for (int j = 0; j < 5; j++) /* and names only what is missing */
+            if (j != k && strstr(err.msg, slot[j])) fail_msg("the error names %s, which is there: %s", slot[j], err.msg);
+    }
     assert_int_equal(ex_block_set_act_dtype(&blk, EX_F32, &err), EX_OK); /* and back */
     assert_int_equal(ex_block_forward(be, &blk, &d.acts, d.out, d.p[P_X], NULL, NULL, c->b, c->t, 1, 0, &err), EX_OK);
     /* empty batch: nothing to do */

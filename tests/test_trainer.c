@@ -512,7 +512,7 @@ static void test_bf16_activations_train(void **state) {
     RUN_EXPECT(0, &out, "pretrain '%s'", r[0].ini);
     free(out);
     RUN_EXPECT(0, &out, "pretrain '%s' --set optim.activation_dtype=bf16", r[1].ini);
-    expect_in(out, "activations: the blocks' GEMM inputs kept in bf16");
+    expect_in(out, "activations: the blocks' GEMM inputs and attention's input and output kept in bf16");
     free(out);
     int na, nb;
     double *la = losses(r[0].dir, &na), *lb = losses(r[1].dir, &nb);

@@ -20,6 +20,15 @@
  * accumulating into dqkv with beta = 1 GEMMs. Each (batch, head) slice of dqkv
  * is written by one task only, in block order, so results do not depend on the
  * thread count.
+ *
+ * bf16 storage (attention_fwd_bf16 / attention_bwd_bf16, a block keeping its
+ * activations in bf16): one image at a time, its qkv rows are widened exactly
+ * into scratch and the fp32 code above runs on them; the forward rounds its
+ * output to bf16. The backward takes D_i = sum_j P_ij dP_ij from the block's
+ * probabilities rather than dO . O: the stored O is rounded, and D from it would
+ * not be the gradient at the stored qkv. So the bf16 forward is the fp32
+ * forward of the widened qkv, rounded, and the bf16 backward is the exact
+ * gradient there (tests/test_backend_ops.c checks both).
  */
 #include <limits.h>
 #include <math.h>
@@ -28,6 +37,8 @@
 #include <cblas.h>
 
 #include "cpu_internal.h"
+
+#include "explora/tensor.h"
 
 static ex_status check_args(int64_t b, int64_t t, int64_t nh, int64_t hs) {
     CPU_ARG(b >= 0 && t >= 0 && nh >= 0 && hs >= 0, "cpu: attention: negative size");
@@ -86,14 +97,11 @@ ex_status cpu_attention_fwd(void *vctx, float *out /* (b, t, nh*hs) */, float *l
     return EX_OK;
 }
 
-ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, const float *dout /* (b, t, nh*hs) */,
-                            const float *out /* (b, t, nh*hs) */, const float *lse /* (b, nh, t) */,
-                            const float *qkv /* (b, t, 3, nh, hs) */, int64_t b, int64_t t, int64_t nh,
-                            int64_t hs, float scale) {
-    cpu_ctx *ctx = vctx;
-    EX_CHECK(check_args(b, t, nh, hs));
-    if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
-    CPU_ARG(dqkv && dout && out && lse && qkv, "cpu: attention_bwd: NULL pointer");
+/* The backward; out NULL: D_i = sum_j P_ij dP_ij from the probabilities (the bf16 path), else dO . O. */
+static ex_status attention_bwd(cpu_ctx *ctx, float *dqkv /* (b, t, 3, nh, hs) */, const float *dout /* (b, t, nh*hs) */,
+                               const float *out /* (b, t, nh*hs) or NULL */, const float *lse /* (b, nh, t) */,
+                               const float *qkv /* (b, t, 3, nh, hs) */, int64_t b, int64_t t, int64_t nh, int64_t hs,
+                               float scale) {
     const int64_t C = nh * hs, ld = 3 * C;
     const int64_t nqb = (t + CPU_ATT_BLOCK - 1) / CPU_ATT_BLOCK, ntask = b * nh;
     float *scratch = NULL;
@@ -112,7 +120,7 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
         for (int64_t qb = 0; qb < nqb; qb++) {
             const int64_t i0 = qb * CPU_ATT_BLOCK, rows = t - i0 < CPU_ATT_BLOCK ? t - i0 : CPU_ATT_BLOCK;
             const float *q = qkv + (bi * t + i0) * ld + h * hs;
-            const float *o = out + (bi * t + i0) * C + h * hs, *dO = dout + (bi * t + i0) * C + h * hs;
+            const float *o = out ? out + (bi * t + i0) * C + h * hs : NULL, *dO = dout + (bi * t + i0) * C + h * hs;
             const float *l = lse + (bi * nh + h) * t + i0;
             float *dq = dqkv + (bi * t + i0) * ld + h * hs;
             /* P = exp(scale q k^T - lse) */
@@ -123,6 +131,7 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
                 const float lr = l[r];
 #pragma omp simd
                 for (int64_t j = 0; j < t; j++) p[j] = cpu_expf(p[j] - lr);
+                if (!out) continue;
                 double dsum = 0.0;
 #pragma omp simd reduction(+ : dsum)
                 for (int64_t d = 0; d < hs; d++) dsum += (double)dO[r * C + d] * (double)o[r * C + d];
@@ -131,6 +140,14 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
             /* dP = dO v^T, then dS = P * (dP - D) in place */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)t, (blasint)hs, 1.0f, dO,
                         (blasint)C, v, (blasint)ld, 0.0f, dS, (blasint)t);
+            if (!out)
+                for (int64_t r = 0; r < rows; r++) {
+                    const float *p = P + r * t, *dp = dS + r * t;
+                    double dsum = 0.0;
+#pragma omp simd reduction(+ : dsum)
+                    for (int64_t j = 0; j < t; j++) dsum += (double)p[j] * (double)dp[j];
+                    D[r] = (float)dsum;
+                }
             for (int64_t r = 0; r < rows; r++) {
                 const float *p = P + r * t;
                 float *ds = dS + r * t;
@@ -145,6 +162,73 @@ ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, con
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)t, (blasint)hs, (blasint)rows, 1.0f, P,
                         (blasint)t, dO, (blasint)C, 1.0f, dv, (blasint)ld);
         }
+    }
+    return EX_OK;
+}
+
+ex_status cpu_attention_bwd(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */, const float *dout /* (b, t, nh*hs) */,
+                            const float *out /* (b, t, nh*hs) */, const float *lse /* (b, nh, t) */,
+                            const float *qkv /* (b, t, 3, nh, hs) */, int64_t b, int64_t t, int64_t nh,
+                            int64_t hs, float scale) {
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
+    CPU_ARG(dqkv && dout && out && lse && qkv, "cpu: attention_bwd: NULL pointer");
+    return attention_bwd(vctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+}
+
+/* ------------------------------------------------------------------------------
+ * bf16 storage
+ * ------------------------------------------------------------------------------ */
+
+ex_status cpu_to_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const float *inp /* (n) */, int64_t n) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(n >= 0, "cpu: to_bf16: negative size");
+    if (n == 0) return EX_OK;
+    CPU_ARG(out && inp, "cpu: to_bf16: NULL pointer");
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n > CPU_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) out[i] = ex_f32_to_bf16(inp[i]);
+    return EX_OK;
+}
+
+static void widen(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = ex_bf16_to_f32(src[i]);
+}
+
+ex_status cpu_attention_fwd_bf16(void *vctx, uint16_t *out /* (b, t, nh*hs) bf16 */, float *lse /* (b, nh, t) */,
+                                 const uint16_t *qkv /* (b, t, 3, nh, hs) bf16 */, int64_t b, int64_t t, int64_t nh,
+                                 int64_t hs, float scale) {
+    cpu_ctx *ctx = vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0) return EX_OK;
+    CPU_ARG(out && lse && qkv, "cpu: attention_fwd_bf16: NULL pointer");
+    const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
+    void *buf = NULL;
+    EX_CHECK(cpu_scratch(ctx, sizeof(float) * (size_t)(nq + no), &buf));
+    float *q32 = buf, *o32 = q32 + nq; /* one image: (t, 3, nh, hs) and (t, nh*hs) */
+    for (int64_t bi = 0; bi < b; bi++) {
+        widen(q32, qkv + bi * nq, nq);
+        EX_CHECK(cpu_attention_fwd(ctx, o32, lse + bi * nh * t, q32, 1, t, nh, hs, scale));
+        EX_CHECK(cpu_to_bf16(ctx, out + bi * no, o32, no));
+    }
+    return EX_OK;
+}
+
+ex_status cpu_attention_bwd_bf16(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */,
+                                 const float *dout /* (b, t, nh*hs) */, const uint16_t *out /* (b, t, nh*hs) bf16 */,
+                                 const float *lse /* (b, nh, t) */, const uint16_t *qkv /* (b, t, 3, nh, hs) bf16 */,
+                                 int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    cpu_ctx *ctx = vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
+    CPU_ARG(dqkv && dout && out && lse && qkv, "cpu: attention_bwd_bf16: NULL pointer");
+    const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
+    void *buf = NULL;
+    EX_CHECK(cpu_scratch(ctx, sizeof(float) * (size_t)nq, &buf));
+    float *q32 = buf;
+    for (int64_t bi = 0; bi < b; bi++) {
+        widen(q32, qkv + bi * nq, nq);
+        EX_CHECK(attention_bwd(ctx, dqkv + bi * nq, dout + bi * no, NULL, lse + bi * nh * t, q32, 1, t, nh, hs,
+                               scale));
     }
     return EX_OK;
 }

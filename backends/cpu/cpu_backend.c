@@ -229,6 +229,9 @@ static const ex_backend_vtable cpu_vtable = {
     /* .linear_bias_fwd = */ NULL, /* GEMM then bias_add_fwd: the oracle's order */
     /* .exp_fwd = */ cpu_exp_fwd,
     /* .row_sum = */ cpu_row_sum,
+    /* .to_bf16 = */ cpu_to_bf16,
+    /* .attention_fwd_bf16 = */ cpu_attention_fwd_bf16,
+    /* .attention_bwd_bf16 = */ cpu_attention_bwd_bf16,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

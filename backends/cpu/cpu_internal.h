@@ -163,6 +163,11 @@ ex_status cpu_attention_fwd(void *ctx, float *out, float *lse, const float *qkv,
                             int64_t nh, int64_t hs, float scale);
 ex_status cpu_attention_bwd(void *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                             const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+ex_status cpu_to_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
+ex_status cpu_attention_fwd_bf16(void *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                 int64_t nh, int64_t hs, float scale);
+ex_status cpu_attention_bwd_bf16(void *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                 const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* --- cpu_gather.c ------------------------------------------------------------------- */
 ex_status cpu_gather_rows(void *ctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m,

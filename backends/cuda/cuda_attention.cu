@@ -222,4 +222,90 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     return EX_OK;
 }
 
+/* ------------------------------------------------------------------------------
+ * bf16 storage (a block keeping its activations in bf16)
+ * ------------------------------------------------------------------------------ */
+
+ex_status cu_to_bf16(void *vctx, uint16_t *out, const float *inp, int64_t n) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(n >= 0, CU_VENDOR ": to_bf16: negative size");
+    if (n == 0) return EX_OK;
+    CU_ARG(out && inp, CU_VENDOR ": to_bf16: NULL pointer");
+    return cu_to_narrow(ctx, out, inp, 1, n);
+}
+
+/* Images per chunk of the widening path: fp32 copies of `per` bytes per image, within the gemm_copy_mib
+ * budget (at least one image). */
+static int64_t io_chunk(const cu_ctx *ctx, int64_t b, size_t per) {
+    int64_t n = (int64_t)((size_t)ctx->copy_cap_bytes / (per ? per : 1));
+    if (n < 1) n = 1;
+    return n < b ? n : b;
+}
+
+/* The widening path's scratch: nb images of fp32 qkv (t, 3C), then of fp32 out (t, C). */
+static ex_status io_scratch(cu_ctx *ctx, int64_t b, int64_t t, int64_t C, int64_t *cb, float **q32, float **o32) {
+    const size_t per_q = (size_t)(t * 3 * C) * sizeof(float), per_o = (size_t)(t * C) * sizeof(float);
+    *cb = io_chunk(ctx, b, per_q + per_o);
+    const size_t off_o = ((size_t)*cb * per_q + 255) / 256 * 256;
+    void *buf = NULL;
+    EX_CHECK(cu_attn_io_scratch(ctx, off_o + (size_t)*cb * per_o, &buf));
+    *q32 = (float *)buf;
+    *o32 = (float *)((char *)buf + off_o);
+    return EX_OK;
+}
+
+/* cuDNN and the bf16 tensor-core kernels read and write the bf16 tensors as they are. Every other path (the GEMM
+ * path, the fp32 fused kernel, fp16 tiles, head sizes those lack) widens a chunk of images into fp32 scratch,
+ * runs the fp32 slot, and rounds the output. */
+ex_status cu_attention_fwd_bf16(void *vctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                int64_t nh, int64_t hs, float scale) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0) return EX_OK;
+    CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd_bf16: NULL pointer");
+#ifndef EXPLORA_HIP
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
+        return cu_attention_dnn_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
+        return cu_attention_tc_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
+#endif
+    const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
+    int64_t cb = 1;
+    float *q32 = NULL, *o32 = NULL;
+    EX_CHECK(io_scratch(ctx, b, t, C, &cb, &q32, &o32));
+    for (int64_t b0 = 0; b0 < b; b0 += cb) {
+        const int64_t nb = b - b0 < cb ? b - b0 : cb;
+        EX_CHECK(cu_widen(ctx, q32, qkv + b0 * nq, 1, nb * nq));
+        EX_CHECK(cu_attention_fwd(ctx, o32, lse + b0 * nh * t, q32, nb, t, nh, hs, scale));
+        EX_CHECK(cu_to_narrow(ctx, out + b0 * no, o32, 1, nb * no));
+    }
+    return EX_OK;
+}
+
+ex_status cu_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    EX_CHECK(check_args(b, t, nh, hs));
+    if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
+    CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd_bf16: NULL pointer");
+#ifndef EXPLORA_HIP
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
+        return cu_attention_dnn_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
+        return cu_attention_tc_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+#endif
+    const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
+    int64_t cb = 1;
+    float *q32 = NULL, *o32 = NULL;
+    EX_CHECK(io_scratch(ctx, b, t, C, &cb, &q32, &o32));
+    for (int64_t b0 = 0; b0 < b; b0 += cb) {
+        const int64_t nb = b - b0 < cb ? b - b0 : cb;
+        EX_CHECK(cu_widen(ctx, q32, qkv + b0 * nq, 1, nb * nq));
+        EX_CHECK(cu_widen(ctx, o32, out + b0 * no, 1, nb * no));
+        EX_CHECK(cu_attention_bwd(ctx, dqkv + b0 * nq, dout + b0 * no, o32, lse + b0 * nh * t, q32, nb, t, nh, hs,
+                                  scale));
+    }
+    return EX_OK;
+}
+
 } /* extern "C" */

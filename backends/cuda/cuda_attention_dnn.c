@@ -2,11 +2,13 @@
  * backends/cuda/cuda_attention_dnn.c — the attention_fwd/bwd slots through cuDNN's fused
  * scaled-dot-product attention: `[backend] attention = cudnn` (NVIDIA sm_80+, cuDNN 9).
  *
- * The backend interface keeps attention's tensors in fp32; cuDNN's fused engines take bf16. So:
+ * The fp32 attention slots keep attention's tensors in fp32; cuDNN's fused engines take bf16. So:
  *   forward   qkv (b, t, 3, nh, hs) fp32 -> bf16 copy; cuDNN writes o (b, t, nh, hs) in bf16 and
  *             lse (b, nh, t) in fp32 straight into the caller's buffer; o is widened into `out`.
  *   backward  bf16 copies of qkv, out (exact: out holds widened bf16 values) and dout; cuDNN writes
  *             bf16 dq, dk, dv into one (b, t, 3, nh, hs) buffer; dqkv += its widened values.
+ * The bf16 slots (a block keeping its activations in bf16) hand cuDNN the stored qkv and o as they are;
+ * only dout is rounded into a copy, and dq, dk, dv are widened back.
  * Numerics are those of bf16 flash attention (the inputs of every product rounded to bf16, fp32
  * softmax and accumulation), the same class as attention = fused_bf16, and the parity suite holds
  * it to the same tolerances. The copies cost 2 bytes per element: the backward of a ViT-L/14
@@ -81,44 +83,76 @@ static ex_status dnn_prepare(cu_ctx *ctx, const cu_dnn_sdpa *s, int backward, vo
     return cu_scratch(ctx, bytes ? bytes : 256, ws);
 }
 
-ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
-                               int64_t nh, int64_t hs, float scale) {
+/* Forward on bf16 tensors: qkv16 (b, t, 3, nh, hs), o16 (b, t, nh*hs); lse (b, nh, t) fp32. */
+static ex_status dnn_fwd(cu_ctx *ctx, void *o16, float *lse, const void *qkv16, int64_t b, int64_t t, int64_t nh,
+                         int64_t hs, float scale) {
     const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
     void *ws = NULL;
     EX_CHECK(dnn_prepare(ctx, &s, 0, &ws));
+    cu_dnn_sdpa_io io;
+    memset(&io, 0, sizeof io);
+    io.qkv = (void *)qkv16, io.o = o16, io.stats = lse, io.workspace = ws;
+    char why[512] = "";
+    if (cu_dnn_sdpa_run(ctx->dnn, &s, 0, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
+    return EX_OK;
+}
+
+/* Backward on bf16 qkv16 and o16 with an fp32 dout: dout is rounded into bf16 scratch (slot 1, so that the fp32
+ * slot's copies in slot 0 stay), cuDNN writes dq, dk, dv in bf16 after it, and dqkv (fp32) += their widened
+ * values. */
+static ex_status dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const void *o16, const float *lse,
+                         const void *qkv16, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
+    void *ws = NULL;
+    EX_CHECK(dnn_prepare(ctx, &s, 1, &ws));
+    const int64_t C = nh * hs, n_qkv = b * t * 3 * C, n_o = b * t * C;
+    const size_t sz_o = round256((size_t)n_o * 2);
+    void *buf = NULL;
+    EX_CHECK(cu_bf16_scratch(ctx, 1, sz_o + (size_t)n_qkv * 2, &buf));
+    char *do16 = buf, *dqkv16 = (char *)buf + sz_o;
+    EX_CHECK(cu_to_narrow(ctx, do16, dout, 1, n_o));
+    cu_dnn_sdpa_io io;
+    memset(&io, 0, sizeof io);
+    io.qkv = (void *)qkv16, io.o = (void *)o16, io.stats = (float *)lse, io.dout = do16, io.dqkv = dqkv16;
+    io.workspace = ws;
+    char why[512] = "";
+    if (cu_dnn_sdpa_run(ctx->dnn, &s, 1, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
+    return cu_widen_add(ctx, dqkv, dqkv16, 1, n_qkv);
+}
+
+ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                 int64_t nh, int64_t hs, float scale) {
+    return dnn_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
+}
+
+ex_status cu_attention_dnn_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                 const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    return dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+}
+
+/* The fp32 slots: bf16 copies of qkv (and o) in scratch slot 0, then the same graphs. */
+ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
+                               int64_t nh, int64_t hs, float scale) {
     const int64_t C = nh * hs, n_qkv = b * t * 3 * C, n_o = b * t * C;
     const size_t off_o = round256((size_t)n_qkv * 2);
     void *buf = NULL;
     EX_CHECK(cu_bf16_scratch(ctx, 0, off_o + (size_t)n_o * 2, &buf));
     char *qkv16 = buf, *o16 = (char *)buf + off_o;
     EX_CHECK(cu_to_narrow(ctx, qkv16, qkv, 1, n_qkv));
-    cu_dnn_sdpa_io io;
-    memset(&io, 0, sizeof io);
-    io.qkv = qkv16, io.o = o16, io.stats = lse, io.workspace = ws;
-    char why[512] = "";
-    if (cu_dnn_sdpa_run(ctx->dnn, &s, 0, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
+    EX_CHECK(dnn_fwd(ctx, o16, lse, qkv16, b, t, nh, hs, scale));
     return cu_widen(ctx, out, o16, 1, n_o);
 }
 
 ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
-    const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
-    void *ws = NULL;
-    EX_CHECK(dnn_prepare(ctx, &s, 1, &ws));
     const int64_t C = nh * hs, n_qkv = b * t * 3 * C, n_o = b * t * C;
-    const size_t sz_qkv = round256((size_t)n_qkv * 2), sz_o = round256((size_t)n_o * 2);
+    const size_t sz_qkv = round256((size_t)n_qkv * 2);
     void *buf = NULL;
-    EX_CHECK(cu_bf16_scratch(ctx, 0, 2 * sz_qkv + 2 * sz_o, &buf));
-    char *qkv16 = buf, *o16 = qkv16 + sz_qkv, *do16 = o16 + sz_o, *dqkv16 = do16 + sz_o;
+    EX_CHECK(cu_bf16_scratch(ctx, 0, sz_qkv + (size_t)n_o * 2, &buf));
+    char *qkv16 = buf, *o16 = qkv16 + sz_qkv;
     EX_CHECK(cu_to_narrow(ctx, qkv16, qkv, 1, n_qkv));
     EX_CHECK(cu_to_narrow(ctx, o16, out, 1, n_o));
-    EX_CHECK(cu_to_narrow(ctx, do16, dout, 1, n_o));
-    cu_dnn_sdpa_io io;
-    memset(&io, 0, sizeof io);
-    io.qkv = qkv16, io.o = o16, io.stats = (float *)lse, io.dout = do16, io.dqkv = dqkv16, io.workspace = ws;
-    char why[512] = "";
-    if (cu_dnn_sdpa_run(ctx->dnn, &s, 1, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
-    return cu_widen_add(ctx, dqkv, dqkv16, 1, n_qkv);
+    return dnn_bwd(ctx, dqkv, dout, o16, lse, qkv16, b, t, nh, hs, scale);
 }
 
 #else /* built without cuDNN's headers */
@@ -145,6 +179,19 @@ ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float 
 
 ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    (void)ctx, (void)dqkv, (void)dout, (void)out, (void)lse, (void)qkv, (void)b, (void)t, (void)nh, (void)hs,
+        (void)scale;
+    return EX_E_INTERNAL;
+}
+
+ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                 int64_t nh, int64_t hs, float scale) {
+    (void)ctx, (void)out, (void)lse, (void)qkv, (void)b, (void)t, (void)nh, (void)hs, (void)scale;
+    return EX_E_INTERNAL;
+}
+
+ex_status cu_attention_dnn_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                 const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
     (void)ctx, (void)dqkv, (void)dout, (void)out, (void)lse, (void)qkv, (void)b, (void)t, (void)nh, (void)hs,
         (void)scale;
     return EX_E_INTERNAL;

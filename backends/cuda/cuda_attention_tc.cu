@@ -4,7 +4,9 @@
  * fused_fp16 (fp16 tiles, sm_70+: the GPUs without bf16, with gemm_math = fp16 and loss scaling).
  *
  * Layout and contract as cuda_attention_fused.cu (timm): qkv (b, t, 3, nh, hs) fp32, out (b, t, nh*hs)
- * fp32, lse (b, nh, t) = log-sum-exp of each row of scale * q k^T, dqkv accumulated (+=).
+ * fp32, lse (b, nh, t) = log-sum-exp of each row of scale * q k^T, dqkv accumulated (+=). With bf16 tiles
+ * the kernels also read qkv and write out as bf16 (cu_attention_tc_fwd16/bwd16: the attention slots of a
+ * block that keeps its activations in bf16); the staged tiles are then the stored values as they are.
  *
  * The algorithm is FlashAttention-2's, with the tile products on tensor cores through WMMA
  * (16x16x16 bf16 or fp16 fragments, the element type T; fp32 accumulation) and everything between them
@@ -107,13 +109,20 @@ template <int HS> struct ft_bwd_smem {
 
 extern __shared__ __align__(128) unsigned char ft_smem[];
 
-/* dst [rows][HS + PADH] of T = rows r0 .. r0 + rows - 1 of the (t, hs) fp32 matrix at src (row stride ld),
- * rounded to nearest even; rows at or past t are zero. */
-template <typename T, int HS>
-__device__ __forceinline__ void ft_stage(T *dst, const float *src, int64_t ld, int64_t r0, int64_t t, int rows) {
+/* Global-memory element S (fp32, or bf16 for activations a block keeps in bf16) as fp32, exactly. */
+__device__ __forceinline__ float ft_get(const float *p) { return *p; }
+__device__ __forceinline__ float ft_get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+/* Store an fp32 result as the output's element type (bf16: rounded to nearest even). */
+__device__ __forceinline__ void ft_put(float *p, float v) { *p = v; }
+__device__ __forceinline__ void ft_put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* dst [rows][HS + PADH] of T = rows r0 .. r0 + rows - 1 of the (t, hs) matrix of S at src (row stride ld),
+ * rounded to nearest even (exact when S is T); rows at or past t are zero. */
+template <typename T, int HS, typename S>
+__device__ __forceinline__ void ft_stage(T *dst, const S *src, int64_t ld, int64_t r0, int64_t t, int rows) {
     for (int e = threadIdx.x; e < rows * HS; e += FT_THREADS) {
         const int r = e / HS, d = e % HS;
-        ft_set(dst[r * (HS + FT_PADH) + d], r0 + r < t ? src[(r0 + r) * ld + d] : 0.0f);
+        ft_set(dst[r * (HS + FT_PADH) + d], r0 + r < t ? ft_get(src + (r0 + r) * ld + d) : 0.0f);
     }
 }
 
@@ -135,8 +144,8 @@ __device__ __forceinline__ void ft_mma(wmma::fragment<wmma::accumulator, 16, 16,
  * Forward
  * ------------------------------------------------------------------------------ */
 
-template <typename T, int HS>
-__device__ __forceinline__ void ft_fwd_body(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
+template <typename T, int HS, typename S, typename O>
+__device__ __forceinline__ void ft_fwd_body(O *out, float *lse, const S *qkv, int64_t t, int nh, float scale) {
     typedef ft_fwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LS = FT_BK + FT_PADF, LP = FT_BK + FT_PADH, LO = HS + FT_PADF;
     T *qs = (T *)(ft_smem + L::q), *ks = (T *)(ft_smem + L::k), *vs = (T *)(ft_smem + L::v);
@@ -146,7 +155,7 @@ __device__ __forceinline__ void ft_fwd_body(float *out, float *lse, const float 
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
+    const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
     ft_stage<T, HS>(qs, q, ld, i0, t, FT_BQ);
     for (int e = threadIdx.x; e < FT_BQ * LO; e += FT_THREADS) os[e] = 0.0f;
     for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS) {
@@ -202,33 +211,35 @@ __device__ __forceinline__ void ft_fwd_body(float *out, float *lse, const float 
     __syncthreads();
     for (int e = threadIdx.x; e < FT_BQ * HS; e += FT_THREADS) {
         const int r = e / HS, d = e % HS;
-        if (i0 + r < t) out[(bi * t + i0 + r) * C + h * HS + d] = os[r * LO + d] / lrow[r];
+        if (i0 + r < t) ft_put(out + (bi * t + i0 + r) * C + h * HS + d, os[r * LO + d] / lrow[r]);
     }
     for (int r = threadIdx.x; r < FT_BQ; r += FT_THREADS)
         if (i0 + r < t) lse[bh * t + i0 + r] = mrow[r] + logf(lrow[r]);
 }
 
-template <typename T, int HS>
+template <typename T, int HS, typename S, typename O>
 __global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_fwd(float *out, float *lse, const float *qkv, int64_t t, int nh, float scale) {
-    if constexpr (ft_arch_ok<T>()) ft_fwd_body<T, HS>(out, lse, qkv, t, nh, scale);
+    k_attn_tc_fwd(O *out, float *lse, const S *qkv, int64_t t, int nh, float scale) {
+    if constexpr (ft_arch_ok<T>()) ft_fwd_body<T, HS, S, O>(out, lse, qkv, t, nh, scale);
 }
 
 /* ------------------------------------------------------------------------------
  * Backward
  * ------------------------------------------------------------------------------ */
 
-/* dd (b, nh, t) = dO_i . O_i, a warp per row. */
-__global__ void k_attn_tc_rowdot(float *dd, const float *dout, const float *out, int64_t rows, int64_t t, int nh,
+/* dd (b, nh, t) = dO_i . O_i, a warp per row (O fp32, or the bf16 output a block keeps). */
+template <typename O>
+__global__ void k_attn_tc_rowdot(float *dd, const float *dout, const O *out, int64_t rows, int64_t t, int nh,
                                  int hs) {
     const int64_t C = (int64_t)nh * hs;
     const int lane = threadIdx.x % 32;
     for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows;
          r += (int64_t)gridDim.x * (blockDim.x / 32)) {
         const int64_t bh = r / t, i = r % t, bi = bh / nh, h = bh % nh;
-        const float *g = dout + (bi * t + i) * C + h * hs, *o = out + (bi * t + i) * C + h * hs;
+        const float *g = dout + (bi * t + i) * C + h * hs;
+        const O *o = out + (bi * t + i) * C + h * hs;
         float acc = 0.0f;
-        for (int d = lane; d < hs; d += 32) acc = fmaf(g[d], o[d], acc);
+        for (int d = lane; d < hs; d += 32) acc = fmaf(g[d], ft_get(o + d), acc);
         acc = cu_warp_sum(acc);
         if (lane == 0) dd[r] = acc;
     }
@@ -274,9 +285,9 @@ __device__ __forceinline__ void ft_stage_rows(float *lse_s, float *dd_s, const f
 }
 
 /* A block per FT_BK2 keys: dk_j += scale sum_i dS_ij q_i, dv_j += sum_i p_ij dO_i. */
-template <typename T, int HS>
+template <typename T, int HS, typename S>
 __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, const float *dout, const float *lse,
-                                               const float *qkv, int64_t t, int nh, float scale) {
+                                               const S *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
     constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
@@ -288,7 +299,8 @@ __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, con
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, j0 = (int64_t)blockIdx.x * FT_BK2;
     const int warp = threadIdx.x / 32;
-    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
+    const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
+    const float *g = dout + bi * t * C + h * HS;
     ft_stage<T, HS>(ks, k, ld, j0, t, 32);
     ft_stage<T, HS>(vs, v, ld, j0, t, 32);
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk[PER_WARP], dv[PER_WARP];
@@ -334,17 +346,17 @@ __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, con
     }
 }
 
-template <typename T, int HS>
+template <typename T, int HS, typename S>
 __global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+    k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                      int nh, float scale) {
-    if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS, S>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
 /* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j. */
-template <typename T, int HS>
+template <typename T, int HS, typename S>
 __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, const float *dout, const float *lse,
-                                              const float *qkv, int64_t t, int nh, float scale) {
+                                              const S *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
     constexpr int LH = HS + FT_PADH, LP = 32 + FT_PADH, LO = HS + FT_PADF;
     constexpr int TILES = 2 * (HS / 16), PER_WARP = (TILES + FT_WARPS - 1) / FT_WARPS;
@@ -356,7 +368,8 @@ __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, cons
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
     const int warp = threadIdx.x / 32;
-    const float *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C, *g = dout + bi * t * C + h * HS;
+    const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
+    const float *g = dout + bi * t * C + h * HS;
     ft_stage<T, HS>(qs, q, ld, i0, t, 32);
     ft_stage<T, HS>(gs, g, C, i0, t, 32);
     ft_stage_rows(lse_s, dd_s, lse, dd, bh, i0, t);
@@ -394,46 +407,62 @@ __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, cons
     }
 }
 
-template <typename T, int HS>
+template <typename T, int HS, typename S>
 __global__ void __launch_bounds__(FT_THREADS)
-    k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv, int64_t t,
+    k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                     int nh, float scale) {
-    if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS, S>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
 /* ------------------------------------------------------------------------------
  * Launchers
  * ------------------------------------------------------------------------------ */
 
-template <typename T, int HS>
-static ex_status ft_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
+template <typename T, int HS, typename S, typename O>
+static ex_status ft_fwd(cu_ctx *ctx, O *out, float *lse, const S *qkv, int64_t b, int64_t t, int64_t nh,
                         float scale) {
     const int smem = ft_fwd_smem<HS>::bytes;
-    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_fwd<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CU_TRY(ctx,
+           cudaFuncSetAttribute(k_attn_tc_fwd<T, HS, S, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     const dim3 grid((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
-    k_attn_tc_fwd<T, HS><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_fwd<T, HS, S, O><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
 
-template <typename T, int HS>
+template <typename T, int HS, typename S>
 static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *dout, const float *lse,
-                        const float *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
+                        const S *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
     const int smem = ft_bwd_smem<HS>::bytes;
     const cudaFuncAttribute attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS>, attr, smem));
-    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS>, attr, smem));
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS, S>, attr, smem));
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS, S>, attr, smem));
     const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
-    k_attn_tc_bwd_kv<T, HS><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_kv<T, HS, S><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     const dim3 gq((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
-    k_attn_tc_bwd_q<T, HS><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_q<T, HS, S><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
 
 /* The head sizes with a compiled kernel. */
 #define FT_HEAD_SIZES(X) X(16) X(32) X(48) X(64) X(80) X(96) X(128)
+
+/* dd (b, nh, t) = dO . O into the general scratch. */
+template <typename O>
+static ex_status ft_rowdot(cu_ctx *ctx, float **dd, const float *dout, const O *out, int64_t b, int64_t t, int64_t nh,
+                           int64_t hs) {
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
+    *dd = (float *)scr;
+    const int64_t rows = b * nh * t;
+    const int64_t blocks = CU_CEIL_DIV(rows, (int64_t)(CU_THREADS / 32));
+    k_attn_tc_rowdot<O><<<(unsigned)(blocks < CU_MAX_BLOCKS ? blocks : CU_MAX_BLOCKS), CU_THREADS, 0, ctx->stream>>>(
+        *dd, dout, out, rows, t, (int)nh, (int)hs);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
 
 extern "C" {
 
@@ -469,19 +498,50 @@ ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
     CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
            CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
-    void *scr = NULL;
-    EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
-    float *dd = (float *)scr;
-    const int64_t rows = b * nh * t;
-    const int64_t blocks = CU_CEIL_DIV(rows, (int64_t)(CU_THREADS / 32));
-    k_attn_tc_rowdot<<<(unsigned)(blocks < CU_MAX_BLOCKS ? blocks : CU_MAX_BLOCKS), CU_THREADS, 0, ctx->stream>>>(
-        dd, dout, out, rows, t, (int)nh, (int)hs);
-    CU_LAUNCHED(ctx);
+    float *dd = NULL;
+    EX_CHECK(ft_rowdot(ctx, &dd, dout, out, b, t, nh, hs));
     switch (hs) {
 #define FT_CASE(H)                                                                                                     \
     case H:                                                                                                            \
         return ctx->attn_fused == 3 ? ft_bwd<__half, H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale)                \
                                     : ft_bwd<__nv_bfloat16, H>(ctx, dqkv, dd, dout, lse, qkv, b, t, nh, scale);
+        FT_HEAD_SIZES(FT_CASE)
+#undef FT_CASE
+    default:
+        return EX_E_INTERNAL;
+    }
+}
+
+int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs) { return ctx->attn_fused == 2 && cu_attention_tc_fits(ctx, hs); }
+
+ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                int64_t nh, int64_t hs, float scale) {
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
+           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
+    switch (hs) {
+#define FT_CASE(H)                                                                                                     \
+    case H:                                                                                                            \
+        return ft_fwd<__nv_bfloat16, H>(ctx, o, lse, q, b, t, nh, scale);
+        FT_HEAD_SIZES(FT_CASE)
+#undef FT_CASE
+    default:
+        return EX_E_INTERNAL;
+    }
+}
+
+ex_status cu_attention_tc_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
+           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    float *dd = NULL;
+    EX_CHECK(ft_rowdot(ctx, &dd, dout, (const __nv_bfloat16 *)out, b, t, nh, hs));
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
+    switch (hs) {
+#define FT_CASE(H)                                                                                                     \
+    case H:                                                                                                            \
+        return ft_bwd<__nv_bfloat16, H>(ctx, dqkv, dd, dout, lse, q, b, t, nh, scale);
         FT_HEAD_SIZES(FT_CASE)
 #undef FT_CASE
     default:

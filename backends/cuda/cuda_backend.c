@@ -93,6 +93,12 @@ ex_status cu_bf16_scratch(cu_ctx *ctx, int which, size_t bytes, void **out) {
     return EX_OK;
 }
 
+ex_status cu_attn_io_scratch(cu_ctx *ctx, size_t bytes, void **out) {
+    EX_CHECK(grow(ctx, &ctx->attn_io, &ctx->attn_io_bytes, bytes));
+    *out = ctx->attn_io;
+    return EX_OK;
+}
+
 ex_status cu_attn_scratch(cu_ctx *ctx, size_t floats, float **out) {
     size_t bytes = ctx->attn_floats * sizeof(float);
     void *p = ctx->attn;
@@ -189,6 +195,7 @@ void cu_shutdown(void *vctx) {
     if (ctx->attn) cudaFree(ctx->attn);
     if (ctx->bf16_a) cudaFree(ctx->bf16_a);
     if (ctx->bf16_b) cudaFree(ctx->bf16_b);
+    if (ctx->attn_io) cudaFree(ctx->attn_io);
     if (ctx->ptrs) cudaFree(ctx->ptrs);
     if (ctx->dflag) cudaFree(ctx->dflag);
     if (ctx->hflag) cudaFreeHost(ctx->hflag);
@@ -628,6 +635,9 @@ static const ex_backend_vtable cu_vtable = {
 #endif
     /* .exp_fwd = */ cu_exp_fwd,
     /* .row_sum = */ cu_row_sum,
+    /* .to_bf16 = */ cu_to_bf16,
+    /* .attention_fwd_bf16 = */ cu_attention_fwd_bf16,
+    /* .attention_bwd_bf16 = */ cu_attention_bwd_bf16,
 };
 
 #ifdef EXPLORA_HIP

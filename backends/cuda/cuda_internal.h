@@ -88,6 +88,10 @@ typedef struct cu_ctx {
      * widened to fp32 for the fp32 paths go to `scratch`, which no GEMM path uses.) */
     void *bf16_a, *bf16_b;
     size_t bf16_a_bytes, bf16_b_bytes;
+    /* fp32 copies of bf16 attention inputs and outputs for the attention paths that compute from fp32
+     * (attention_fwd_bf16/bwd_bf16 outside cuDNN and bf16 tiles), a chunk of images at a time. */
+    void *attn_io;
+    size_t attn_io_bytes;
     /* Attention score scratch (P and dS of a chunk of batch items). */
     float *attn;
     size_t attn_floats;
@@ -170,6 +174,8 @@ ex_status cu_gemm_own_ptrs(cu_ctx *ctx, int trans_a, int trans_b, int64_t m, int
 
 /* General scratch of at least `bytes` bytes. */
 ex_status cu_scratch(cu_ctx *ctx, size_t bytes, void **out);
+/* Scratch for widened attention inputs and outputs (cuda_attention.cu) of at least `bytes` bytes. */
+ex_status cu_attn_io_scratch(cu_ctx *ctx, size_t bytes, void **out);
 /* Attention scratch of at least `floats` floats. */
 ex_status cu_attn_scratch(cu_ctx *ctx, size_t floats, float **out);
 /* Pointer-array scratch: 3 arrays of at least `n` entries each (ptrs, ptrs + n, ptrs + 2n). */
@@ -215,6 +221,14 @@ ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *
 ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
+/* The same kernels reading qkv and writing out in bf16 (the bf16 attention slots; bf16 tiles only, so where
+ * cu_attention_tc_fits16: attention = fused_bf16 and a head size with a kernel). */
+int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs);
+ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_tc_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
 /* Attention through cuDNN's fused SDPA (cuda_attention_dnn.c; builds with cuDNN's headers, not HIP): where
  * cu_attention_dnn_fits, bf16 copies of qkv (and o, do) go through cuDNN; the results are widened back. */
 int cu_attention_dnn_fits(const cu_ctx *ctx, int64_t b, int64_t t, int64_t nh, int64_t hs);
@@ -222,6 +236,12 @@ ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float 
                                int64_t nh, int64_t hs, float scale);
 ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+/* The same on bf16 storage: qkv and o as they are (no copies), dout rounded to a bf16 copy, dq/dk/dv widened into
+ * dqkv (+=). */
+ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                 int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_dnn_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                 const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 /* Load cuDNN and bind it to the context's stream (init, attention = cudnn): EX_E_CONFIG with the reason. */
 ex_status cu_attention_dnn_open(cu_ctx *ctx, int deterministic, ex_err *err);
 void cu_attention_dnn_close(cu_ctx *ctx);
@@ -292,6 +312,11 @@ ex_status cu_attention_fwd(void *ctx, float *out, float *lse, const float *qkv, 
                            int64_t hs, float scale);
 ex_status cu_attention_bwd(void *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                            const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+ex_status cu_to_bf16(void *ctx, uint16_t *out, const float *inp, int64_t n);
+ex_status cu_attention_fwd_bf16(void *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_bwd_bf16(void *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* --- cuda_gather.cu ---------------------------------------------------------------- */
 ex_status cu_gather_rows(void *ctx, float *out, const float *inp, const int32_t *idx, int64_t b, int64_t m,

@@ -214,6 +214,29 @@ static ex_status w_attention_bwd(void *vctx, float *dqkv, const float *dout, con
     timer_add(T, BC_ATTN, "attention_bwd", t0);
     return s;
 }
+static ex_status w_to_bf16(void *vctx, uint16_t *out, const float *inp, int64_t n) {
+    WRAP(BC_ELEM, to_bf16, out, inp, n);
+}
+static ex_status w_attention_fwd_bf16(void *vctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b,
+                                      int64_t t, int64_t nh, int64_t hs, float scale) {
+    bench_timer *T = vctx;
+    T->flops[T->phase] += 4.0 * (double)b * (double)t * (double)t * (double)nh * (double)hs;
+    const double t0 = now_s();
+    const ex_status s = T->inner->vt.attention_fwd_bf16(T->inner->ctx, out, lse, qkv, b, t, nh, hs, scale);
+    timer_add(T, BC_ATTN, "attention_fwd_bf16", t0);
+    return s;
+}
+static ex_status w_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout, const uint16_t *out,
+                                      const float *lse, const uint16_t *qkv, int64_t b, int64_t t, int64_t nh,
+                                      int64_t hs, float scale) {
+    bench_timer *T = vctx;
+    T->flops[T->phase] += 8.0 * (double)b * (double)t * (double)t * (double)nh * (double)hs;
+    const double t0 = now_s();
+    const ex_status s =
+        T->inner->vt.attention_bwd_bf16(T->inner->ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+    timer_add(T, BC_ATTN, "attention_bwd_bf16", t0);
+    return s;
+}
 static ex_status w_binary(void *vctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n) {
     WRAP(BC_ELEM, binary, op, out, a, b, n);
 }
@@ -331,6 +354,9 @@ static void timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T) {
     v->linear_bias_fwd = inner->vt.linear_bias_fwd ? w_linear_bias_fwd : NULL;
     v->exp_fwd = inner->vt.exp_fwd ? w_exp_fwd : NULL;
     v->row_sum = inner->vt.row_sum ? w_row_sum : NULL;
+    v->to_bf16 = inner->vt.to_bf16 ? w_to_bf16 : NULL;
+    v->attention_fwd_bf16 = inner->vt.attention_fwd_bf16 ? w_attention_fwd_bf16 : NULL;
+    v->attention_bwd_bf16 = inner->vt.attention_bwd_bf16 ? w_attention_bwd_bf16 : NULL;
     /* every mandatory slot but the lifecycle ones is wrapped: a new one that is not would be called as NULL */
     ex_backend_vtable chk = *v;
     chk.init = inner->vt.init, chk.shutdown = inner->vt.shutdown;

@@ -31,7 +31,7 @@ static int report_model(const cli_args *a, const ex_session *s, ex_backend *be) 
             printf("frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n", narrow,
                    (double)saved / 1048576.0);
         if (shape.act_dtype == EX_BF16)
-            printf("activations: the blocks' GEMM inputs kept in bf16 ([optim] activation_dtype)\n");
+            printf("activations: the blocks' GEMM inputs and attention's input and output kept in bf16 ([optim] activation_dtype)\n");
         ex_model_print(&m, stdout);
     }
     ex_model_free(&m);

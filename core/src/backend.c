@@ -109,6 +109,14 @@ ex_status ex_backend_create(ex_backend *be, const struct ex_plugin *plugin, cons
                 "backend '%s' (%s) fills one of the two slots exp_fwd and row_sum: a backend offers both or none",
                 plugin->desc.name, plugin->path);
     }
+    const int nbf16 = !!be->vt.to_bf16 + !!be->vt.attention_fwd_bf16 + !!be->vt.attention_bwd_bf16;
+    if (nbf16 != 0 && nbf16 != 3) {
+        memset(be, 0, sizeof *be);
+        EX_FAIL(err, EX_E_INVALID,
+                "backend '%s' (%s) fills %d of the 3 slots for attention in bf16 (to_bf16, attention_fwd_bf16, "
+                "attention_bwd_bf16): a backend offers all three or none",
+                plugin->desc.name, plugin->path, nbf16);
+    }
     ex_status st = be->vt.init(cfg, &be->ctx, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "backend '%s' (%s): ", be->name, plugin->path);

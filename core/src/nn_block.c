@@ -15,9 +15,14 @@
  *   ln2_mean (n) | ln2_rstd (n) | fc1 (n, f) | act (n, hidden) | branch2 (n, dim) |
  *   glu (n, hidden)
  *
- * with f = hidden (GELU) or 2*hidden (SwiGLU). When the block keeps its GEMM
- * inputs in bf16 (act_dtype), ln1, ln2 and (GELU) act hold bf16 values and
- * take half the floats (rounded up to 16 floats as every field).
+ * with f = hidden (GELU) or 2*hidden (SwiGLU). When the block keeps its
+ * activations in bf16 (act_dtype), ln1, qkv, att, ln2 and (GELU) act hold bf16
+ * values and take half the floats (rounded up to 16 floats as every field).
+ * The qkv linear still writes fp32 (its bias and adapter hooks add in fp32),
+ * into `qkv32`, which to_bf16 then rounds into qkv: qkv32 is fc1's space when
+ * fc1 has at least 3*dim columns (fc1 is written only after attention, and
+ * recomputation replays the same order), else (n, 3*dim) floats of its own
+ * after glu; NULL under fp32.
  * `glu` is the one buffer beyond
  * what the block's math names: SwiGLU only (0 floats and NULL for GELU), it
  * holds silu(x1), built in forward as the gate (x1 and x2 are strided halves
@@ -45,6 +50,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 /* Call a backend op and turn a failure into an error naming the backend and op. */
 #define NN_BE(be, err, op, ...)                                                                   \
@@ -92,8 +99,8 @@ static size_t acts_layout(const ex_block *blk, int64_t b, int64_t t, float *base
     o->ln1 = take(base, &off, dtype_floats(blk->act_dtype, n * d));
     o->ln1_mean = take(base, &off, n);
     o->ln1_rstd = take(base, &off, n);
-    o->qkv = take(base, &off, n * 3 * d);
-    o->att = take(base, &off, n * d);
+    o->qkv = take(base, &off, dtype_floats(blk->act_dtype, n * 3 * d));
+    o->att = take(base, &off, dtype_floats(blk->act_dtype, n * d));
     o->lse = take(base, &off, n * (size_t)blk->heads);
     o->branch1 = take(base, &off, n * d);
     o->mid = take(base, &off, n * d);
@@ -104,6 +111,9 @@ static size_t acts_layout(const ex_block *blk, int64_t b, int64_t t, float *base
     o->act = take(base, &off, dtype_floats(act_out_dtype(blk), n * h));
     o->branch2 = take(base, &off, n * d);
     o->glu = take(base, &off, blk->mlp == EX_MLP_SWIGLU ? n * h : 0);
+    o->qkv32 = NULL;
+    if (blk->act_dtype == EX_BF16)
+        o->qkv32 = fc1_width(blk) >= 3 * blk->dim ? o->fc1 : take(base, &off, n * 3 * d);
     return off;
 }
 
@@ -143,6 +153,7 @@ ex_status ex_block_set_act_dtype(ex_block *blk, ex_dtype dtype, ex_err *err) {
     blk->qkv.in_dtype = dtype;
     blk->fc1.in_dtype = dtype;
     blk->fc2.in_dtype = act_out_dtype(blk);
+    blk->proj.in_dtype = dtype;
     return EX_OK;
 }
 
@@ -202,16 +213,28 @@ static ex_status check_block(const ex_backend *be, const ex_block *blk, int64_t 
     EX_ENSURE(blk->act_dtype == EX_F32 || blk->act_dtype == EX_BF16, err, EX_E_INVALID,
               "block: activations kept as %s (only f32 and bf16 are supported)", ex_dtype_name(blk->act_dtype));
     EX_ENSURE(blk->qkv.in_dtype == blk->act_dtype && blk->fc1.in_dtype == blk->act_dtype &&
-                  blk->fc2.in_dtype == act_out_dtype(blk) && blk->proj.in_dtype == EX_F32,
+                  blk->fc2.in_dtype == act_out_dtype(blk) && blk->proj.in_dtype == blk->act_dtype,
               err, EX_E_INVALID,
               "block: its layers' input dtypes disagree with its activation dtype %s (set it with "
               "ex_block_set_act_dtype)",
               ex_dtype_name(blk->act_dtype));
-    if (blk->act_dtype == EX_BF16)
-        EX_ENSURE(be->vt.layernorm_fwd_bf16 && be->vt.gelu_fwd_bf16, err, EX_E_UNSUPPORTED,
-                  "block: activations kept in bf16 need the backend's layernorm_fwd_bf16 and gelu_fwd_bf16, which "
-                  "backend '%s' does not offer; keep activations in fp32 ([optim] activation_dtype = fp32)",
-                  be->name);
+    if (blk->act_dtype == EX_BF16) {
+        const struct {
+            int have;
+            const char *name;
+        } need[] = {{!!be->vt.layernorm_fwd_bf16, "layernorm_fwd_bf16"}, {!!be->vt.gelu_fwd_bf16, "gelu_fwd_bf16"},
+                    {!!be->vt.to_bf16, "to_bf16"}, {!!be->vt.attention_fwd_bf16, "attention_fwd_bf16"},
+                    {!!be->vt.attention_bwd_bf16, "attention_bwd_bf16"}};
+        char missing[160] = "";
+        for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+            if (!need[i].have)
+                snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s%s", missing[0] ? ", " : "",
+                         need[i].name);
+        EX_ENSURE(!missing[0], err, EX_E_UNSUPPORTED,
+                  "block: activations kept in bf16 need backend slots that backend '%s' does not offer (%s); keep "
+                  "activations in fp32 ([optim] activation_dtype = fp32)",
+                  be->name, missing);
+    }
     return EX_OK;
 }
 
@@ -222,6 +245,8 @@ static ex_status check_acts(const ex_block *blk, const ex_block_acts *a, ex_err 
               err, EX_E_INVALID, "block: acts not bound (use ex_block_acts_bind)");
     EX_ENSURE(blk->mlp != EX_MLP_SWIGLU || a->glu, err, EX_E_INVALID,
               "block: SwiGLU acts need the glu buffer (bind acts with the SwiGLU block)");
+    EX_ENSURE(blk->act_dtype != EX_BF16 || a->qkv32, err, EX_E_INVALID,
+              "block: bf16 acts need the qkv32 staging buffer (bind acts after ex_block_set_act_dtype)");
     return EX_OK;
 }
 
@@ -274,14 +299,22 @@ static ex_status norm_fwd(ex_backend *be, const ex_block *blk, const ex_layernor
     return EX_OK;
 }
 
-/* acts->branch1 (n, dim) = proj(attn(qkv(norm1(inp)))), filling ln1, qkv, att, lse on the way. */
+/* acts->branch1 (n, dim) = proj(attn(qkv(norm1(inp)))), filling ln1, qkv, att, lse on the way (bf16: qkv is
+ * computed in qkv32, rounded once; attention reads the rounded values and writes att rounded). */
 static ex_status attention_branch_fwd(ex_backend *be, const ex_block *blk, const ex_block_acts *a,
                                       const float *inp /* (n, dim) */, int64_t b, int64_t t, int train,
                                       uint64_t noise, ex_err *err) {
     const int64_t n = b * t, hs = blk->dim / blk->heads;
+    const float scale = (float)(1.0 / sqrt((double)hs));
     EX_CHECK(norm_fwd(be, blk, &blk->norm1, a->ln1, a->ln1_mean, a->ln1_rstd, inp, n, err));
-    EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv, a->ln1, n, train, noise, err));
-    NN_BE(be, err, attention_fwd, a->att, a->lse, a->qkv, b, t, blk->heads, hs, (float)(1.0 / sqrt((double)hs)));
+    if (blk->act_dtype == EX_BF16) {
+        EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv32, a->ln1, n, train, noise, err));
+        NN_BE(be, err, to_bf16, a->qkv, a->qkv32, n * 3 * blk->dim);
+        NN_BE(be, err, attention_fwd_bf16, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
+    } else {
+        EX_CHECK(ex_linear_forward(be, &blk->qkv, a->qkv, a->ln1, n, train, noise, err));
+        NN_BE(be, err, attention_fwd, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
+    }
     EX_CHECK(ex_linear_forward(be, &blk->proj, a->branch1, a->att, n, train, noise, err));
     return EX_OK;
 }
@@ -391,8 +424,11 @@ static ex_status attention_branch_bwd(ex_backend *be, const ex_block *blk, const
     EX_CHECK(branch_grad(be, &d_branch, s->d_branch, dresid, a->branch1, blk->ls1, blk->dls1, drop1, b, t, d, err));
     EX_CHECK(ex_linear_backward_write(be, &blk->proj, s->d_att, d_branch, a->att, n, err));
     EX_CHECK(zero(be, s->d_qkv, n * 3 * d, err));
-    NN_BE(be, err, attention_bwd, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs,
-          (float)(1.0 / sqrt((double)hs)));
+    const float scale = (float)(1.0 / sqrt((double)hs));
+    if (blk->act_dtype == EX_BF16)
+        NN_BE(be, err, attention_bwd_bf16, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
+    else
+        NN_BE(be, err, attention_bwd, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
     EX_CHECK(ex_linear_backward_write(be, &blk->qkv, s->d_ln, s->d_qkv, a->ln1, n, err));
     EX_CHECK(ex_layernorm_backward(be, &blk->norm1, dresid, s->d_ln, inp, a->ln1_mean, a->ln1_rstd, n, err));
     return EX_OK;

@@ -44,10 +44,12 @@ static const ex_key_spec k_optim_keys[] = {
      "gradients, optimiser state, norms and activations stay fp32. The model then trains against the bf16-rounded "
      "base weights, and its checkpoints hold them so; export and evaluation build fp32 models"},
     {"activation_dtype", EX_KEY_ENUM, "fp32", EX_NORANGE, "fp32|bf16",
-     "storage of the backbone blocks' GEMM inputs while training (the LayerNorm outputs and the GELU output): bf16 "
-     "halves their memory and lets bf16 GEMMs (a GPU's [backend] gemm_math = bf16) read them without rounding them "
-     "afresh. The block computes in fp32 and rounds as it writes; gradients pass the rounding unchanged. Residual "
-     "stream, attention, gradients and the objective's heads stay fp32; adapter dropout needs fp32"},
+     "storage of the backbone blocks' activations while training: the GEMM inputs (the LayerNorm outputs and the "
+     "GELU output) and attention's input and output (qkv, after its bias and adapters, and the heads' output). bf16 "
+     "halves their memory, lets bf16 GEMMs (a GPU's [backend] gemm_math = bf16) read them without rounding them "
+     "afresh, and lets cuDNN or bf16 tensor-core attention read and write them as they are. The block computes in "
+     "fp32 and rounds as it writes; attention computes from the rounded qkv; gradients pass the rounding unchanged "
+     "and stay fp32. Residual stream, fc1 output and the objective's heads stay fp32; adapter dropout needs fp32"},
     EX_KEY_END,
 };
 

@@ -194,7 +194,7 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
         fprintf(out, "frozen weights: %d tensors kept in bf16 ([optim] frozen_dtype), %.1f MiB saved\n",
                 t->frozen_narrow, (double)t->frozen_saved / 1048576.0);
     if (t->act_dtype == EX_BF16)
-        fprintf(out, "activations: the blocks' GEMM inputs kept in bf16 ([optim] activation_dtype)\n");
+        fprintf(out, "activations: the blocks' GEMM inputs and attention's input and output kept in bf16 ([optim] activation_dtype)\n");
     ex_model_print(&t->model, out);
 }
 

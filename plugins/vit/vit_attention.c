@@ -38,8 +38,9 @@ ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err) {
     }
     const double scale = 1.0 / sqrt((double)hs);
     for (int64_t b = 0; b < B && st == EX_OK; b++) {
-        st = ex_be_download(v->be, rows, v->block_acts[i].qkv + (size_t)(b * T * 3 * D), sizeof(float) * (size_t)(T * 3 * D),
-                            err);
+        /* qkv as the block keeps it (fp32, or bf16 under [optim] activation_dtype = bf16), widened */
+        st = ex_be_download_as(v->be, rows, v->block_acts[i].qkv, v->blocks[i].act_dtype, b * T * 3 * D, T * 3 * D,
+                               err);
         if (st != EX_OK) break;
         for (int64_t h = 0; h < H; h++) {
             const float *q = rows + h * hs; /* token 0 (cls), q part */

@@ -324,6 +324,25 @@ typedef struct ex_backend_vtable {
     ex_status (*exp_fwd)(void *ctx, float *out, const float *inp, float scale, int64_t n);
     /* out (n) = sum of each row of inp (n, c), in a fixed order (deterministic for given n, c). */
     ex_status (*row_sum)(void *ctx, float *out, const float *inp, int64_t n, int64_t c);
+
+    /* --- attention's input and output kept in bf16 [opt; ABI 4.2; all three or none] -------------------------- */
+    /* A block that keeps its activations in bf16 also keeps qkv and the attention output in bf16 (explora/nn.h):
+     * the qkv linear writes fp32, to_bf16 rounds it once, attention reads the rounded values and writes its
+     * output rounded, and proj reads that. NULL: the backend cannot, and asking a block for bf16 activations is
+     * an error. */
+    /* out (n) bf16 = inp (n) rounded to nearest even. */
+    ex_status (*to_bf16)(void *ctx, uint16_t *out, const float *inp, int64_t n);
+    /* attention_fwd on bf16 storage: qkv (b, t, 3, nh, hs) bf16 in, out (b, t, nh*hs) bf16 = the attention of the
+     * stored values, rounded to nearest even; lse (b, nh, t) fp32. A backend computes the products in fp32 (the
+     * CPU: out is exactly its fp32 attention_fwd of the widened qkv, rounded) or on bf16 tensor cores. */
+    ex_status (*attention_fwd_bf16)(void *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                    int64_t nh, int64_t hs, float scale);
+    /* dqkv (b, t, 3, nh, hs) fp32 += the gradient of attention at the stored qkv, given dout (b, t, nh*hs) fp32.
+     * out is the stored (rounded) output of the forward: flash-style kernels take D_i = dout_i . out_i from it;
+     * the CPU recomputes D_i = sum_j p_ij dp_ij from the probabilities instead, which is the exact gradient at
+     * the stored qkv (what autograd gives through a rounding that passes gradients straight). */
+    ex_status (*attention_bwd_bf16)(void *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
+                                    const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)

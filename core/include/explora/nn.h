@@ -136,8 +136,8 @@ typedef struct ex_block {
 typedef struct ex_block_acts {
     void *ln1;             /* (n, dim) norm1 output, stored as act_dtype */
     float *ln1_mean, *ln1_rstd; /* (n) */
-    float *qkv;            /* (n, 3*dim) */
-    float *att;            /* (n, dim) attention output, heads concatenated (input of proj) */
+    void *qkv;             /* (n, 3*dim), stored as act_dtype */
+    void *att;             /* (n, dim) attention output, heads concatenated (input of proj), stored as act_dtype */
     float *lse;            /* (b, heads, t) */
     float *branch1;        /* (n, dim) proj output before LayerScale and drop path */
     float *mid;            /* (n, dim) residual stream after the attention branch */
@@ -148,14 +148,19 @@ typedef struct ex_block_acts {
                             * (SwiGLU, whose product is built in place) */
     float *branch2;        /* (n, dim) fc2 output before LayerScale and drop path */
     float *glu;            /* (n, hidden) SwiGLU only: silu(x1), the gate kept for backward; NULL for GELU */
+    float *qkv32;          /* (n, 3*dim) bf16 acts only: the qkv linear's fp32 output before it is rounded into
+                            * qkv, dead once attention ran; fc1's space when fc1 is wide enough, else its own
+                            * after glu. NULL under fp32 */
 } ex_block_acts;
 
-/* Keep the block's GEMM inputs as `dtype` (EX_F32 or EX_BF16): ln1 and ln2, and for a GELU MLP act;
- * sets act_dtype and the in_dtype of qkv, fc1 and (GELU) fc2. The block computes in fp32 and rounds
- * these outputs to nearest even as it writes them; backward passes gradients through the rounding
- * unchanged (straight through), as mixed-precision training does. Call before sizing or binding acts.
- * With bf16 the backend must offer layernorm_fwd_bf16 and gelu_fwd_bf16, and every hook at those
- * sites must read bf16 inputs; the forward reports otherwise. */
+/* Keep the block's GEMM inputs and attention's input and output as `dtype` (EX_F32 or EX_BF16): ln1, qkv,
+ * att, ln2, and for a GELU MLP act; sets act_dtype and the in_dtype of qkv, proj, fc1 and (GELU) fc2. The
+ * block computes in fp32 and rounds these outputs to nearest even as it writes them (qkv after its bias and
+ * hooks have added in fp32); attention computes from the rounded qkv. Backward passes gradients through
+ * the rounding unchanged (straight through), as mixed-precision training does; gradients stay fp32. Call
+ * before sizing or binding acts. With bf16 the backend must offer layernorm_fwd_bf16, gelu_fwd_bf16,
+ * to_bf16, attention_fwd_bf16 and attention_bwd_bf16, and every hook at those sites must read bf16
+ * inputs; the forward reports otherwise. */
 EX_API ex_status ex_block_set_act_dtype(ex_block *blk, ex_dtype dtype, ex_err *err);
 
 /* Floats needed by one block's acts for b images of t tokens (0 for unusable sizes).
