@@ -855,6 +855,86 @@ static void test_attention_bwd_bf16(void **state) {
     all_threads(state, attention_bwd_bf16_cases, "attention_bwd_bf16");
 }
 
+/* residual_fwd / residual_bwd: the bits of the unfused ops they replace (channel_scale_fwd, row_scale_fwd, binary
+ * add; row_scale_fwd, channel_scale_bwd, channel_scale_fwd), for LayerScale and drop path each present or absent,
+ * dls NULL or not, dbranch aliasing dres, and out aliasing resid. */
+static void residual_cases(ex_backend *be, obuf *ob) {
+    const int64_t b = 3, t = 70, c = 200, n = b * t, N = n * c; /* past the parallel thresholds */
+    for (int mode = 0; mode < 4; mode++) {
+        const int has_ls = mode & 1, has_drop = mode & 2;
+        scope s = {.be = be};
+        float *res = rnd(&s, (size_t)N, 111 + mode, -2, 2), *br = rnd(&s, (size_t)N, 115 + mode, -3, 3);
+        float *g = rnd(&s, (size_t)N, 119 + mode, -1, 1), *ls = rnd(&s, (size_t)c, 123 + mode, -0.5f, 1.5f);
+        float *dls0 = rnd(&s, (size_t)c, 127 + mode, -1, 1);
+        const float drop[3] = {0.0f, 1.25f, 0.8f};
+        float *dres = upf(&s, res, (size_t)N), *dbr = upf(&s, br, (size_t)N), *dg = upf(&s, g, (size_t)N);
+        float *dls = has_ls ? upf(&s, ls, (size_t)c) : NULL, *ddrop = has_drop ? upf(&s, drop, 3) : NULL;
+        float *o1 = d_alloc(&s, (size_t)N * 4), *o2 = d_alloc(&s, (size_t)N * 4), *tmp = d_alloc(&s, (size_t)N * 4);
+        /* forward: fused, and the unfused chain (as the block ran it) */
+        OK(CALL(be, residual_fwd, o1, dres, dbr, dls, ddrop, b, t, c));
+        const float *src = dbr;
+        if (dls) OK(CALL(be, channel_scale_fwd, tmp, src, dls, n, c)), src = tmp;
+        if (ddrop) OK(CALL(be, row_scale_fwd, tmp, src, ddrop, b, t * c)), src = tmp;
+        OK(CALL(be, binary, EX_BIN_ADD, o2, dres, src, N));
+        float *h1 = down(&s, o1, (size_t)N), *h2 = down(&s, o2, (size_t)N);
+        assert_memory_equal(h1, h2, (size_t)N * 4);
+        ob_f(ob, h1, (size_t)N);
+        float *ra = upf(&s, res, (size_t)N); /* out aliasing resid */
+        OK(CALL(be, residual_fwd, ra, ra, dbr, dls, ddrop, b, t, c));
+        assert_memory_equal(down(&s, ra, (size_t)N), h2, (size_t)N * 4);
+        /* backward: fused (dls accumulating into a prefilled buffer), unfused, and fused in place over dres */
+        float *acc1 = upf(&s, dls0, (size_t)c), *acc2 = upf(&s, dls0, (size_t)c);
+        OK(CALL(be, residual_bwd, o1, has_ls ? acc1 : NULL, dg, dbr, dls, ddrop, b, t, c));
+        const float *gg = dg;
+        if (ddrop) OK(CALL(be, row_scale_fwd, o2, dg, ddrop, b, t * c)), gg = o2;
+        if (dls) {
+            OK(CALL(be, channel_scale_bwd, NULL, acc2, gg, dbr, dls, n, c));
+            OK(CALL(be, channel_scale_fwd, o2, gg, dls, n, c));
+        } else if (!ddrop) {
+            OK(CALL(be, copy2d, o2, c, dg, c, n, c));
+        }
+        h1 = down(&s, o1, (size_t)N), h2 = down(&s, o2, (size_t)N);
+        assert_memory_equal(h1, h2, (size_t)N * 4);
+        assert_memory_equal(down(&s, acc1, (size_t)c), down(&s, acc2, (size_t)c), (size_t)c * 4);
+        float *gi = upf(&s, g, (size_t)N); /* dbranch aliasing dres */
+        float *acc3 = upf(&s, dls0, (size_t)c);
+        OK(CALL(be, residual_bwd, gi, has_ls ? acc3 : NULL, gi, dbr, dls, ddrop, b, t, c));
+        assert_memory_equal(down(&s, gi, (size_t)N), h2, (size_t)N * 4);
+        assert_memory_equal(down(&s, acc3, (size_t)c), down(&s, acc2, (size_t)c), (size_t)c * 4);
+        /* and the values: dbranch = g * drop * ls, dls moved from its prefill when LayerScale is there */
+        double *want = hd(&s, (size_t)N);
+        for (int64_t i = 0; i < N; i++)
+            want[i] = (double)g[i] * (has_drop ? drop[i / (t * c)] : 1.0) * (has_ls ? ls[i % c] : 1.0);
+        expect_close(h1, want, (size_t)N, 1e-6, 1e-6, "residual_bwd dbranch");
+        ob_f(ob, h1, (size_t)N);
+        ob_f(ob, down(&s, acc1, (size_t)c), (size_t)c);
+        scope_end(&s);
+    }
+}
+static void test_residual(void **state) { all_threads(state, residual_cases, "residual_fwd/bwd"); }
+
+/* A backend plugin with residual_fwd but not residual_bwd (or the other way) is refused when it starts. */
+static void test_residual_pair_required(void **state) {
+    env *e = *state;
+    const ex_plugin *cpu = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
+    ex_plugin *half = malloc(sizeof *half);
+    assert_non_null(half);
+    for (int which = 0; which < 2; which++) {
+        memcpy(half, cpu, sizeof *half);
+        if (which) half->vtable_copy.backend.residual_fwd = NULL;
+        else half->vtable_copy.backend.residual_bwd = NULL;
+        ex_backend be;
+        ex_err_clear(&err);
+        assert_int_equal(ex_backend_create(&be, half, NULL, &err), EX_E_INVALID);
+        assert_non_null(strstr(err.msg, "residual_fwd and residual_bwd"));
+        assert_null(be.ctx);
+    }
+    free(half);
+}
+
 /* A backend plugin that fills some but not all of to_bf16, attention_fwd_bf16 and attention_bwd_bf16 is refused
  * when it starts: a block keeping activations in bf16 uses the three together. */
 static void test_attention_bf16_slots_together(void **state) {
@@ -1652,6 +1732,8 @@ int main(void) {
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_attention_bwd_bf16),
         cmocka_unit_test(test_attention_bf16_slots_together),
+        cmocka_unit_test(test_residual),
+        cmocka_unit_test(test_residual_pair_required),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_binary),

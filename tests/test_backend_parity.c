@@ -953,6 +953,27 @@ static void test_attention_bf16_storage(void **state) {
     e->attn_bf16 = attn_bf16;
 }
 
+/* The one-pass residual add with LayerScale and drop path: the forward and dbranch bit for bit (each product
+ * rounded on its own, as the CPU's unfused ops), dls (a column sum in another order) within the usual tolerance. */
+static void test_residual(void **state) {
+    scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t b = 4, t = 257, c = 384, n = b * t;
+    const size_t N = (size_t)(n * c);
+    twin res = tw_rand(s, N, 1200, -2, 2), br = tw_rand(s, N, 1201, -3, 3), g = tw_rand(s, N, 1202, -1, 1);
+    twin ls = tw_rand(s, (size_t)c, 1203, -0.5f, 1.5f), drop = tw_rand(s, (size_t)b, 1204, 0.0f, 1.5f);
+    for (int mode = 0; mode < 4; mode++) {
+        const int has_ls = mode & 1, has_drop = mode & 2;
+        twin o = tw_alloc(s, N * 4), db = tw_alloc(s, N * 4), dl = tw_const(s, (size_t)c, 0.25f);
+        BOTH OK(CALL(residual_fwd, F(o), F(res), F(br), has_ls ? F(ls) : NULL, has_drop ? F(drop) : NULL, b, t, c));
+        cmp_exact(s, o, N * 4, "residual_fwd");
+        BOTH OK(CALL(residual_bwd, F(db), has_ls ? F(dl) : NULL, F(g), F(br), has_ls ? F(ls) : NULL,
+                     has_drop ? F(drop) : NULL, b, t, c));
+        cmp_exact(s, db, N * 4, "residual_bwd dbranch");
+        if (has_ls) cmp_tol(s, dl, (size_t)c, 1e-4, 1e-4, "residual_bwd dls");
+    }
+    scope_end(s);
+}
+
 static void test_grad_gathers(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
     const int64_t b = 3, t = 50, m = 40, c = 300;
@@ -1060,6 +1081,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_grad_attention, &env), cmocka_unit_test_prestate(test_grad_gathers, &env),
         cmocka_unit_test_prestate(test_grad_xent, &env),
         cmocka_unit_test_prestate(test_attention_bf16_storage, &env),
+        cmocka_unit_test_prestate(test_residual, &env),
     };
     int failed = 0;
     /* EXPLORA_PARITY_FILTER="*attention*": only the tests whose names match (a variant that changes one op) */

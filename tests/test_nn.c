@@ -1102,6 +1102,64 @@ static void test_block_deterministic(void **state) {
     }
 }
 
+/* The one-pass residual slots (residual_fwd / residual_bwd) give the block the bits of the unfused ops
+ * (channel_scale, row_scale, binary) on every configuration: LayerScale and drop path, either, neither. The
+ * slots are wrapped to count calls, so a block that ignored them would fail. */
+static ex_backend_vtable g_inner_vt;
+static int g_res_fwd_calls, g_res_bwd_calls;
+static ex_status counting_residual_fwd(void *ctx, float *out, const float *resid, const float *branch, const float *ls,
+                                       const float *drop, int64_t b, int64_t t, int64_t c) {
+    g_res_fwd_calls++;
+    return g_inner_vt.residual_fwd(ctx, out, resid, branch, ls, drop, b, t, c);
+}
+static ex_status counting_residual_bwd(void *ctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                                       const float *ls, const float *drop, int64_t b, int64_t t, int64_t c) {
+    g_res_bwd_calls++;
+    return g_inner_vt.residual_bwd(ctx, dbranch, dls, dres, branch, ls, drop, b, t, c);
+}
+
+static void test_block_residual_slots(void **state) {
+    ex_backend *be = &((env *)*state)->be;
+    assert_non_null(be->vt.residual_fwd);
+    assert_non_null(be->vt.residual_bwd);
+    g_inner_vt = be->vt;
+    ex_backend fused = *be, plain = *be;
+    fused.vt.residual_fwd = counting_residual_fwd;
+    fused.vt.residual_bwd = counting_residual_bwd;
+    plain.vt.residual_fwd = NULL;
+    plain.vt.residual_bwd = NULL;
+    const bcfg *cfgs[4] = {&k_cfg_a, &k_cfg_b, &k_cfg_c, &k_cfg_d};
+    for (int ci = 0; ci < 4; ci++) {
+        const bcfg *c = cfgs[ci];
+        scope s = {.be = be};
+        layout L;
+        make_layout(c, &L);
+        const float *th = make_theta(&s, c, &L);
+        float *r = rnd(&s, (size_t)(c->b * c->t * c->dim), c->seed + 19, -1.0f, 1.0f);
+        dblock run[2];
+        g_res_fwd_calls = g_res_bwd_calls = 0;
+        for (int k = 0; k < 2; k++) {
+            ex_backend *use = k ? &plain : &fused;
+            dblock_init(&s, c, th, 1, 1, &run[k]);
+            dblock_forward(use, c, &run[k]);
+            dblock_backward(use, c, &run[k], r);
+        }
+        const int scaled = c->drop1 || c->ls; /* the branches have LayerScale or drop path */
+        assert_int_equal(g_res_fwd_calls, scaled ? 2 : 0);
+        assert_int_equal(g_res_bwd_calls, scaled ? 2 : 0);
+        assert_bitwise(down(&s, run[0].out, run[0].n_out), down(&s, run[1].out, run[1].n_out), run[0].n_out, "out");
+        assert_bitwise(down(&s, run[0].acts_buf, run[0].acts_n), down(&s, run[1].acts_buf, run[1].acts_n),
+                       run[0].acts_n, "acts");
+        assert_bitwise(down(&s, run[0].dresid, run[0].n_out), down(&s, run[1].dresid, run[1].n_out), run[0].n_out,
+                       "input gradient");
+        for (int k = 0; k < NP; k++)
+            if (L.len[k] && k != P_X)
+                assert_bitwise(down(&s, run[0].g[k], L.len[k]), down(&s, run[1].g[k], L.len[k]), L.len[k],
+                               k_pname[k]);
+        scope_end(&s);
+    }
+}
+
 /* Acts and scratch sized and bound for more rows (3 x 7) serve a smaller call (2 x 5) with the
  * same results as buffers sized exactly (backbones bind once for their largest batch). */
 static void test_block_acts_bound_larger(void **state) {
@@ -1374,6 +1432,7 @@ int main(void) {
         cmocka_unit_test(test_block_accumulates),
         cmocka_unit_test(test_block_frozen),
         cmocka_unit_test(test_block_deterministic),
+        cmocka_unit_test(test_block_residual_slots),
         cmocka_unit_test(test_block_acts_bound_larger),
         cmocka_unit_test(test_block_sizes),
         cmocka_unit_test(test_block_validation),

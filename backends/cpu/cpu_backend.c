@@ -232,6 +232,8 @@ static const ex_backend_vtable cpu_vtable = {
     /* .to_bf16 = */ cpu_to_bf16,
     /* .attention_fwd_bf16 = */ cpu_attention_fwd_bf16,
     /* .attention_bwd_bf16 = */ cpu_attention_bwd_bf16,
+    /* .residual_fwd = */ cpu_residual_fwd,
+    /* .residual_bwd = */ cpu_residual_bwd,
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

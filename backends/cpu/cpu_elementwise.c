@@ -281,3 +281,75 @@ ex_status cpu_reduce(void *vctx, ex_reduce_op op, float *out /* (1) */, const fl
     *out = (float)r;
     return EX_OK;
 }
+
+/* ------------------------------------------------------------------------------
+ * The scaled residual add (LayerScale and drop path), in one pass
+ * ------------------------------------------------------------------------------ */
+
+/* out = resid + (branch * ls) * drop[image]: the products in the order and rounding of channel_scale_fwd,
+ * row_scale_fwd and binary add, so the result is theirs bit for bit. */
+ex_status cpu_residual_fwd(void *vctx, float *out /* (b, t, c) */, const float *resid /* (b, t, c) */,
+                           const float *branch /* (b, t, c) */, const float *ls /* (c) or NULL */,
+                           const float *drop /* (b) or NULL */, int64_t b, int64_t t, int64_t c) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(b >= 0 && t >= 0 && c >= 0, "cpu: residual_fwd: negative size");
+    const int64_t n = b * t;
+    if (n == 0 || c == 0) return EX_OK;
+    CPU_ARG(out && resid && branch, "cpu: residual_fwd: NULL pointer");
+#pragma omp parallel for PAR(n * c)
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = branch + i * c, *r = resid + i * c;
+        float *o = out + i * c;
+        const float s = drop ? drop[i / t] : 1.0f;
+        for (int64_t j = 0; j < c; j++) {
+            float v = x[j];
+            if (ls) v = v * ls[j];
+            if (drop) v = v * s;
+            o[j] = r[j] + v;
+        }
+    }
+    return EX_OK;
+}
+
+/* g = dres * drop[image]; dls += colsum(g * branch) in the order of channel_scale_bwd; dbranch = g * ls. */
+ex_status cpu_residual_bwd(void *vctx, float *dbranch /* (b, t, c) */, float *dls /* (c) or NULL */,
+                           const float *dres /* (b, t, c) */, const float *branch /* (b, t, c) */,
+                           const float *ls /* (c) or NULL */, const float *drop /* (b) or NULL */, int64_t b,
+                           int64_t t, int64_t c) {
+    const cpu_ctx *ctx = vctx;
+    CPU_ARG(b >= 0 && t >= 0 && c >= 0, "cpu: residual_bwd: negative size");
+    const int64_t n = b * t;
+    if (n == 0 || c == 0) return EX_OK;
+    CPU_ARG(dbranch && dres, "cpu: residual_bwd: NULL pointer");
+    CPU_ARG(!dls || branch, "cpu: residual_bwd: dls needs branch");
+    if (dls) { /* before dbranch, which may alias dres */
+        int64_t nblk = (c + CPU_COL_BLOCK - 1) / CPU_COL_BLOCK;
+#pragma omp parallel for PAR(n * c * (nblk > 1))
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            int64_t j0 = blk * CPU_COL_BLOCK, w = c - j0 < CPU_COL_BLOCK ? c - j0 : CPU_COL_BLOCK;
+            double acc[CPU_COL_BLOCK] = {0};
+            for (int64_t i = 0; i < n; i++) {
+                const float *g = dres + i * c + j0, *x = branch + i * c + j0;
+                const float s = drop ? drop[i / t] : 1.0f;
+                for (int64_t j = 0; j < w; j++) {
+                    const float gj = drop ? g[j] * s : g[j];
+                    acc[j] += (double)gj * (double)x[j];
+                }
+            }
+            for (int64_t j = 0; j < w; j++) dls[j0 + j] = (float)((double)dls[j0 + j] + acc[j]);
+        }
+    }
+#pragma omp parallel for PAR(n * c)
+    for (int64_t i = 0; i < n; i++) {
+        const float *g = dres + i * c;
+        float *d = dbranch + i * c;
+        const float s = drop ? drop[i / t] : 1.0f;
+        for (int64_t j = 0; j < c; j++) {
+            float v = g[j];
+            if (drop) v = v * s;
+            if (ls) v = v * ls[j];
+            d[j] = v;
+        }
+    }
+    return EX_OK;
+}

@@ -136,6 +136,10 @@ ex_status cpu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout
                             const float *s, int64_t n, int64_t c);
 ex_status cpu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
 ex_status cpu_exp_fwd(void *ctx, float *out, const float *inp, float scale, int64_t n);
+ex_status cpu_residual_fwd(void *ctx, float *out, const float *resid, const float *branch, const float *ls,
+                           const float *drop, int64_t b, int64_t t, int64_t c);
+ex_status cpu_residual_bwd(void *ctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                           const float *ls, const float *drop, int64_t b, int64_t t, int64_t c);
 ex_status cpu_row_sum(void *ctx, float *out, const float *inp, int64_t n, int64_t c);
 
 /* --- cpu_norm.c ------------------------------------------------------------------ */

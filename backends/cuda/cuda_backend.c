@@ -638,6 +638,8 @@ static const ex_backend_vtable cu_vtable = {
     /* .to_bf16 = */ cu_to_bf16,
     /* .attention_fwd_bf16 = */ cu_attention_fwd_bf16,
     /* .attention_bwd_bf16 = */ cu_attention_bwd_bf16,
+    /* .residual_fwd = */ cu_residual_fwd,
+    /* .residual_bwd = */ cu_residual_bwd,
 };
 
 #ifdef EXPLORA_HIP

@@ -119,6 +119,29 @@ __global__ void k_row_dot(float *ds, const float *dout, const float *inp, int64_
     }
 }
 
+/* out = resid + (branch * ls[j]) * drop[image]: separate roundings (no contraction into an FMA), so the CPU's
+ * unfused ops give the same bits. t rows per image. */
+__global__ void k_residual_fwd(float *out, const float *resid, const float *branch, const float *ls, const float *drop,
+                               int64_t n, int64_t c, int64_t t) {
+    CU_FOR(e, n * c) {
+        float v = branch[e];
+        if (ls) v = __fmul_rn(v, ls[e % c]);
+        if (drop) v = __fmul_rn(v, drop[e / c / t]);
+        out[e] = __fadd_rn(resid[e], v);
+    }
+}
+
+/* dbranch = (dres * drop[image]) * ls[j], written. */
+__global__ void k_residual_dbranch(float *dbranch, const float *dres, const float *ls, const float *drop, int64_t n,
+                                   int64_t c, int64_t t) {
+    CU_FOR(e, n * c) {
+        float v = dres[e];
+        if (drop) v = __fmul_rn(v, drop[e / c / t]);
+        if (ls) v = __fmul_rn(v, ls[e % c]);
+        dbranch[e] = v;
+    }
+}
+
 /* dinp += dout on rows where !mask */
 __global__ void k_mask_rows_dinp(float *dinp, const float *dout, const uint8_t *mask, int64_t n, int64_t c) {
     CU_FOR(e, n * c) {
@@ -128,7 +151,8 @@ __global__ void k_mask_rows_dinp(float *dinp, const float *dout, const uint8_t *
 
 /* Column-sum partials: part0/part1 (nchunk, c). */
 __global__ void k_colsum_partial(int mode, float *part0, float *part1, const float *a, const float *b,
-                                 const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c) {
+                                 const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c,
+                                 int64_t rows_per_scale) {
     const int64_t nchunk = CU_CEIL_DIV(n, CU_COL_CHUNK);
     CU_FOR(e, nchunk * c) {
         const int64_t ch = e / c, j = e % c;
@@ -142,6 +166,7 @@ __global__ void k_colsum_partial(int mode, float *part0, float *part1, const flo
             case CU_COLSUM_MASKED:
                 if (mask[i]) s0 += av;
                 break;
+            case CU_COLSUM_SCALED_PROD: s0 += (double)__fmul_rn(av, mean[i / rows_per_scale]) * (double)b[i * c + j]; break;
             default: /* CU_COLSUM_LNORM */
                 s0 += (double)av * (double)((b[i * c + j] - mean[i]) * rstd[i]);
                 s1 += av;
@@ -268,8 +293,9 @@ ex_status cu_scale_matrix(cu_ctx *ctx, float *c, int64_t m, int64_t n, int64_t l
     return EX_OK;
 }
 
-ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
-                    const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c) {
+static ex_status colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
+                        const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c,
+                        int64_t rows_per_scale) {
     if (n == 0 || c == 0 || (!acc0 && !acc1)) return EX_OK;
     const int64_t nchunk = CU_CEIL_DIV(n, CU_COL_CHUNK);
     const int two = mode == CU_COLSUM_LNORM;
@@ -277,11 +303,21 @@ ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, 
     EX_CHECK(cu_scratch(ctx, (size_t)(nchunk * c) * sizeof(float) * (size_t)(two ? 2 : 1), &scr));
     float *part0 = (float *)scr, *part1 = two ? part0 + nchunk * c : NULL;
     k_colsum_partial<<<cu_blocks(nchunk * c), CU_THREADS, 0, ctx->stream>>>((int)mode, part0, part1, a, b, mask,
-                                                                              mean, rstd, n, c);
+                                                                              mean, rstd, n, c, rows_per_scale);
     CU_LAUNCHED(ctx);
     k_colsum_final<<<cu_blocks(c), CU_THREADS, 0, ctx->stream>>>(acc0, two ? acc1 : NULL, part0, part1, nchunk, c);
     CU_LAUNCHED(ctx);
     return EX_OK;
+}
+
+ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
+                    const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c) {
+    return colsum(ctx, mode, acc0, acc1, a, b, mask, mean, rstd, n, c, 1);
+}
+
+ex_status cu_colsum_scaled(cu_ctx *ctx, float *acc0, const float *a, const float *b, const float *scale,
+                           int64_t rows_per_scale, int64_t n, int64_t c) {
+    return colsum(ctx, CU_COLSUM_SCALED_PROD, acc0, NULL, a, b, NULL, scale, NULL, n, c, rows_per_scale);
 }
 
 ex_status cu_bias_add_fwd(void *vctx, float *out, const float *bias, int64_t n, int64_t c) {
@@ -421,3 +457,38 @@ ex_status cu_reduce(void *vctx, ex_reduce_op op, float *out, const float *inp, i
 }
 
 } /* extern "C" */
+
+/* ------------------------------------------------------------------------------
+ * The scaled residual add (LayerScale and drop path), in one pass
+ * ------------------------------------------------------------------------------ */
+
+ex_status cu_residual_fwd(void *vctx, float *out, const float *resid, const float *branch, const float *ls,
+                          const float *drop, int64_t b, int64_t t, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(b >= 0 && t >= 0 && c >= 0, CU_VENDOR ": residual_fwd: negative size");
+    const int64_t n = b * t;
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(out && resid && branch, CU_VENDOR ": residual_fwd: NULL pointer");
+    k_residual_fwd<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(out, resid, branch, ls, drop, n, c, t);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+ex_status cu_residual_bwd(void *vctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                          const float *ls, const float *drop, int64_t b, int64_t t, int64_t c) {
+    cu_ctx *ctx = (cu_ctx *)vctx;
+    CU_ARG(b >= 0 && t >= 0 && c >= 0, CU_VENDOR ": residual_bwd: negative size");
+    const int64_t n = b * t;
+    if (n == 0 || c == 0) return EX_OK;
+    CU_ARG(dbranch && dres, CU_VENDOR ": residual_bwd: NULL pointer");
+    CU_ARG(!dls || branch, CU_VENDOR ": residual_bwd: dls needs branch");
+    if (dls) { /* before dbranch, which may alias dres */
+        if (drop)
+            EX_CHECK(cu_colsum_scaled(ctx, dls, dres, branch, drop, t, n, c));
+        else
+            EX_CHECK(cu_colsum(ctx, CU_COLSUM_PROD, dls, NULL, dres, branch, NULL, NULL, NULL, n, c));
+    }
+    k_residual_dbranch<<<cu_blocks(n * c), CU_THREADS, 0, ctx->stream>>>(dbranch, dres, ls, drop, n, c, t);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}

@@ -263,6 +263,10 @@ ex_status cu_row_scale_bwd(void *ctx, float *dinp, float *ds, const float *dout,
                            const float *s, int64_t n, int64_t c);
 ex_status cu_reduce(void *ctx, ex_reduce_op op, float *out, const float *inp, int64_t n);
 ex_status cu_exp_fwd(void *ctx, float *out, const float *inp, float scale, int64_t n);
+ex_status cu_residual_fwd(void *ctx, float *out, const float *resid, const float *branch, const float *ls,
+                          const float *drop, int64_t b, int64_t t, int64_t c);
+ex_status cu_residual_bwd(void *ctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                          const float *ls, const float *drop, int64_t b, int64_t t, int64_t c);
 ex_status cu_row_sum(void *ctx, float *out, const float *inp, int64_t n, int64_t c); /* cuda_norm.cu */
 ex_status cu_mask_rows_bwd(void *ctx, float *dinp, float *dtoken, const float *dout, const uint8_t *mask,
                            int64_t n, int64_t c);
@@ -274,10 +278,15 @@ typedef enum cu_colsum_mode {
     CU_COLSUM_PLAIN = 0,   /* term0 = a[i,j]                          (acc1 unused) */
     CU_COLSUM_PROD = 1,    /* term0 = a[i,j] * b[i,j]                 (acc1 unused) */
     CU_COLSUM_MASKED = 2,  /* term0 = mask[i] ? a[i,j] : 0            (acc1 unused) */
-    CU_COLSUM_LNORM = 3    /* term0 = a (b - mean_i) rstd_i, term1 = a  (either acc may be NULL) */
+    CU_COLSUM_LNORM = 3,   /* term0 = a (b - mean_i) rstd_i, term1 = a  (either acc may be NULL) */
+    CU_COLSUM_SCALED_PROD = 4 /* term0 = (a[i,j] * mean[i / rows_per_scale]) * b[i,j]: mean holds one scale
+                               * per group of rows (drop path's per-image scale)  (acc1 unused) */
 } cu_colsum_mode;
 ex_status cu_colsum(cu_ctx *ctx, cu_colsum_mode mode, float *acc0, float *acc1, const float *a, const float *b,
                     const uint8_t *mask, const float *mean, const float *rstd, int64_t n, int64_t c);
+/* The same for CU_COLSUM_SCALED_PROD, with `scale` (n / rows_per_scale) in place of mean. */
+ex_status cu_colsum_scaled(cu_ctx *ctx, float *acc0, const float *a, const float *b, const float *scale,
+                           int64_t rows_per_scale, int64_t n, int64_t c);
 
 /* --- cuda_activation.cu ------------------------------------------------------------ */
 ex_status cu_gelu_fwd(void *ctx, float *out, const float *inp, int64_t n);

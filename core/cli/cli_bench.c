@@ -237,6 +237,14 @@ static ex_status w_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout
     timer_add(T, BC_ATTN, "attention_bwd_bf16", t0);
     return s;
 }
+static ex_status w_residual_fwd(void *vctx, float *out, const float *resid, const float *branch, const float *ls,
+                                const float *drop, int64_t b, int64_t t, int64_t c) {
+    WRAP(BC_ELEM, residual_fwd, out, resid, branch, ls, drop, b, t, c);
+}
+static ex_status w_residual_bwd(void *vctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                                const float *ls, const float *drop, int64_t b, int64_t t, int64_t c) {
+    WRAP(BC_ELEM, residual_bwd, dbranch, dls, dres, branch, ls, drop, b, t, c);
+}
 static ex_status w_binary(void *vctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n) {
     WRAP(BC_ELEM, binary, op, out, a, b, n);
 }
@@ -357,6 +365,8 @@ static void timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T) {
     v->to_bf16 = inner->vt.to_bf16 ? w_to_bf16 : NULL;
     v->attention_fwd_bf16 = inner->vt.attention_fwd_bf16 ? w_attention_fwd_bf16 : NULL;
     v->attention_bwd_bf16 = inner->vt.attention_bwd_bf16 ? w_attention_bwd_bf16 : NULL;
+    v->residual_fwd = inner->vt.residual_fwd ? w_residual_fwd : NULL;
+    v->residual_bwd = inner->vt.residual_bwd ? w_residual_bwd : NULL;
     /* every mandatory slot but the lifecycle ones is wrapped: a new one that is not would be called as NULL */
     ex_backend_vtable chk = *v;
     chk.init = inner->vt.init, chk.shutdown = inner->vt.shutdown;

@@ -117,6 +117,13 @@ ex_status ex_backend_create(ex_backend *be, const struct ex_plugin *plugin, cons
                 "attention_bwd_bf16): a backend offers all three or none",
                 plugin->desc.name, plugin->path, nbf16);
     }
+    if (!be->vt.residual_fwd != !be->vt.residual_bwd) {
+        memset(be, 0, sizeof *be);
+        EX_FAIL(err, EX_E_INVALID,
+                "backend '%s' (%s) fills one of the two slots residual_fwd and residual_bwd: a backend offers both or "
+                "none",
+                plugin->desc.name, plugin->path);
+    }
     ex_status st = be->vt.init(cfg, &be->ctx, err);
     if (st != EX_OK) {
         ex_err_prefix(err, "backend '%s' (%s): ", be->name, plugin->path);

@@ -259,6 +259,10 @@ static ex_status check_acts(const ex_block *blk, const ex_block_acts *a, ex_err 
 static ex_status residual_add(ex_backend *be, float *dst, const float *resid, const float *branch, float *tmp,
                               const float *ls, const float *drop, int64_t b, int64_t t, int64_t dim, ex_err *err) {
     const int64_t n = b * t;
+    if ((ls || drop) && be->vt.residual_fwd) { /* one pass, the same values */
+        NN_BE(be, err, residual_fwd, dst, resid, branch, ls, drop, b, t, dim);
+        return EX_OK;
+    }
     if (!ls && !drop) {
         NN_BE(be, err, binary, EX_BIN_ADD, dst, resid, branch, n * dim);
         return EX_OK;
@@ -359,6 +363,11 @@ static ex_status branch_grad(ex_backend *be, const float **dbranch, float *tmp, 
     const int64_t n = b * t;
     if (!ls && !drop) {
         *dbranch = dres;
+        return EX_OK;
+    }
+    if (be->vt.residual_bwd) { /* one pass, the same values */
+        NN_BE(be, err, residual_bwd, tmp, dls, dres, branch, ls, drop, b, t, dim);
+        *dbranch = tmp;
         return EX_OK;
     }
     const float *g = dres; /* dres * drop once drop is applied */

@@ -343,6 +343,18 @@ typedef struct ex_backend_vtable {
      * the stored qkv (what autograd gives through a rounding that passes gradients straight). */
     ex_status (*attention_bwd_bf16)(void *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
                                     const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+
+    /* --- the scaled residual add in one pass [opt; ABI 4.2; both or none] ------------------------------------- */
+    /* A block's branch joins the residual stream through LayerScale ls (c) and drop path drop (b), either NULL when
+     * absent: one pass instead of three (explora/nn.h). NULL: the block runs channel_scale, row_scale and binary. */
+    /* out (b, t, c) = resid + (branch * ls) * drop[image], each product rounded as its own op (the CPU's unfused
+     * ops, bit for bit). out may alias resid or branch. */
+    ex_status (*residual_fwd)(void *ctx, float *out, const float *resid, const float *branch, const float *ls,
+                              const float *drop, int64_t b, int64_t t, int64_t c);
+    /* With g = dres * drop[image] (dres where drop is NULL): dls (c) += sum over rows of g * branch (skipped when
+     * dls is NULL); dbranch (b, t, c) = g * ls (g where ls is NULL), written. dbranch may alias dres. */
+    ex_status (*residual_bwd)(void *ctx, float *dbranch, float *dls, const float *dres, const float *branch,
+                              const float *ls, const float *drop, int64_t b, int64_t t, int64_t c);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)
