@@ -512,7 +512,10 @@ ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const
     }
 }
 
-int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs) { return ctx->attn_fused == 2 && cu_attention_tc_fits(ctx, hs); }
+/* bf16 tiles: attention = fused_bf16, and cudnn for the shapes cuDNN does not take (its documented fallback). */
+int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs) {
+    return (ctx->attn_fused == 2 || ctx->attn_fused == 4) && cu_attention_tc_fits(ctx, hs);
+}
 
 ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                 int64_t nh, int64_t hs, float scale) {

@@ -222,7 +222,7 @@ ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* The same kernels reading qkv and writing out in bf16 (the bf16 attention slots; bf16 tiles only, so where
- * cu_attention_tc_fits16: attention = fused_bf16 and a head size with a kernel). */
+ * cu_attention_tc_fits16: attention = fused_bf16, or cudnn's fallback, and a head size with a kernel). */
 int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs);
 ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                 int64_t nh, int64_t hs, float scale);
