@@ -24,7 +24,8 @@
  * bf16 storage (attention_fwd_bf16 / attention_bwd_bf16, a block keeping its
  * activations in bf16): one image at a time, its qkv rows are widened exactly
  * into scratch and the fp32 code above runs on them; the forward rounds its
- * output to bf16. The backward takes D_i = sum_j P_ij dP_ij from the block's
+ * output to bf16. The backward writes dqkv (zeroed per image, then the same
+ * accumulation) and takes D_i = sum_j P_ij dP_ij from the block's
  * probabilities rather than dO . O: the stored O is rounded, and D from it would
  * not be the gradient at the stored qkv. So the bf16 forward is the fp32
  * forward of the widened qkv, rounded, and the bf16 backward is the exact
@@ -33,6 +34,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #include <cblas.h>
 
@@ -227,6 +229,7 @@ ex_status cpu_attention_bwd_bf16(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */
     float *q32 = buf;
     for (int64_t bi = 0; bi < b; bi++) {
         widen(q32, qkv + bi * nq, nq);
+        memset(dqkv + bi * nq, 0, sizeof(float) * (size_t)nq); /* written, not accumulated */
         EX_CHECK(attention_bwd(ctx, dqkv + bi * nq, dout + bi * no, NULL, lse + bi * nh * t, q32, 1, t, nh, hs,
                                scale));
     }

@@ -302,6 +302,7 @@ ex_status cu_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout, cons
         const int64_t nb = b - b0 < cb ? b - b0 : cb;
         EX_CHECK(cu_widen(ctx, q32, qkv + b0 * nq, 1, nb * nq));
         EX_CHECK(cu_widen(ctx, o32, out + b0 * no, 1, nb * no));
+        EX_CHECK(cu_fill(ctx, dqkv + b0 * nq, 0.0f, nb * nq)); /* the bf16 slot writes dqkv */
         EX_CHECK(cu_attention_bwd(ctx, dqkv + b0 * nq, dout + b0 * no, o32, lse + b0 * nh * t, q32, nb, t, nh, hs,
                                   scale));
     }

@@ -8,7 +8,8 @@
  *   backward  bf16 copies of qkv, out (exact: out holds widened bf16 values) and dout; cuDNN writes
  *             bf16 dq, dk, dv into one (b, t, 3, nh, hs) buffer; dqkv += its widened values.
  * The bf16 slots (a block keeping its activations in bf16) hand cuDNN the stored qkv and o as they are;
- * only dout is rounded into a copy, and dq, dk, dv are widened back.
+ * only dout is rounded into a copy, and dq, dk, dv are widened back (written: that slot's dqkv is not
+ * accumulated).
  * Numerics are those of bf16 flash attention (the inputs of every product rounded to bf16, fp32
  * softmax and accumulation), the same class as attention = fused_bf16, and the parity suite holds
  * it to the same tolerances. The copies cost 2 bytes per element: the backward of a ViT-L/14
@@ -98,10 +99,10 @@ static ex_status dnn_fwd(cu_ctx *ctx, void *o16, float *lse, const void *qkv16, 
 }
 
 /* Backward on bf16 qkv16 and o16 with an fp32 dout: dout is rounded into bf16 scratch (slot 1, so that the fp32
- * slot's copies in slot 0 stay), cuDNN writes dq, dk, dv in bf16 after it, and dqkv (fp32) += their widened
- * values. */
+ * slot's copies in slot 0 stay), cuDNN writes dq, dk, dv in bf16 after it, and dqkv (fp32) gets their widened
+ * values: added (accumulate = 1, the fp32 slot) or written (0, the bf16 slot). */
 static ex_status dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const void *o16, const float *lse,
-                         const void *qkv16, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+                         const void *qkv16, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale, int accumulate) {
     const cu_dnn_sdpa s = {b, t, nh, hs, scale, 0};
     void *ws = NULL;
     EX_CHECK(dnn_prepare(ctx, &s, 1, &ws));
@@ -117,7 +118,7 @@ static ex_status dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const void
     io.workspace = ws;
     char why[512] = "";
     if (cu_dnn_sdpa_run(ctx->dnn, &s, 1, &io, why, sizeof why) != 0) return dnn_fail(ctx, EX_E_DEVICE, why);
-    return cu_widen_add(ctx, dqkv, dqkv16, 1, n_qkv);
+    return accumulate ? cu_widen_add(ctx, dqkv, dqkv16, 1, n_qkv) : cu_widen(ctx, dqkv, dqkv16, 1, n_qkv);
 }
 
 ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
@@ -127,7 +128,7 @@ ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const u
 
 ex_status cu_attention_dnn_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
                                  const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
-    return dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+    return dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale, 0);
 }
 
 /* The fp32 slots: bf16 copies of qkv (and o) in scratch slot 0, then the same graphs. */
@@ -152,7 +153,7 @@ ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, cons
     char *qkv16 = buf, *o16 = qkv16 + sz_qkv;
     EX_CHECK(cu_to_narrow(ctx, qkv16, qkv, 1, n_qkv));
     EX_CHECK(cu_to_narrow(ctx, o16, out, 1, n_o));
-    return dnn_bwd(ctx, dqkv, dout, o16, lse, qkv16, b, t, nh, hs, scale);
+    return dnn_bwd(ctx, dqkv, dout, o16, lse, qkv16, b, t, nh, hs, scale, 1);
 }
 
 #else /* built without cuDNN's headers */

@@ -284,8 +284,14 @@ __device__ __forceinline__ void ft_stage_rows(float *lse_s, float *dd_s, const f
     }
 }
 
-/* A block per FT_BK2 keys: dk_j += scale sum_i dS_ij q_i, dv_j += sum_i p_ij dO_i. */
-template <typename T, int HS, typename S>
+/* Store a result into dqkv: accumulate (the fp32 slot) or write (the bf16 slot). */
+template <bool ACC> __device__ __forceinline__ void ft_out(float *p, float v) {
+    if (ACC) *p += v;
+    else *p = v;
+}
+
+/* A block per FT_BK2 keys: dk_j += scale sum_i dS_ij q_i, dv_j += sum_i p_ij dO_i (or = when !ACC). */
+template <typename T, int HS, typename S, bool ACC>
 __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, const float *dout, const float *lse,
                                                const S *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
@@ -341,20 +347,20 @@ __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, con
         const int r = e / HS, d = e % HS;
         if (j0 + r >= t) continue;
         float *row = dqkv + (bi * t + j0 + r) * ld + h * HS + d;
-        row[C] += scale * sk[r * LO + d];
-        row[2 * C] += sv[r * LO + d];
+        ft_out<ACC>(row + C, scale * sk[r * LO + d]);
+        ft_out<ACC>(row + 2 * C, sv[r * LO + d]);
     }
 }
 
-template <typename T, int HS, typename S>
+template <typename T, int HS, typename S, bool ACC>
 __global__ void __launch_bounds__(FT_THREADS)
     k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                      int nh, float scale) {
-    if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS, S>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS, S, ACC>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
-/* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j. */
-template <typename T, int HS, typename S>
+/* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j (or = when !ACC). */
+template <typename T, int HS, typename S, bool ACC>
 __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, const float *dout, const float *lse,
                                               const S *qkv, int64_t t, int nh, float scale) {
     typedef ft_bwd_smem<HS> L;
@@ -403,15 +409,15 @@ __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, cons
     __syncthreads();
     for (int e = threadIdx.x; e < 32 * HS; e += FT_THREADS) {
         const int r = e / HS, d = e % HS;
-        if (i0 + r < t) dqkv[(bi * t + i0 + r) * ld + h * HS + d] += scale * sq[r * LO + d];
+        if (i0 + r < t) ft_out<ACC>(dqkv + (bi * t + i0 + r) * ld + h * HS + d, scale * sq[r * LO + d]);
     }
 }
 
-template <typename T, int HS, typename S>
+template <typename T, int HS, typename S, bool ACC>
 __global__ void __launch_bounds__(FT_THREADS)
     k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                     int nh, float scale) {
-    if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS, S>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS, S, ACC>(dqkv, dd, dout, lse, qkv, t, nh, scale);
 }
 
 /* ------------------------------------------------------------------------------
@@ -430,18 +436,20 @@ static ex_status ft_fwd(cu_ctx *ctx, O *out, float *lse, const S *qkv, int64_t b
     return EX_OK;
 }
 
-template <typename T, int HS, typename S>
+template <typename T, int HS, typename S, bool ACC = true>
 static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *dout, const float *lse,
                         const S *qkv, int64_t b, int64_t t, int64_t nh, float scale) {
     const int smem = ft_bwd_smem<HS>::bytes;
     const cudaFuncAttribute attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS, S>, attr, smem));
-    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS, S>, attr, smem));
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS, S, ACC>, attr, smem));
+    CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS, S, ACC>, attr, smem));
     const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
-    k_attn_tc_bwd_kv<T, HS, S><<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_kv<T, HS, S, ACC>
+        <<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     const dim3 gq((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
-    k_attn_tc_bwd_q<T, HS, S><<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
+    k_attn_tc_bwd_q<T, HS, S, ACC>
+        <<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
 }
@@ -544,7 +552,7 @@ ex_status cu_attention_tc_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, con
     switch (hs) {
 #define FT_CASE(H)                                                                                                     \
     case H:                                                                                                            \
-        return ft_bwd<__nv_bfloat16, H>(ctx, dqkv, dd, dout, lse, q, b, t, nh, scale);
+        return ft_bwd<__nv_bfloat16, H, __nv_bfloat16, false>(ctx, dqkv, dd, dout, lse, q, b, t, nh, scale);
         FT_HEAD_SIZES(FT_CASE)
 #undef FT_CASE
     default:

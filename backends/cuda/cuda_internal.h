@@ -222,7 +222,8 @@ ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
 /* The same kernels reading qkv and writing out in bf16 (the bf16 attention slots; bf16 tiles only, so where
- * cu_attention_tc_fits16: attention = fused_bf16, or cudnn's fallback, and a head size with a kernel). */
+ * cu_attention_tc_fits16: attention = fused_bf16, or cudnn's fallback, and a head size with a kernel); the
+ * backward writes dqkv. */
 int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs);
 ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                 int64_t nh, int64_t hs, float scale);
@@ -237,7 +238,7 @@ ex_status cu_attention_dnn_fwd(cu_ctx *ctx, float *out, float *lse, const float 
 ex_status cu_attention_dnn_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 /* The same on bf16 storage: qkv and o as they are (no copies), dout rounded to a bf16 copy, dq/dk/dv widened into
- * dqkv (+=). */
+ * dqkv (written, as the bf16 slot's contract says). */
 ex_status cu_attention_dnn_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                  int64_t nh, int64_t hs, float scale);
 ex_status cu_attention_dnn_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,

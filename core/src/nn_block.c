@@ -432,12 +432,13 @@ static ex_status attention_branch_bwd(ex_backend *be, const ex_block *blk, const
     const float *d_branch = NULL;
     EX_CHECK(branch_grad(be, &d_branch, s->d_branch, dresid, a->branch1, blk->ls1, blk->dls1, drop1, b, t, d, err));
     EX_CHECK(ex_linear_backward_write(be, &blk->proj, s->d_att, d_branch, a->att, n, err));
-    EX_CHECK(zero(be, s->d_qkv, n * 3 * d, err));
     const float scale = (float)(1.0 / sqrt((double)hs));
-    if (blk->act_dtype == EX_BF16)
+    if (blk->act_dtype == EX_BF16) { /* writes d_qkv */
         NN_BE(be, err, attention_bwd_bf16, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
-    else
+    } else { /* accumulates */
+        EX_CHECK(zero(be, s->d_qkv, n * 3 * d, err));
         NN_BE(be, err, attention_bwd, s->d_qkv, s->d_att, a->att, a->lse, a->qkv, b, t, blk->heads, hs, scale);
+    }
     EX_CHECK(ex_linear_backward_write(be, &blk->qkv, s->d_ln, s->d_qkv, a->ln1, n, err));
     EX_CHECK(ex_layernorm_backward(be, &blk->norm1, dresid, s->d_ln, inp, a->ln1_mean, a->ln1_rstd, n, err));
     return EX_OK;

@@ -337,10 +337,11 @@ typedef struct ex_backend_vtable {
      * CPU: out is exactly its fp32 attention_fwd of the widened qkv, rounded) or on bf16 tensor cores. */
     ex_status (*attention_fwd_bf16)(void *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                     int64_t nh, int64_t hs, float scale);
-    /* dqkv (b, t, 3, nh, hs) fp32 += the gradient of attention at the stored qkv, given dout (b, t, nh*hs) fp32.
-     * out is the stored (rounded) output of the forward: flash-style kernels take D_i = dout_i . out_i from it;
-     * the CPU recomputes D_i = sum_j p_ij dp_ij from the probabilities instead, which is the exact gradient at
-     * the stored qkv (what autograd gives through a rounding that passes gradients straight). */
+    /* dqkv (b, t, 3, nh, hs) fp32 = the gradient of attention at the stored qkv, given dout (b, t, nh*hs) fp32:
+     * WRITTEN, not accumulated (unlike attention_bwd; its old contents are not read, so the caller need not zero
+     * it). out is the stored (rounded) output of the forward: flash-style kernels take D_i = dout_i . out_i from
+     * it; the CPU recomputes D_i = sum_j p_ij dp_ij from the probabilities instead, which is the exact gradient
+     * at the stored qkv (what autograd gives through a rounding that passes gradients straight). */
     ex_status (*attention_bwd_bf16)(void *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
                                     const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
 
