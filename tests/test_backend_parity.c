@@ -479,7 +479,7 @@ static void test_gemm_math(void **state) {
     if (strcmp(e->name, "cuda") != 0) skip(); /* the key's tf32 and bf16 need cuBLAS */
     const char *modes[3] = {"tf32", "bf16", "fp16"};
     const double max_nmse[3] = {1e-5, 1e-4, 1e-5};
-    double big[3] = {0, 0, 0}, att[3] = {0, 0, 0};
+    double big[3] = {0, 0, 0}, att[3] = {0, 0, 0}, thin[3] = {0, 0, 0};
     for (int mi = 0; mi < 3; mi++) {
         char settings[64];
         snprintf(settings, sizeof settings, "gemm_math = %s\n", modes[mi]);
@@ -507,6 +507,21 @@ static void test_gemm_math(void **state) {
             }
         printf("# gemm_math = %s: fp32 x bf16 256x384x512 gemm NMSE %.3g\n", modes[mi], mixed);
         assert_true(mixed <= max_nmse[mi]);
+        /* a thin product of fp32 operands (LoRA's rank 64: 1500 x 64 x 700, A transposed as in dB = dY^T h) */
+        {
+            const int64_t m = 1500, n = 64, k = 700;
+            twin a = tw_rand(s, (size_t)(k * m), 63, -1, 1), b = tw_rand(s, (size_t)(k * n), 64, -1, 1);
+            twin c = tw_const(s, (size_t)(m * n), 0.5f);
+            BOTH {
+                ex_gemm_desc g = {0};
+                g.trans_a = 1, g.m = m, g.n = n, g.k = k, g.alpha = 1.0f, g.beta = 1.0f;
+                g.a = F(a), g.a_dtype = EX_F32, g.lda = m, g.b = F(b), g.b_dtype = EX_F32, g.ldb = n;
+                g.c = F(c), g.ldc = n, g.batch = 1;
+                OK(CALL(gemm, &g));
+            }
+            thin[mi] = nmse_of(s, c, (size_t)(m * n));
+            printf("# gemm_math = %s: thin fp32 gemm 1500x64x700 NMSE %.3g\n", modes[mi], thin[mi]);
+        }
         const int64_t ab = 2, t = 197, nh = 3, hs = 64, C = nh * hs;
         twin qkv = tw_rand(s, (size_t)(ab * t * 3 * C), 62, -2, 2);
         twin o = tw_alloc(s, (size_t)(ab * t * C) * 4), l = tw_alloc(s, (size_t)(ab * nh * t) * 4);
@@ -520,6 +535,9 @@ static void test_gemm_math(void **state) {
         assert_true(worst <= max_nmse[mi] && att[mi] <= max_nmse[mi]);
     }
     assert_true(big[0] > 1e-10 && att[0] > 1e-10); /* tf32 differs from fp32 (~1e-14 here) */
+    /* under bf16 a thin product of fp32 operands runs in tf32 (no rounding copies): tf32's error, not bf16's */
+    assert_true(thin[1] > 1e-10 && thin[1] < 10.0 * thin[0] && thin[0] < 10.0 * thin[1]);
+    assert_true(big[1] > 10.0 * thin[1]);
     assert_true(big[1] > 10.0 * big[0]);             /* bf16 rounds coarser than tf32 */
     assert_true(att[1] < 10.0 * att[0] && att[0] < 10.0 * att[1]);
     /* fp16 keeps tf32's 10 mantissa bits (inputs in [-2, 2] stay in its range): about tf32's error, well under

@@ -145,7 +145,8 @@ static const ex_key_spec cu_keys[] = {
      "Arithmetic of GEMMs on fp32 tensors (linear layers and attention matmuls); storage and accumulation stay fp32. "
      "fp32: plain fp32 (the CPU backend's numbers to ~1e-6); tf32: TF32 tensor cores (inputs rounded to 10 mantissa "
      "bits, ~1e-3 relative error, Ampere and newer); bf16: linear layers on bf16 tensor cores (inputs rounded to bf16 "
-     "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output), attention matmuls in TF32; fp16: "
+     "copies, 7 mantissa bits, ~1e-2 relative error; fp32 accumulation and output; thin products of fp32 operands, "
+     "such as LoRA's rank-r GEMMs, in TF32 without copies), attention matmuls in TF32; fp16: "
      "the same on fp16 tensor cores (10 mantissa bits but range +-65504: the gradients need [optim] loss_scale = "
      "dynamic; for GPUs without bf16, e.g. V100/T4)."},
     {"gemm", EX_KEY_ENUM, "cublas", EX_NORANGE, "cublas|own",
@@ -465,6 +466,24 @@ ex_status cu_gemm(void *vctx, const ex_gemm_desc *d) {
     CU_ARG(d->batch <= INT32_MAX, CU_VENDOR ": gemm: batch beyond the int range");
     const ex_dtype nm = ctx->gemm_narrow; /* gemm_math = bf16 | fp16: that type, else EX_F32 */
     const int narrow = cu_narrow(d->a_dtype) || cu_narrow(d->b_dtype);
+#ifndef EXPLORA_HIP
+    /* gemm_math = bf16, two fp32 operands and a thin product (an inner or outer size <= CU_THIN_DIM: LoRA's
+     * rank-r GEMMs, whose backward reads the (rows, dim) output gradient twice per slice): the rounding copies
+     * would move more bytes than the product, which is memory-bound, so it runs in TF32 on the fp32 values as
+     * they are (no copy; closer to fp32 than bf16 would be). */
+    if (!narrow && nm == EX_BF16 && !ctx->gemm_own &&
+        (d->m <= CU_THIN_DIM || d->n <= CU_THIN_DIM || d->k <= CU_THIN_DIM)) {
+        const float alpha = d->alpha, beta = d->beta;
+        CU_BLAS(ctx, cublasGemmStridedBatchedEx(ctx->blas, d->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                d->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)d->n, (int)d->m,
+                                                (int)d->k, &alpha, d->b, CUDA_R_32F, (int)d->ldb,
+                                                (long long)d->stride_b, d->a, CUDA_R_32F, (int)d->lda,
+                                                (long long)d->stride_a, &beta, d->c, CUDA_R_32F, (int)d->ldc,
+                                                (long long)d->stride_c, (int)d->batch, CUBLAS_COMPUTE_32F_FAST_TF32,
+                                                CUBLAS_GEMM_DEFAULT));
+        return EX_OK;
+    }
+#endif
     /* Narrow inputs (a frozen weight kept in bf16, [optim] frozen_dtype). Tensor cores take them as they are
      * when both are one narrow type, or when gemm_math rounds the fp32 one to the other's type anyway;
      * otherwise the narrow operands are widened to fp32 (exact) and the product follows gemm_math (fp32,

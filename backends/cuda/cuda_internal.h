@@ -52,6 +52,10 @@ typedef struct cu_lt_entry {
 } cu_lt_entry;
 #endif
 
+/* Under gemm_math = bf16, products of two fp32 operands with a size at most this run in TF32 without rounding
+ * copies (cu_gemm: LoRA's thin GEMMs are memory-bound). */
+#define CU_THIN_DIM 128
+
 /* The backend context (one per ex_backend). One host thread at a time. */
 typedef struct cu_ctx {
     int device;              /* CUDA device ordinal */
