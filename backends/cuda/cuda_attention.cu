@@ -254,9 +254,16 @@ static ex_status io_scratch(cu_ctx *ctx, int64_t b, int64_t t, int64_t C, int64_
     return EX_OK;
 }
 
-/* cuDNN and the bf16 tensor-core kernels read and write the bf16 tensors as they are. Every other path (the GEMM
- * path, the fp32 fused kernel, fp16 tiles, head sizes those lack) widens a chunk of images into fp32 scratch,
- * runs the fp32 slot, and rounds the output. */
+/* cuDNN, the bf16 tensor-core kernels and the fp32 fused kernel read and write the bf16 tensors as they are. The
+ * other paths (the GEMM path, fp16 tiles, head sizes the fused kernels lack) widen a chunk of images into fp32
+ * scratch, run the fp32 slot, and round the output. */
+static int fused16(const cu_ctx *ctx, int64_t hs) {
+#ifndef EXPLORA_HIP
+    if (ctx->attn_fused == 3 && cu_attention_tc_fits(ctx, hs)) return 0; /* fp16 tiles: through the widening */
+#endif
+    return ctx->attn_fused && cu_attention_fused_fits(hs);
+}
+
 ex_status cu_attention_fwd_bf16(void *vctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                 int64_t nh, int64_t hs, float scale) {
     cu_ctx *ctx = (cu_ctx *)vctx;
@@ -269,6 +276,7 @@ ex_status cu_attention_fwd_bf16(void *vctx, uint16_t *out, float *lse, const uin
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
         return cu_attention_tc_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
 #endif
+    if (fused16(ctx, hs)) return cu_attention_fused_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
     const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
     int64_t cb = 1;
     float *q32 = NULL, *o32 = NULL;
@@ -294,6 +302,7 @@ ex_status cu_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout, cons
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
         return cu_attention_tc_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
 #endif
+    if (fused16(ctx, hs)) return cu_attention_fused_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
     const int64_t C = nh * hs, nq = t * 3 * C, no = t * C;
     int64_t cb = 1;
     float *q32 = NULL, *o32 = NULL;

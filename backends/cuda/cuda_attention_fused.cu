@@ -18,6 +18,10 @@
  * Every output element is written by one lane, summing in a fixed order: no atomics,
  * bitwise reproducible. fp32 arithmetic on CUDA cores (no tensor cores yet).
  *
+ * bf16 storage (the attention_fwd/bwd_bf16 slots, a block keeping its activations in bf16): the same kernels
+ * read bf16 qkv (and the bf16 output for D) widened exactly, round the forward's output to bf16, and write
+ * dqkv instead of adding to it: the fp32 computation of the widened values, without copies.
+ *
  * Limits: hs <= CU_FUSED_MAX_HS (128 with 32-wide warps, 64 with 64-wide: the shared memory of
  * one block); larger heads take the GEMM path (cuda_attention.cu).
  */
@@ -32,18 +36,26 @@
 #define FA_ROWS (FA_THREADS / CU_WARP) /* rows (warps) per block */
 #define FA_DPL (FA_HS / CU_WARP)       /* head dims per lane, at most */
 
-/* Stage rows r0 .. r0 + W - 1 (clipped to t) of the (t, hs) matrix at src (row stride ld)
- * into dst[W][pitch]; missing rows are zero. */
-__device__ __forceinline__ void fa_stage(float *dst, int pitch, const float *src, int64_t ld, int64_t r0, int64_t t,
+/* Stage rows r0 .. r0 + W - 1 (clipped to t) of the (t, hs) matrix at src (row stride ld; fp32 or bf16)
+ * into dst[W][pitch] as fp32; missing rows are zero. */
+template <typename S>
+__device__ __forceinline__ void fa_stage(float *dst, int pitch, const S *src, int64_t ld, int64_t r0, int64_t t,
                                          int hs) {
     for (int e = threadIdx.x; e < CU_WARP * hs; e += FA_THREADS) {
         const int r = e / hs, d = e % hs;
-        dst[r * pitch + d] = r0 + r < t ? src[(r0 + r) * ld + d] : 0.0f;
+        dst[r * pitch + d] = r0 + r < t ? cu_load(src + (r0 + r) * ld + d) : 0.0f;
     }
 }
 
+/* A gradient into dqkv: added (the fp32 slot) or written (the bf16 slot). */
+template <bool ACC> __device__ __forceinline__ void fa_out(float *p, float v) {
+    if (ACC) *p += v;
+    else *p = v;
+}
+
+template <typename S, typename O>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_fused_fwd(float *out, float *lse, const float *qkv, int64_t t, int nh, int hs, float scale) {
+    k_attn_fused_fwd(O *out, float *lse, const S *qkv, int64_t t, int nh, int hs, float scale) {
     __shared__ float ks[CU_WARP][FA_HS + 1];
     __shared__ float vs[CU_WARP][FA_HS];
     __shared__ float qrow[FA_ROWS][FA_HS];
@@ -51,9 +63,9 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
     const int64_t i = (int64_t)blockIdx.x * FA_ROWS + w;
-    const float *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
+    const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     if (i < t)
-        for (int d = lane; d < hs; d += CU_WARP) qrow[w][d] = q[i * ld + d];
+        for (int d = lane; d < hs; d += CU_WARP) qrow[w][d] = cu_load(q + i * ld + d);
     float m = -INFINITY, l = 0.0f, o[FA_DPL];
     for (int c = 0; c < FA_DPL; c++) o[c] = 0.0f;
     for (int64_t j0 = 0; j0 < t; j0 += CU_WARP) {
@@ -79,19 +91,20 @@ __global__ void __launch_bounds__(FA_THREADS)
         m = mn;
     }
     if (i >= t) return;
-    float *oi = out + (bi * t + i) * C + h * hs;
+    O *oi = out + (bi * t + i) * C + h * hs;
     const float inv = 1.0f / l;
     for (int c = 0; c < FA_DPL; c++) {
         const int d = lane + c * CU_WARP;
-        if (d < hs) oi[d] = o[c] * inv;
+        if (d < hs) cu_store(oi + d, o[c] * inv);
     }
     if (lane == 0) lse[bh * t + i] = m + logf(l);
 }
 
 /* Pass 1: dq_i, and D_i = dO_i . O_i into dd (b, nh, t). */
+template <typename S, bool ACC>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_fused_bwd_q(float *dqkv, float *dd, const float *dout, const float *out, const float *lse,
-                       const float *qkv, int64_t t, int nh, int hs, float scale) {
+    k_attn_fused_bwd_q(float *dqkv, float *dd, const float *dout, const S *out, const float *lse, const S *qkv,
+                       int64_t t, int nh, int hs, float scale) {
     __shared__ float ks[CU_WARP][FA_HS + 1];
     __shared__ float vs[CU_WARP][FA_HS + 1];
     __shared__ float qrow[FA_ROWS][FA_HS];
@@ -100,15 +113,16 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
     const int64_t i = (int64_t)blockIdx.x * FA_ROWS + w;
-    const float *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
+    const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     float D = 0.0f, li = 0.0f;
     if (i < t) {
-        const float *gi = dout + (bi * t + i) * C + h * hs, *oi = out + (bi * t + i) * C + h * hs;
+        const float *gi = dout + (bi * t + i) * C + h * hs;
+        const S *oi = out + (bi * t + i) * C + h * hs;
         float acc = 0.0f;
         for (int d = lane; d < hs; d += CU_WARP) {
-            qrow[w][d] = q[i * ld + d];
+            qrow[w][d] = cu_load(q + i * ld + d);
             grow[w][d] = gi[d];
-            acc = fmaf(gi[d], oi[d], acc);
+            acc = fmaf(gi[d], cu_load(oi + d), acc);
         }
         D = cu_warp_sum(acc);
         li = lse[bh * t + i];
@@ -141,14 +155,15 @@ __global__ void __launch_bounds__(FA_THREADS)
     float *dqi = dqkv + (bi * t + i) * ld + h * hs;
     for (int c = 0; c < FA_DPL; c++) {
         const int d = lane + c * CU_WARP;
-        if (d < hs) dqi[d] += scale * dq[c];
+        if (d < hs) fa_out<ACC>(dqi + d, scale * dq[c]);
     }
 }
 
 /* Pass 2: dk_j and dv_j, with D from pass 1. */
+template <typename S, bool ACC>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_attn_fused_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const float *qkv,
-                        int64_t t, int nh, int hs, float scale) {
+    k_attn_fused_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
+                        int nh, int hs, float scale) {
     __shared__ float qs[CU_WARP][FA_HS + 1];
     __shared__ float gs[CU_WARP][FA_HS + 1];
     __shared__ float krow[FA_ROWS][FA_HS];
@@ -158,12 +173,12 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
     const int64_t j = (int64_t)blockIdx.x * FA_ROWS + w;
-    const float *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
+    const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     const float *g = dout + bi * t * C + h * hs;
     if (j < t)
         for (int d = lane; d < hs; d += CU_WARP) {
-            krow[w][d] = k[j * ld + d];
-            vrow[w][d] = v[j * ld + d];
+            krow[w][d] = cu_load(k + j * ld + d);
+            vrow[w][d] = cu_load(v + j * ld + d);
         }
     float dk[FA_DPL], dv[FA_DPL];
     for (int c = 0; c < FA_DPL; c++) dk[c] = dv[c] = 0.0f;
@@ -201,10 +216,41 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int c = 0; c < FA_DPL; c++) {
         const int d = lane + c * CU_WARP;
         if (d < hs) {
-            dkj[d] += scale * dk[c];
-            dvj[d] += dv[c];
+            fa_out<ACC>(dkj + d, scale * dk[c]);
+            fa_out<ACC>(dvj + d, dv[c]);
         }
     }
+}
+
+template <typename S, typename O>
+static ex_status fa_fwd(cu_ctx *ctx, O *out, float *lse, const S *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs,
+                        float scale) {
+    const int64_t rows = FA_THREADS / ctx->warp;
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
+           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
+    k_attn_fused_fwd<S, O><<<grid, FA_THREADS, 0, ctx->stream>>>(out, lse, qkv, t, (int)nh, (int)hs, scale);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
+}
+
+template <typename S, bool ACC>
+static ex_status fa_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const S *out, const float *lse, const S *qkv,
+                        int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
+    const int64_t rows = FA_THREADS / ctx->warp;
+    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
+           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    void *scr = NULL;
+    EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
+    float *dd = (float *)scr;
+    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
+    k_attn_fused_bwd_q<S, ACC>
+        <<<grid, FA_THREADS, 0, ctx->stream>>>(dqkv, dd, dout, out, lse, qkv, t, (int)nh, (int)hs, scale);
+    CU_LAUNCHED(ctx);
+    k_attn_fused_bwd_kv<S, ACC>
+        <<<grid, FA_THREADS, 0, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, (int)hs, scale);
+    CU_LAUNCHED(ctx);
+    return EX_OK;
 }
 
 extern "C" {
@@ -213,30 +259,24 @@ int cu_attention_fused_fits(int64_t hs) { return hs >= 1 && hs <= CU_FUSED_MAX_H
 
 ex_status cu_attention_fused_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t,
                                  int64_t nh, int64_t hs, float scale) {
-    const int64_t rows = FA_THREADS / ctx->warp;
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
-           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
-    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
-    k_attn_fused_fwd<<<grid, FA_THREADS, 0, ctx->stream>>>(out, lse, qkv, t, (int)nh, (int)hs, scale);
-    CU_LAUNCHED(ctx);
-    return EX_OK;
+    return fa_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
 }
 
 ex_status cu_attention_fused_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                  const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
-    const int64_t rows = FA_THREADS / ctx->warp;
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
-           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
-    void *scr = NULL;
-    EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
-    float *dd = (float *)scr;
-    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
-    k_attn_fused_bwd_q<<<grid, FA_THREADS, 0, ctx->stream>>>(dqkv, dd, dout, out, lse, qkv, t, (int)nh, (int)hs,
-                                                              scale);
-    CU_LAUNCHED(ctx);
-    k_attn_fused_bwd_kv<<<grid, FA_THREADS, 0, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, (int)hs, scale);
-    CU_LAUNCHED(ctx);
-    return EX_OK;
+    return fa_bwd<float, true>(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+}
+
+ex_status cu_attention_fused_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                   int64_t nh, int64_t hs, float scale) {
+    return fa_fwd(ctx, (cu_bf16 *)out, lse, (const cu_bf16 *)qkv, b, t, nh, hs, scale);
+}
+
+ex_status cu_attention_fused_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out,
+                                   const float *lse, const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs,
+                                   float scale) {
+    return fa_bwd<cu_bf16, false>(ctx, dqkv, dout, (const cu_bf16 *)out, lse, (const cu_bf16 *)qkv, b, t, nh, hs,
+                                  scale);
 }
 
 } /* extern "C" */

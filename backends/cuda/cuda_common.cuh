@@ -46,6 +46,13 @@ typedef __nv_bfloat16 cu_bf16;
 /* Store an fp32 result as the output's type: kernels templated on their output write through these. */
 __device__ __forceinline__ void cu_store(float *p, float v) { *p = v; }
 __device__ __forceinline__ void cu_store(cu_bf16 *p, float v) { *p = cu_float2bf16(v); }
+/* Load a stored value as fp32 (exact): kernels templated on their input read through these. */
+__device__ __forceinline__ float cu_load(const float *p) { return *p; }
+#ifdef EXPLORA_HIP
+__device__ __forceinline__ float cu_load(const cu_bf16 *p) { return __uint_as_float((uint32_t)*p << 16); }
+#else
+__device__ __forceinline__ float cu_load(const cu_bf16 *p) { return __bfloat162float(*p); }
+#endif
 
 /* Warp width CU_WARP: cuda_vendor.h (32 on NVIDIA, 64 in the HIP build). */
 

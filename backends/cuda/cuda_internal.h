@@ -215,6 +215,13 @@ ex_status cu_attention_fused_fwd(cu_ctx *ctx, float *out, float *lse, const floa
                                  int64_t nh, int64_t hs, float scale);
 ex_status cu_attention_fused_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                                  const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale);
+/* The same kernels on bf16 storage (the bf16 attention slots): bf16 qkv and out, read widened and written
+ * rounded; the backward writes dqkv. */
+ex_status cu_attention_fused_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
+                                   int64_t nh, int64_t hs, float scale);
+ex_status cu_attention_fused_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out,
+                                   const float *lse, const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs,
+                                   float scale);
 
 /* Fused attention on tensor cores (cuda_attention_tc.cu; not in the HIP build): bf16 tiles when attn_fused is 2
  * (sm_80+), fp16 when 3 (sm_70+), for head sizes cu_attention_tc_fits accepts. Same contract as the
