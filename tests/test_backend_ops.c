@@ -14,6 +14,7 @@
 #include "test_support.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,36 @@ static void all_threads(void **state, op_case fn, const char *what) {
 
 #define OK(expr) assert_int_equal((expr), EX_OK)
 #define CALL(be, op, ...) (be)->vt.op((be)->ctx, __VA_ARGS__)
+
+/* Optional slots that come in groups: a backend plugin that fills some but not all of a group is refused when
+ * it starts (ex_backend_create), with a message naming the group; one that fills none of it is accepted. Every
+ * proper, non-empty subset of the group is removed in turn from the cpu plugin's vtable. */
+static void expect_slots_together(void **state, const size_t *offs, int n, const char *msg) {
+    env *e = *state;
+    const ex_plugin *cpu = NULL;
+    ex_err err;
+    ex_err_clear(&err);
+    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
+    ex_plugin *part = malloc(sizeof *part);
+    assert_non_null(part);
+    for (int mask = 1; mask < (1 << n); mask++) { /* bit k set: slot k removed */
+        memcpy(part, cpu, sizeof *part);
+        for (int k = 0; k < n; k++)
+            if (mask & (1 << k)) memset((char *)&part->vtable_copy.backend + offs[k], 0, sizeof(void (*)(void)));
+        ex_backend be;
+        ex_err_clear(&err);
+        if (mask == (1 << n) - 1) { /* none of the group: accepted */
+            EXT_OK(ex_backend_create(&be, part, NULL, &err), &err);
+            ex_backend_destroy(&be);
+            continue;
+        }
+        assert_int_equal(ex_backend_create(&be, part, NULL, &err), EX_E_INVALID);
+        if (!strstr(err.msg, msg)) fail_msg("removing slots 0x%x: expected a message with '%s', got: %s", mask, msg, err.msg);
+        assert_null(be.ctx);
+    }
+    free(part);
+}
+
 
 /* ------------------------------------------------------------------------------
  * Lifecycle, capabilities, memory
@@ -914,59 +945,19 @@ static void residual_cases(ex_backend *be, obuf *ob) {
 }
 static void test_residual(void **state) { all_threads(state, residual_cases, "residual_fwd/bwd"); }
 
-/* A backend plugin with residual_fwd but not residual_bwd (or the other way) is refused when it starts. */
+/* residual_fwd and residual_bwd: a block uses the pair together. */
 static void test_residual_pair_required(void **state) {
-    env *e = *state;
-    const ex_plugin *cpu = NULL;
-    ex_err err;
-    ex_err_clear(&err);
-    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
-    ex_plugin *half = malloc(sizeof *half);
-    assert_non_null(half);
-    for (int which = 0; which < 2; which++) {
-        memcpy(half, cpu, sizeof *half);
-        if (which) half->vtable_copy.backend.residual_fwd = NULL;
-        else half->vtable_copy.backend.residual_bwd = NULL;
-        ex_backend be;
-        ex_err_clear(&err);
-        assert_int_equal(ex_backend_create(&be, half, NULL, &err), EX_E_INVALID);
-        assert_non_null(strstr(err.msg, "residual_fwd and residual_bwd"));
-        assert_null(be.ctx);
-    }
-    free(half);
+    const size_t offs[2] = {offsetof(ex_backend_vtable, residual_fwd), offsetof(ex_backend_vtable, residual_bwd)};
+    expect_slots_together(state, offs, 2, "residual_fwd and residual_bwd");
 }
 
-/* A backend plugin that fills some but not all of to_bf16, attention_fwd_bf16 and attention_bwd_bf16 is refused
- * when it starts: a block keeping activations in bf16 uses the three together. */
+/* to_bf16, attention_fwd_bf16 and attention_bwd_bf16: a block keeping activations in bf16 uses the three. */
 static void test_attention_bf16_slots_together(void **state) {
-    env *e = *state;
-    const ex_plugin *cpu = NULL;
-    ex_err err;
-    ex_err_clear(&err);
-    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
-    ex_plugin *part = malloc(sizeof *part);
-    assert_non_null(part);
-    for (int mask = 1; mask < 7; mask++) { /* bit k set: slot k removed */
-        memcpy(part, cpu, sizeof *part);
-        if (mask & 1) part->vtable_copy.backend.to_bf16 = NULL;
-        if (mask & 2) part->vtable_copy.backend.attention_fwd_bf16 = NULL;
-        if (mask & 4) part->vtable_copy.backend.attention_bwd_bf16 = NULL;
-        ex_backend be;
-        ex_err_clear(&err);
-        assert_int_equal(ex_backend_create(&be, part, NULL, &err), EX_E_INVALID);
-        assert_non_null(strstr(err.msg, "attention in bf16"));
-        assert_null(be.ctx);
-    }
-    memcpy(part, cpu, sizeof *part); /* none of the three: accepted */
-    part->vtable_copy.backend.to_bf16 = NULL;
-    part->vtable_copy.backend.attention_fwd_bf16 = NULL;
-    part->vtable_copy.backend.attention_bwd_bf16 = NULL;
-    ex_backend be;
-    ex_err_clear(&err);
-    EXT_OK(ex_backend_create(&be, part, NULL, &err), &err);
-    ex_backend_destroy(&be);
-    free(part);
+    const size_t offs[3] = {offsetof(ex_backend_vtable, to_bf16), offsetof(ex_backend_vtable, attention_fwd_bf16),
+                            offsetof(ex_backend_vtable, attention_bwd_bf16)};
+    expect_slots_together(state, offs, 3, "attention in bf16");
 }
+
 
 /* ------------------------------------------------------------------------------
  * Elementwise and reduce
@@ -1124,27 +1115,10 @@ static void exp_rowsum_cases(ex_backend *be, obuf *ob) {
 }
 static void test_exp_row_sum(void **state) { all_threads(state, exp_rowsum_cases, "exp_fwd/row_sum"); }
 
-/* A backend plugin that fills exp_fwd without row_sum (or the other way) is refused when it starts: the
- * objectives use the pair together. */
+/* exp_fwd and row_sum: the objectives use the pair together. */
 static void test_exp_row_sum_pair_required(void **state) {
-    env *e = *state;
-    const ex_plugin *cpu = NULL;
-    ex_err err;
-    ex_err_clear(&err);
-    EXT_OK(ex_registry_find(e->reg[0], EX_PLUGIN_BACKEND, BACKEND, &cpu, &err), &err);
-    ex_plugin *half = malloc(sizeof *half);
-    assert_non_null(half);
-    for (int which = 0; which < 2; which++) {
-        memcpy(half, cpu, sizeof *half);
-        if (which) half->vtable_copy.backend.exp_fwd = NULL;
-        else half->vtable_copy.backend.row_sum = NULL;
-        ex_backend be;
-        ex_err_clear(&err);
-        assert_int_equal(ex_backend_create(&be, half, NULL, &err), EX_E_INVALID);
-        assert_non_null(strstr(err.msg, "exp_fwd and row_sum"));
-        assert_null(be.ctx);
-    }
-    free(half);
+    const size_t offs[2] = {offsetof(ex_backend_vtable, exp_fwd), offsetof(ex_backend_vtable, row_sum)};
+    expect_slots_together(state, offs, 2, "exp_fwd and row_sum");
 }
 
 /* ------------------------------------------------------------------------------

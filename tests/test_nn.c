@@ -1073,6 +1073,19 @@ static void test_block_frozen(void **state) {
 }
 
 /* Two forward+backward runs on fresh buffers agree bit for bit. */
+/* Two runs of a block (forward and backward) gave the same bits: output, every activation, the input gradient
+ * and every parameter gradient. */
+static void expect_runs_bitwise(scope *s, const layout *L, const dblock run[2]) {
+    assert_bitwise(down(s, run[0].out, run[0].n_out), down(s, run[1].out, run[1].n_out), run[0].n_out, "out");
+    assert_bitwise(down(s, run[0].acts_buf, run[0].acts_n), down(s, run[1].acts_buf, run[1].acts_n), run[0].acts_n,
+                   "acts");
+    assert_bitwise(down(s, run[0].dresid, run[0].n_out), down(s, run[1].dresid, run[1].n_out), run[0].n_out,
+                   "input gradient");
+    for (int k = 0; k < NP; k++)
+        if (L->len[k] && k != P_X)
+            assert_bitwise(down(s, run[0].g[k], L->len[k]), down(s, run[1].g[k], L->len[k]), L->len[k], k_pname[k]);
+}
+
 static void test_block_deterministic(void **state) {
     ex_backend *be = &((env *)*state)->be;
     const bcfg *cfgs[2] = {&k_cfg_a, &k_cfg_c};
@@ -1089,15 +1102,7 @@ static void test_block_deterministic(void **state) {
             dblock_forward(be, c, &run[k]);
             dblock_backward(be, c, &run[k], r);
         }
-        assert_bitwise(down(&s, run[0].out, run[0].n_out), down(&s, run[1].out, run[1].n_out), run[0].n_out, "out");
-        assert_bitwise(down(&s, run[0].acts_buf, run[0].acts_n), down(&s, run[1].acts_buf, run[1].acts_n),
-                       run[0].acts_n, "acts");
-        assert_bitwise(down(&s, run[0].dresid, run[0].n_out), down(&s, run[1].dresid, run[1].n_out), run[0].n_out,
-                       "input gradient");
-        for (int k = 0; k < NP; k++)
-            if (L.len[k] && k != P_X)
-                assert_bitwise(down(&s, run[0].g[k], L.len[k]), down(&s, run[1].g[k], L.len[k]), L.len[k],
-                               k_pname[k]);
+        expect_runs_bitwise(&s, &L, run);
         scope_end(&s);
     }
 }
@@ -1147,15 +1152,7 @@ static void test_block_residual_slots(void **state) {
         const int scaled = c->drop1 || c->ls; /* the branches have LayerScale or drop path */
         assert_int_equal(g_res_fwd_calls, scaled ? 2 : 0);
         assert_int_equal(g_res_bwd_calls, scaled ? 2 : 0);
-        assert_bitwise(down(&s, run[0].out, run[0].n_out), down(&s, run[1].out, run[1].n_out), run[0].n_out, "out");
-        assert_bitwise(down(&s, run[0].acts_buf, run[0].acts_n), down(&s, run[1].acts_buf, run[1].acts_n),
-                       run[0].acts_n, "acts");
-        assert_bitwise(down(&s, run[0].dresid, run[0].n_out), down(&s, run[1].dresid, run[1].n_out), run[0].n_out,
-                       "input gradient");
-        for (int k = 0; k < NP; k++)
-            if (L.len[k] && k != P_X)
-                assert_bitwise(down(&s, run[0].g[k], L.len[k]), down(&s, run[1].g[k], L.len[k]), L.len[k],
-                               k_pname[k]);
+        expect_runs_bitwise(&s, &L, run);
         scope_end(&s);
     }
 }

@@ -107,6 +107,29 @@ ex_status cpu_axpby(void *vctx, float *y /* (n) */, float alpha, const float *x 
  * LayerScale (per channel) and per-row scale
  * ------------------------------------------------------------------------------ */
 
+/* dgamma (c) += sum over rows i of (g_i * s[i / t]) * x_i (s NULL: g_i * x_i), in double, by fixed blocks of
+ * CPU_COL_BLOCK columns, rows in order: LayerScale's gradient, with drop path's per-image scale in the one-pass
+ * residual backward. */
+static void colsum_prod(const cpu_ctx *ctx, float *dgamma, const float *g, const float *s, int64_t t, const float *x,
+                        int64_t n, int64_t c) {
+    int64_t nblk = (c + CPU_COL_BLOCK - 1) / CPU_COL_BLOCK;
+#pragma omp parallel for PAR(n * c * (nblk > 1))
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        int64_t j0 = blk * CPU_COL_BLOCK, w = c - j0 < CPU_COL_BLOCK ? c - j0 : CPU_COL_BLOCK;
+        double acc[CPU_COL_BLOCK] = {0};
+        for (int64_t i = 0; i < n; i++) {
+            const float *gi = g + i * c + j0, *xi = x + i * c + j0;
+            if (s) {
+                const float si = s[i / t];
+                for (int64_t j = 0; j < w; j++) acc[j] += (double)(gi[j] * si) * (double)xi[j];
+            } else {
+                for (int64_t j = 0; j < w; j++) acc[j] += (double)gi[j] * (double)xi[j];
+            }
+        }
+        for (int64_t j = 0; j < w; j++) dgamma[j0 + j] = (float)((double)dgamma[j0 + j] + acc[j]);
+    }
+}
+
 ex_status cpu_channel_scale_fwd(void *vctx, float *out /* (n, c) */, const float *inp /* (n, c) */,
                                 const float *gamma /* (c) */, int64_t n, int64_t c) {
     const cpu_ctx *ctx = vctx;
@@ -140,17 +163,7 @@ ex_status cpu_channel_scale_bwd(void *vctx, float *dinp /* (n, c) */, float *dga
     }
     if (dgamma) {
         CPU_ARG(inp, "cpu: channel_scale_bwd: dgamma needs inp");
-        int64_t nblk = (c + CPU_COL_BLOCK - 1) / CPU_COL_BLOCK;
-#pragma omp parallel for PAR(n * c * (nblk > 1))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t j0 = blk * CPU_COL_BLOCK, w = c - j0 < CPU_COL_BLOCK ? c - j0 : CPU_COL_BLOCK;
-            double acc[CPU_COL_BLOCK] = {0};
-            for (int64_t i = 0; i < n; i++) {
-                const float *g = dout + i * c + j0, *x = inp + i * c + j0;
-                for (int64_t j = 0; j < w; j++) acc[j] += (double)g[j] * (double)x[j];
-            }
-            for (int64_t j = 0; j < w; j++) dgamma[j0 + j] = (float)((double)dgamma[j0 + j] + acc[j]);
-        }
+        colsum_prod(ctx, dgamma, dout, NULL, 1, inp, n, c);
     }
     return EX_OK;
 }
@@ -322,23 +335,7 @@ ex_status cpu_residual_bwd(void *vctx, float *dbranch /* (b, t, c) */, float *dl
     if (n == 0 || c == 0) return EX_OK;
     CPU_ARG(dbranch && dres, "cpu: residual_bwd: NULL pointer");
     CPU_ARG(!dls || branch, "cpu: residual_bwd: dls needs branch");
-    if (dls) { /* before dbranch, which may alias dres */
-        int64_t nblk = (c + CPU_COL_BLOCK - 1) / CPU_COL_BLOCK;
-#pragma omp parallel for PAR(n * c * (nblk > 1))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t j0 = blk * CPU_COL_BLOCK, w = c - j0 < CPU_COL_BLOCK ? c - j0 : CPU_COL_BLOCK;
-            double acc[CPU_COL_BLOCK] = {0};
-            for (int64_t i = 0; i < n; i++) {
-                const float *g = dres + i * c + j0, *x = branch + i * c + j0;
-                const float s = drop ? drop[i / t] : 1.0f;
-                for (int64_t j = 0; j < w; j++) {
-                    const float gj = drop ? g[j] * s : g[j];
-                    acc[j] += (double)gj * (double)x[j];
-                }
-            }
-            for (int64_t j = 0; j < w; j++) dls[j0 + j] = (float)((double)dls[j0 + j] + acc[j]);
-        }
-    }
+    if (dls) colsum_prod(ctx, dls, dres, drop, t, branch, n, c); /* before dbranch, which may alias dres */
 #pragma omp parallel for PAR(n * c)
     for (int64_t i = 0; i < n; i++) {
         const float *g = dres + i * c;
