@@ -37,7 +37,7 @@ ex_status cpu_gelu_fwd_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const floa
 #pragma omp parallel for PAR(n)
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = ex_f32_to_bf16(0.5f * x * (1.0f + erff(x * INV_SQRT2)));
+        out[i] = cpu_to_bf16_bits(0.5f * x * (1.0f + erff(x * INV_SQRT2)));
     }
     return EX_OK;
 }

@@ -40,8 +40,6 @@
 
 #include "cpu_internal.h"
 
-#include "explora/tensor.h"
-
 static ex_status check_args(int64_t b, int64_t t, int64_t nh, int64_t hs) {
     CPU_ARG(b >= 0 && t >= 0 && nh >= 0 && hs >= 0, "cpu: attention: negative size");
     CPU_ARG(t <= INT_MAX && nh * hs <= INT_MAX / 3, "cpu: attention: sizes beyond the BLAS int range");
@@ -188,12 +186,13 @@ ex_status cpu_to_bf16(void *vctx, uint16_t *out /* (n) bf16 */, const float *inp
     if (n == 0) return EX_OK;
     CPU_ARG(out && inp, "cpu: to_bf16: NULL pointer");
 #pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n > CPU_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] = ex_f32_to_bf16(inp[i]);
+    for (int64_t i = 0; i < n; i++) out[i] = cpu_to_bf16_bits(inp[i]);
     return EX_OK;
 }
 
-static void widen(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = ex_bf16_to_f32(src[i]);
+static void widen(const cpu_ctx *ctx, float *dst, const uint16_t *src, int64_t n) {
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (n > CPU_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_from_bf16_bits(src[i]);
 }
 
 ex_status cpu_attention_fwd_bf16(void *vctx, uint16_t *out /* (b, t, nh*hs) bf16 */, float *lse /* (b, nh, t) */,
@@ -208,7 +207,7 @@ ex_status cpu_attention_fwd_bf16(void *vctx, uint16_t *out /* (b, t, nh*hs) bf16
     EX_CHECK(cpu_scratch(ctx, sizeof(float) * (size_t)(nq + no), &buf));
     float *q32 = buf, *o32 = q32 + nq; /* one image: (t, 3, nh, hs) and (t, nh*hs) */
     for (int64_t bi = 0; bi < b; bi++) {
-        widen(q32, qkv + bi * nq, nq);
+        widen(ctx, q32, qkv + bi * nq, nq);
         EX_CHECK(cpu_attention_fwd(ctx, o32, lse + bi * nh * t, q32, 1, t, nh, hs, scale));
         EX_CHECK(cpu_to_bf16(ctx, out + bi * no, o32, no));
     }
@@ -228,7 +227,7 @@ ex_status cpu_attention_bwd_bf16(void *vctx, float *dqkv /* (b, t, 3, nh, hs) */
     EX_CHECK(cpu_scratch(ctx, sizeof(float) * (size_t)nq, &buf));
     float *q32 = buf;
     for (int64_t bi = 0; bi < b; bi++) {
-        widen(q32, qkv + bi * nq, nq);
+        widen(ctx, q32, qkv + bi * nq, nq);
         memset(dqkv + bi * nq, 0, sizeof(float) * (size_t)nq); /* written, not accumulated */
         EX_CHECK(attention_bwd(ctx, dqkv + bi * nq, dout + bi * no, NULL, lse + bi * nh * t, q32, 1, t, nh, hs,
                                scale));

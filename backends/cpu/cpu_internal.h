@@ -63,6 +63,25 @@ static inline float cpu_selectf(int c, float a, float b) {
     return r.f;
 }
 
+/* bf16 bits <-> float, inlined for the loops that store or read bf16 activations: the same bits as
+ * ex_f32_to_bf16 / ex_bf16_to_f32 (round to nearest even; a NaN stays a quiet NaN), without a call per
+ * element into the core library. */
+static inline uint16_t cpu_to_bf16_bits(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
+    if ((v.u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    return (uint16_t)((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
+}
+static inline float cpu_from_bf16_bits(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
 /* exp(x) for the softmax-style uses (attention, softmax, cross-entropy), written
  * so that loops over it vectorise (libm's expf is an opaque call). Range
  * reduction x = n ln2 + r (Cody-Waite, two-part ln2), |r| <= ln2/2, Cephes'

@@ -75,13 +75,13 @@ ex_status cpu_layernorm_fwd_bf16(void *vctx, uint16_t *out /* (n, c) bf16 */, fl
         if (mean) mean[i] = m;
         if (rstd) rstd[i] = r;
         if (w && b)
-            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r * w[j] + b[j]);
+            for (int64_t j = 0; j < c; j++) o[j] = cpu_to_bf16_bits((x[j] - m) * r * w[j] + b[j]);
         else if (w)
-            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r * w[j]);
+            for (int64_t j = 0; j < c; j++) o[j] = cpu_to_bf16_bits((x[j] - m) * r * w[j]);
         else if (b)
-            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r + b[j]);
+            for (int64_t j = 0; j < c; j++) o[j] = cpu_to_bf16_bits((x[j] - m) * r + b[j]);
         else
-            for (int64_t j = 0; j < c; j++) o[j] = ex_f32_to_bf16((x[j] - m) * r);
+            for (int64_t j = 0; j < c; j++) o[j] = cpu_to_bf16_bits((x[j] - m) * r);
     }
     return EX_OK;
 }
