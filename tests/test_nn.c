@@ -1086,25 +1086,29 @@ static void expect_runs_bitwise(scope *s, const layout *L, const dblock run[2]) 
             assert_bitwise(down(s, run[0].g[k], L->len[k]), down(s, run[1].g[k], L->len[k]), L->len[k], k_pname[k]);
 }
 
+/* Forward and backward of config c, twice from the same parameters and output gradient (seed + seed_off): run k
+ * on backend use[k]; the two must agree bit for bit (expect_runs_bitwise). */
+static void expect_two_runs_bitwise(ex_backend *be, const bcfg *c, ex_backend *const use[2], uint64_t seed_off) {
+    scope s = {.be = be};
+    layout L;
+    make_layout(c, &L);
+    const float *th = make_theta(&s, c, &L);
+    float *r = rnd(&s, (size_t)(c->b * c->t * c->dim), c->seed + seed_off, -1.0f, 1.0f);
+    dblock run[2];
+    for (int k = 0; k < 2; k++) {
+        dblock_init(&s, c, th, 1, 1, &run[k]);
+        dblock_forward(use[k], c, &run[k]);
+        dblock_backward(use[k], c, &run[k], r);
+    }
+    expect_runs_bitwise(&s, &L, run);
+    scope_end(&s);
+}
+
 static void test_block_deterministic(void **state) {
     ex_backend *be = &((env *)*state)->be;
-    const bcfg *cfgs[2] = {&k_cfg_a, &k_cfg_c};
-    for (int ci = 0; ci < 2; ci++) {
-        const bcfg *c = cfgs[ci];
-        scope s = {.be = be};
-        layout L;
-        make_layout(c, &L);
-        const float *th = make_theta(&s, c, &L);
-        float *r = rnd(&s, (size_t)(c->b * c->t * c->dim), c->seed + 9, -1.0f, 1.0f);
-        dblock run[2];
-        for (int k = 0; k < 2; k++) {
-            dblock_init(&s, c, th, 1, 1, &run[k]);
-            dblock_forward(be, c, &run[k]);
-            dblock_backward(be, c, &run[k], r);
-        }
-        expect_runs_bitwise(&s, &L, run);
-        scope_end(&s);
-    }
+    ex_backend *const use[2] = {be, be};
+    expect_two_runs_bitwise(be, &k_cfg_a, use, 9);
+    expect_two_runs_bitwise(be, &k_cfg_c, use, 9);
 }
 
 /* The one-pass residual slots (residual_fwd / residual_bwd) give the block the bits of the unfused ops
@@ -1133,27 +1137,15 @@ static void test_block_residual_slots(void **state) {
     fused.vt.residual_bwd = counting_residual_bwd;
     plain.vt.residual_fwd = NULL;
     plain.vt.residual_bwd = NULL;
+    ex_backend *const use[2] = {&fused, &plain};
     const bcfg *cfgs[4] = {&k_cfg_a, &k_cfg_b, &k_cfg_c, &k_cfg_d};
     for (int ci = 0; ci < 4; ci++) {
         const bcfg *c = cfgs[ci];
-        scope s = {.be = be};
-        layout L;
-        make_layout(c, &L);
-        const float *th = make_theta(&s, c, &L);
-        float *r = rnd(&s, (size_t)(c->b * c->t * c->dim), c->seed + 19, -1.0f, 1.0f);
-        dblock run[2];
         g_res_fwd_calls = g_res_bwd_calls = 0;
-        for (int k = 0; k < 2; k++) {
-            ex_backend *use = k ? &plain : &fused;
-            dblock_init(&s, c, th, 1, 1, &run[k]);
-            dblock_forward(use, c, &run[k]);
-            dblock_backward(use, c, &run[k], r);
-        }
+        expect_two_runs_bitwise(be, c, use, 19);
         const int scaled = c->drop1 || c->ls; /* the branches have LayerScale or drop path */
         assert_int_equal(g_res_fwd_calls, scaled ? 2 : 0);
         assert_int_equal(g_res_bwd_calls, scaled ? 2 : 0);
-        expect_runs_bitwise(&s, &L, run);
-        scope_end(&s);
     }
 }
 
