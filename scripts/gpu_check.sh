@@ -40,7 +40,7 @@
 #    frozen weights and activations in bf16, that
 #    with attention = fused_bf16 and with attention = cudnn (also with the ViT-L recipe's Sinkhorn-Knopp
 #    teacher targets), and the 16 GB configuration (recompute,
-#    fused attention, and recompute with cuDNN attention);
+#    fused attention, and recompute with cuDNN attention, of all blocks and of the first 17);
 #    GPU_CHECK_FULL=1 adds the first H200 runs' tf32 baseline, ViT-B/14, batch 64 and the other
 #    earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
@@ -279,6 +279,9 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
       --set backend.attention=fused $L14H
   step_bench "ViT-L14-bf16-recompute-cudnn-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
       --set backend.attention=cudnn $L14H
+  # recompute only the first 17 of 24 blocks: a plan of 14151 MiB (dry run), under 16 GB with the context
+  step_bench "ViT-L14-bf16-recompute17-cudnn-frozen-acts-bf16" 32 $BF --set backbone.recompute=true \
+      --set backbone.recompute_blocks=17 --set backend.attention=cudnn $L14H
   if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then # the configurations measured at the first H200 runs
     step_bench "ViT-L14-tf32" 32 --set backend.gemm_math=tf32 $L14H
     step_bench "ViT-B14-bf16" 32 --set backend.gemm_math=bf16

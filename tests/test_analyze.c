@@ -366,12 +366,35 @@ static void test_vit_attention_slot(void **state) {
     ext_assert_close(got, want, (size_t)n, 2e-5, 1e-4, "cls attention (recompute)");
     free(got);
     free(want);
+    /* recomputing the first two of three blocks: the second one's activations are the last in their shared
+     * buffer, so its attention is still there */
+    attention_case("recompute = true\nrecompute_blocks = 2\n", 1, &got, &want, &n);
+    ext_assert_close(got, want, (size_t)n, 2e-5, 1e-4, "cls attention (recompute_blocks = 2)");
+    free(got);
+    free(want);
     /* ... and a clear refusal for an earlier block, or before any forward */
     vit_ctx c;
     open_vit(&c, "recompute = true\n", 1, 16);
     ex_err err;
     float probs[64];
     assert_int_equal(c.vt->attention(c.model, 2, probs, &err), EX_E_INVALID);
+    close_vit(&c);
+    /* after a forward that recomputes the first two blocks, block 0's activations are gone */
+    open_vit(&c, "recompute = true\nrecompute_blocks = 2\n", 1, 16);
+    float img[3 * 16 * 16];
+    ext_fill_uniform(img, sizeof img / sizeof *img, 11, -2, 2);
+    void *dev;
+    EXT_OK(ex_be_alloc(&c.be, sizeof img, &dev, &err), &err);
+    EXT_OK(ex_be_upload(&c.be, dev, img, sizeof img, &err), &err);
+    ex_backbone_io io;
+    memset(&io, 0, sizeof io);
+    io.batch = 1, io.height = 16, io.width = 16, io.images = dev;
+    EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+    float many[3 * 17];
+    assert_int_equal(c.vt->attention(c.model, 0, many, &err), EX_E_UNSUPPORTED);
+    if (!strstr(err.msg, "block 0") || !strstr(err.msg, "from 1 on")) fail_msg("unexpected message: %s", err.msg);
+    EXT_OK(c.vt->attention(c.model, 1, many, &err), &err);
+    ex_be_free(&c.be, dev);
     close_vit(&c);
 }
 

@@ -45,6 +45,10 @@ const ex_key_spec vit_keys[] = {
     {"recompute", EX_KEY_BOOL, "false", EX_NORANGE, NULL,
      "activation checkpointing: keep one block's activations and recompute each in backward (less memory, "
      "about a third more compute, identical gradients)"},
+    {"recompute_blocks", EX_KEY_INT, "-1", -1, 65536, NULL,
+     "with recompute = true: how many blocks, counted from the first, rebuild their activations in backward; "
+     "the later ones keep theirs (each block kept costs the size of vit.block_acts that --dry-run prints with "
+     "recompute on) (-1: all blocks)"},
     {"image_size", EX_KEY_INT_LIST, "224", 1, 65536, NULL,
      "input size the run uses: 'side' or 'height, width' (multiples of the patch size)"},
     EX_KEY_END,
@@ -113,7 +117,10 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
     /* released DINOv2 models with registers resample with antialiasing */
     vit_interp auto_interp = (p.interp == VIT_INTERP_DINOV2 && a->registers > 0) ? VIT_INTERP_ANTIALIAS : p.interp;
     a->interp = interp == 0 ? auto_interp : (vit_interp)(interp - 1);
-    EX_CHECK(ex_cfg_bool(cfg, "recompute", &a->recompute, err));
+    int recompute;
+    int64_t recompute_blocks;
+    EX_CHECK(ex_cfg_bool(cfg, "recompute", &recompute, err));
+    EX_CHECK(ex_cfg_int(cfg, "recompute_blocks", &recompute_blocks, err));
     EX_CHECK(ex_cfg_float(cfg, "layerscale_init", &a->layerscale_init, err));
     EX_CHECK(ex_cfg_bool(cfg, "qkv_bias", &bias, err));
     a->qkv_bias = bias;
@@ -130,5 +137,12 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
               cfg->section, (long long)a->dim, (long long)a->heads);
     EX_ENSURE(a->pos != VIT_POS_SINCOS || a->dim % 4 == 0, err, EX_E_CONFIG,
               "[%s] pos_embed = sincos needs dim to be a multiple of 4 (dim = %lld).", cfg->section, (long long)a->dim);
+    EX_ENSURE(recompute || recompute_blocks == -1, err, EX_E_CONFIG,
+              "[%s] recompute_blocks = %lld needs recompute = true (or remove recompute_blocks).", cfg->section,
+              (long long)recompute_blocks);
+    EX_ENSURE(recompute_blocks <= a->depth, err, EX_E_CONFIG,
+              "[%s] recompute_blocks = %lld is more than the model's %lld blocks (-1: all of them).", cfg->section,
+              (long long)recompute_blocks, (long long)a->depth);
+    a->recompute = !recompute ? 0 : recompute_blocks == -1 ? a->depth : recompute_blocks;
     return EX_OK;
 }

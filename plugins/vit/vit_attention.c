@@ -7,8 +7,8 @@
  *
  *   probs[b, h, j] = softmax_j( q[b, 0, h, :] . k[b, j, h, :] / sqrt(head_dim) )
  *
- * With activation recomputation only the last block's activations survive a
- * forward, so only that block can be asked for.
+ * With activation recomputation the recomputed blocks share one buffer, so
+ * of those only the last one's survives a forward (vit_block_acts_kept).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -21,10 +21,10 @@ ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err) {
     EX_ENSURE(v->block_acts && v->last.tokens, err, EX_E_INVALID, "vit: attention() before a forward");
     EX_ENSURE(i >= 0 && i < a->depth, err, EX_E_RANGE, "vit: attention of block %lld (depth %lld)", (long long)i,
               (long long)a->depth);
-    EX_ENSURE(!v->shared_acts || i == a->depth - 1, err, EX_E_UNSUPPORTED,
-              "vit: with recompute on, or planned for inference only, only the last block's attention is kept (asked "
-              "for block %lld)",
-              (long long)i);
+    EX_ENSURE(vit_block_acts_kept(v, i), err, EX_E_UNSUPPORTED,
+              "vit: block %lld's activations are not kept (recompute on: blocks from %lld on have theirs; planned "
+              "for inference only: only the last block's)",
+              (long long)i, (long long)(v->shared_acts ? a->depth - 1 : a->recompute - 1));
     EX_ENSURE(!v->pingpong, err, EX_E_UNSUPPORTED,
               "vit: planned for final tokens only (inference over chunks of images): no attention maps are kept");
     EX_ENSURE(probs, err, EX_E_INVALID, "vit: attention() needs an output buffer");

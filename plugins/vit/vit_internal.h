@@ -20,7 +20,8 @@ typedef struct vit_arch {
     int64_t grid_h, grid_w; /* the position table's grid */
     ex_mlp_kind mlp;
     int layerscale, qkv_bias, mask_token;
-    int recompute;          /* activation checkpointing: keep only the residual streams */
+    int64_t recompute;      /* activation checkpointing: blocks 0 .. recompute-1 keep only their input (the
+                             * residual stream) and rebuild their activations in backward; 0: none */
     double layerscale_init; /* LayerScale gamma when initialising from scratch */
     float eps;
     vit_pos_kind pos;
@@ -74,7 +75,7 @@ typedef struct vit {
     ex_tensor mean, rstd; /* (B, T) */
     ex_tensor dresid;    /* (B, T, D) */
     ex_block_acts *block_acts; /* (depth), bound into acts */
-    int shared_acts;           /* every block binds the same activations (recompute, or an inference plan) */
+    int shared_acts;           /* every block binds the same activations (an inference plan) */
     int pingpong;              /* inference with final_only: two residual buffers used in turn (no block_output),
                                 * and the forward runs over chunks of `chunk` images */
     int64_t chunk;             /* images per forward pass: the planned batch, or VIT_INFER_CHUNK (pingpong) */
@@ -107,6 +108,9 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
                                ex_err *err);
 
 /* vit_model.c */
+/* Whether block i's activations from the last forward are still in memory (the attention slot reads them):
+ * a block with its own buffer, or the last block written to the shared one. */
+int vit_block_acts_kept(const vit *v, int64_t i);
 ex_status vit_register_params(vit *v, ex_err *err);
 ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *plan, ex_err *err);
 ex_status vit_ready(void *self, ex_err *err);

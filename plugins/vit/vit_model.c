@@ -162,10 +162,10 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
                   v->be->name);
     for (int64_t i = 0; i < a->depth; i++) EX_CHECK(ex_block_set_act_dtype(&v->blocks[i], max->act_dtype, err));
     v->acts_floats = ex_block_acts_floats(&v->blocks[0], B, T);
-    /* with recomputation only one block's activations exist: each block's are rebuilt before its backward;
-     * inference keeps none between blocks */
-    v->shared_acts = a->recompute || inf;
-    const int64_t kept = v->shared_acts ? 1 : a->depth;
+    /* inference keeps no block's activations past the next block: one buffer for all. Training keeps a buffer
+     * per block, except that the first `recompute` blocks share one and rebuild theirs before their backward */
+    v->shared_acts = inf;
+    const int64_t kept = inf ? 1 : a->recompute > 0 ? a->depth - a->recompute + 1 : a->depth;
     EX_CHECK(plan_buf(plan, &v->acts, "vit.block_acts", kept * (int64_t)v->acts_floats, err));
     EX_CHECK(plan_buf(plan, &v->scratch, "vit.block_scratch",
                       inf ? 1 : (int64_t)ex_block_scratch_floats(&v->blocks[0], B, T), err));
@@ -176,6 +176,19 @@ ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *pla
     return EX_OK;
 }
 
+/* Which activation buffer block i binds: 0 for every block of an inference plan and for the recomputed blocks
+ * (0 .. recompute-1), a buffer of its own for every other block. */
+static int64_t acts_slot(const vit *v, int64_t i) {
+    if (v->shared_acts) return 0;
+    if (v->a.recompute == 0) return i;
+    return i < v->a.recompute ? 0 : i - v->a.recompute + 1;
+}
+
+int vit_block_acts_kept(const vit *v, int64_t i) {
+    if (v->shared_acts) return i == v->a.depth - 1;
+    return v->a.recompute == 0 || i >= v->a.recompute - 1;
+}
+
 ex_status vit_ready(void *self, ex_err *err) {
     vit *v = self;
     EX_ENSURE(v->acts.data, err, EX_E_INVALID, "vit: ready() before the memory plan was committed");
@@ -183,7 +196,7 @@ ex_status vit_ready(void *self, ex_err *err) {
     EX_ENSURE(v->block_acts, err, EX_E_NOMEM, "vit: out of memory");
     for (int64_t i = 0; i < v->a.depth; i++)
         ex_block_acts_bind(&v->block_acts[i], &v->blocks[i], v->chunk, v->max_tokens,
-                           F(v->acts) + (size_t)(v->shared_acts ? 0 : i) * v->acts_floats);
+                           F(v->acts) + (size_t)acts_slot(v, i) * v->acts_floats);
     if (v->a.pos == VIT_POS_SINCOS) {
         const int64_t rows = 1 + v->a.grid_h * v->a.grid_w;
         float *table = malloc(sizeof(float) * (size_t)(rows * v->a.dim));
@@ -390,8 +403,10 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
                                    F(v->rstd), B * T, err));
     for (int64_t i = a->depth - 1; i >= 0; i--) {
         const float *d1 = io->drop ? io->drop + (2 * i) * B : NULL, *d2 = io->drop ? io->drop + (2 * i + 1) * B : NULL;
-        if (a->recompute) /* rebuild block i's activations (bitwise the same: the ops are deterministic and the
-                           * adapters' random draws are keyed on the pass's noise key, not on a call count) */
+        /* rebuild block i's activations (bitwise the same: the ops are deterministic and the adapters' random
+         * draws are keyed on the pass's noise key, not on a call count). The last block to share the buffer still
+         * has its own there from the forward. */
+        if (!vit_block_acts_kept(v, i))
             EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
                                       x0 + (size_t)i * stream, d1, d2, B, T, 1, io->noise, err));
         EX_CHECK(ex_block_backward(v->be, &v->blocks[i], &v->block_acts[i], dres, x0 + (size_t)i * stream, d1, d2,
