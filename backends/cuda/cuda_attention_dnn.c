@@ -73,15 +73,22 @@ static size_t round256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 /* The plan of s and a workspace for it. */
 static ex_status dnn_prepare(cu_ctx *ctx, const cu_dnn_sdpa *s, int backward, void **ws) {
     size_t bytes = 0;
+    int kind = 0;
     char why[768] = "";
-    if (cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, NULL, why, sizeof why) != 0) {
+    if (cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, &kind, why, sizeof why) != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%.700s (b %lld, t %lld, %lld heads of %lld); set attention = fused_bf16", why,
                  (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs);
         return dnn_fail(ctx, EX_E_UNSUPPORTED, msg);
     }
     *ws = NULL;
-    return cu_scratch(ctx, bytes ? bytes : 256, ws);
+    EX_CHECK(cu_scratch(ctx, bytes ? bytes : 256, ws));
+    if (kind == CU_DNN_BWD_ACCUM) { /* cuDNN before 9.6 adds into the dQ accumulator without clearing it */
+        size_t off = 0, n = 0;
+        cu_dnn_sdpa_accum_region(s, &off, &n);
+        CU_TRY(ctx, cudaMemsetAsync((char *)*ws + off, 0, n, ctx->stream));
+    }
+    return EX_OK;
 }
 
 /* Forward on bf16 tensors: qkv16 (b, t, 3, nh, hs), o16 (b, t, nh*hs); lse (b, nh, t) fp32. */

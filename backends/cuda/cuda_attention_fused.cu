@@ -60,9 +60,9 @@ __global__ void __launch_bounds__(FA_THREADS)
     __shared__ float vs[CU_WARP][FA_HS];
     __shared__ float qrow[FA_ROWS][FA_HS];
     const int64_t C = (int64_t)nh * hs, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FA_ROWS), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
-    const int64_t i = (int64_t)blockIdx.x * FA_ROWS + w;
+    const int64_t i = (int64_t)(blockIdx.x % tiles) * FA_ROWS + w;
     const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     if (i < t)
         for (int d = lane; d < hs; d += CU_WARP) qrow[w][d] = cu_load(q + i * ld + d);
@@ -110,9 +110,9 @@ __global__ void __launch_bounds__(FA_THREADS)
     __shared__ float qrow[FA_ROWS][FA_HS];
     __shared__ float grow[FA_ROWS][FA_HS];
     const int64_t C = (int64_t)nh * hs, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FA_ROWS), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
-    const int64_t i = (int64_t)blockIdx.x * FA_ROWS + w;
+    const int64_t i = (int64_t)(blockIdx.x % tiles) * FA_ROWS + w;
     const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     float D = 0.0f, li = 0.0f;
     if (i < t) {
@@ -170,9 +170,9 @@ __global__ void __launch_bounds__(FA_THREADS)
     __shared__ float vrow[FA_ROWS][FA_HS];
     __shared__ float tl[CU_WARP], td[CU_WARP];
     const int64_t C = (int64_t)nh * hs, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FA_ROWS), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh;
     const int w = threadIdx.x / CU_WARP, lane = threadIdx.x % CU_WARP;
-    const int64_t j = (int64_t)blockIdx.x * FA_ROWS + w;
+    const int64_t j = (int64_t)(blockIdx.x % tiles) * FA_ROWS + w;
     const S *q = qkv + bi * t * ld + h * hs, *k = q + C, *v = q + 2 * C;
     const float *g = dout + bi * t * C + h * hs;
     if (j < t)
@@ -226,9 +226,10 @@ template <typename S, typename O>
 static ex_status fa_fwd(cu_ctx *ctx, O *out, float *lse, const S *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs,
                         float scale) {
     const int64_t rows = FA_THREADS / ctx->warp;
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
-           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
-    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
+    CU_ARG(CU_CEIL_DIV(t, rows) * b * nh <= INT32_MAX,
+           CU_VENDOR ": fused attention: batch x heads x row tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, rows));
+    const unsigned grid = (unsigned)(CU_CEIL_DIV(t, rows) * b * nh); /* tiles fastest, then image x head */
     k_attn_fused_fwd<S, O><<<grid, FA_THREADS, 0, ctx->stream>>>(out, lse, qkv, t, (int)nh, (int)hs, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -238,12 +239,13 @@ template <typename S, bool ACC>
 static ex_status fa_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const S *out, const float *lse, const S *qkv,
                         int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
     const int64_t rows = FA_THREADS / ctx->warp;
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, rows) <= INT32_MAX,
-           CU_VENDOR ": fused attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    CU_ARG(CU_CEIL_DIV(t, rows) * b * nh <= INT32_MAX,
+           CU_VENDOR ": fused attention: batch x heads x row tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, rows));
     void *scr = NULL;
     EX_CHECK(cu_scratch(ctx, (size_t)(b * nh * t) * sizeof(float), &scr));
     float *dd = (float *)scr;
-    const dim3 grid((unsigned)CU_CEIL_DIV(t, rows), (unsigned)(b * nh));
+    const unsigned grid = (unsigned)(CU_CEIL_DIV(t, rows) * b * nh); /* tiles fastest, then image x head */
     k_attn_fused_bwd_q<S, ACC>
         <<<grid, FA_THREADS, 0, ctx->stream>>>(dqkv, dd, dout, out, lse, qkv, t, (int)nh, (int)hs, scale);
     CU_LAUNCHED(ctx);

@@ -63,6 +63,14 @@ template <typename T> __host__ __device__ constexpr bool ft_arch_ok() {
 #endif
 }
 
+/* A tile kernel run on a device whose code was built without its tiles (the host checks cu_attention_tc_fits,
+ * which reads the kernels' PTX architecture, so this is not expected): stop rather than leave the output unwritten. */
+__device__ __forceinline__ void ft_no_tiles() {
+#if defined(__CUDA_ARCH__)
+    __trap();
+#endif
+}
+
 #define FT_THREADS 128 /* 4 warps */
 #define FT_WARPS (FT_THREADS / 32)
 #define FT_BQ 32  /* query rows per block (forward, dQ) */
@@ -153,7 +161,8 @@ __device__ __forceinline__ void ft_fwd_body(O *out, float *lse, const S *qkv, in
     T *ps = (T *)(ft_smem + L::p);
     float *mrow = (float *)(ft_smem + L::m), *lrow = (float *)(ft_smem + L::l);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FT_BQ), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh,
+                  i0 = (int64_t)(blockIdx.x % tiles) * FT_BQ;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
     ft_stage<T, HS>(qs, q, ld, i0, t, FT_BQ);
@@ -221,6 +230,7 @@ template <typename T, int HS, typename S, typename O>
 __global__ void __launch_bounds__(FT_THREADS)
     k_attn_tc_fwd(O *out, float *lse, const S *qkv, int64_t t, int nh, float scale) {
     if constexpr (ft_arch_ok<T>()) ft_fwd_body<T, HS, S, O>(out, lse, qkv, t, nh, scale);
+    else ft_no_tiles();
 }
 
 /* ------------------------------------------------------------------------------
@@ -303,7 +313,8 @@ __device__ __forceinline__ void ft_bwd_kv_body(float *dqkv, const float *dd, con
     T *ps = (T *)(ft_smem + L::p), *dss = (T *)(ft_smem + L::ds);
     float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, j0 = (int64_t)blockIdx.x * FT_BK2;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FT_BK2), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh,
+                  j0 = (int64_t)(blockIdx.x % tiles) * FT_BK2;
     const int warp = threadIdx.x / 32;
     const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
     const float *g = dout + bi * t * C + h * HS;
@@ -357,6 +368,7 @@ __global__ void __launch_bounds__(FT_THREADS)
     k_attn_tc_bwd_kv(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                      int nh, float scale) {
     if constexpr (ft_arch_ok<T>()) ft_bwd_kv_body<T, HS, S, ACC>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    else ft_no_tiles();
 }
 
 /* A block per FT_BQ queries: dq_i += scale sum_j dS_ij k_j (or = when !ACC). */
@@ -372,7 +384,8 @@ __device__ __forceinline__ void ft_bwd_q_body(float *dqkv, const float *dd, cons
     T *dss = (T *)(ft_smem + L::ds);
     float *lse_s = (float *)(ft_smem + L::lse), *dd_s = (float *)(ft_smem + L::dd);
     const int64_t C = (int64_t)nh * HS, ld = 3 * C;
-    const int64_t bh = blockIdx.y, bi = bh / nh, h = bh % nh, i0 = (int64_t)blockIdx.x * FT_BQ;
+    const int64_t tiles = CU_CEIL_DIV(t, (int64_t)FT_BQ), bh = blockIdx.x / tiles, bi = bh / nh, h = bh % nh,
+                  i0 = (int64_t)(blockIdx.x % tiles) * FT_BQ;
     const int warp = threadIdx.x / 32;
     const S *q = qkv + bi * t * ld + h * HS, *k = q + C, *v = q + 2 * C;
     const float *g = dout + bi * t * C + h * HS;
@@ -418,6 +431,7 @@ __global__ void __launch_bounds__(FT_THREADS)
     k_attn_tc_bwd_q(float *dqkv, const float *dd, const float *dout, const float *lse, const S *qkv, int64_t t,
                     int nh, float scale) {
     if constexpr (ft_arch_ok<T>()) ft_bwd_q_body<T, HS, S, ACC>(dqkv, dd, dout, lse, qkv, t, nh, scale);
+    else ft_no_tiles();
 }
 
 /* ------------------------------------------------------------------------------
@@ -430,7 +444,7 @@ static ex_status ft_fwd(cu_ctx *ctx, O *out, float *lse, const S *qkv, int64_t b
     const int smem = ft_fwd_smem<HS>::bytes;
     CU_TRY(ctx,
            cudaFuncSetAttribute(k_attn_tc_fwd<T, HS, S, O>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    const dim3 grid((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
+    const unsigned grid = (unsigned)(CU_CEIL_DIV(t, (int64_t)FT_BQ) * b * nh);
     k_attn_tc_fwd<T, HS, S, O><<<grid, FT_THREADS, smem, ctx->stream>>>(out, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
@@ -443,15 +457,20 @@ static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *
     const cudaFuncAttribute attr = cudaFuncAttributeMaxDynamicSharedMemorySize;
     CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_kv<T, HS, S, ACC>, attr, smem));
     CU_TRY(ctx, cudaFuncSetAttribute(k_attn_tc_bwd_q<T, HS, S, ACC>, attr, smem));
-    const dim3 gk((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BK2), (unsigned)(b * nh));
+    const unsigned gk = (unsigned)(CU_CEIL_DIV(t, (int64_t)FT_BK2) * b * nh);
     k_attn_tc_bwd_kv<T, HS, S, ACC>
         <<<gk, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
-    const dim3 gq((unsigned)CU_CEIL_DIV(t, (int64_t)FT_BQ), (unsigned)(b * nh));
+    const unsigned gq = (unsigned)(CU_CEIL_DIV(t, (int64_t)FT_BQ) * b * nh);
     k_attn_tc_bwd_q<T, HS, S, ACC>
         <<<gq, FT_THREADS, smem, ctx->stream>>>(dqkv, dd, dout, lse, qkv, t, (int)nh, scale);
     CU_LAUNCHED(ctx);
     return EX_OK;
+}
+
+/* One block per (image, head, tile), tiles fastest, on the grid's x axis (2^31 - 1 blocks). */
+static inline int ft_grid_ok(int64_t b, int64_t t, int64_t nh) {
+    return CU_CEIL_DIV(t, (int64_t)FT_BK2) * b * nh <= INT32_MAX;
 }
 
 /* The head sizes with a compiled kernel. */
@@ -474,22 +493,43 @@ static ex_status ft_rowdot(cu_ctx *ctx, float **dd, const float *dout, const O *
 
 extern "C" {
 
+int cu_attention_tc_usable(const cu_ctx *ctx) {
+    const int fp16 = ctx->attn_fused == 3;
+    if (ctx->cc_major < (fp16 ? 7 : 8)) return 0;
+    /* the code the device runs was compiled from PTX of this architecture: below sm_80 (sm_70 for fp16) the
+     * kernels have no tiles (ft_arch_ok), e.g. an sm_75-only build JIT-compiled on an A100 */
+    struct cudaFuncAttributes fa;
+    const cudaError_t e = fp16 ? cudaFuncGetAttributes(&fa, k_attn_tc_fwd<__half, 64, float, float>)
+                               : cudaFuncGetAttributes(&fa, k_attn_tc_fwd<__nv_bfloat16, 64, float, float>);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return fa.ptxVersion >= (fp16 ? 70 : 80);
+}
+
 int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs) {
-    if (ctx->cc_major < (ctx->attn_fused == 3 ? 7 : 8)) return 0;
+    if (!ctx->tc_usable) return 0;
+    int bytes = 0;
     switch (hs) {
-#define FT_CASE(H) case H:
+#define FT_CASE(H)                                                                                                     \
+    case H:                                                                                                            \
+        bytes = ft_fwd_smem<H>::bytes > ft_bwd_smem<H>::bytes ? ft_fwd_smem<H>::bytes : ft_bwd_smem<H>::bytes;         \
+        break;
         FT_HEAD_SIZES(FT_CASE)
 #undef FT_CASE
-        return 1;
     default:
         return 0;
     }
+    /* the shared memory a block may opt into (64 KiB on sm_75, 163 KiB on sm_80, 227 KiB on sm_90): hs = 128 in
+     * fp16 needs 72 KiB, so a T4 takes the fp32 kernel for it */
+    return bytes <= ctx->smem_optin;
 }
 
 ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                               int64_t hs, float scale) {
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    CU_ARG(ft_grid_ok(b, t, nh), CU_VENDOR ": tensor-core attention: batch x heads x tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, (int64_t)FT_BK2));
     switch (hs) {
 #define FT_CASE(H)                                                                                                     \
     case H:                                                                                                            \
@@ -504,8 +544,8 @@ ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *
 
 ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,
                               const float *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    CU_ARG(ft_grid_ok(b, t, nh), CU_VENDOR ": tensor-core attention: batch x heads x tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, (int64_t)FT_BK2));
     float *dd = NULL;
     EX_CHECK(ft_rowdot(ctx, &dd, dout, out, b, t, nh, hs));
     switch (hs) {
@@ -527,8 +567,8 @@ int cu_attention_tc_fits16(const cu_ctx *ctx, int64_t hs) {
 
 ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const uint16_t *qkv, int64_t b, int64_t t,
                                 int64_t nh, int64_t hs, float scale) {
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    CU_ARG(ft_grid_ok(b, t, nh), CU_VENDOR ": tensor-core attention: batch x heads x tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, (int64_t)FT_BK2));
     __nv_bfloat16 *o = (__nv_bfloat16 *)out;
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
     switch (hs) {
@@ -544,8 +584,8 @@ ex_status cu_attention_tc_fwd16(cu_ctx *ctx, uint16_t *out, float *lse, const ui
 
 ex_status cu_attention_tc_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, const uint16_t *out, const float *lse,
                                 const uint16_t *qkv, int64_t b, int64_t t, int64_t nh, int64_t hs, float scale) {
-    CU_ARG(b * nh <= 65535 && CU_CEIL_DIV(t, (int64_t)FT_BQ) <= INT32_MAX,
-           CU_VENDOR ": tensor-core attention: batch x heads = %lld is beyond its grid", (long long)(b * nh));
+    CU_ARG(ft_grid_ok(b, t, nh), CU_VENDOR ": tensor-core attention: batch x heads x tiles = %lld x %lld is beyond its grid",
+           (long long)(b * nh), (long long)CU_CEIL_DIV(t, (int64_t)FT_BK2));
     float *dd = NULL;
     EX_CHECK(ft_rowdot(ctx, &dd, dout, (const __nv_bfloat16 *)out, b, t, nh, hs));
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;

@@ -300,6 +300,19 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
                 fused == 3 ? 7 : 8, (long long)device, prop.major, prop.minor,
                 fused == 3 ? "fused or gemm" : "fused_fp16, fused or gemm");
     }
+    ctx->smem_optin = (int)prop.sharedMemPerBlockOptin;
+    if (fused == 2 || fused == 3 || fused == 4) {
+        ctx->tc_usable = cu_attention_tc_usable(ctx);
+        if (!ctx->tc_usable && fused != 4) { /* cudnn: the tiles are only its fallback */
+            cu_shutdown(ctx);
+            EX_FAIL(err, EX_E_CONFIG,
+                    "backend cuda: [backend] attention = %s, but this build has no %s tile kernels for sm_%d%d (its "
+                    "code for this device comes from older PTX); rebuild with CMAKE_CUDA_ARCHITECTURES including %d%d, "
+                    "or use attention = fused or gemm",
+                    fused == 2 ? "fused_bf16" : "fused_fp16", fused == 2 ? "bf16" : "fp16", prop.major, prop.minor,
+                    prop.major, prop.minor);
+        }
+    }
 #endif
     INIT_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     INIT_TRY(cudaMalloc((void **)&ctx->dflag, sizeof(int)), "cudaMalloc");

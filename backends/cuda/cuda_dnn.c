@@ -659,8 +659,9 @@ static int dn_choose_plan(cu_dnn *d, cudnnBackendDescriptor_t og, dn_plan *p, ch
             if ((st = d->create_desc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) != CUDNN_STATUS_SUCCESS) break;
             st = d->set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                              &p->cfgs[i]);
-            if (st == CUDNN_STATUS_SUCCESS && d->version < 91300) {
-                /* required before 9.13 (deprecated since: the plan takes the device from the graph) */
+            if (st == CUDNN_STATUS_SUCCESS) {
+                /* required before 9.13, deprecated since (the plan takes the device from the graph) but still
+                 * accepted; cudnn-frontend sets it on every version, and so do we */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
                 st = d->set_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &d->handle);
@@ -726,9 +727,10 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
         if (!d->deterministic) kinds[nk++] = CU_DNN_BWD_ACCUM;
         kinds[nk++] = CU_DNN_BWD;
     }
-    dn_plan *p = &d->plans[d->next_slot];
-    d->next_slot = (d->next_slot + 1) % DN_PLANS;
-    dn_plan_release(d, p);
+    /* planned into a spare slot, which replaces the oldest cached plan only once it succeeded: a shape cuDNN
+     * cannot plan does not evict a good plan */
+    dn_plan fresh, *p = &fresh;
+    memset(p, 0, sizeof *p);
     char reason[2][320] = {"", ""};
     for (int k = 0; k < nk; k++) {
         dn_graph *g = malloc(sizeof *g);
@@ -747,6 +749,10 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
             p->b = s->b, p->t = s->t, p->nh = s->nh, p->hs = s->hs, p->half = s->half;
             *workspace = p->ws_total;
             if (kind) *kind = kinds[k];
+            dn_plan *slot = &d->plans[d->next_slot];
+            d->next_slot = (d->next_slot + 1) % DN_PLANS;
+            dn_plan_release(d, slot);
+            *slot = fresh;
             return 0;
         }
         dn_graph_free(g);
@@ -755,6 +761,11 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
     }
     snprintf(why, cap, "%.300s%s%.300s", reason[0], nk > 1 ? "; then: " : "", nk > 1 ? reason[1] : "");
     return -1;
+}
+
+void cu_dnn_sdpa_accum_region(const cu_dnn_sdpa *s, size_t *offset, size_t *bytes) {
+    *offset = dn_round((size_t)(s->b * s->nh * s->t) * sizeof(float)); /* after the dO . O row sums */
+    *bytes = (size_t)(s->b * s->nh * s->t * s->hs) * sizeof(float);
 }
 
 int cu_dnn_sdpa_run(cu_dnn *d, const cu_dnn_sdpa *s, int backward, const cu_dnn_sdpa_io *io, char *why, size_t cap) {
@@ -785,7 +796,9 @@ int cu_dnn_sdpa_run(cu_dnn *d, const cu_dnn_sdpa *s, int backward, const cu_dnn_
         DN_PTR(CU_DNN_UID_DV, dqkv + 2 * C * esz);
         DN_PTR(CU_DNN_UID_ONE, &one);
         DN_PTR(CU_DNN_UID_DSUM, ws);
-        if (p->kind == CU_DNN_BWD_ACCUM) DN_PTR(CU_DNN_UID_DQACC, ws + dn_round((size_t)(s->b * s->nh * s->t) * sizeof(float)));
+        size_t acc_off, acc_bytes;
+        cu_dnn_sdpa_accum_region(s, &acc_off, &acc_bytes);
+        if (p->kind == CU_DNN_BWD_ACCUM) DN_PTR(CU_DNN_UID_DQACC, ws + acc_off);
     }
 #undef DN_PTR
     void *cudnn_ws = ws + p->ws_ours;

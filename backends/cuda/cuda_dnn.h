@@ -103,6 +103,11 @@ int cu_dnn_sdpa_graph_describe(cu_dnn *d, const cu_dnn_sdpa *s, int kind, cu_dnn
  * workspace bytes it needs (256-byte aligned). Needs cu_dnn_bind. The forward tries the unified graph, then
  * the composite one; the backward is CU_DNN_BWD when deterministic, else CU_DNN_BWD_ACCUM, then CU_DNN_BWD.
  * *kind (may be NULL) receives the graph that was planned. */
+/* Where a CU_DNN_BWD_ACCUM plan keeps its fp32 dQ accumulator in the workspace. cuDNN before 9.6 adds into it
+ * without clearing it first (cudnn-frontend clears it for those versions), so the caller zeroes it before
+ * every backward run of such a plan. */
+void cu_dnn_sdpa_accum_region(const cu_dnn_sdpa *s, size_t *offset, size_t *bytes);
+
 int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *workspace, int *kind, char *why,
                      size_t cap);
 /* Run a planned forward or backward on the bound stream (asynchronous). */

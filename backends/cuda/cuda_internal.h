@@ -65,6 +65,9 @@ typedef struct cu_ctx {
      * bf16 tensor cores with fp32 accumulation; the attention matmuls use TF32 (attn_compute). */
     int warp;                /* the device's warp (wavefront) width */
     int cc_major;            /* compute capability major (8: A100, 9: H100/H200); 0 on HIP */
+    int smem_optin;          /* shared memory one block may opt into, bytes */
+    int tc_usable;           /* the tensor-core attention kernels of the configured tile type run on this device
+                              * (cu_attention_tc_usable; 0 when attention is not fused_bf16/fp16/cudnn, and on HIP) */
     int attn_fused;          /* [backend] attention: 0 gemm; 1 fused (cuda_attention_fused.cu where the head size
                               * fits); 2 fused_bf16, 3 fused_fp16 (cuda_attention_tc.cu where the head size fits,
                               * else as 1); 4 cudnn (cuda_attention_dnn.c where cuDNN takes the shape, else as 2) */
@@ -227,6 +230,8 @@ ex_status cu_attention_fused_bwd16(cu_ctx *ctx, float *dqkv, const float *dout, 
  * (sm_80+), fp16 when 3 (sm_70+), for head sizes cu_attention_tc_fits accepts. Same contract as the
  * attention_fwd/bwd slots. */
 int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs);
+/* At init: whether the device runs the tile kernels of the configured type (ctx->tc_usable). */
+int cu_attention_tc_usable(const cu_ctx *ctx);
 ex_status cu_attention_tc_fwd(cu_ctx *ctx, float *out, float *lse, const float *qkv, int64_t b, int64_t t, int64_t nh,
                               int64_t hs, float scale);
 ex_status cu_attention_tc_bwd(cu_ctx *ctx, float *dqkv, const float *dout, const float *out, const float *lse,

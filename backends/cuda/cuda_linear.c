@@ -75,8 +75,9 @@ static void lt_algo(cu_ctx *ctx, const cu_lt_key *k, cublasLtMatmulDesc_t op, cu
 ex_status cu_linear_bias_fwd(void *vctx, float *out, const void *inp, ex_dtype inp_dtype, const void *w,
                              ex_dtype w_dtype, const float *bias, int64_t n, int64_t ic, int64_t oc) {
     cu_ctx *ctx = vctx;
-    CU_ARG(n >= 0 && ic >= 1 && oc >= 1, CU_VENDOR ": linear_bias_fwd: bad sizes");
+    CU_ARG(n >= 0 && ic >= 0 && oc >= 1, CU_VENDOR ": linear_bias_fwd: bad sizes");
     if (n == 0) return EX_OK;
+    if (ic == 0) return EX_E_UNSUPPORTED; /* out = bias alone: the gemm + bias_add path writes it */
     CU_ARG(out && inp && w && bias, CU_VENDOR ": linear_bias_fwd: NULL pointer");
     const int both32 = inp_dtype == EX_F32 && w_dtype == EX_F32 && ctx->gemm_narrow == EX_F32;
     const int both16 = inp_dtype == EX_BF16 && w_dtype == EX_BF16;
