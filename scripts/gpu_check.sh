@@ -11,6 +11,8 @@
 #                        (default /usr/share/datasets/fashion-mnist; Debian's
 #                        dataset-fashion-mnist) for steps 3 and 5
 #   GPU_CHECK_OUT        folder for the logs and metrics (default BUILD_DIR/gpu-check)
+#   GPU_CHECK_BUDGET_S   seconds the whole script may take (default 540): a run or benchmark that would
+#                        start with less than 30 s left is skipped and named at the end
 #   GPU_CHECK_FULL=1     also the DINOv2 step configurations already measured at the first H200
 #                        runs (ViT-B/14, bf16 GEMMs alone, batch 64, ...)
 #
@@ -29,13 +31,7 @@
 #    cuda with frozen weights in bf16 and bf16 GEMMs ([optim] frozen_dtype = bf16), that with
 #    the blocks' activations in bf16 too ([optim] activation_dtype = bf16), and that with
 #    attention = cudnn, twice (deterministic: identical checkpoints);
-# 4. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
-#    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
-#    fp32, tf32 and bf16, then with frozen weights and activations in bf16, then with
-#    attention = fused_bf16 and with attention = cudnn;
-#    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
-#    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
-# 5. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
+# 4. the DINOv2 training-step benchmark (configs/bench/dinov2_step.ini: DINO + iBOT +
 #    KoLeo, 2 global 224 px + 8 local 98 px crops, D-[L]-r64) for ViT-L/14 at batch 32: bf16 with
 #    frozen weights and activations in bf16, that
 #    with attention = fused_bf16 and with attention = cudnn (also with the ViT-L recipe's Sinkhorn-Knopp
@@ -46,6 +42,12 @@
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
 #    model FLOP/s and MFU) and the peak
 #    device memory (nvidia-smi's used memory of the whole GPU, sampled every 100 ms).
+# 5. the backbone step benchmark (`explora bench`: synthetic loss on the final tokens,
+#    ExPLoRA D-[L]-r64) for ViT-B/14 and ViT-L/14 at 224 px, with [backend] gemm_math
+#    fp32, tf32 and bf16, then with frozen weights and activations in bf16, then with
+#    attention = fused_bf16 and with attention = cudnn;
+#    The same step in PyTorch on the same GPU (bench/bench_torch.py --device cuda: fp32, tf32,
+#    bf16 autocast, and bf16 with fused scaled_dot_product_attention) when python3 has CUDA torch;
 #
 # The exit status is non-zero if the build, the parity suite or the end-to-end run fails.
 set -uo pipefail
@@ -60,6 +62,15 @@ mkdir -p "$LOGS" && LOGS=$(cd "$LOGS" && pwd)
 status=0
 t0=$(date +%s)
 say() { echo "gpu-check: [$(( $(date +%s) - t0 ))s] $*"; }
+# A time budget for the whole script (GPU_CHECK_BUDGET_S, default 540 s): a benchmark that would start with
+# less than 30 s left is skipped and named, and each one's timeout is cut to what is left.
+BUDGET=${GPU_CHECK_BUDGET_S:-540}
+skipped=0
+left_s() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+within_budget() { # label: false (and says so) when less than 30 s are left
+  if [ "$(left_s)" -lt 30 ]; then say "skipped $1: the time budget of ${BUDGET}s is spent"; skipped=$((skipped + 1)); return 1; fi
+}
+cap() { local l; l=$(left_s); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; } # min(arg, time left)
 
 say "nvidia-smi:"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 || say "nvidia-smi not available"
@@ -166,16 +177,20 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
     [ "$run" = cuda-bf16 ] && extra="--set optim.frozen_dtype=bf16 --set backend.gemm_math=bf16"
     [ "$run" = cuda-bf16-acts ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16"
     [ "${run#cuda-cudnn}" != "$run" ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=cudnn"
+    within_budget "end to end ($run)" || continue
     say "end to end: configs/demo/explora.ini, 6 steps, $run"
     rm -rf "$LOGS/e2e-$run"
-    timeout 240 "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
+    timeout "$(cap 240)" "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
         --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
         --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$run" > "$LOGS/e2e-$run.log" 2>&1
     erc=$?
     grep -E "^step|done:|error|frozen weights|activations:" "$LOGS/e2e-$run.log" | tail -8
     if [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
   done
-  if cmp -s "$LOGS/e2e-cuda/checkpoint.safetensors" "$LOGS/e2e-cuda-again/checkpoint.safetensors"; then
+  both() { [ -f "$LOGS/e2e-$1/checkpoint.safetensors" ] && [ -f "$LOGS/e2e-$2/checkpoint.safetensors" ] ||
+    { say "run to run: $1 and $2 not compared (one of them did not finish)"; false; }; }
+  if ! both cuda cuda-again; then :
+  elif cmp -s "$LOGS/e2e-cuda/checkpoint.safetensors" "$LOGS/e2e-cuda-again/checkpoint.safetensors"; then
     say "run to run: two cuda runs wrote identical checkpoints (deterministic)"
   else
     say "run to run: the two cuda runs' checkpoints differ: FAIL"; status=1
@@ -184,7 +199,8 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   compare_losses cuda-bf16 1e-2
   compare_losses cuda-bf16-acts 2e-2
   compare_losses cuda-cudnn 2e-2
-  if cmp -s "$LOGS/e2e-cuda-cudnn/checkpoint.safetensors" "$LOGS/e2e-cuda-cudnn-again/checkpoint.safetensors"; then
+  if ! both cuda-cudnn cuda-cudnn-again; then :
+  elif cmp -s "$LOGS/e2e-cuda-cudnn/checkpoint.safetensors" "$LOGS/e2e-cuda-cudnn-again/checkpoint.safetensors"; then
     say "run to run: two cuDNN-attention runs wrote identical checkpoints (deterministic engines)"
   else
     say "run to run: the two cuDNN-attention runs' checkpoints differ: FAIL"; status=1
@@ -200,57 +216,16 @@ smi_start() { smi_pid=""; if command -v nvidia-smi > /dev/null; then
 smi_stop() { if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
   say "  peak device memory $(sort -n "$peak_file" | tail -1) MiB (nvidia-smi, whole GPU)"; fi; }
 
-bench() { # label batch extra-args...
-  local label=$1 batch=$2; shift 2
-  say "bench $label (batch $batch)"
-  smi_start
-  timeout 150 "$EXPLORA" bench --policy explora --batch "$batch" --iters "${ITERS:-5}" --warmup 2 \
-      --set backend.name=cuda "$@" > "$LOGS/bench.tmp" 2>&1
-  local brc=$?
-  grep -E "^step|bench-result|error" "$LOGS/bench.tmp" | head -6; cat "$LOGS/bench.tmp" >> "$LOGS/bench.log"
-  smi_stop
-  [ "$brc" -eq 0 ] || say "bench $label: exit status $brc"
-}
+# the DINOv2 step (the issue's goals) first, then the backbone step and PyTorch's
 L14="--set backbone.preset=dinov2_vitl14"
-bench "backbone ViT-B/14 fp32" 32 --model vitb14
-bench "backbone ViT-L/14 tf32" 32 --model vitb14 $L14 --set backend.gemm_math=tf32
-bench "backbone ViT-L/14 bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16
-bench "backbone ViT-L/14 bf16, frozen weights bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
-    --set optim.frozen_dtype=bf16
-bench "backbone ViT-L/14 bf16, frozen weights and activations bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
-    --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16
-bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, fused_bf16 attention" 32 --model vitb14 $L14 \
-    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
-    --set backend.attention=fused_bf16
-bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, cuDNN attention" 32 --model vitb14 $L14 \
-    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
-    --set backend.attention=cudnn
-
-# the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
-# PATH has a CUDA PyTorch
-PY=${PYTHON:-python3}
-if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
-  torch_bench() { # label args...
-    local label=$1; shift
-    say "PyTorch backbone $label (batch 32)"
-    timeout 150 "$PY" bench/bench_torch.py --policy explora --batch 32 --iters "${ITERS:-5}" --warmup 2 \
-        --device cuda --threads 8 "$@" 2>&1 | grep -E "bench-result|torch |Error|error" | tail -3
-  }
-  torch_bench "ViT-B/14 fp32" --model vitb14 --precision fp32
-  torch_bench "ViT-L/14 tf32" --model vitl14 --precision tf32
-  torch_bench "ViT-L/14 bf16 autocast" --model vitl14 --precision bf16
-  torch_bench "ViT-L/14 bf16 autocast + sdpa" --model vitl14 --precision bf16 --sdpa
-else
-  say "no CUDA PyTorch for $PY: the PyTorch comparison is skipped"
-fi
-
 step_bench() { # label batch extra-args...
   local label=$1 batch=$2; shift 2
   local dir="$LOGS/step-$(echo "$label-$batch" | tr -c 'A-Za-z0-9-\n' '_')"
+  within_budget "DINOv2 step $label" || return 0
   say "DINOv2 step $label (batch $batch)"
   rm -rf "$dir"
   smi_start
-  timeout 200 "$EXPLORA" pretrain configs/bench/dinov2_step.ini --set optim.batch="$batch" \
+  timeout "$(cap 200)" "$EXPLORA" pretrain configs/bench/dinov2_step.ini --set optim.batch="$batch" \
       --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set run.loader_workers=12 \
       --set run.out="$dir" "$@" > "$dir.log" 2>&1
   local prc=$?
@@ -291,7 +266,53 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
     step_bench "ViT-L14-bf16-frozen-bf16" 32 --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 $L14H
   fi
 fi
+bench() { # label batch extra-args...
+  local label=$1 batch=$2; shift 2
+  within_budget "bench $label" || return 0
+  say "bench $label (batch $batch)"
+  smi_start
+  timeout "$(cap 150)" "$EXPLORA" bench --policy explora --batch "$batch" --iters "${ITERS:-5}" --warmup 2 \
+      --set backend.name=cuda "$@" > "$LOGS/bench.tmp" 2>&1
+  local brc=$?
+  grep -E "^step|bench-result|error" "$LOGS/bench.tmp" | head -6; cat "$LOGS/bench.tmp" >> "$LOGS/bench.log"
+  smi_stop
+  [ "$brc" -eq 0 ] || say "bench $label: exit status $brc"
+}
+bench "backbone ViT-B/14 fp32" 32 --model vitb14
+bench "backbone ViT-L/14 tf32" 32 --model vitb14 $L14 --set backend.gemm_math=tf32
+bench "backbone ViT-L/14 bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16
+bench "backbone ViT-L/14 bf16, frozen weights bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
+    --set optim.frozen_dtype=bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16" 32 --model vitb14 $L14 --set backend.gemm_math=bf16 \
+    --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, fused_bf16 attention" 32 --model vitb14 $L14 \
+    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
+    --set backend.attention=fused_bf16
+bench "backbone ViT-L/14 bf16, frozen weights and activations bf16, cuDNN attention" 32 --model vitb14 $L14 \
+    --set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 \
+    --set backend.attention=cudnn
+
+# the same backbone step in PyTorch on the same GPU (bench/bench_torch.py), when the python3 on the
+# PATH has a CUDA PyTorch
+PY=${PYTHON:-python3}
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+  torch_bench() { # label args...
+    local label=$1; shift
+    within_budget "PyTorch backbone $label" || return 0
+    say "PyTorch backbone $label (batch 32)"
+    timeout "$(cap 150)" "$PY" bench/bench_torch.py --policy explora --batch 32 --iters "${ITERS:-5}" --warmup 2 \
+        --device cuda --threads 8 "$@" 2>&1 | grep -E "bench-result|torch |Error|error" | tail -3
+  }
+  torch_bench "ViT-B/14 fp32" --model vitb14 --precision fp32
+  torch_bench "ViT-L/14 tf32" --model vitl14 --precision tf32
+  torch_bench "ViT-L/14 bf16 autocast" --model vitl14 --precision bf16
+  torch_bench "ViT-L/14 bf16 autocast + sdpa" --model vitl14 --precision bf16 --sdpa
+else
+  say "no CUDA PyTorch for $PY: the PyTorch comparison is skipped"
+fi
+
 rm -f "$peak_file" "$LOGS/bench.tmp"
 
+[ "$skipped" -gt 0 ] && say "$skipped run(s) skipped for the time budget (GPU_CHECK_BUDGET_S=$BUDGET)"
 say "done (status $status)"
 exit $status
