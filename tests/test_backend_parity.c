@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "explora/config.h"
+#include "explora/nn.h"
 
 #define SKIP_CODE 77
 #define PARITY_NMSE_MIN 1024
@@ -1033,6 +1034,109 @@ static void test_residual(void **state) {
     scope_end(s);
 }
 
+/* NMSE of the backend under test against the cpu over n floats of t must stay at most `max`, and both must be
+ * finite where the other is. For composite results (a whole block) where per-element bounds say little. */
+static void cmp_nmse(scope *s, twin t, size_t n, double max, const char *what) {
+    void *vr = NULL, *vg = NULL;
+    down_pair(s, t, n * sizeof(float), &vr, &vg);
+    const float *ref = vr, *got = vg;
+    double se = 0.0, sr = 0.0;
+    size_t bad = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(ref[i]) || !isfinite(got[i])) {
+            bad = i;
+            break;
+        }
+        const double d = (double)got[i] - (double)ref[i];
+        se += d * d;
+        sr += (double)ref[i] * (double)ref[i];
+    }
+    const double nmse = sr > 0.0 ? se / sr : se;
+    char msg[256] = "";
+    if (bad < n)
+        snprintf(msg, sizeof msg, "%s: element %zu of %zu not finite (%s %g, cpu %g)", what, bad, n, s->e->name,
+                 got[bad], ref[bad]);
+    else if (!(nmse <= max))
+        snprintf(msg, sizeof msg, "%s: NMSE %.3g > %.1g over %zu elements", what, nmse, max, n);
+    free(vr);
+    free(vg);
+    if (msg[0]) fail_msg("%s", msg);
+}
+
+/* One transformer block through the core (ex_block_forward / ex_block_backward) on both backends: the slots in
+ * the combinations a ViT uses them (linear with its bias epilogue, LayerNorm, attention, GELU, the residual add
+ * with LayerScale and drop path), with activations in fp32 and in bf16 (GEMM inputs, qkv and attention output
+ * kept in bf16: the bf16 slots), at ViT token counts. Output, input gradient and every parameter gradient
+ * (accumulated over a non-zero start) by NMSE: 1e-8 for fp32 with the backend's defaults (a wrong bias, scale or
+ * index moves it by 1e-3 or more), 1e-4 where bf16 rounding or other settings enter. */
+static void test_block(void **state) {
+    penv *e = *state;
+    scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
+    const int64_t b = 2, D = 128, H = 2, hid = 512;
+    const int64_t ts[] = {50, 257};
+    for (int bf = 0; bf < 2; bf++)
+        for (int ti = 0; ti < 2; ti++) {
+            const int64_t t = ts[ti], n = b * t;
+            const uint64_t seed = 1300 + (uint64_t)(bf * 100 + ti * 40);
+            enum { N1W, N1B, QW, QB, PW, PB, N2W, N2B, F1W, F1B, F2W, F2B, LS1, LS2, NPAR };
+            const size_t len[NPAR] = {D, D, 3 * D * D, 3 * D, D * D, D, D, D, hid * D, hid, D * hid, D, D, D};
+            twin w[NPAR], g[NPAR];
+            for (int i = 0; i < NPAR; i++) {
+                const int is_norm_w = i == N1W || i == N2W;
+                const float lo = is_norm_w ? 0.5f : -0.1f, hi = is_norm_w ? 1.5f : 0.1f;
+                w[i] = tw_rand(s, len[i], seed + (uint64_t)i, i == LS1 || i == LS2 ? 0.2f : lo,
+                               i == LS1 || i == LS2 ? 1.0f : hi);
+                g[i] = tw_rand(s, len[i], seed + 20 + (uint64_t)i, -0.01f, 0.01f); /* accumulated into */
+            }
+            const float hdrop[2] = {0.0f, 2.0f}; /* drop path: image 0 drops both branches, image 1 is rescaled */
+            twin drop = tw_up(s, hdrop, sizeof hdrop);
+            twin x = tw_rand(s, (size_t)(n * D), seed + 40, -2, 2), dres = tw_rand(s, (size_t)(n * D), seed + 41, -1, 1);
+            ex_block blk[2];
+            size_t acts_n = 0, scratch_n = 0;
+            BOTH {
+                ex_block *bk = &blk[k];
+                memset(bk, 0, sizeof *bk);
+                bk->dim = D, bk->heads = H, bk->hidden = hid, bk->mlp = EX_MLP_GELU;
+                bk->norm1 = (ex_layernorm){D, 1e-6f, F(w[N1W]), F(w[N1B]), F(g[N1W]), F(g[N1B])};
+                bk->norm2 = (ex_layernorm){D, 1e-6f, F(w[N2W]), F(w[N2B]), F(g[N2W]), F(g[N2B])};
+                bk->qkv = (ex_linear){D, 3 * D, F(w[QW]), F(w[QB]), F(g[QW]), F(g[QB]), NULL, EX_F32, EX_F32};
+                bk->proj = (ex_linear){D, D, F(w[PW]), F(w[PB]), F(g[PW]), F(g[PB]), NULL, EX_F32, EX_F32};
+                bk->fc1 = (ex_linear){D, hid, F(w[F1W]), F(w[F1B]), F(g[F1W]), F(g[F1B]), NULL, EX_F32, EX_F32};
+                bk->fc2 = (ex_linear){hid, D, F(w[F2W]), F(w[F2B]), F(g[F2W]), F(g[F2B]), NULL, EX_F32, EX_F32};
+                bk->ls1 = F(w[LS1]), bk->ls2 = F(w[LS2]), bk->dls1 = F(g[LS1]), bk->dls2 = F(g[LS2]);
+                ex_err err;
+                ex_err_clear(&err);
+                EXT_OK(ex_block_set_act_dtype(bk, bf ? EX_BF16 : EX_F32, &err), &err);
+                acts_n = ex_block_acts_floats(bk, b, t);
+                scratch_n = ex_block_scratch_floats(bk, b, t);
+            }
+            twin acts = tw_alloc(s, acts_n * 4), scratch = tw_alloc(s, scratch_n * 4), out = tw_alloc(s, (size_t)(n * D) * 4);
+            BOTH {
+                ex_err err;
+                ex_err_clear(&err);
+                ex_block_acts a;
+                ex_block_acts_bind(&a, &blk[k], b, t, F(acts));
+                EXT_OK(ex_block_forward(&e->be[k], &blk[k], &a, F(out), F(x), F(drop), F(drop), b, t, 1, 0, &err), &err);
+                EXT_OK(ex_block_backward(&e->be[k], &blk[k], &a, F(dres), F(x), F(drop), F(drop), F(scratch), b, t, &err),
+                       &err);
+            }
+            const double lim = (!bf && e->plain) ? 1e-8 : 1e-4;
+            static const char *names[NPAR] = {"norm1.w", "norm1.b", "qkv.w", "qkv.b", "proj.w", "proj.b", "norm2.w",
+                                              "norm2.b", "fc1.w", "fc1.b", "fc2.w", "fc2.b", "ls1", "ls2"};
+            char what[96];
+            snprintf(what, sizeof what, "block (%s activations, t %lld) out", bf ? "bf16" : "fp32", (long long)t);
+            cmp_nmse(s, out, (size_t)(n * D), lim, what);
+            snprintf(what, sizeof what, "block (%s activations, t %lld) d input", bf ? "bf16" : "fp32", (long long)t);
+            cmp_nmse(s, dres, (size_t)(n * D), lim, what);
+            for (int i = 0; i < NPAR; i++) {
+                snprintf(what, sizeof what, "block (%s activations, t %lld) d %s", bf ? "bf16" : "fp32", (long long)t,
+                         names[i]);
+                cmp_nmse(s, g[i], len[i], lim, what);
+            }
+            scope_end(s);
+        }
+}
+
 static void test_grad_gathers(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
     const int64_t b = 3, t = 50, m = 40, c = 300;
@@ -1141,6 +1245,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_prestate(test_grad_xent, &env),
         cmocka_unit_test_prestate(test_attention_bf16_storage, &env),
         cmocka_unit_test_prestate(test_residual, &env),
+        cmocka_unit_test_prestate(test_block, &env),
     };
     int failed = 0;
     /* EXPLORA_PARITY_FILTER="*attention*": only the tests whose names match (a variant that changes one op) */
