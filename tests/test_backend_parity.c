@@ -642,29 +642,48 @@ static void check_bf16_rounding(scope *s, twin f32, twin b16, size_t n, const ch
             fail_msg("%s: element %zu is 0x%04x, its fp32 value %.9g rounds to 0x%04x", what, i, h[i], (double)y[i],
                      ex_f32_to_bf16(y[i]));
         const double g = ex_bf16_to_f32(h[i]), c = ex_bf16_to_f32(hc[i]);
-        if (!(fabs(g - c) <= fabs(c) * (1.0 / 128.0) + 1e-30))
+        /* 1e-6 absolute: GELU's far negative tail is 1 + erf(x) cancelling to a few ulps, where each libm's erf
+         * differs */
+        if (!(fabs(g - c) <= fabs(c) * (1.0 / 128.0) + 1e-6))
             fail_msg("%s: element %zu: %s %.9g, cpu %.9g (more than one bf16 step apart)", what, i, s->e->name, g, c);
     }
 }
 
 static void test_bf16_outputs_fwd(void **state) {
     scope sc = {*state, {{0}}, 0, {0}, 0}, *s = &sc;
-    const int64_t n = 300, c = 1000;
-    const size_t nc = (size_t)(n * c);
-    twin x = tw_rand(s, nc, 150, -3, 5), w = tw_rand(s, (size_t)c, 151, 0.5f, 1.5f), b = tw_rand(s, (size_t)c, 152, -1, 1);
-    twin o = tw_alloc(s, nc * 4), h = tw_alloc(s, nc * 2), mu = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, (size_t)n * 4);
-    twin mu2 = tw_alloc(s, (size_t)n * 4), rs2 = tw_alloc(s, (size_t)n * 4);
-    BOTH OK(CALL(layernorm_fwd, F(o), F(mu), F(rs), F(x), F(w), F(b), n, c, 1e-6f));
-    BOTH OK(CALL(layernorm_fwd_bf16, (uint16_t *)h.p[k], F(mu2), F(rs2), F(x), F(w), F(b), n, c, 1e-6f));
-    check_bf16_rounding(s, o, h, nc, "layernorm_fwd_bf16");
-    const float *m1 = down(s, mu.p[1], (size_t)n * 4, 1), *m2 = down(s, mu2.p[1], (size_t)n * 4, 1);
-    const float *r1 = down(s, rs.p[1], (size_t)n * 4, 1), *r2 = down(s, rs2.p[1], (size_t)n * 4, 1);
-    assert_memory_equal(m1, m2, (size_t)n * 4);
-    assert_memory_equal(r1, r2, (size_t)n * 4);
-    twin g = tw_alloc(s, nc * 4), gh = tw_alloc(s, nc * 2);
-    BOTH OK(CALL(gelu_fwd, F(g), F(x), (int64_t)nc));
-    BOTH OK(CALL(gelu_fwd_bf16, (uint16_t *)gh.p[k], F(x), (int64_t)nc));
-    check_bf16_rounding(s, g, gh, nc, "gelu_fwd_bf16");
+    /* shapes: odd, a ViT-S row count (2 x 257 tokens x 384), and long rows; affine: w and b, w only, none; the
+     * statistics saved, or not asked for (NULL) */
+    const int64_t shapes[][2] = {{7, 5}, {514, 384}, {300, 1000}};
+    for (int si = 0; si < 3; si++)
+        for (int aff = 0; aff < 3; aff++) {
+            const int64_t n = shapes[si][0], c = shapes[si][1];
+            const size_t nc = (size_t)(n * c);
+            twin x = tw_rand(s, nc, 150 + (uint64_t)si, -3, 5), w = tw_rand(s, (size_t)c, 151, 0.5f, 1.5f);
+            twin b = tw_rand(s, (size_t)c, 152, -1, 1);
+            twin o = tw_alloc(s, nc * 4), h = tw_alloc(s, nc * 2), mu = tw_alloc(s, (size_t)n * 4);
+            twin rs = tw_alloc(s, (size_t)n * 4), mu2 = tw_alloc(s, (size_t)n * 4), rs2 = tw_alloc(s, (size_t)n * 4);
+            const int stats = aff != 1; /* w only: without the statistics */
+            BOTH OK(CALL(layernorm_fwd, F(o), F(mu), F(rs), F(x), aff < 2 ? F(w) : NULL, aff == 0 ? F(b) : NULL, n, c,
+                         1e-6f));
+            BOTH OK(CALL(layernorm_fwd_bf16, (uint16_t *)h.p[k], stats ? F(mu2) : NULL, stats ? F(rs2) : NULL, F(x),
+                         aff < 2 ? F(w) : NULL, aff == 0 ? F(b) : NULL, n, c, 1e-6f));
+            char what[96];
+            snprintf(what, sizeof what, "layernorm_fwd_bf16 %lldx%lld affine %d", (long long)n, (long long)c, aff);
+            check_bf16_rounding(s, o, h, nc, what);
+            if (stats) {
+                const float *m1 = down(s, mu.p[1], (size_t)n * 4, 1), *m2 = down(s, mu2.p[1], (size_t)n * 4, 1);
+                const float *r1 = down(s, rs.p[1], (size_t)n * 4, 1), *r2 = down(s, rs2.p[1], (size_t)n * 4, 1);
+                assert_memory_equal(m1, m2, (size_t)n * 4);
+                assert_memory_equal(r1, r2, (size_t)n * 4);
+            }
+            scope_end(s);
+        }
+    /* GELU over both tails (the erf saturates beyond |x| ~ 4) and an odd count */
+    const size_t ng = 100003;
+    twin x = tw_rand(s, ng, 153, -8, 8), g = tw_alloc(s, ng * 4), gh = tw_alloc(s, ng * 2);
+    BOTH OK(CALL(gelu_fwd, F(g), F(x), (int64_t)ng));
+    BOTH OK(CALL(gelu_fwd_bf16, (uint16_t *)gh.p[k], F(x), (int64_t)ng));
+    check_bf16_rounding(s, g, gh, ng, "gelu_fwd_bf16");
     scope_end(s);
 }
 
@@ -953,20 +972,25 @@ static void test_grad_attention(void **state) {
  * and the written fp32 dqkv (over random contents) within bf16 tolerances of the CPU whatever the attention setting (the CPU's output
  * is its fp32 result rounded, and its backward takes D from the probabilities; cuDNN and the bf16 tiles read and
  * write the bf16 tensors directly, the other paths widen them), NMSE <= 1e-4; backward repeats bit for bit. */
-static void cmp_bf16_values(scope *s, twin t, size_t n, const char *what) {
+/* one_step: both sides round an fp32 result of their own (the backend's defaults: fp32 attention on widened
+ * inputs), so they may differ by one bf16 step where the fp32 results straddle a rounding boundary, and
+ * rarely: elementwise at most 2^-7 |cpu| (+ 1e-6), NMSE <= 1e-6. A rounding that truncates, or rounds
+ * twice, lands near 5e-6. Otherwise the flash kernels' bf16 products: the bf16 tolerances above. */
+static void cmp_bf16_values(scope *s, twin t, size_t n, int one_step, const char *what) {
     const uint16_t *c = down(s, t.p[0], n * 2, 0), *g = down(s, t.p[1], n * 2, 1);
     double se = 0.0, sr = 0.0;
+    const double atol = one_step ? 1e-6 : 2e-2, rtol = one_step ? 1.0 / 128.0 : 2e-2, nmax = one_step ? 1e-6 : 1e-4;
     for (size_t i = 0; i < n; i++) {
         const double r = ex_bf16_to_f32(c[i]), x = ex_bf16_to_f32(g[i]), d = fabs(x - r);
         se += d * d;
         sr += r * r;
-        if (!(d <= 2e-2 + 2e-2 * fabs(r)))
-            fail_msg("%s: element %zu of %zu: %s %.9g, cpu %.9g (|diff| %.3g, bf16 tolerance)", what, i, n, s->e->name,
-                     x, r, d);
+        if (!(d <= atol + rtol * fabs(r)))
+            fail_msg("%s: element %zu of %zu: %s %.9g, cpu %.9g (|diff| %.3g, %s)", what, i, n, s->e->name, x, r, d,
+                     one_step ? "more than one bf16 step" : "bf16 tolerance");
     }
     const double nmse = sr > 0.0 ? se / sr : se;
     printf("# %s: NMSE %.3g against the cpu\n", what, nmse);
-    if (!(nmse <= 1e-4)) fail_msg("%s: NMSE %.3g > 1e-4 (bf16 tolerance)", what, nmse);
+    if (!(nmse <= nmax)) fail_msg("%s: NMSE %.3g > %.0e", what, nmse, nmax);
 }
 
 static void test_attention_bf16_storage(void **state) {
@@ -985,7 +1009,7 @@ static void test_attention_bf16_storage(void **state) {
         BOTH OK(CALL(to_bf16, (uint16_t *)q16.p[k], F(qkv), (int64_t)nq));
         cmp_exact(s, q16, nq * 2, "to_bf16");
         BOTH OK(CALL(attention_fwd_bf16, (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs, scale));
-        cmp_bf16_values(s, o16, no, "attention_fwd_bf16 out");
+        cmp_bf16_values(s, o16, no, e->plain, "attention_fwd_bf16 out");
         cmp_attn(s, l, nl, 1e-5, 1e-4, 1, "attention_fwd_bf16 lse");
         BOTH OK(CALL(attention_bwd_bf16, F(dq), F(go), (uint16_t *)o16.p[k], F(l), (uint16_t *)q16.p[k], b, t, nh, hs,
                      scale));
