@@ -408,8 +408,9 @@ ex_status cu_alloc(void *vctx, size_t bytes, void **ptr, ex_err *err) {
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         EX_FAIL(err, EX_E_NOMEM,
-                CU_VENDOR ": cannot allocate %zu bytes (%.1f MiB) on device %d: %s (%.1f of %.1f MiB free). Hint: lower "
-                "the batch size.",
+                CU_VENDOR ": cannot allocate %zu bytes (%.1f MiB) on device %d: %s (%.1f of %.1f MiB free). To need less: "
+                "[backbone] recompute = true (recompute_blocks = N for part of the blocks), [optim] frozen_dtype = bf16 "
+                "and activation_dtype = bf16, or a smaller [optim] batch; `explora pretrain --dry-run` prints the plan.",
                 bytes, (double)bytes / (1024.0 * 1024.0), ctx->device, cudaGetErrorString(e),
                 (double)free_b / (1024.0 * 1024.0), (double)total_b / (1024.0 * 1024.0));
     }
