@@ -728,6 +728,10 @@ static void test_elementwise(void **state) {
         twin y = bi == 0 ? tw_const(s, (size_t)n, NAN) : tw_rand(s, (size_t)n, 421, -1, 1);
         BOTH OK(CALL(axpby, F(y), 0.3f, F(x), betas[bi], n));
         cmp(s, y, (size_t)n, "axpby");
+        if (bi > 0) { /* x is y (the contract allows it) */
+            BOTH OK(CALL(axpby, F(x), 0.3f, F(x), betas[bi], n));
+            cmp(s, x, (size_t)n, "axpby in place");
+        }
     }
     { /* exp without max subtraction (DINOv2's Sinkhorn-Knopp) and row sums of its wide-ranging output */
         twin e = tw_rand(s, (size_t)n, 460, -1, 1), eo = tw_alloc(s, (size_t)n * 4), rs = tw_alloc(s, 3 * 4);

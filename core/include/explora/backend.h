@@ -199,7 +199,8 @@ typedef struct ex_backend_vtable {
     /* --- elementwise ---------------------------------------------------------------- */
     /* out (n) = a op b; out may alias a or b. */
     ex_status (*binary)(void *ctx, ex_binary_op op, float *out, const float *a, const float *b, int64_t n);
-    /* y (n) = alpha * x + beta * y (beta = 0: y is written, not read). Residual add and scale. */
+    /* y (n) = alpha * x + beta * y (beta = 0: y is written, not read). Residual add and scale. x may be y (a
+     * scale in place: the optimiser's unscaling, DINOv2's centring). */
     ex_status (*axpby)(void *ctx, float *y, float alpha, const float *x, float beta, int64_t n);
     /* LayerScale: out (n, c) = inp * gamma (c). out may alias inp. */
     ex_status (*channel_scale_fwd)(void *ctx, float *out, const float *inp, const float *gamma,
