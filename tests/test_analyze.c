@@ -281,22 +281,34 @@ static float *param_host(vit_ctx *c, const char *name, int64_t n) {
     return h;
 }
 
+/* Forward B (at most 2) random 16x16 images through the model; returns the device copy of the images (the
+ * caller frees it) and the forward's token count. */
+static void *forward_random(vit_ctx *c, int64_t B, int64_t *tokens) {
+    ex_err err;
+    float img[2 * 3 * 16 * 16];
+    assert_true(B >= 1 && B <= 2);
+    const size_t bytes = sizeof(float) * (size_t)(B * 3 * 16 * 16);
+    ext_fill_uniform(img, (size_t)(B * 3 * 16 * 16), 11, -2, 2);
+    void *dev;
+    EXT_OK(ex_be_alloc(&c->be, bytes, &dev, &err), &err);
+    EXT_OK(ex_be_upload(&c->be, dev, img, bytes, &err), &err);
+    ex_backbone_io io;
+    memset(&io, 0, sizeof io);
+    io.batch = B, io.height = 16, io.width = 16, io.images = dev;
+    EXT_OK(c->vt->forward(c->model, &io, &err), &err);
+    *tokens = io.num_tokens;
+    return dev;
+}
+
 /* Forward two 16x16 images; return the attention slot's probabilities of `block` and the host recomputation. */
 static void attention_case(const char *extra, int64_t block, float **got, float **want, int64_t *count) {
     vit_ctx c;
     open_vit(&c, extra, 2, 16);
     ex_err err;
     const int64_t B = 2, D = 24, H = 3, hs = 8, T = 17;
-    float img[2 * 3 * 16 * 16];
-    ext_fill_uniform(img, sizeof img / sizeof *img, 11, -2, 2);
-    void *dev;
-    EXT_OK(ex_be_alloc(&c.be, sizeof img, &dev, &err), &err);
-    EXT_OK(ex_be_upload(&c.be, dev, img, sizeof img, &err), &err);
-    ex_backbone_io io;
-    memset(&io, 0, sizeof io);
-    io.batch = B, io.height = 16, io.width = 16, io.images = dev;
-    EXT_OK(c.vt->forward(c.model, &io, &err), &err);
-    assert_int_equal(io.num_tokens, T);
+    int64_t tokens = 0;
+    void *dev = forward_random(&c, B, &tokens);
+    assert_int_equal(tokens, T);
     *count = B * H * T;
     *got = malloc(sizeof(float) * (size_t)*count);
     EXT_OK(c.vt->attention(c.model, block, *got, &err), &err);
@@ -381,15 +393,8 @@ static void test_vit_attention_slot(void **state) {
     close_vit(&c);
     /* after a forward that recomputes the first two blocks, block 0's activations are gone */
     open_vit(&c, "recompute = true\nrecompute_blocks = 2\n", 1, 16);
-    float img[3 * 16 * 16];
-    ext_fill_uniform(img, sizeof img / sizeof *img, 11, -2, 2);
-    void *dev;
-    EXT_OK(ex_be_alloc(&c.be, sizeof img, &dev, &err), &err);
-    EXT_OK(ex_be_upload(&c.be, dev, img, sizeof img, &err), &err);
-    ex_backbone_io io;
-    memset(&io, 0, sizeof io);
-    io.batch = 1, io.height = 16, io.width = 16, io.images = dev;
-    EXT_OK(c.vt->forward(c.model, &io, &err), &err);
+    int64_t tokens = 0;
+    void *dev = forward_random(&c, 1, &tokens);
     float many[3 * 17];
     assert_int_equal(c.vt->attention(c.model, 0, many, &err), EX_E_UNSUPPORTED);
     if (!strstr(err.msg, "block 0") || !strstr(err.msg, "from 1 on")) fail_msg("unexpected message: %s", err.msg);
