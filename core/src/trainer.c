@@ -626,7 +626,12 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
                 st = ex_err_set(err, EX_E_INVALID, __FILE__, __LINE__,
                                 "the loss is %g at step %lld (last finite value %g); stopping without saving.",
                                 terms.total, (long long)t->optim.step, t->last_loss);
-                ex_err_hint(err, "lower [optim] lr, raise warmup_steps, or set clip_grad = 3.");
+                ex_err_hint(err, t->scaler.enabled
+                                     ? "lower [optim] lr, raise warmup_steps, or set clip_grad = 3. With fp16 GEMMs "
+                                       "([backend] gemm_math = fp16) a forward activation beyond fp16's 65504 gives "
+                                       "this too, which loss scaling cannot skip past: use gemm_math = bf16 where the "
+                                       "GPU has bf16."
+                                     : "lower [optim] lr, raise warmup_steps, or set clip_grad = 3.");
                 goto done;
             }
             sum.count = terms.count;
