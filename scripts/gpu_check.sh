@@ -213,8 +213,13 @@ fi
 peak_file=$(mktemp)
 smi_start() { smi_pid=""; if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$peak_file" 2>/dev/null & smi_pid=$!; fi; }
-smi_stop() { if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
-  say "  peak device memory $(sort -n "$peak_file" | tail -1) MiB (nvidia-smi, whole GPU)"; fi; }
+last_peak="?"
+smi_stop() { last_peak="?"; if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
+  last_peak=$(sort -n "$peak_file" | tail -1)
+  say "  peak device memory $last_peak MiB (nvidia-smi, whole GPU)"; fi; }
+# one line per DINOv2 step configuration, printed as a table at the end
+summary="$LOGS/step-summary.txt"
+printf '%-50s %5s %9s %9s %7s %9s\n' configuration batch images/s TFLOP/s MFU peak_MiB > "$summary"
 
 # the DINOv2 step (the issue's goals) first, then the backbone step and PyTorch's
 L14="--set backbone.preset=dinov2_vitl14"
@@ -236,6 +241,23 @@ step_bench() { # label batch extra-args...
     local med; med=$(grep -o '"images_per_s": [^,]*' "$dir/metrics.jsonl" | cut -d' ' -f2 | tail -n +3 | sort -g |
       awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]; else print "?"}')
     say "  DINOv2 step $label batch $batch: median $med images/s"
+    # model FLOPs and MFU (bench/dinov2_step_flops.py: H100/H200 dense bf16 peak), from the settings passed
+    local preset=vitb14 protos=65536 bneck=256 a
+    for a in "$@"; do
+      case $a in
+        backbone.preset=dinov2_vit?14) preset=${a#backbone.preset=dinov2_} ;;
+        objective.prototypes=*) protos=${a#*=} ;;
+        objective.bottleneck=*) bneck=${a#*=} ;;
+      esac
+    done
+    local tf="?" mfu="?" line
+    if [ "$med" != "?" ] && line=$(/usr/bin/python3 bench/dinov2_step_flops.py --preset "$preset" \
+        --prototypes "$protos" --bottleneck "$bneck" --images-per-s "$med" 2> /dev/null | tail -1); then
+      tf=$(echo "$line" | sed -n 's/.*: \([0-9.]*\) TFLOP\/s = \([0-9.]*\)% MFU.*/\1/p')
+      mfu=$(echo "$line" | sed -n 's/.*: \([0-9.]*\) TFLOP\/s = \([0-9.]*\)% MFU.*/\2%/p')
+      say "  $line"
+    fi
+    printf '%-50s %5s %9s %9s %7s %9s\n' "$label" "$batch" "$med" "${tf:-?}" "${mfu:-?}" "$last_peak" >> "$summary"
   fi
 }
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
@@ -313,6 +335,10 @@ fi
 
 rm -f "$peak_file" "$LOGS/bench.tmp"
 
+if [ "$(wc -l < "$summary")" -gt 1 ]; then
+  say "DINOv2 step summary (also in $summary):"
+  cat "$summary"
+fi
 [ "$skipped" -gt 0 ] && say "$skipped run(s) skipped for the time budget (GPU_CHECK_BUDGET_S=$BUDGET)"
 say "done (status $status)"
 exit $status
