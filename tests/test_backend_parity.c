@@ -611,6 +611,12 @@ static void test_rows_fwd(void **state) {
         BOTH OK(CALL(row_scale_fwd, F(o5), F(x), F(rsc), n, c));
         cmp(s, o4, nc, "channel_scale_fwd");
         cmp(s, o5, nc, "row_scale_fwd");
+        /* in place (out = inp), as LayerScale and drop path use them */
+        twin x4 = tw_rand(s, nc, 110 + si, -3, 3), x5 = tw_rand(s, nc, 110 + si, -3, 3);
+        BOTH OK(CALL(channel_scale_fwd, F(x4), F(x4), F(w), n, c));
+        BOTH OK(CALL(row_scale_fwd, F(x5), F(x5), F(rsc), n, c));
+        cmp(s, x4, nc, "channel_scale_fwd in place");
+        cmp(s, x5, nc, "row_scale_fwd in place");
     }
     /* l2norm of a zero row (norm below eps) */
     twin z = tw_const(s, 16, 0.0f), oz = tw_alloc(s, 64), nz = tw_alloc(s, 4);
@@ -627,8 +633,11 @@ static void test_activations_fwd(void **state) {
     BOTH OK(CALL(silu_fwd, F(o2), F(x), (int64_t)n));
     cmp(s, o, n, "gelu_fwd");
     cmp(s, o2, n, "silu_fwd");
+    twin x2 = tw_rand(s, n, 200, -8, 8);
     BOTH OK(CALL(gelu_fwd, F(x), F(x), (int64_t)n)); /* in place */
+    BOTH OK(CALL(silu_fwd, F(x2), F(x2), (int64_t)n));
     cmp(s, x, n, "gelu_fwd in place");
+    cmp(s, x2, n, "silu_fwd in place");
     scope_end(s);
 }
 
@@ -917,6 +926,17 @@ static void test_grad_rows(void **state) {
         BOTH OK(CALL(row_scale_bwd, F(dxr), F(dsr), F(go), F(x), F(rsc), n, c));
         cmp(s, dxr, nc, "row_scale_bwd dinp");
         cmp_tol(s, dsr, (size_t)n, 1e-4, 1e-4, "row_scale_bwd ds");
+        /* either output NULL (a frozen LayerScale; an input that needs no gradient) */
+        twin dxc2 = tw_rand(s, nc, 848, -1, 1), dg2 = tw_rand(s, (size_t)c, 849, -1, 1);
+        BOTH OK(CALL(channel_scale_bwd, F(dxc2), NULL, F(go), F(x), F(w), n, c));
+        BOTH OK(CALL(channel_scale_bwd, NULL, F(dg2), F(go), F(x), F(w), n, c));
+        cmp(s, dxc2, nc, "channel_scale_bwd dinp alone");
+        cmp_tol(s, dg2, (size_t)c, 1e-4, 1e-4, "channel_scale_bwd dgamma alone");
+        twin dxr2 = tw_rand(s, nc, 852, -1, 1), dsr2 = tw_rand(s, (size_t)n, 853, -1, 1);
+        BOTH OK(CALL(row_scale_bwd, F(dxr2), NULL, F(go), F(x), F(rsc), n, c));
+        BOTH OK(CALL(row_scale_bwd, NULL, F(dsr2), F(go), F(x), F(rsc), n, c));
+        cmp(s, dxr2, nc, "row_scale_bwd dinp alone");
+        cmp_tol(s, dsr2, (size_t)n, 1e-4, 1e-4, "row_scale_bwd ds alone");
     }
     twin z = tw_const(s, 16, 0.0f), gz = tw_rand(s, 16, 850, -1, 1), nz = tw_const(s, 1, 0.0f);
     twin dz = tw_rand(s, 16, 851, -1, 1);
@@ -1182,6 +1202,10 @@ static void test_grad_gathers(void **state) {
     BOTH OK(CALL(mask_rows_bwd, F(dm), F(dt), F(gm), U8(mask), n, c));
     cmp(s, dm, (size_t)(n * c), "mask_rows_bwd dinp");
     cmp_tol(s, dt, (size_t)c, 1e-4, 1e-4, "mask_rows_bwd dtoken");
+    BOTH OK(CALL(mask_rows_bwd, F(dm), NULL, F(gm), U8(mask), n, c));
+    BOTH OK(CALL(mask_rows_bwd, NULL, F(dt), F(gm), U8(mask), n, c));
+    cmp(s, dm, (size_t)(n * c), "mask_rows_bwd dinp alone");
+    cmp_tol(s, dt, (size_t)c, 1e-4, 1e-4, "mask_rows_bwd dtoken alone");
     const int64_t pb = 2, ch = 3, h = 28, w = 42, p = 14, np = (h / p) * (w / p);
     for (int order = 0; order < 2; order++) {
         twin gp = tw_rand(s, (size_t)(pb * np * ch * p * p), 1105, -1, 1);
