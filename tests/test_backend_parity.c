@@ -435,45 +435,44 @@ static void test_linear_bias(void **state) {
     scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
     const int64_t shapes[][3] = {{7, 5, 6}, {197, 192, 576}, {256, 1024, 4096}, {33, 64, 64}};
     const int64_t offsets[] = {0, 1, 2, 4};
+    /* dtypes of (input, weight): both fp32, both bf16 (the slot's two cases), and the mixed pairs a frozen bf16
+     * weight or a bf16 activation meets (the core falls back to gemm + bias add) */
+    const ex_dtype kinds[4][2] = {{EX_F32, EX_F32}, {EX_BF16, EX_BF16}, {EX_BF16, EX_F32}, {EX_F32, EX_BF16}};
     for (int si = 0; si < 4; si++)
         for (int oi = 0; oi < 4; oi++)
-            for (int bf = 0; bf < 2; bf++) {
+            for (int ki = 0; ki < 4; ki++) {
                 const int64_t n = shapes[si][0], ic = shapes[si][1], oc = shapes[si][2], off = offsets[oi];
+                const ex_dtype xt = kinds[ki][0], wt = kinds[ki][1];
                 const size_t ni = (size_t)(n * ic + off), nw = (size_t)(oc * ic), no = (size_t)(n * oc + off);
                 float *hx = hbuf(s, ni * 4), *hw = hbuf(s, nw * 4);
                 ext_fill_uniform(hx, ni, 70 + (uint64_t)si, -1, 1);
                 ext_fill_uniform(hw, nw, 80 + (uint64_t)si, -0.2f, 0.2f);
-                twin x, w;
-                if (bf) { /* the same bf16 values on both sides */
-                    uint16_t *bx = hbuf(s, ni * 2), *bw = hbuf(s, nw * 2);
-                    for (size_t i = 0; i < ni; i++) bx[i] = to_bf16(hx[i]);
-                    for (size_t i = 0; i < nw; i++) bw[i] = to_bf16(hw[i]);
-                    x = tw_up(s, bx, ni * 2);
-                    w = tw_up(s, bw, nw * 2);
-                } else {
-                    x = tw_up(s, hx, ni * 4);
-                    w = tw_up(s, hw, nw * 4);
-                }
+                /* the same values on both sides, as bf16 where that operand is bf16 */
+                uint16_t *bx = hbuf(s, ni * 2), *bw = hbuf(s, nw * 2);
+                for (size_t i = 0; i < ni; i++) bx[i] = to_bf16(hx[i]);
+                for (size_t i = 0; i < nw; i++) bw[i] = to_bf16(hw[i]);
+                twin x = xt == EX_BF16 ? tw_up(s, bx, ni * 2) : tw_up(s, hx, ni * 4);
+                twin w = wt == EX_BF16 ? tw_up(s, bw, nw * 2) : tw_up(s, hw, nw * 4);
                 /* o starts at zero on both sides: the rows before `off` are not written and must stay so */
                 twin b = tw_rand(s, (size_t)oc, 90 + (uint64_t)si, -1, 1), o = tw_const(s, no, 0.0f);
-                const ex_dtype dt = bf ? EX_BF16 : EX_F32;
-                const size_t esz = bf ? 2 : 4;
+                const size_t xsz = xt == EX_BF16 ? 2 : 4;
                 BOTH {
                     ex_err err;
                     ex_err_clear(&err);
-                    const void *xi = (const char *)x.p[k] + (size_t)off * esz;
-                    EXT_OK(ex_be_linear_fwd(&e->be[k], F(o) + off, xi, dt, w.p[k], dt, F(b), n, ic, oc, &err), &err);
+                    const void *xi = (const char *)x.p[k] + (size_t)off * xsz;
+                    EXT_OK(ex_be_linear_fwd(&e->be[k], F(o) + off, xi, xt, w.p[k], wt, F(b), n, ic, oc, &err), &err);
                 }
                 char what[96];
-                snprintf(what, sizeof what, "linear + bias %lldx%lldx%lld %s, offset %lld", (long long)n, (long long)ic,
-                         (long long)oc, bf ? "bf16" : "fp32", (long long)off);
+                snprintf(what, sizeof what, "linear + bias %lldx%lldx%lld %s x %s, offset %lld", (long long)n,
+                         (long long)ic, (long long)oc, xt == EX_BF16 ? "bf16" : "fp32", wt == EX_BF16 ? "bf16" : "fp32",
+                         (long long)off);
                 cmp_tol(s, o, no, 1e-4, 1e-4, what);
-                if (strcmp(e->name, "cuda") == 0 && off == 0 && e->plain) { /* the defaults: fp32 gemm_math, cuBLAS */
+                if (strcmp(e->name, "cuda") == 0 && off == 0 && e->plain && xt == wt) { /* the defaults: fp32 gemm_math */
                     const int k = 1;
-                    assert_int_equal(CALL(linear_bias_fwd, F(o), x.p[1], dt, w.p[1], dt, F(b), n, ic, oc), EX_OK);
+                    assert_int_equal(CALL(linear_bias_fwd, F(o), x.p[1], xt, w.p[1], wt, F(b), n, ic, oc), EX_OK);
                 }
+                scope_end(s);
             }
-    scope_end(s);
 }
 
 static void test_gemm_math(void **state) {
