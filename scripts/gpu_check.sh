@@ -37,6 +37,8 @@
 #    with attention = fused_bf16 and with attention = cudnn (also with the ViT-L recipe's Sinkhorn-Knopp
 #    teacher targets), and the 16 GB configuration (recompute,
 #    fused attention, and recompute with cuDNN attention, of all blocks and of the first 17);
+#    the cuDNN configuration is also profiled (`pretrain --profile-step 4`: every backend call
+#    timed, per op class and slowest slots);
 #    GPU_CHECK_FULL=1 adds the first H200 runs' tf32 baseline, ViT-B/14, batch 64 and the other
 #    earlier configurations: images/s
 #    (median over the steps after the first two; bench/dinov2_step_flops.py turns it into
@@ -260,6 +262,18 @@ step_bench() { # label batch extra-args...
     printf '%-50s %5s %9s %9s %7s %9s\n' "$label" "$batch" "$med" "${tf:-?}" "${mfu:-?}" "$last_peak" >> "$summary"
   fi
 }
+# where one step's time goes: `pretrain --profile-step`, every backend call timed (synchronised after each)
+step_profile() { # label extra-args...
+  local label=$1; shift
+  local dir="$LOGS/profile-$(echo "$label" | tr -c 'A-Za-z0-9-\n' '_')"
+  within_budget "profile $label" || return 0
+  say "DINOv2 step $label: profile of step 4"
+  rm -rf "$dir"
+  timeout "$(cap 150)" "$EXPLORA" pretrain configs/bench/dinov2_step.ini --set optim.batch=32 --set optim.steps=4 \
+      --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set run.loader_workers=12 \
+      --set run.out="$dir" --profile-step 4 "$@" > "$dir.log" 2>&1 || say "profile $label: exit status $?"
+  sed -n '/^profile of step/,/^step 4\//p' "$dir.log" | grep -v '^step 4/'
+}
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   L14H="$L14 --set objective.prototypes=131072 --set objective.bottleneck=384"
   BF="--set backend.gemm_math=bf16 --set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16"
@@ -269,6 +283,7 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   step_bench "ViT-L14-bf16-frozen-acts-bf16" 32 $BF $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-bf16" 32 $BF --set backend.attention=fused_bf16 $L14H
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn" 32 $BF --set backend.attention=cudnn $L14H
+  step_profile "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn" $BF --set backend.attention=cudnn $L14H
   # the ViT-L recipe's teacher targets (Sinkhorn-Knopp, on the device since the exp_fwd/row_sum slots)
   step_bench "ViT-L14-bf16-frozen-acts-bf16-attn-cudnn-sk" 32 $BF --set backend.attention=cudnn \
       --set objective.centering=sinkhorn_knopp $L14H

@@ -26,6 +26,7 @@ typedef struct cli_args {
     int verbose;
     int dry_run;          /* pretrain --dry-run */
     int resume;           /* pretrain --resume */
+    int profile_step;     /* pretrain --profile-step N: time every backend call of step N (0: none) */
     const char *bench_model;  /* bench --model vits14|vitb14 */
     const char *bench_policy; /* bench --policy explora|lora|full|infer|all */
     int bench_batch, bench_iters, bench_warmup; /* bench --batch, --iters, --warmup (0 / -1: defaults) */

@@ -334,18 +334,9 @@ static void print_result(const bench_opts *o, const bench_policy *pol, const ben
         printf(" %9.1f %8.1f\n", (host > 0 ? host : 0.0) * 1e3, r->flops_phase[p] * 1e-9);
     }
     if (r->nslots > 0) { /* the ten slowest slots: a device backend's profiling step, or the last timed step */
-        int order[BENCH_SLOTS];
-        for (int i = 0; i < r->nslots; i++) order[i] = i;
-        for (int i = 1; i < r->nslots; i++)
-            for (int j = i; j > 0 && r->slot_s[order[j - 1]] < r->slot_s[order[j]]; j--) {
-                const int x = order[j];
-                order[j] = order[j - 1], order[j - 1] = x;
-            }
         printf(o->profile_step ? "slowest backend slots in the profiled step (synchronised after every call):\n"
                                : "slowest backend slots in the last timed step:\n");
-        for (int i = 0; i < r->nslots && i < 10; i++)
-            printf("  %-20s %9.2f ms %7lld calls\n", r->slot_name[order[i]], r->slot_s[order[i]] * 1e3,
-                   (long long)r->slot_calls[order[i]]);
+        cli_print_slots(stdout, r->slot_name, r->slot_s, r->slot_calls, r->nslots, 10);
     }
     /* the machine-readable line bench/run.sh reads */
     printf("bench-result impl=explora model=%s policy=%s batch=%lld iters=%lld img_s=%.4f step_ms=%.2f fwd_ms=%.2f "

@@ -5,12 +5,17 @@
  * weights or data, prints the trainable counts and the memory plan, and exits.
  * --resume continues the run in [run] out from its checkpoint. Ctrl-C (or
  * SIGTERM) stops after the current step and writes a checkpoint.
+ * --profile-step N runs on the timing wrapper of the backend (cli_timing.h) and, for step N only,
+ * synchronises after every backend call and prints where the step's time went: per op class, the
+ * slowest slots, and the model FLOP rate of the GEMMs and attention inside their calls. The wrapper
+ * has no collective slots, so several processes sum gradients through MPI on the host while profiling.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cli_timing.h"
 #include "explora/trainer.h"
 
 /* Ctrl-C: ask the loop to stop after the current step and write a checkpoint.
@@ -23,9 +28,67 @@ static void on_sigint(int sig) {
     signal(SIGINT, SIG_DFL);
 }
 
+/* --profile-step: the timer and the step to profile. */
+typedef struct profile_ctx {
+    bench_timer *T;
+    int64_t step;
+    double t0;
+    int started; /* timing began at the end of step N - 1 (or before the run, for N = 1) */
+} profile_ctx;
+
+static void profile_begin(profile_ctx *p) {
+    p->T->inner->vt.synchronize(p->T->inner->ctx);
+    cli_timer_reset(p->T);
+    p->T->sync_each = 1;
+    p->t0 = cli_now_s();
+    p->started = 1;
+}
+
+static void profile_print(const profile_ctx *p, FILE *out) {
+    const bench_timer *T = p->T;
+    const double wall = cli_now_s() - p->t0;
+    double in = 0.0;
+    for (int c = 0; c < BC_COUNT; c++) in += T->t[BP_FWD][c];
+    fprintf(out,
+            "profile of step %lld (synchronised after every backend call: host and device do not overlap, and "
+            "each call's launch latency counts):\n",
+            (long long)p->step);
+    fprintf(out, "  wall %.1f ms: %.1f ms inside backend calls, %.1f ms on the host (data, glue, logging)\n",
+            wall * 1e3, in * 1e3, (wall - in > 0 ? wall - in : 0.0) * 1e3);
+    fprintf(out, "  by class:");
+    for (int c = 0; c < BC_COUNT; c++)
+        fprintf(out, " %s %.1f ms (%.0f%%)%s", cli_timing_class_names[c], T->t[BP_FWD][c] * 1e3,
+                in > 0 ? 100.0 * T->t[BP_FWD][c] / in : 0.0, c + 1 < BC_COUNT ? "," : "\n");
+    const double mm = T->t[BP_FWD][BC_GEMM] + T->t[BP_FWD][BC_ATTN];
+    fprintf(out, "  GEMMs and attention: %.4g GFLOP (model FLOPs), %.4g TFLOP/s inside their calls, %.4g TFLOP/s over "
+                 "the step\n",
+            T->flops[BP_FWD] * 1e-9, mm > 0 ? T->flops[BP_FWD] / mm * 1e-12 : 0.0,
+            wall > 0 ? T->flops[BP_FWD] / wall * 1e-12 : 0.0);
+    fprintf(out, "  slowest backend slots:\n");
+    cli_print_slots(out, T->slot_name, T->slot_s, T->slot_calls, T->nslots, 12);
+    fflush(out);
+}
+
+/* ex_trainer.after_step: start timing after step N-1 (N = 1: before the run), print after step N. */
+static ex_status profile_after_step(void *ctx, ex_trainer *t, int64_t step, ex_err *err) {
+    (void)t, (void)err;
+    profile_ctx *p = ctx;
+    if (step == p->step - 1) profile_begin(p);
+    if (step == p->step && !p->started)
+        printf("profile: step %lld is the first of this (resumed) run, so its timing did not start before it; "
+               "profile a later step\n",
+               (long long)step);
+    if (step == p->step && p->started) {
+        p->T->inner->vt.synchronize(p->T->inner->ctx);
+        profile_print(p, stdout);
+        p->T->sync_each = 0;
+    }
+    return EX_OK;
+}
+
 int cli_pretrain(const cli_args *a) {
     if (a->npositional != 1) {
-        fprintf(stderr, "explora: error: usage: explora pretrain CONFIG.ini [--dry-run] [--resume] [--set section.key=value ...]\n");
+        fprintf(stderr, "explora: error: usage: explora pretrain CONFIG.ini [--dry-run] [--resume] [--profile-step N] [--set section.key=value ...]\n");
         return CLI_USAGE;
     }
     ex_session s;
@@ -41,8 +104,17 @@ int cli_pretrain(const cli_args *a) {
         ex_session_close(&s);
         return rc;
     }
+    /* --profile-step: the trainer runs on the timing wrapper (destroy only the real backend) */
+    bench_timer timer;
+    ex_backend timed;
+    profile_ctx prof = {&timer, a->profile_step, 0.0, 0};
+    ex_backend *run_be = &be;
+    if (a->profile_step > 0 && !a->dry_run) {
+        cli_timing_backend(&timed, &be, &timer);
+        run_be = &timed;
+    }
     ex_trainer t;
-    if (ex_trainer_setup(&t, &s, &be, &err) != EX_OK) {
+    if (ex_trainer_setup(&t, &s, run_be, &err) != EX_OK) {
         rc = cli_report(a, &err);
     } else {
         ex_trainer_print(&t, stdout);
@@ -54,6 +126,11 @@ int cli_pretrain(const cli_args *a) {
         } else {
             signal(SIGINT, on_sigint);
             signal(SIGTERM, on_sigint);
+            if (a->profile_step > 0) {
+                t.after_step = profile_after_step;
+                t.after_step_ctx = &prof;
+                if (a->profile_step == 1) profile_begin(&prof);
+            }
             if (ex_trainer_run(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);
             signal(SIGINT, SIG_DFL);
             signal(SIGTERM, SIG_DFL);

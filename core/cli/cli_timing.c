@@ -313,3 +313,16 @@ void cli_timer_reset(bench_timer *T) {
     T->phase = BP_FWD;
 }
 
+
+void cli_print_slots(FILE *out, const char *const *names, const double *secs, const int64_t *calls, int n, int top) {
+    int order[BENCH_SLOTS];
+    if (n > BENCH_SLOTS) n = BENCH_SLOTS;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = 1; i < n; i++) /* insertion sort, slowest first: n is small */
+        for (int j = i; j > 0 && secs[order[j - 1]] < secs[order[j]]; j--) {
+            const int x = order[j];
+            order[j] = order[j - 1], order[j - 1] = x;
+        }
+    for (int i = 0; i < n && i < top; i++)
+        fprintf(out, "  %-20s %9.2f ms %7lld calls\n", names[order[i]], secs[order[i]] * 1e3, (long long)calls[order[i]]);
+}

@@ -12,6 +12,7 @@
 #define EXPLORA_CLI_TIMING_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "explora/backend.h"
 
@@ -43,5 +44,7 @@ double cli_now_s(void);
 void cli_timing_backend(ex_backend *out, ex_backend *inner, bench_timer *T);
 /* Forget what was measured (phase back to BP_FWD; sync_each unchanged). */
 void cli_timer_reset(bench_timer *T);
+/* The `top` slowest of n slots, one line each: name, milliseconds, calls. */
+void cli_print_slots(FILE *out, const char *const *names, const double *secs, const int64_t *calls, int n, int top);
 
 #endif

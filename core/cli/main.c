@@ -29,10 +29,12 @@ static void usage(FILE *out) {
             "  embed CONFIG --out F [--blocks i,j]\n"
             "                          features (cls, mean patch token, chosen blocks) of every\n"
             "                          sample of [data] through [backbone], as safetensors\n"
-            "  pretrain CONFIG [--dry-run] [--resume]\n"
+            "  pretrain CONFIG [--dry-run] [--resume] [--profile-step N]\n"
             "                          extended self-supervised pre-training ([backbone], [peft],\n"
             "                          [objective], [data], [optim]); --dry-run prints the\n"
-            "                          trainable counts and memory plan without loading anything\n"
+            "                          trainable counts and memory plan without loading anything;\n"
+            "                          --profile-step N times every backend call of step N\n"
+            "                          (synchronised after each) and prints where the step went\n"
             "  export CONFIG --out F [--format dinov2|timm|hf|mae|hf-mae] [--checkpoint C]\n"
             "                          the run's backbone with its adapters merged, as a plain ViT\n"
             "  slim CKPT --out F [--keep PREFIX,...]\n"
@@ -204,6 +206,16 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             }
             i++;
             *(s[2] == 'b' ? &a->bench_batch : s[2] == 'i' ? &a->bench_iters : &a->bench_warmup) = (int)v;
+        } else if (strcmp(s, "--profile-step") == 0) {
+            if (!need_value(argc, argv, i)) return 0;
+            char *end;
+            long v = strtol(argv[i + 1], &end, 10);
+            if (*end || v < 1 || v > 100000000) {
+                fprintf(stderr, "explora: error: --profile-step '%s' is not a step number (1 or more).\n", argv[i + 1]);
+                return 0;
+            }
+            i++;
+            a->profile_step = (int)v;
         } else if (strcmp(s, "--dry-run") == 0) {
             a->dry_run = 1;
         } else if (strcmp(s, "--resume") == 0) {
