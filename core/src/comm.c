@@ -33,7 +33,8 @@ int ex_comm_launched_world(void) {
 
 /* First non-negative integer among the launchers' node-local rank variables (0 when none). */
 int ex_comm_launched_local_rank(void) {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK", "MPI_LOCALRANKID",
+                                       "SLURM_LOCALID", "LOCAL_RANK"};
     const int r = first_env_int(vars, sizeof vars / sizeof *vars, 0);
     return r < 0 ? 0 : r;
 }
@@ -80,8 +81,16 @@ static int single(const ex_comm *c) { return !c || c->kind == EX_COMM_SINGLE || 
 #define EX_COMM_ID_MAX 4096
 
 ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err) {
+    return ex_comm_attach_device_if(c, be, 1, attached, err);
+}
+
+ex_status ex_comm_attach_device_if(ex_comm *c, ex_backend *be, int want, int *attached, ex_err *err) {
     *attached = 0;
-    if (single(c) || !be->vt.comm_init) return EX_OK;
+    if (single(c)) return EX_OK;
+    /* one rank that cannot or will not keeps every rank on the host path */
+    int64_t refuse = !(want && be->vt.comm_init && be->vt.comm_unique_id && be->vt.comm_allreduce_sum_f32);
+    EX_CHECK(ex_comm_allreduce_max_i64(c, &refuse, 1, err));
+    if (refuse) return EX_OK;
     unsigned char id[EX_COMM_ID_MAX];
     memset(id, 0, sizeof id);
     size_t len = 0;

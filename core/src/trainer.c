@@ -119,7 +119,8 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
     const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
     int collectives = 0, attached = 0;
     EX_CHECK(ex_cfg_enum(&run, "collectives", &collectives, err));
-    if (collectives == 0) EX_CHECK(ex_comm_attach_device(&t->comm, be, &attached, err)); /* auto */
+    /* auto: device collectives when every rank's backend has them (all ranks agree, whatever each wants) */
+    EX_CHECK(ex_comm_attach_device_if(&t->comm, be, collectives == 0, &attached, err));
     EX_CHECK(ex_cfg_int(&optim, "batch", &t->batch, err));
     EX_CHECK(ex_cfg_int(&optim, "accumulate", &t->accumulate, err));
     EX_CHECK(ex_optim_config_read(&optim, &t->ocfg, err));
@@ -540,14 +541,20 @@ static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
 }
 
 /* The step's loss terms as the mean over ranks (each rank's are world x its share of the global loss). */
-static ex_status reduce_terms(ex_trainer *t, ex_loss_terms *sum, ex_err *err) {
+/* The logged loss terms averaged over ranks, and *stop: whether any rank was asked to stop (Ctrl-C, SIGTERM)
+ * by now. With several ranks every rank stops after the same step, the one whose reduction first saw a
+ * request (a rank that stopped alone would leave the others waiting in the next step's all-reduce). */
+static ex_status reduce_terms(ex_trainer *t, ex_loss_terms *sum, int *stop, ex_err *err) {
+    *stop = t->stop && *t->stop;
     if (t->comm.world <= 1) return EX_OK;
-    double v[EX_MAX_LOSS_TERMS + 1];
+    double v[EX_MAX_LOSS_TERMS + 2];
     for (int k = 0; k < sum->count; k++) v[k] = sum->values[k];
     v[sum->count] = sum->total;
-    EX_CHECK(ex_comm_allreduce_sum_f64(&t->comm, v, sum->count + 1, err));
+    v[sum->count + 1] = *stop ? 1.0 : 0.0;
+    EX_CHECK(ex_comm_allreduce_sum_f64(&t->comm, v, sum->count + 2, err));
     for (int k = 0; k < sum->count; k++) sum->values[k] = v[k] / t->comm.world;
     sum->total = v[sum->count] / t->comm.world;
+    *stop = v[sum->count + 1] > 0.0;
     return EX_OK;
 }
 
@@ -643,7 +650,8 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             images_since += t->batch * t->comm.world;
         }
         EX_CHECK_GOTO(reduce_grads(t, err), st, done);
-        EX_CHECK_GOTO(reduce_terms(t, &sum, err), st, done);
+        int stop_now = 0;
+        EX_CHECK_GOTO(reduce_terms(t, &sum, &stop_now, err), st, done);
         double lr = 0, gnorm = 0;
         const double scale_used = t->scaler.scale;
         int skipped = 0;
@@ -678,7 +686,8 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
             fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
             break;
         }
-        if (t->stop && *t->stop) {
+        /* one process: the request as it stands now; several: as all ranks agreed in this step's reduction */
+        if (t->comm.world <= 1 ? (t->stop && *t->stop) : stop_now) {
             fprintf(log, "interrupted at step %lld: writing a checkpoint; continue with --resume\n", (long long)step);
             break;
         }

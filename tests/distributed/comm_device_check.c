@@ -8,6 +8,8 @@
  *     rank and the world size;
  *   - a device all-reduce then goes through the backend's slot (and sums);
  *   - a backend without the slots is not attached and still sums by staging;
+ *   - ranks that disagree (one without the slots, or one that does not want them) all stay on the
+ *     host path, none waiting in the id broadcast;
  *   - when rank 0 cannot make an id, every rank returns an error (no hang).
  * Prints "comm-device-check rank R: ok" and exits 0, or names the failed check
  * and exits 1. (NCCL itself needs GPUs: scripts/gpu_check.sh.)
@@ -126,6 +128,21 @@ int main(void) {
     CHECK(ex_comm_allreduce_sum_f32(&c, &plain, v, 5, &err) == EX_OK, "staged all-reduce: %s", err.msg);
     for (int i = 0; i < 5; i++) CHECK(v[i] == 2.5f, "staged sum[%d] = %g", i, (double)v[i]);
     CHECK(f.reduces == 1, "staging called the slot");
+
+    /* 2b. the ranks disagree: rank 1's backend lacks the slots, or rank 1 does not want them (a per-rank
+     * setting). Every rank stays on the host path; none waits in the id broadcast. */
+    fake h;
+    memset(&h, 0, sizeof h);
+    h.comm = &c;
+    be.ctx = &h;
+    CHECK(ex_comm_attach_device(&c, c.rank == 1 ? &plain : &be, &attached, &err) == EX_OK, "mixed: %s", err.msg);
+    CHECK(attached == 0 && !c.device && h.ids_made == 0 && h.inits == 0, "attached although rank 1 cannot");
+    CHECK(ex_comm_attach_device_if(&c, &be, c.rank == 0, &attached, &err) == EX_OK, "unwanted: %s", err.msg);
+    CHECK(attached == 0 && !c.device && h.ids_made == 0 && h.inits == 0, "attached although rank 1 does not want to");
+    for (int i = 0; i < 5; i++) v[i] = c.rank ? 3.0f : 0.25f;
+    CHECK(ex_comm_allreduce_sum_f32(&c, &be, v, 5, &err) == EX_OK, "host all-reduce: %s", err.msg);
+    for (int i = 0; i < 5; i++) CHECK(v[i] == 3.25f, "host sum[%d] = %g", i, (double)v[i]);
+    CHECK(h.reduces == 0, "the slot was used without attaching");
 
     /* 3. rank 0 cannot make an id: both ranks fail, none waits */
     fake g;

@@ -286,6 +286,48 @@ static void test_failing_rank_stops_every_rank(void **state) {
     assert_memory_equal(now, good, good_len);
 }
 
+/* Ctrl-C reaching one rank only (here rank 1, by `timeout -s INT`): every rank stops after the same step, the one
+ * whose all-reduce first saw the request, and rank 0 writes that step's checkpoint; no rank is left waiting in a
+ * collective the other never joins. */
+static void test_interrupt_on_one_rank_stops_every_rank(void **state) {
+    (void)state;
+    char ini[4096], dir[4096], ck[4200], text[8192], *out;
+    ext_tmp_path(dir, sizeof dir, "dist-int");
+    snprintf(text, sizeof text,
+             "[run]\nseed = 1\nout = %s\nlog_every = 100000\n"
+             "[backend]\nname = cpu\n"
+             "[backbone]\nname = vit\npatch = 2\ndim = 8\ndepth = 1\nheads = 2\nchannels = 1\npos_grid = 2\n"
+             "pos_embed = sincos\nmask_token = off\nimage_size = 4\n"
+             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+             "[objective]\nname = mae\nimage_size = 4\ndecoder_dim = 8\ndecoder_depth = 1\ndecoder_heads = 2\n"
+             "crop_scale = 1.0, 1.0\n"
+             "[data]\nname = abi-good\ncount = 8\nchannels = 1\n"
+             "[transform]\nmean = 0.5\nstd = 0.5\n"
+             "[optim]\nbatch = 2\nsteps = 10000000\nwarmup_steps = 0\n",
+             dir);
+    write_ini(ini, sizeof ini, "dist-int.ini", text);
+    const char *abi = ext_env("EXPLORA_TEST_ABI_DIR"), *bin = ext_env("EXPLORA_BIN");
+    int rc = sh(&out,
+                "timeout 300 '%s' --allow-run-as-root --oversubscribe -np 1 '%s' pretrain '%s' --plugin-path '%s' : "
+                "-np 1 timeout --preserve-status -s INT 3 '%s' pretrain '%s' --plugin-path '%s'",
+                ext_env("EXPLORA_MPIRUN"), bin, ini, abi, bin, ini, abi);
+    if (rc != 0) fail_msg("exit code %d (expected both ranks to stop cleanly):\n%s", rc, out);
+    const char *p = strstr(out, "interrupted at step ");
+    if (!p) fail_msg("rank 0 did not stop with the interrupted rank:\n%s", out);
+    long long step = 0;
+    assert_int_equal(sscanf(p, "interrupted at step %lld", &step), 1);
+    assert_true(step >= 1 && step < 10000000);
+    free(out);
+    ex_err err;
+    ex_st_file *f;
+    snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", dir);
+    EXT_OK(ex_st_open(&f, ck, &err), &err);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", step);
+    assert_string_equal(ex_st_metadata(f, "step"), want);
+    ex_st_close(f);
+}
+
 /* The core's side of device collectives (rank 0's id broadcast, dispatch to the backend's slots, errors on
  * every rank): comm_device_check under mpirun -np 2. */
 static void test_device_collectives_wiring(void **state) {
@@ -305,6 +347,7 @@ int main(void) {
         cmocka_unit_test(test_two_ranks_resume_bit_identically),
         cmocka_unit_test(test_dinov2_two_ranks_match_one_rank),
         cmocka_unit_test(test_failing_rank_stops_every_rank),
+        cmocka_unit_test(test_interrupt_on_one_rank_stops_every_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

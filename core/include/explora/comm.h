@@ -72,7 +72,12 @@ EX_API int ex_comm_world(const ex_comm *c);
 
 /* With several ranks and a backend that has collective slots: rank 0 creates the device communicator's id,
  * MPI broadcasts it, every rank joins; later device all-reduces on `be` go through the backend (NCCL).
- * Otherwise (one rank, or a backend without the slots) nothing changes and *attached = 0. Collective. */
+ * Otherwise (one rank, or a backend without the slots) nothing changes and *attached = 0. Collective: every
+ * rank calls it, and the ranks first agree (an all-reduce) to attach only if every one of them wants to
+ * (`want`) and its backend can, so ranks that differ (a per-rank setting, a backend without the slots) all
+ * stay on the host path instead of waiting on each other. */
+EX_API ex_status ex_comm_attach_device_if(ex_comm *c, ex_backend *be, int want, int *attached, ex_err *err);
+/* ex_comm_attach_device_if with want = 1. */
 EX_API ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err);
 /* In place, element-wise sum over ranks of n fp32 values in DEVICE memory of `be`. */
 EX_API ex_status ex_comm_allreduce_sum_f32(ex_comm *c, ex_backend *be, float *dev, int64_t n, ex_err *err);
