@@ -181,6 +181,13 @@ ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err) {
 }
 
 ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err) {
+    float *start = NULL;
+    int64_t n = 0;
+    if (ex_optim_grad_span(o, &start, &n)) { /* one call; the padding between the gradients is zero and stays so */
+        ex_status st = o->be->vt.axpby(o->be->ctx, start, 0.0f, start, s, n);
+        EX_ENSURE(st == EX_OK, err, st, "optim: scaling the gradients (%lld floats) failed", (long long)n);
+        return EX_OK;
+    }
     for (int i = 0; i < o->count; i++) {
         const ex_param *p = o->slots[i].param;
         ex_status st = o->be->vt.axpby(o->be->ctx, p->grad.data, 0.0f, p->grad.data, s, ex_tensor_numel(&p->grad));
@@ -189,10 +196,8 @@ ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err) {
     return EX_OK;
 }
 
-/* The slots' gradients as one run of floats *start (n), when they lie in slot order with nothing between
- * them but the arena's alignment padding (a gap shorter than EX_ARENA_ALIGN bytes has no room for another
- * tensor): 1; else 0. */
-static int grad_span(const ex_optim *o, float **start, int64_t *n) {
+/* A gap shorter than EX_ARENA_ALIGN bytes between two gradients has no room for another tensor. */
+int ex_optim_grad_span(const ex_optim *o, float **start, int64_t *n) {
     if (o->count < 2) return 0;
     const char *first = o->slots[0].param->grad.data, *end = first;
     for (int i = 0; i < o->count; i++) {
@@ -209,7 +214,7 @@ static int grad_span(const ex_optim *o, float **start, int64_t *n) {
 ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err) {
     float *start = NULL;
     int64_t n = 0;
-    if (grad_span(o, &start, &n)) { /* one fill (padding included) instead of one per tensor: fewer launches */
+    if (ex_optim_grad_span(o, &start, &n)) { /* one fill (padding included) instead of one per tensor */
         ex_status st = o->be->vt.fill(o->be->ctx, start, 0.0f, n);
         EX_ENSURE(st == EX_OK, err, st, "optim: zeroing the gradients (%lld floats) failed", (long long)n);
         return EX_OK;

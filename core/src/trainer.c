@@ -509,12 +509,30 @@ static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
         if (t->accumulate > 1) EX_CHECK(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err));
         return EX_OK;
     }
-    if (t->comm.device) { /* in device memory, one tensor at a time (NCCL queues them on the backend's stream) */
-        for (int i = 0; i < t->optim.count; i++) {
-            ex_tensor *g = &t->optim.slots[i].param->grad;
-            EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, (float *)g->data, ex_tensor_numel(g), err));
+    const float scale = (float)(1.0 / ((double)world * (double)t->accumulate));
+    float *span = NULL;
+    int64_t span_n = 0;
+    const int spanned = ex_optim_grad_span(&t->optim, &span, &span_n); /* the usual case: one gradient arena */
+    if (t->comm.device) { /* in device memory (NCCL queues its work on the backend's stream) */
+        if (spanned) {
+            EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, span, span_n, err)); /* one call, padding sums to 0 */
+        } else {
+            for (int i = 0; i < t->optim.count; i++) {
+                ex_tensor *g = &t->optim.slots[i].param->grad;
+                EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, (float *)g->data, ex_tensor_numel(g), err));
+            }
         }
-        return ex_optim_scale_grads(&t->optim, (float)(1.0 / ((double)world * (double)t->accumulate)), err);
+        return ex_optim_scale_grads(&t->optim, scale, err);
+    }
+    if (spanned) { /* one download, one all-reduce, one upload */
+        if (!t->grad_host) {
+            t->grad_host = malloc(sizeof(float) * (size_t)(span_n ? span_n : 1));
+            EX_ENSURE(t->grad_host, err, EX_E_NOMEM, "out of memory staging %lld gradients", (long long)span_n);
+        }
+        EX_CHECK(ex_be_download(t->be, t->grad_host, span, sizeof(float) * (size_t)span_n, err));
+        EX_CHECK(ex_comm_allreduce_sum_f32_host(&t->comm, t->grad_host, span_n, err));
+        EX_CHECK(ex_be_upload(t->be, span, t->grad_host, sizeof(float) * (size_t)span_n, err));
+        return ex_optim_scale_grads(&t->optim, scale, err);
     }
     size_t total = 0;
     for (int i = 0; i < t->optim.count; i++) total += (size_t)ex_tensor_numel(&t->optim.slots[i].param->grad);
@@ -537,10 +555,9 @@ static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
         EX_CHECK(ex_be_upload(t->be, g->data, t->grad_host + off, sizeof(float) * n, err));
         off += n;
     }
-    return ex_optim_scale_grads(&t->optim, (float)(1.0 / ((double)world * (double)t->accumulate)), err);
+    return ex_optim_scale_grads(&t->optim, scale, err);
 }
 
-/* The step's loss terms as the mean over ranks (each rank's are world x its share of the global loss). */
 /* The logged loss terms averaged over ranks, and *stop: whether any rank was asked to stop (Ctrl-C, SIGTERM)
  * by now. With several ranks every rank stops after the same step, the one whose reduction first saw a
  * request (a rank that stopped alone would leave the others waiting in the next step's all-reduce). */

@@ -76,8 +76,12 @@ EX_API double ex_optim_layer_scale(const char *name, int64_t depth, double layer
 EX_API ex_status ex_optim_grad_norm(ex_optim *o, double *norm, ex_err *err);
 /* Scale every trainable gradient by s (accumulation averaging, clipping). */
 EX_API ex_status ex_optim_scale_grads(ex_optim *o, float s, ex_err *err);
-/* Zero every trainable gradient. */
+/* Zero every trainable gradient (over the span below, padding included, when there is one). */
 EX_API ex_status ex_optim_zero_grads(ex_optim *o, ex_err *err);
+/* The trainable gradients as one run of floats *start (n), when they lie in slot order with nothing between
+ * them but the arena's alignment padding, which ex_optim_zero_grads keeps at zero: 1; else 0. One call over
+ * the span (a fill, a scale, an all-reduce) then does what one call per tensor would. */
+EX_API int ex_optim_grad_span(const ex_optim *o, float **start, int64_t *n);
 /* Clip (when clip_grad > 0) and take one AdamW step at the scheduled lr; returns the lr used and the norm. */
 EX_API ex_status ex_optim_step(ex_optim *o, double *lr_used, double *grad_norm, ex_err *err);
 EX_API void ex_optim_free(ex_optim *o);
