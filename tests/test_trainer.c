@@ -156,7 +156,7 @@ static void compare_checkpoints(const char *a, const char *b) {
         if (!g) fail_msg("%s lacks %s", b, e->name);
         assert_int_equal(e->end - e->begin, g->end - g->begin);
         if (memcmp(ex_st_data(fa, e), ex_st_data(fb, g), e->end - e->begin) != 0)
-            fail_msg("tensor %s differs between the resumed and the uninterrupted run", e->name);
+            fail_msg("tensor %s differs between %s and %s", e->name, a, b);
     }
     assert_string_equal(ex_st_metadata(fa, "step"), ex_st_metadata(fb, "step"));
     assert_string_equal(ex_st_metadata(fa, "position"), ex_st_metadata(fb, "position"));
@@ -534,6 +534,29 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --resume", r[4].ini, base);
     free(o2);
     compare_checkpoints(r[1].ckpt, r[4].ckpt);
+}
+
+/* Activation recomputation in a whole ExPLoRA DINOv2 run (3 blocks, LayerScale, drop path, LoRA, two crop
+ * sizes): off, on for every block, and on for the first one or two (recompute_blocks) all write the same
+ * checkpoint, byte for byte. */
+static void test_recompute_blocks_train_identically(void **state) {
+    (void)state;
+    need_data();
+    const char *body = "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 3\nheads = 2\nchannels = 1\npos_grid = 4\n"
+                       "image_size = 16\nlayerscale = on\nlayerscale_init = 0.1\n" EXPLORA_PEFT TINY_DINOV2
+                       "drop_path = 0.3\n" FMNIST_DATA "[optim]\nbatch = 8\nsteps = 3\nlr = 1e-3\n";
+    const char *sets[4] = {"", "--set backbone.recompute=true",
+                           "--set backbone.recompute=true --set backbone.recompute_blocks=1",
+                           "--set backbone.recompute=true --set backbone.recompute_blocks=2"};
+    const char *tags[4] = {"off", "all", "first1", "first2"};
+    static run_files r[4];
+    char *out;
+    for (int i = 0; i < 4; i++) {
+        write_run(&r[i], "recompute", tags[i], 13, body);
+        RUN_EXPECT(0, &out, "pretrain '%s' %s", r[i].ini, sets[i]);
+        free(out);
+    }
+    for (int i = 1; i < 4; i++) compare_checkpoints(r[0].ckpt, r[i].ckpt);
 }
 
 /* [optim] activation_dtype = bf16 on an ExPLoRA DINOv2 run with recomputation (the blocks' activations are
@@ -1038,6 +1061,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_resume_is_bit_identical),
         cmocka_unit_test(test_frozen_bf16_equals_rounded_fp32),
         cmocka_unit_test(test_bf16_activations_train),
+        cmocka_unit_test(test_recompute_blocks_train_identically),
         cmocka_unit_test(test_loss_scale_is_exact),
         cmocka_unit_test(test_kill_9_leaves_a_valid_checkpoint),
         cmocka_unit_test(test_non_finite_loss_stops_cleanly),
