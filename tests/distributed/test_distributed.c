@@ -244,12 +244,12 @@ static void test_dinov2_two_ranks_match_one_rank(void **state) {
     compare_checkpoints(ck[0], ck[1], 1e-5);
 }
 
-static void test_failing_rank_stops_every_rank(void **state) {
-    (void)state;
-    char ini[4096], dir[4096], ck[4200], args[9000], text[8192], *out;
-    ext_tmp_path(dir, sizeof dir, "dist-nan");
+/* A one-block MAE on the abi-good stand-in dataset (8 samples, 4 px): runs in milliseconds per step. `log_every`
+ * and `optim` (the [optim] lines) vary; writes the config as `name` in the test folder. */
+static void write_tiny_mae(char *ini, size_t cap, const char *name, const char *dir, int log_every, const char *optim) {
+    char text[8192];
     snprintf(text, sizeof text,
-             "[run]\nseed = 1\nout = %s\nlog_every = 1\n"
+             "[run]\nseed = 1\nout = %s\nlog_every = %d\n"
              "[backend]\nname = cpu\n"
              "[backbone]\nname = vit\npatch = 2\ndim = 8\ndepth = 1\nheads = 2\nchannels = 1\npos_grid = 2\n"
              "pos_embed = sincos\nmask_token = off\nimage_size = 4\n"
@@ -258,9 +258,16 @@ static void test_failing_rank_stops_every_rank(void **state) {
              "crop_scale = 1.0, 1.0\n"
              "[data]\nname = abi-good\ncount = 8\nchannels = 1\n"
              "[transform]\nmean = 0.5\nstd = 0.5\n"
-             "[optim]\nbatch = 2\nsteps = 2\n",
-             dir);
-    write_ini(ini, sizeof ini, "dist-nan.ini", text);
+             "[optim]\n%s",
+             dir, log_every, optim);
+    write_ini(ini, cap, name, text);
+}
+
+static void test_failing_rank_stops_every_rank(void **state) {
+    (void)state;
+    char ini[4096], dir[4096], ck[4200], args[9000], *out;
+    ext_tmp_path(dir, sizeof dir, "dist-nan");
+    write_tiny_mae(ini, sizeof ini, "dist-nan.ini", dir, 1, "batch = 2\nsteps = 2\n");
     const char *abi = ext_env("EXPLORA_TEST_ABI_DIR");
     snprintf(args, sizeof args, "pretrain '%s' --plugin-path '%s'", ini, abi);
     EXPECT_RC(0, explora(&out, 2, args), &out); /* clean data: a checkpoint */
@@ -291,21 +298,9 @@ static void test_failing_rank_stops_every_rank(void **state) {
  * collective the other never joins. */
 static void test_interrupt_on_one_rank_stops_every_rank(void **state) {
     (void)state;
-    char ini[4096], dir[4096], ck[4200], text[8192], *out;
+    char ini[4096], dir[4096], ck[4200], *out;
     ext_tmp_path(dir, sizeof dir, "dist-int");
-    snprintf(text, sizeof text,
-             "[run]\nseed = 1\nout = %s\nlog_every = 100000\n"
-             "[backend]\nname = cpu\n"
-             "[backbone]\nname = vit\npatch = 2\ndim = 8\ndepth = 1\nheads = 2\nchannels = 1\npos_grid = 2\n"
-             "pos_embed = sincos\nmask_token = off\nimage_size = 4\n"
-             "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
-             "[objective]\nname = mae\nimage_size = 4\ndecoder_dim = 8\ndecoder_depth = 1\ndecoder_heads = 2\n"
-             "crop_scale = 1.0, 1.0\n"
-             "[data]\nname = abi-good\ncount = 8\nchannels = 1\n"
-             "[transform]\nmean = 0.5\nstd = 0.5\n"
-             "[optim]\nbatch = 2\nsteps = 10000000\nwarmup_steps = 0\n",
-             dir);
-    write_ini(ini, sizeof ini, "dist-int.ini", text);
+    write_tiny_mae(ini, sizeof ini, "dist-int.ini", dir, 100000, "batch = 2\nsteps = 10000000\nwarmup_steps = 0\n");
     const char *abi = ext_env("EXPLORA_TEST_ABI_DIR"), *bin = ext_env("EXPLORA_BIN");
     int rc = sh(&out,
                 "timeout 300 '%s' --allow-run-as-root --oversubscribe -np 1 '%s' pretrain '%s' --plugin-path '%s' : "
