@@ -209,46 +209,6 @@ static void test_resume_is_bit_identical(void **state) {
     free(out);
 }
 
-/* --profile-step N: the run is the same bit for bit (the timing wrapper only times), the profile of step N is
- * printed with GEMM calls and model FLOPs in it, and bad step numbers are usage errors. */
-static void test_profile_step_changes_nothing(void **state) {
-    (void)state;
-    need_data();
-    char ini_a[4096], ini_b[4096], dir_a[4096], dir_b[4096], ck_a[4200], ck_b[4200], *out;
-    ext_tmp_path(dir_a, sizeof dir_a, "run-plain");
-    ext_tmp_path(dir_b, sizeof dir_b, "run-profiled");
-    write_config(ini_a, sizeof ini_a, "plain.ini", dir_a, 4);
-    write_config(ini_b, sizeof ini_b, "profiled.ini", dir_b, 4);
-    RUN_EXPECT(0, &out, "pretrain '%s'", ini_a);
-    free(out);
-    RUN_EXPECT(0, &out, "pretrain '%s' --profile-step 3", ini_b);
-    expect_in(out, "profile of step 3 ");
-    expect_in(out, "inside backend calls");
-    expect_in(out, "slowest backend slots:");
-    const char *g = strstr(out, "\n  gemm ");
-    if (!g) fail_msg("no gemm line in the profile:\n%s", out);
-    double ms = 0;
-    long long calls = 0;
-    assert_int_equal(sscanf(g, "\n  gemm %lf ms %lld calls", &ms, &calls), 2);
-    assert_true(ms > 0.0 && calls > 10);
-    const char *tf = strstr(out, "GEMMs and attention: ");
-    assert_non_null(tf);
-    double gflop = 0;
-    assert_int_equal(sscanf(tf, "GEMMs and attention: %lf GFLOP", &gflop), 1);
-    assert_true(gflop > 0.0);
-    /* printed after step 3, before step 4's line */
-    assert_true(strstr(out, "profile of step 3") < strstr(out, "step 4/4"));
-    free(out);
-    snprintf(ck_a, sizeof ck_a, "%s/checkpoint.safetensors", dir_a);
-    snprintf(ck_b, sizeof ck_b, "%s/checkpoint.safetensors", dir_b);
-    compare_checkpoints(ck_a, ck_b);
-    RUN_EXPECT(2, &out, "pretrain '%s' --profile-step 0", ini_b);
-    expect_in(out, "--profile-step '0'");
-    free(out);
-    RUN_EXPECT(2, &out, "pretrain '%s' --profile-step x", ini_b);
-    free(out);
-}
-
 /* LoRA dropout draws its masks from the step, the micro-batch and the seed: a resumed run (with gradient
  * accumulation and activation checkpointing) ends bit-identical to the uninterrupted one, and the dropout
  * really changes training (the adapters differ from a run without it). */
@@ -534,6 +494,45 @@ static void test_frozen_bf16_equals_rounded_fp32(void **state) {
     RUN_EXPECT(0, &o2, "pretrain '%s' --set backbone.weights=%s --set optim.frozen_dtype=bf16 --resume", r[4].ini, base);
     free(o2);
     compare_checkpoints(r[1].ckpt, r[4].ckpt);
+}
+
+/* --profile-step N: the run is the same bit for bit (the timing wrapper only times), the profile of step N is
+ * printed with GEMM calls and model FLOPs in it, and bad step numbers are usage errors. */
+static void test_profile_step_changes_nothing(void **state) {
+    (void)state;
+    need_data();
+    const char *body = TINY_VIT EXPLORA_PEFT TINY_DINOV2 FMNIST_DATA "[optim]\nbatch = 8\nsteps = 4\n";
+    static run_files r[2];
+    char *out;
+    write_run(&r[0], "profile", "plain", 5, body);
+    write_run(&r[1], "profile", "profiled", 5, body);
+    const char *ini_b = r[1].ini;
+    RUN_EXPECT(0, &out, "pretrain '%s'", r[0].ini);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --profile-step 3", ini_b);
+    expect_in(out, "profile of step 3 ");
+    expect_in(out, "inside backend calls");
+    expect_in(out, "slowest backend slots:");
+    const char *g = strstr(out, "\n  gemm ");
+    if (!g) fail_msg("no gemm line in the profile:\n%s", out);
+    double ms = 0;
+    long long calls = 0;
+    assert_int_equal(sscanf(g, "\n  gemm %lf ms %lld calls", &ms, &calls), 2);
+    assert_true(ms > 0.0 && calls > 10);
+    const char *tf = strstr(out, "GEMMs and attention: ");
+    assert_non_null(tf);
+    double gflop = 0;
+    assert_int_equal(sscanf(tf, "GEMMs and attention: %lf GFLOP", &gflop), 1);
+    assert_true(gflop > 0.0);
+    /* printed after step 3, before step 4's line */
+    assert_true(strstr(out, "profile of step 3") < strstr(out, "step 4/4"));
+    free(out);
+    compare_checkpoints(r[0].ckpt, r[1].ckpt);
+    RUN_EXPECT(2, &out, "pretrain '%s' --profile-step 0", ini_b);
+    expect_in(out, "--profile-step '0'");
+    free(out);
+    RUN_EXPECT(2, &out, "pretrain '%s' --profile-step x", ini_b);
+    free(out);
 }
 
 /* Activation recomputation in a whole ExPLoRA DINOv2 run (3 blocks, LayerScale, drop path, LoRA, two crop
