@@ -143,8 +143,10 @@ ex_status cu_attention_fwd(void *vctx, float *out, float *lse, const float *qkv,
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
     CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
-        return cu_attention_dnn_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs)) {
+        const ex_status st = cu_attention_dnn_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
+        if (st != EX_E_UNSUPPORTED) return st; /* no cuDNN plan for the shape: its fallback below */
+    }
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_fwd(ctx, out, lse, qkv, b, t, nh, hs, scale);
 #endif
@@ -183,8 +185,10 @@ ex_status cu_attention_bwd(void *vctx, float *dqkv, const float *dout, const flo
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
     CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
-        return cu_attention_dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs)) {
+        const ex_status st = cu_attention_dnn_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+        if (st != EX_E_UNSUPPORTED) return st; /* the same log-sum-exp convention: any forward pairs with it */
+    }
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits(ctx, hs))
         return cu_attention_tc_bwd(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
 #endif
@@ -271,8 +275,10 @@ ex_status cu_attention_fwd_bf16(void *vctx, uint16_t *out, float *lse, const uin
     if (b == 0 || t == 0 || nh == 0) return EX_OK;
     CU_ARG(out && lse && qkv, CU_VENDOR ": attention_fwd_bf16: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
-        return cu_attention_dnn_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs)) {
+        const ex_status st = cu_attention_dnn_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
+        if (st != EX_E_UNSUPPORTED) return st;
+    }
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
         return cu_attention_tc_fwd16(ctx, out, lse, qkv, b, t, nh, hs, scale);
 #endif
@@ -297,8 +303,10 @@ ex_status cu_attention_bwd_bf16(void *vctx, float *dqkv, const float *dout, cons
     if (b == 0 || t == 0 || nh == 0 || hs == 0) return EX_OK;
     CU_ARG(dqkv && dout && out && lse && qkv, CU_VENDOR ": attention_bwd_bf16: NULL pointer");
 #ifndef EXPLORA_HIP
-    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs))
-        return cu_attention_dnn_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+    if (ctx->attn_fused == 4 && cu_attention_dnn_fits(ctx, b, t, nh, hs)) {
+        const ex_status st = cu_attention_dnn_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
+        if (st != EX_E_UNSUPPORTED) return st;
+    }
     if (ctx->attn_fused >= 2 && cu_attention_tc_fits16(ctx, hs))
         return cu_attention_tc_bwd16(ctx, dqkv, dout, out, lse, qkv, b, t, nh, hs, scale);
 #endif

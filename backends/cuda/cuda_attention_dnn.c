@@ -75,10 +75,15 @@ static ex_status dnn_prepare(cu_ctx *ctx, const cu_dnn_sdpa *s, int backward, vo
     size_t bytes = 0;
     int kind = 0;
     char why[768] = "";
-    if (cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, &kind, why, sizeof why) != 0) {
+    const int rc = cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, &kind, why, sizeof why);
+    if (rc == -2) return EX_E_UNSUPPORTED; /* said once, when the shape first failed */
+    if (rc != 0) {
         char msg[1024];
-        snprintf(msg, sizeof msg, "%.700s (b %lld, t %lld, %lld heads of %lld); set attention = fused_bf16", why,
-                 (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs);
+        snprintf(msg, sizeof msg,
+                 "%.700s (b %lld, t %lld, %lld heads of %lld); this shape's %s runs on the bf16 tensor-core kernels "
+                 "(attention = fused_bf16) instead",
+                 why, (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs,
+                 backward ? "backward" : "forward");
         return dnn_fail(ctx, EX_E_UNSUPPORTED, msg);
     }
     *ws = NULL;

@@ -78,6 +78,14 @@ struct cu_dnn {
     int deterministic;
     dn_plan plans[DN_PLANS];
     int next_slot;       /* round-robin replacement when the cache is full */
+    /* shapes no engine would plan (under the current determinism rule): refused at once after the first
+     * attempt, whose reason is kept, instead of rebuilding graphs and heuristics on every call */
+    struct {
+        int64_t b, t, nh, hs;
+        int half, backward;
+        char why[320];
+    } failed[DN_PLANS];
+    int nfailed, next_failed;
     /* entry points */
     size_t (*get_version)(void);
     const char *(*get_error_string)(cudnnStatus_t);
@@ -173,6 +181,7 @@ void cu_dnn_set_deterministic(cu_dnn *d, int deterministic) {
     if (d->deterministic == !!deterministic) return;
     d->deterministic = !!deterministic;
     for (int i = 0; i < DN_PLANS; i++) dn_plan_release(d, &d->plans[i]); /* chosen under the other rule */
+    d->nfailed = d->next_failed = 0;
 }
 
 /* why = "<what>: <status name> (<cuDNN's last message>)" */
@@ -701,6 +710,22 @@ static dn_plan *dn_find(cu_dnn *d, const cu_dnn_sdpa *s, int backward) {
     return NULL;
 }
 
+static int dn_failed_find(const cu_dnn *d, const cu_dnn_sdpa *s, int backward) {
+    for (int i = 0; i < d->nfailed; i++)
+        if (d->failed[i].b == s->b && d->failed[i].t == s->t && d->failed[i].nh == s->nh && d->failed[i].hs == s->hs &&
+            d->failed[i].half == s->half && d->failed[i].backward == backward)
+            return i;
+    return -1;
+}
+
+static void dn_failed_add(cu_dnn *d, const cu_dnn_sdpa *s, int backward, const char *why) {
+    const int i = d->nfailed < DN_PLANS ? d->nfailed++ : d->next_failed;
+    d->next_failed = (d->next_failed + 1) % DN_PLANS;
+    d->failed[i].b = s->b, d->failed[i].t = s->t, d->failed[i].nh = s->nh, d->failed[i].hs = s->hs;
+    d->failed[i].half = s->half, d->failed[i].backward = backward;
+    snprintf(d->failed[i].why, sizeof d->failed[i].why, "%s", why);
+}
+
 int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *workspace, int *kind, char *why,
                      size_t cap) {
     *workspace = 0;
@@ -709,6 +734,11 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
         *workspace = have->ws_total;
         if (kind) *kind = have->kind;
         return 0;
+    }
+    const int bad = dn_failed_find(d, s, backward);
+    if (bad >= 0) {
+        snprintf(why, cap, "%s", d->failed[bad].why);
+        return -2;
     }
     if (!d->handle) {
         snprintf(why, cap, "cuDNN: no handle (cu_dnn_bind was not called)");
@@ -760,6 +790,7 @@ int cu_dnn_sdpa_plan(cu_dnn *d, const cu_dnn_sdpa *s, int backward, size_t *work
         memset(p, 0, sizeof *p);
     }
     snprintf(why, cap, "%.300s%s%.300s", reason[0], nk > 1 ? "; then: " : "", nk > 1 ? reason[1] : "");
+    dn_failed_add(d, s, backward, why);
     return -1;
 }
 

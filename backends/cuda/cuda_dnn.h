@@ -102,7 +102,9 @@ int cu_dnn_sdpa_graph_describe(cu_dnn *d, const cu_dnn_sdpa *s, int kind, cu_dnn
 /* The execution plan of `s` (built at the first call per shape and direction, then cached), and the
  * workspace bytes it needs (256-byte aligned). Needs cu_dnn_bind. The forward tries the unified graph, then
  * the composite one; the backward is CU_DNN_BWD when deterministic, else CU_DNN_BWD_ACCUM, then CU_DNN_BWD.
- * *kind (may be NULL) receives the graph that was planned. */
+ * *kind (may be NULL) receives the graph that was planned. 0: planned (or cached); -1: not planned, why says
+ * why; -2: a shape that failed before, refused at once (its first reason in why) until the determinism rule
+ * changes. */
 /* Where a CU_DNN_BWD_ACCUM plan keeps its fp32 dQ accumulator in the workspace. cuDNN before 9.6 adds into it
  * without clearing it first (cudnn-frontend clears it for those versions), so the caller zeroes it before
  * every backward run of such a plan. */
