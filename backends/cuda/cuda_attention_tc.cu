@@ -505,7 +505,8 @@ int cu_attention_tc_usable(const cu_ctx *ctx) {
         (void)cudaGetLastError();
         return 0;
     }
-    return fa.ptxVersion >= (fp16 ? 70 : 80);
+    /* 0: not reported (trust the device's compute capability; a kernel without tiles traps, ft_no_tiles) */
+    return fa.ptxVersion == 0 || fa.ptxVersion >= (fp16 ? 70 : 80);
 }
 
 int cu_attention_tc_fits(const cu_ctx *ctx, int64_t hs) {
