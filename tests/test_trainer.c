@@ -528,6 +528,9 @@ static void test_profile_step_changes_nothing(void **state) {
     assert_true(strstr(out, "profile of step 3") < strstr(out, "step 4/4"));
     free(out);
     compare_checkpoints(r[0].ckpt, r[1].ckpt);
+    RUN_EXPECT(0, &out, "pretrain '%s' --profile-step 9", ini_b); /* beyond the run: said, not silent */
+    expect_in(out, "profile: step 9 was not reached (the run ended at step 4)");
+    free(out);
     RUN_EXPECT(2, &out, "pretrain '%s' --profile-step 0", ini_b);
     expect_in(out, "--profile-step '0'");
     free(out);

@@ -132,6 +132,9 @@ int cli_pretrain(const cli_args *a) {
                 if (a->profile_step == 1) profile_begin(&prof);
             }
             if (ex_trainer_run(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);
+            else if (a->profile_step > t.optim.step)
+                printf("profile: step %d was not reached (the run ended at step %lld)\n", a->profile_step,
+                       (long long)t.optim.step);
             signal(SIGINT, SIG_DFL);
             signal(SIGTERM, SIG_DFL);
         }
