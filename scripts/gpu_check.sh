@@ -11,8 +11,9 @@
 #                        (default /usr/share/datasets/fashion-mnist; Debian's
 #                        dataset-fashion-mnist) for steps 3 and 5
 #   GPU_CHECK_OUT        folder for the logs and metrics (default BUILD_DIR/gpu-check)
-#   GPU_CHECK_BUDGET_S   seconds the whole script may take (default 540): a run or benchmark that would
-#                        start with less than 30 s left is skipped and named at the end
+#   GPU_CHECK_BUDGET_S   seconds from the start after which no end-to-end run or benchmark starts
+#                        (default 540; one with under 30 s left is skipped and named at the end;
+#                        the build and parity steps keep their own timeouts)
 #   GPU_CHECK_FULL=1     also the DINOv2 step configurations already measured at the first H200
 #                        runs (ViT-B/14, bf16 GEMMs alone, batch 64, ...)
 #
@@ -64,8 +65,9 @@ mkdir -p "$LOGS" && LOGS=$(cd "$LOGS" && pwd)
 status=0
 t0=$(date +%s)
 say() { echo "gpu-check: [$(( $(date +%s) - t0 ))s] $*"; }
-# A time budget for the whole script (GPU_CHECK_BUDGET_S, default 540 s): a benchmark that would start with
-# less than 30 s left is skipped and named, and each one's timeout is cut to what is left.
+# A time budget for the script (GPU_CHECK_BUDGET_S, default 540 s), counted from its start: an end-to-end run
+# or benchmark that would start with less than 30 s left is skipped and named, and each one's timeout is cut to
+# what is left. The build and the parity suites keep their own timeouts.
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 skipped=0
 left_s() { echo $(( BUDGET - ($(date +%s) - t0) )); }
@@ -179,15 +181,16 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
     [ "$run" = cuda-bf16 ] && extra="--set optim.frozen_dtype=bf16 --set backend.gemm_math=bf16"
     [ "$run" = cuda-bf16-acts ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16"
     [ "${run#cuda-cudnn}" != "$run" ] && extra="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=cudnn"
+    rm -rf "$LOGS/e2e-$run" # before the budget check: a skipped run must not leave an earlier run's files
     within_budget "end to end ($run)" || continue
     say "end to end: configs/demo/explora.ini, 6 steps, $run"
-    rm -rf "$LOGS/e2e-$run"
     timeout "$(cap 240)" "$EXPLORA" pretrain configs/demo/explora.ini --set backend.name=$be $extra \
         --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
         --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$run" > "$LOGS/e2e-$run.log" 2>&1
     erc=$?
     grep -E "^step|done:|error|frozen weights|activations:" "$LOGS/e2e-$run.log" | tail -8
-    if [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
+    if [ $erc -eq 124 ] && [ "$(left_s)" -lt 5 ]; then say "end to end ($run): cut off by the time budget"
+    elif [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
   done
   both() { [ -f "$LOGS/e2e-$1/checkpoint.safetensors" ] && [ -f "$LOGS/e2e-$2/checkpoint.safetensors" ] ||
     { say "run to run: $1 and $2 not compared (one of them did not finish)"; false; }; }
@@ -272,7 +275,7 @@ step_profile() { # label extra-args...
   timeout "$(cap 150)" "$EXPLORA" pretrain configs/bench/dinov2_step.ini --set optim.batch=32 --set optim.steps=4 \
       --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set run.loader_workers=12 \
       --set run.out="$dir" --profile-step 4 "$@" > "$dir.log" 2>&1 || say "profile $label: exit status $?"
-  sed -n '/^profile of step/,/^step 4\//p' "$dir.log" | grep -v '^step 4/'
+  awk '/^profile of step/ {p = 1} p && (/^step [0-9]/ || /^done:/) {exit} p' "$dir.log"
 }
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
   L14H="$L14 --set objective.prototypes=131072 --set objective.bottleneck=384"

@@ -531,8 +531,22 @@ static void test_profile_step_changes_nothing(void **state) {
     RUN_EXPECT(0, &out, "pretrain '%s' --profile-step 9", ini_b); /* beyond the run: said, not silent */
     expect_in(out, "profile: step 9 was not reached (the run ended at step 4)");
     free(out);
+    /* a resumed run's first step does its setup: the step after it is the first it can profile */
+    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=2", ini_b);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --resume --profile-step 3", ini_b);
+    expect_in(out, "profile: step 3 cannot be profiled: this run's first step is 3");
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --set run.stop_at=2", ini_b);
+    free(out);
+    RUN_EXPECT(0, &out, "pretrain '%s' --resume --profile-step 4", ini_b);
+    expect_in(out, "profile of step 4 ");
+    free(out);
     RUN_EXPECT(2, &out, "pretrain '%s' --profile-step 0", ini_b);
     expect_in(out, "--profile-step '0'");
+    free(out);
+    RUN_EXPECT(2, &out, "pretrain '%s' --profile-step 1", ini_b);
+    expect_in(out, "step 1 also does the run's setup");
     free(out);
     RUN_EXPECT(2, &out, "pretrain '%s' --profile-step x", ini_b);
     free(out);

@@ -33,7 +33,8 @@ typedef struct profile_ctx {
     bench_timer *T;
     int64_t step;
     double t0;
-    int started; /* timing began at the end of step N - 1 (or before the run, for N = 1) */
+    int started; /* timing began at the end of step N - 1 */
+    int said;    /* the profile, or why there is none, was printed */
 } profile_ctx;
 
 static void profile_begin(profile_ctx *p) {
@@ -69,19 +70,24 @@ static void profile_print(const profile_ctx *p, FILE *out) {
     fflush(out);
 }
 
-/* ex_trainer.after_step: start timing after step N-1 (N = 1: before the run), print after step N. */
+/* ex_trainer.after_step: start timing after step N-1, print after step N. The first step of a run (N = 1, or
+ * the step a --resume starts at) also does the run's setup and first loads, so it cannot be profiled; a step
+ * this run started past is said once, at its first step. */
 static ex_status profile_after_step(void *ctx, ex_trainer *t, int64_t step, ex_err *err) {
     (void)t, (void)err;
     profile_ctx *p = ctx;
+    if (!p->started && !p->said && step >= p->step) {
+        printf("profile: step %d cannot be profiled: this run's first step is %lld, and the step after it is the "
+               "first that can be\n",
+               (int)p->step, (long long)(step));
+        p->said = 1;
+    }
     if (step == p->step - 1) profile_begin(p);
-    if (step == p->step && !p->started)
-        printf("profile: step %lld is the first of this (resumed) run, so its timing did not start before it; "
-               "profile a later step\n",
-               (long long)step);
     if (step == p->step && p->started) {
         p->T->inner->vt.synchronize(p->T->inner->ctx);
         profile_print(p, stdout);
         p->T->sync_each = 0;
+        p->said = 1;
     }
     return EX_OK;
 }
@@ -107,7 +113,7 @@ int cli_pretrain(const cli_args *a) {
     /* --profile-step: the trainer runs on the timing wrapper (destroy only the real backend) */
     bench_timer timer;
     ex_backend timed;
-    profile_ctx prof = {&timer, a->profile_step, 0.0, 0};
+    profile_ctx prof = {&timer, a->profile_step, 0.0, 0, 0};
     ex_backend *run_be = &be;
     if (a->profile_step > 0 && !a->dry_run) {
         cli_timing_backend(&timed, &be, &timer);
@@ -129,10 +135,9 @@ int cli_pretrain(const cli_args *a) {
             if (a->profile_step > 0) {
                 t.after_step = profile_after_step;
                 t.after_step_ctx = &prof;
-                if (a->profile_step == 1) profile_begin(&prof);
             }
             if (ex_trainer_run(&t, stdout, &err) != EX_OK) rc = cli_report(a, &err);
-            else if (a->profile_step > t.optim.step)
+            else if (a->profile_step > 0 && !prof.said)
                 printf("profile: step %d was not reached (the run ended at step %lld)\n", a->profile_step,
                        (long long)t.optim.step);
             signal(SIGINT, SIG_DFL);

@@ -210,8 +210,11 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             if (!need_value(argc, argv, i)) return 0;
             char *end;
             long v = strtol(argv[i + 1], &end, 10);
-            if (*end || v < 1 || v > 100000000) {
-                fprintf(stderr, "explora: error: --profile-step '%s' is not a step number (1 or more).\n", argv[i + 1]);
+            if (*end || v < 2 || v > 100000000) {
+                fprintf(stderr,
+                        "explora: error: --profile-step '%s' is not a step number of 2 or more (step 1 also does the "
+                        "run's setup and first loads).\n",
+                        argv[i + 1]);
                 return 0;
             }
             i++;
