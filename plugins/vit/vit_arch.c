@@ -46,9 +46,9 @@ const ex_key_spec vit_keys[] = {
      "activation checkpointing: keep one block's activations and recompute each in backward (less memory, "
      "about a third more compute, identical gradients)"},
     {"recompute_blocks", EX_KEY_INT, "-1", -1, 65536, NULL,
-     "with recompute = true: how many blocks, counted from the first, rebuild their activations in backward; "
-     "the later ones keep theirs (each block kept costs the size of vit.block_acts that --dry-run prints with "
-     "recompute on) (-1: all blocks)"},
+     "with recompute = true: how many blocks, counted from the first, share one activation buffer; all but the "
+     "last of them rebuild theirs in backward, the later blocks keep their own (each costs the size of "
+     "vit.block_acts that --dry-run prints with recompute on; 1 is the same as recompute off) (-1: all blocks)"},
     {"image_size", EX_KEY_INT_LIST, "224", 1, 65536, NULL,
      "input size the run uses: 'side' or 'height, width' (multiples of the patch size)"},
     EX_KEY_END,

@@ -22,9 +22,10 @@ ex_status vit_attention(void *self, int64_t i, float *probs, ex_err *err) {
     EX_ENSURE(i >= 0 && i < a->depth, err, EX_E_RANGE, "vit: attention of block %lld (depth %lld)", (long long)i,
               (long long)a->depth);
     EX_ENSURE(vit_block_acts_kept(v, i), err, EX_E_UNSUPPORTED,
-              "vit: block %lld's activations are not kept (recompute on: blocks from %lld on have theirs; planned "
-              "for inference only: only the last block's)",
-              (long long)i, (long long)(v->shared_acts ? a->depth - 1 : a->recompute - 1));
+              "vit: block %lld's activations are not kept (recompute on: blocks from %lld on have their own, and "
+              "after a forward block %lld's are in the shared buffer; planned for inference only: only the last "
+              "block's)",
+              (long long)i, (long long)a->recompute, (long long)(v->shared_acts ? a->depth - 1 : a->recompute - 1));
     EX_ENSURE(!v->pingpong, err, EX_E_UNSUPPORTED,
               "vit: planned for final tokens only (inference over chunks of images): no attention maps are kept");
     EX_ENSURE(probs, err, EX_E_INVALID, "vit: attention() needs an output buffer");

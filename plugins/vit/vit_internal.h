@@ -76,6 +76,9 @@ typedef struct vit {
     ex_tensor dresid;    /* (B, T, D) */
     ex_block_acts *block_acts; /* (depth), bound into acts */
     int shared_acts;           /* every block binds the same activations (an inference plan) */
+    int64_t shared_holds;      /* the block whose activations the shared buffer (slot 0 under recompute, the only
+                                * one of an inference plan) holds now: the last forward's last block to use it, or
+                                * the block a backward rebuilt last; -1 before any forward */
     int pingpong;              /* inference with final_only: two residual buffers used in turn (no block_output),
                                 * and the forward runs over chunks of `chunk` images */
     int64_t chunk;             /* images per forward pass: the planned batch, or VIT_INFER_CHUNK (pingpong) */
@@ -108,8 +111,8 @@ ex_status vit_arch_from_config(const ex_cfg_section *cfg, vit_arch *a, char *for
                                ex_err *err);
 
 /* vit_model.c */
-/* Whether block i's activations from the last forward are still in memory (the attention slot reads them):
- * a block with its own buffer, or the last block written to the shared one. */
+/* Whether block i's activations from the last forward (or the backward's rebuild) are in memory (the attention
+ * slot reads them): a block with its own buffer, or the block the shared one holds now. */
 int vit_block_acts_kept(const vit *v, int64_t i);
 ex_status vit_register_params(vit *v, ex_err *err);
 ex_status vit_plan(void *self, const ex_backbone_shape *max, ex_memory_plan *plan, ex_err *err);

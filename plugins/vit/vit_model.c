@@ -185,8 +185,8 @@ static int64_t acts_slot(const vit *v, int64_t i) {
 }
 
 int vit_block_acts_kept(const vit *v, int64_t i) {
-    if (v->shared_acts) return i == v->a.depth - 1;
-    return v->a.recompute == 0 || i >= v->a.recompute - 1;
+    if (!v->shared_acts && (v->a.recompute == 0 || i >= v->a.recompute)) return 1; /* a buffer of its own */
+    return i == v->shared_holds;
 }
 
 ex_status vit_ready(void *self, ex_err *err) {
@@ -207,6 +207,7 @@ ex_status vit_ready(void *self, ex_err *err) {
         EX_CHECK(st);
     }
     v->cur_nh = v->cur_nw = 0;
+    v->shared_holds = -1;
     return EX_OK;
 }
 
@@ -339,6 +340,7 @@ ex_status vit_forward(void *self, ex_backbone_io *io, ex_err *err) {
 /* The forward of io->batch (<= the planned chunk) images into out (batch, T, D) with the final norm's statistics
  * mean, rstd (batch, T). */
 static ex_status forward_images(vit *v, const ex_backbone_io *io, float *out, float *mean, float *rstd, ex_err *err) {
+    v->shared_holds = -1; /* until this forward is through */
     const vit_arch *a = &v->a;
     void *c = v->be->ctx;
     const int64_t B = io->batch, D = a->dim, P = a->patch, R = a->registers, Q = v->prompts, E = R + Q;
@@ -375,6 +377,9 @@ static ex_status forward_images(vit *v, const ex_backbone_io *io, float *out, fl
     }
     EX_CHECK(ex_layernorm_forward(v->be, &v->norm, out, mean, rstd, XS(a->depth), B * T, err));
 #undef XS
+    /* the shared buffer holds the last block that used it: every block of an inference plan, else the last of the
+     * recomputed ones */
+    v->shared_holds = v->shared_acts ? a->depth - 1 : a->recompute > 0 ? a->recompute - 1 : -1;
     return EX_OK;
 }
 
@@ -406,9 +411,12 @@ ex_status vit_backward(void *self, const float *dtokens, float *dimages, ex_err 
         /* rebuild block i's activations (bitwise the same: the ops are deterministic and the adapters' random
          * draws are keyed on the pass's noise key, not on a call count). The last block to share the buffer still
          * has its own there from the forward. */
-        if (!vit_block_acts_kept(v, i))
+        if (!vit_block_acts_kept(v, i)) {
+            v->shared_holds = -1; /* overwritten from here: the rebuild below may fail half way */
             EX_CHECK(ex_block_forward(v->be, &v->blocks[i], &v->block_acts[i], x0 + (size_t)(i + 1) * stream,
                                       x0 + (size_t)i * stream, d1, d2, B, T, 1, io->noise, err));
+            v->shared_holds = i;
+        }
         EX_CHECK(ex_block_backward(v->be, &v->blocks[i], &v->block_acts[i], dres, x0 + (size_t)i * stream, d1, d2,
                                    F(v->scratch), B, T, err));
     }
