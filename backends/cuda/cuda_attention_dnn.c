@@ -16,10 +16,12 @@
  * global-crop batch of 64 takes 8 x 64 x 257 x 1024 x 2 B = 269 MB of bf16 scratch, in place of the
  * gemm path's score chunks.
  *
- * Shapes cuDNN cannot take (cu_dnn_sdpa_fits: head size not a multiple of 8, or above 128) run the
- * fused_bf16 kernel instead, as documented for the setting. A shape cuDNN accepts in principle but
- * for which no engine builds a plan is an error (EX_E_UNSUPPORTED, with cuDNN's reason and the
- * settings to use instead), never a silent switch of kernels.
+ * Shapes cuDNN cannot take (cu_dnn_sdpa_fits: head size not a multiple of 8, or above 128) run what
+ * attention = fused_bf16 runs for them, as documented for the setting. So does a shape cuDNN
+ * accepts in principle but for which no engine builds a plan: the slot returns EX_E_UNSUPPORTED
+ * before writing anything, the dispatcher (cuda_attention.cu) takes the fused_bf16 route, and the
+ * first such failure of a shape is said on stderr with cuDNN's reason. A failure while running a
+ * plan is an error.
  *
  * Built when CMake finds cuDNN's headers (EXPLORA_HAVE_CUDNN); without them the setting reports
  * that the build lacks cuDNN.
@@ -78,13 +80,13 @@ static ex_status dnn_prepare(cu_ctx *ctx, const cu_dnn_sdpa *s, int backward, vo
     const int rc = cu_dnn_sdpa_plan(ctx->dnn, s, backward, &bytes, &kind, why, sizeof why);
     if (rc == -2) return EX_E_UNSUPPORTED; /* said once, when the shape first failed */
     if (rc != 0) {
-        char msg[1024];
-        snprintf(msg, sizeof msg,
-                 "%.700s (b %lld, t %lld, %lld heads of %lld); this shape's %s runs on the bf16 tensor-core kernels "
-                 "(attention = fused_bf16) instead",
-                 why, (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs,
-                 backward ? "backward" : "forward");
-        return dnn_fail(ctx, EX_E_UNSUPPORTED, msg);
+        /* not an error: the caller falls back; said once per shape (later calls return -2 above) */
+        fprintf(stderr,
+                "explora: cuda: attention = cudnn: %.700s (b %lld, t %lld, %lld heads of %lld); this shape's %s runs "
+                "as attention = fused_bf16 would run it\n",
+                why, (long long)s->b, (long long)s->t, (long long)s->nh, (long long)s->hs,
+                backward ? "backward" : "forward");
+        return EX_E_UNSUPPORTED;
     }
     *ws = NULL;
     EX_CHECK(cu_scratch(ctx, bytes ? bytes : 256, ws));
