@@ -470,7 +470,8 @@ static ex_status ft_bwd(cu_ctx *ctx, float *dqkv, const float *dd, const float *
 
 /* One block per (image, head, tile), tiles fastest, on the grid's x axis (2^31 - 1 blocks). */
 static inline int ft_grid_ok(int64_t b, int64_t t, int64_t nh) {
-    return CU_CEIL_DIV(t, (int64_t)FT_BK2) * b * nh <= INT32_MAX;
+    const int64_t tq = CU_CEIL_DIV(t, (int64_t)FT_BQ), tk = CU_CEIL_DIV(t, (int64_t)FT_BK2);
+    return (tq > tk ? tq : tk) * b * nh <= INT32_MAX; /* the forward and dQ grids, and the dK/dV grid */
 }
 
 /* The head sizes with a compiled kernel. */
