@@ -500,62 +500,57 @@ static uint64_t noise_key(const ex_trainer *t, int64_t micro) {
     return k ? k : 1;
 }
 
+/* The gradient regions an all-reduce covers: the whole span of the gradient arena when the gradients lie in one
+ * (ex_optim_grad_span: one region, padding included, which is zero and sums to zero), else each tensor. */
+static int64_t grad_region(const ex_trainer *t, int spanned, float *span, int64_t span_n, int i, float **p) {
+    if (spanned) {
+        *p = span;
+        return span_n;
+    }
+    const ex_tensor *g = &t->optim.slots[i].param->grad;
+    *p = (float *)g->data;
+    return ex_tensor_numel(g);
+}
+
 /* Sum the trainable gradients over ranks (device collectives, or one packed host all-reduce) and scale by
- * 1 / (world x accumulate);
- * one process: the accumulation average alone, as before. */
+ * 1 / (world x accumulate); one process: the accumulation average alone. */
 static ex_status reduce_grads(ex_trainer *t, ex_err *err) {
     const int world = t->comm.world;
     if (world <= 1) {
         if (t->accumulate > 1) EX_CHECK(ex_optim_scale_grads(&t->optim, 1.0f / (float)t->accumulate, err));
         return EX_OK;
     }
-    const float scale = (float)(1.0 / ((double)world * (double)t->accumulate));
-    float *span = NULL;
+    float *span = NULL, *p = NULL;
     int64_t span_n = 0;
     const int spanned = ex_optim_grad_span(&t->optim, &span, &span_n); /* the usual case: one gradient arena */
+    const int regions = spanned ? 1 : t->optim.count;
     if (t->comm.device) { /* in device memory (NCCL queues its work on the backend's stream) */
-        if (spanned) {
-            EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, span, span_n, err)); /* one call, padding sums to 0 */
-        } else {
-            for (int i = 0; i < t->optim.count; i++) {
-                ex_tensor *g = &t->optim.slots[i].param->grad;
-                EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, (float *)g->data, ex_tensor_numel(g), err));
-            }
+        for (int i = 0; i < regions; i++) {
+            const int64_t n = grad_region(t, spanned, span, span_n, i, &p);
+            EX_CHECK(ex_comm_allreduce_sum_f32(&t->comm, t->be, p, n, err));
         }
-        return ex_optim_scale_grads(&t->optim, scale, err);
-    }
-    if (spanned) { /* one download, one all-reduce, one upload */
+    } else { /* packed into one host buffer (the layout is fixed for the run, so is its size), one MPI all-reduce */
+        size_t total = 0;
+        for (int i = 0; i < regions; i++) total += (size_t)grad_region(t, spanned, span, span_n, i, &p);
         if (!t->grad_host) {
-            t->grad_host = malloc(sizeof(float) * (size_t)(span_n ? span_n : 1));
-            EX_ENSURE(t->grad_host, err, EX_E_NOMEM, "out of memory staging %lld gradients", (long long)span_n);
+            t->grad_host = malloc(sizeof(float) * (total ? total : 1));
+            EX_ENSURE(t->grad_host, err, EX_E_NOMEM, "out of memory staging %zu gradients", total);
         }
-        EX_CHECK(ex_be_download(t->be, t->grad_host, span, sizeof(float) * (size_t)span_n, err));
-        EX_CHECK(ex_comm_allreduce_sum_f32_host(&t->comm, t->grad_host, span_n, err));
-        EX_CHECK(ex_be_upload(t->be, span, t->grad_host, sizeof(float) * (size_t)span_n, err));
-        return ex_optim_scale_grads(&t->optim, scale, err);
+        size_t off = 0;
+        for (int i = 0; i < regions; i++) {
+            const size_t n = (size_t)grad_region(t, spanned, span, span_n, i, &p);
+            EX_CHECK(ex_be_download(t->be, t->grad_host + off, p, sizeof(float) * n, err));
+            off += n;
+        }
+        EX_CHECK(ex_comm_allreduce_sum_f32_host(&t->comm, t->grad_host, (int64_t)total, err));
+        off = 0;
+        for (int i = 0; i < regions; i++) {
+            const size_t n = (size_t)grad_region(t, spanned, span, span_n, i, &p);
+            EX_CHECK(ex_be_upload(t->be, p, t->grad_host + off, sizeof(float) * n, err));
+            off += n;
+        }
     }
-    size_t total = 0;
-    for (int i = 0; i < t->optim.count; i++) total += (size_t)ex_tensor_numel(&t->optim.slots[i].param->grad);
-    if (!t->grad_host) {
-        t->grad_host = malloc(sizeof(float) * (total ? total : 1));
-        EX_ENSURE(t->grad_host, err, EX_E_NOMEM, "out of memory staging %zu gradients", total);
-    }
-    size_t off = 0;
-    for (int i = 0; i < t->optim.count; i++) {
-        const ex_tensor *g = &t->optim.slots[i].param->grad;
-        const size_t n = (size_t)ex_tensor_numel(g);
-        EX_CHECK(ex_be_download(t->be, t->grad_host + off, g->data, sizeof(float) * n, err));
-        off += n;
-    }
-    EX_CHECK(ex_comm_allreduce_sum_f32_host(&t->comm, t->grad_host, (int64_t)total, err));
-    off = 0;
-    for (int i = 0; i < t->optim.count; i++) {
-        const ex_tensor *g = &t->optim.slots[i].param->grad;
-        const size_t n = (size_t)ex_tensor_numel(g);
-        EX_CHECK(ex_be_upload(t->be, g->data, t->grad_host + off, sizeof(float) * n, err));
-        off += n;
-    }
-    return ex_optim_scale_grads(&t->optim, scale, err);
+    return ex_optim_scale_grads(&t->optim, (float)(1.0 / ((double)world * (double)t->accumulate)), err);
 }
 
 /* The logged loss terms averaged over ranks, and *stop: whether any rank was asked to stop (Ctrl-C, SIGTERM)
