@@ -285,7 +285,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
         EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR ": unsupported warp size %d", prop.warpSize);
     }
 #ifdef EXPLORA_HIP
-    snprintf(ctx->name, sizeof ctx->name, "hip: %.60s (%.20s, %d CUs)", prop.name, prop.gcnArchName,
+    snprintf(ctx->name, sizeof ctx->name, CU_VENDOR ": %.60s (%.20s, %d CUs)", prop.name, prop.gcnArchName,
              prop.multiProcessorCount);
 #else
     snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
@@ -320,7 +320,12 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
 #ifdef EXPLORA_HIP
     if (hip_gemm != 2) {
         char why[256] = "";
+#ifdef EXPLORA_GPU_EMU /* the emulator's "device" memory is host memory: a real hipBLAS must never see it */
+        snprintf(why, sizeof why, "the GPU emulator runs the own kernel only");
+        if (1) {
+#else
         if (hip_blas_open(&ctx->hipblas, (void *)ctx->stream, why, sizeof why) != 0) {
+#endif
             if (hip_gemm == 1) {
                 cu_shutdown(ctx);
                 EX_FAIL(err, EX_E_CONFIG, "backend hip: [backend] gemm = hipblas, but hipBLAS cannot be used: %s. "
@@ -675,7 +680,13 @@ static const ex_backend_vtable cu_vtable = {
     /* .residual_bwd = */ cu_residual_bwd,
 };
 
-#ifdef EXPLORA_HIP
+#if defined(EXPLORA_GPU_EMU)
+/* tests/gpu_emu: the HIP build run by the host GPU emulator; EXPLORA_GPU_EMU is the plugin's name */
+static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, EXPLORA_GPU_EMU, "0.1.0",
+                                                  "the hip backend's kernels on the host GPU emulator (tests only: "
+                                                  "slow, no GPU)",
+                                                  cu_keys, &cu_vtable);
+#elif defined(EXPLORA_HIP)
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "hip", "0.1.0",
                                                   "fp32 HIP backend (AMD): the CUDA backend's kernels through hipcc, "
                                                   "own tiled GEMM, deterministic",

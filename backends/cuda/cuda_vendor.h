@@ -28,7 +28,9 @@
 #endif
 #include <hip/hip_runtime_api.h>
 
+#ifndef CU_VENDOR /* the GPU emulator's build (tests/gpu_emu) names itself */
 #define CU_VENDOR "hip"
+#endif
 #if defined(__HIP_DEVICE_COMPILE__) && defined(__AMDGCN_WAVEFRONT_SIZE)
 #define CU_WARP __AMDGCN_WAVEFRONT_SIZE
 #else
