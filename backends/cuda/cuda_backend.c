@@ -320,12 +320,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
 #ifdef EXPLORA_HIP
     if (hip_gemm != 2) {
         char why[256] = "";
-#ifdef EXPLORA_GPU_EMU /* the emulator's "device" memory is host memory: a real hipBLAS must never see it */
-        snprintf(why, sizeof why, "the GPU emulator runs the own kernel only");
-        if (1) {
-#else
         if (hip_blas_open(&ctx->hipblas, (void *)ctx->stream, why, sizeof why) != 0) {
-#endif
             if (hip_gemm == 1) {
                 cu_shutdown(ctx);
                 EX_FAIL(err, EX_E_CONFIG, "backend hip: [backend] gemm = hipblas, but hipBLAS cannot be used: %s. "

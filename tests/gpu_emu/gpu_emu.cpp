@@ -15,7 +15,6 @@
  * The state below is the emulated device's (a GPU runtime's state is per process too): it is used
  * from one thread at a time, as the backend drives its stream from one thread.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     char head[4200];
     snprintf(head, sizeof head, "#line 1 \"%s\"\n", in);
     put(&dst, head, strlen(head));
-    size_t copied = 0, launches = 0;
+    size_t copied = 0;
     for (size_t i = 0; i < n;) {
         const size_t j = skip_opaque(s, n, i);
         if (j != i) {
@@ -169,7 +169,6 @@ int main(int argc, char **argv) {
         const size_t lost = count_nl(s, kend, cfg0) + count_nl(s, cfg1, p);
         for (size_t m = 0; m < lost; m++) put(&dst, "\n", 1);
         copied = i = args_end + 1;
-        launches++;
     }
     put(&dst, s + copied, n - copied);
 
@@ -188,6 +187,5 @@ int main(int argc, char **argv) {
     }
     free(src.p);
     free(dst.p);
-    (void)launches;
     return 0;
 }
