@@ -1,7 +1,7 @@
 /*
  * tests/gpu_emu/gpu_emu.cpp — the GPU emulator's runtime: one emulated device whose memory is host
- * memory, and a scheduler that runs a kernel's threads as fibers (ucontext), switching at barriers
- * and warp shuffles (the model: include/hip/hip_runtime.h).
+ * memory, and a scheduler that runs a kernel's threads as fibers, switching at barriers, warp
+ * shuffles and warp-collective operations (the model: include/hip/hip_runtime.h).
  *
  * It exists so that the CUDA/HIP backend's own kernels run in CI on machines without a GPU, through
  * the same parity suite as on a device (tests/CMakeLists.txt). It checks the kernels' logic, their
@@ -74,7 +74,10 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr unsigned kMaxThreads = 1024;
-constexpr size_t kMaxDynamicSmem = 64 * 1024;
+#ifndef EMU_MAX_DYNAMIC_SMEM
+#define EMU_MAX_DYNAMIC_SMEM 65536 /* an AMD CU's LDS; the CUDA build's emulator takes an sm_90's 232448 */
+#endif
+constexpr size_t kMaxDynamicSmem = EMU_MAX_DYNAMIC_SMEM;
 
 enum { READY, WAITING, DONE };
 
@@ -116,7 +119,12 @@ struct device {
     int line = 0;
     int reverse = -1; /* EXPLORA_GPU_EMU_ORDER, read once */
     hipError_t last_error = hipSuccess;
+    unsigned long long releases = 0; /* barriers and shuffles released so far (the scheduler's restarts) */
     std::vector<unsigned char> smem;
+    struct collective_scratch {
+        alignas(16) unsigned char bytes[EMU_COLLECTIVE_BYTES];
+    };
+    std::vector<collective_scratch> warp_scratch; /* emu_warp_collective's buffer, per warp */
     const void *main_bottom = nullptr;
     size_t main_size = 0;
 };
@@ -208,6 +216,7 @@ void release_if_complete(barrier &b, unsigned expected) {
     if (b.arrived > 0 && b.arrived >= expected) {
         b.arrived = 0;
         b.gen++;
+        dev.releases++;
     }
 }
 
@@ -215,6 +224,7 @@ void wait_at(barrier &b, unsigned expected) {
     if (++b.arrived >= expected) { /* the last to arrive releases the others and goes on */
         b.arrived = 0;
         b.gen++;
+        dev.releases++;
         return;
     }
     fiber &f = dev.threads[dev.cur];
@@ -270,17 +280,27 @@ void run_block(unsigned nthreads) {
     for (unsigned i = 0; i < nthreads; i++) dev.warp_live[i / EMU_WARP]++;
     dev.block_bar = barrier();
     dev.nthreads = dev.live = nthreads;
+    /* Always the first thread (in the run's order) that can go on: after a barrier or shuffle is released
+     * the scan starts over, so a warp runs as far as it can, up to a block barrier, before the next warp
+     * starts. A warp that reads what another warp writes without a __syncthreads() between them then
+     * reads it before it is written (forward order: the lower warps; reverse: the higher ones). */
+    unsigned k = 0;
+    bool ran = false;
     while (dev.live > 0) {
-        bool ran = false;
-        for (unsigned k = 0; k < nthreads; k++) {
-            const unsigned i = dev.reverse ? nthreads - 1 - k : k;
-            fiber &f = dev.threads[i];
-            if (f.state == DONE || (f.state == WAITING && f.wait->gen == f.wait_gen)) continue;
-            f.state = READY;
-            to_fiber(i);
-            ran = true;
+        if (k == nthreads) {
+            if (!ran) die("deadlock: the threads still running wait at different barriers or shuffles");
+            k = 0;
+            ran = false;
         }
-        if (!ran) die("deadlock: the threads still running wait at different barriers or shuffles");
+        const unsigned i = dev.reverse ? nthreads - 1 - k : k;
+        fiber &f = dev.threads[i];
+        k++;
+        if (f.state == DONE || (f.state == WAITING && f.wait->gen == f.wait_gen)) continue;
+        f.state = READY;
+        const unsigned long long releases = dev.releases;
+        to_fiber(i);
+        ran = true;
+        if (dev.releases != releases) k = 0;
     }
 }
 
@@ -327,6 +347,23 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
 void emu_syncthreads(void) { wait_at(dev.block_bar, dev.live); }
 
 int emu_lane(void) { return (int)(dev.cur % EMU_WARP); }
+
+void emu_warp_sync(void) {
+    const unsigned w = dev.cur / EMU_WARP;
+    wait_at(dev.warp_bar[w], dev.warp_live[w]);
+}
+
+const void *emu_warp_collective(void (*fn)(void *arg, void *scratch), void *arg) {
+    const unsigned w = dev.cur / EMU_WARP;
+    if (dev.warp_scratch.size() < dev.warp_bar.size()) dev.warp_scratch.resize(dev.warp_bar.size());
+    barrier &b = dev.warp_bar[w];
+    void *scratch = dev.warp_scratch[w].bytes;
+    if (b.arrived + 1 >= dev.warp_live[w]) fn(arg, scratch); /* the last lane in: the whole warp is here */
+    wait_at(b, dev.warp_live[w]);
+    return scratch;
+}
+
+size_t emu_max_dynamic_smem(void) { return kMaxDynamicSmem; }
 
 uint64_t emu_shfl_bits(uint64_t bits, int src) {
     const unsigned i = dev.cur, w = i / EMU_WARP;

@@ -14,6 +14,9 @@
  *
  *   launch_rewrite IN.cu OUT.cpp     exit 0, or 1 with a message naming IN and its line
  *
+ * A file-scope `extern __shared__ [__align__(N)] TYPE NAME[];` (dynamic shared memory) becomes
+ * `#define NAME ((TYPE *)emu_dynamic_smem)`, the launch's buffer.
+ *
  * Comments, string and character literals are copied untouched. The output is written to
  * OUT.tmp and renamed, so an interrupted build never leaves a half-written OUT.
  */
@@ -124,6 +127,35 @@ int main(int argc, char **argv) {
         const size_t j = skip_opaque(s, n, i);
         if (j != i) {
             i = j;
+            continue;
+        }
+        if (strncmp(s + i, "extern __shared__", 17) == 0 && (i == 0 || s[i - 1] == '\n')) {
+            /* extern __shared__ [__align__(N)] TYPE NAME[];  ->  #define NAME ((TYPE *)emu_dynamic_smem) */
+            const char *semi = strchr(s + i, ';');
+            size_t t0 = i + 17;
+            while (t0 < n && s[t0] == ' ') t0++;
+            if (strncmp(s + t0, "__align__(", 10) == 0) {
+                const size_t close = match_forward(s, n, t0 + 9, '(', ')');
+                t0 = close < n ? close + 1 : n;
+                while (t0 < n && s[t0] == ' ') t0++;
+            }
+            const char *br = semi ? memchr(s + t0, '[', (size_t)(semi - (s + t0))) : NULL;
+            size_t ne = br ? (size_t)(br - s) : t0, nb = ne;
+            while (nb > t0 && is_ident(s[nb - 1])) nb--;
+            size_t te = nb;
+            while (te > t0 && s[te - 1] == ' ') te--;
+            if (!semi || !br || nb == ne || te == t0 || count_nl(s, i, (size_t)(semi - s)) != 0) {
+                fprintf(stderr, "%s:%d: launch_rewrite: cannot parse this extern __shared__ declaration\n", in,
+                        line_of(s, i));
+                return 1;
+            }
+            put(&dst, s + copied, i - copied);
+            put(&dst, "#define ", 8);
+            put(&dst, s + nb, ne - nb);
+            put(&dst, " ((", 3);
+            put(&dst, s + t0, te - t0);
+            put(&dst, " *)emu_dynamic_smem)", 20);
+            copied = i = (size_t)(semi - s) + 1;
             continue;
         }
         if (strncmp(s + i, "<<<", 3) != 0) {

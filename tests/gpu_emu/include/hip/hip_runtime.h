@@ -3,12 +3,13 @@
  * backend's .cu files use of HIP's kernel language, on the CPU.
  *
  * Execution model (tests/gpu_emu/gpu_emu.cpp): a launch runs its blocks one after another; the
- * threads of a block are fibers on one OS thread, switched only at __syncthreads() and at warp
- * shuffles, so a run is deterministic. A barrier waits for every thread of the block that has not
+ * threads of a block are fibers on one OS thread, switched only at __syncthreads(), warp shuffles
+ * and warp-collective operations, so a run is deterministic. The first thread that can go on runs
+ * next, so each warp runs as far as it can before the next one starts. A barrier waits for every thread of the block that has not
  * returned; a shuffle for every lane of the warp (EMU_WARP wide, __AMDGCN_WAVEFRONT_SIZE: 64 or 32),
  * and reading a lane that has returned or is not at the same shuffle stops the run with a message.
- * EXPLORA_GPU_EMU_ORDER=reverse runs the blocks and the threads between barriers in reverse order,
- * so results that depend on the order (a missing barrier, two blocks writing one element) change.
+ * EXPLORA_GPU_EMU_ORDER=reverse runs the blocks and the threads in reverse order, so results that
+ * depend on the order (a missing barrier, two blocks writing one element) change.
  *
  * __shared__ variables are function statics: one copy, which the blocks use in turn, as each SM's
  * shared memory is used by the blocks resident on it.
@@ -57,6 +58,15 @@ extern unsigned char *emu_dynamic_smem;
 
 void emu_syncthreads(void);
 #define __syncthreads() emu_syncthreads()
+/* Wait for every lane of the calling warp. */
+void emu_warp_sync(void);
+/* A warp-collective operation: when the last lane of the warp arrives, fn(arg, scratch) runs once, with
+ * the memory as the whole warp finds it; every lane then gets the warp's scratch (EMU_COLLECTIVE_BYTES,
+ * valid until the warp's next collective). The emulated WMMA loads and stores tiles through it. */
+#define EMU_COLLECTIVE_BYTES 1024
+const void *emu_warp_collective(void (*fn)(void *arg, void *scratch), void *arg);
+/* The most dynamic shared memory a launch may have (EMU_MAX_DYNAMIC_SMEM at build time). */
+size_t emu_max_dynamic_smem(void);
 
 [[noreturn]] void emu_trap(const char *file, int line);
 #define __trap() emu_trap(__FILE__, __LINE__)
