@@ -10,6 +10,8 @@
  *   EXPLORA_PARITY_BACKEND=hip       test the hip backend instead (an AMD GPU)
  *   EXPLORA_PARITY_BACKEND=gpu_emu_wave64 (or _wave32), EXPLORA_PARITY_PLUGIN_DIR=<its folder>
  *                                    the hip build's kernels on the CPU (tests/gpu_emu): no GPU needed
+ *   EXPLORA_PARITY_BACKEND=gpu_emu_cuda  the cuda build on the CPU, cuBLAS/cuBLASLt/CUB as host stand-ins
+ *   EXPLORA_PARITY_BACKEND=gpu_emu_cuda  the cuda build on the CPU, cuBLAS/cuBLASLt/CUB as host stand-ins
  *   EXPLORA_PARITY_FILTER="*attention*"  run only the tests whose names match (cmocka's filter)
  *   EXPLORA_PARITY_SETTINGS="gemm = own"
  *                                    extra [backend] lines for the backend under test:
@@ -51,6 +53,7 @@ typedef struct penv {
     int attn_cudnn;   /* attention = cudnn (head sizes that are multiples of 8, t >= 2) */
     int plain;        /* no EXPLORA_PARITY_SETTINGS: the backend's defaults */
     int emulated;     /* the GPU emulator (tests/gpu_emu): thousands of times slower than a GPU */
+    int cublas;       /* the CUDA build (cuda, or gpu_emu_cuda: its cuBLAS/cuBLASLt stand-ins): gemm_math, epilogue */
 } penv;
 
 /* On the emulator, attention cases above this many (image, head, query, key) quadruples are left out:
@@ -482,7 +485,7 @@ static void test_linear_bias(void **state) {
                          (long long)ic, (long long)oc, xt == EX_BF16 ? "bf16" : "fp32", wt == EX_BF16 ? "bf16" : "fp32",
                          (long long)off);
                 cmp_tol(s, o, no, 1e-4, 1e-4, what);
-                if (strcmp(e->name, "cuda") == 0 && off == 0 && e->plain && xt == wt) { /* the defaults: fp32 gemm_math */
+                if (e->cublas && off == 0 && e->plain && xt == wt) { /* the defaults: fp32 gemm_math */
                     const int k = 1;
                     assert_int_equal(CALL(linear_bias_fwd, F(o), x.p[1], xt, w.p[1], wt, F(b), n, ic, oc), EX_OK);
                 }
@@ -492,7 +495,7 @@ static void test_linear_bias(void **state) {
 
 static void test_gemm_math(void **state) {
     penv *e = *state;
-    if (strcmp(e->name, "cuda") != 0) skip(); /* the key's tf32 and bf16 need cuBLAS */
+    if (!e->cublas) skip(); /* the key's tf32 and bf16 need cuBLAS */
     const char *modes[3] = {"tf32", "bf16", "fp16"};
     const double max_nmse[3] = {1e-5, 1e-4, 1e-5};
     double big[3] = {0, 0, 0}, att[3] = {0, 0, 0}, thin[3] = {0, 0, 0};
@@ -502,7 +505,7 @@ static void test_gemm_math(void **state) {
         ex_backend fast, keep = e->be[1];
         ex_err err;
         ex_err_clear(&err);
-        EXT_OK(open_backend(e->reg, "cuda", settings, &fast, &err), &err);
+        EXT_OK(open_backend(e->reg, e->name, settings, &fast, &err), &err);
         e->be[1] = fast;
         scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
         double worst = 0.0;
@@ -525,18 +528,20 @@ static void test_gemm_math(void **state) {
         assert_true(mixed <= max_nmse[mi]);
         /* a thin product of fp32 operands (LoRA's rank 64: 1500 x 64 x 700, A transposed as in dB = dY^T h) */
         {
-            const int64_t m = 1500, n = 64, k = 700;
-            twin a = tw_rand(s, (size_t)(k * m), 63, -1, 1), b = tw_rand(s, (size_t)(k * n), 64, -1, 1);
-            twin c = tw_const(s, (size_t)(m * n), 0.5f);
+            /* (not m, n, k: BOTH's loop index is k) */
+            const int64_t tm = 1500, tn = 64, tk = 700;
+            twin a = tw_rand(s, (size_t)(tk * tm), 63, -1, 1), b = tw_rand(s, (size_t)(tk * tn), 64, -1, 1);
+            twin c = tw_const(s, (size_t)(tm * tn), 0.5f);
             BOTH {
                 ex_gemm_desc g = {0};
-                g.trans_a = 1, g.m = m, g.n = n, g.k = k, g.alpha = 1.0f, g.beta = 1.0f;
-                g.a = F(a), g.a_dtype = EX_F32, g.lda = m, g.b = F(b), g.b_dtype = EX_F32, g.ldb = n;
-                g.c = F(c), g.ldc = n, g.batch = 1;
+                g.trans_a = 1, g.m = tm, g.n = tn, g.k = tk, g.alpha = 1.0f, g.beta = 1.0f;
+                g.a = F(a), g.a_dtype = EX_F32, g.lda = tm, g.b = F(b), g.b_dtype = EX_F32, g.ldb = tn;
+                g.c = F(c), g.ldc = tn, g.batch = 1;
                 OK(CALL(gemm, &g));
             }
-            thin[mi] = nmse_of(s, c, (size_t)(m * n));
+            thin[mi] = nmse_of(s, c, (size_t)(tm * tn));
             printf("# gemm_math = %s: thin fp32 gemm 1500x64x700 NMSE %.3g\n", modes[mi], thin[mi]);
+            assert_true(thin[mi] <= max_nmse[mi]);
         }
         const int64_t ab = 2, t = 197, nh = 3, hs = 64, C = nh * hs;
         twin qkv = tw_rand(s, (size_t)(ab * t * 3 * C), 62, -2, 2);
@@ -566,7 +571,7 @@ static void test_gemm_math(void **state) {
  * operand is copied; under fp32 a bf16 weight is widened. */
 static void test_gemm_pieces(void **state) {
     penv *e = *state;
-    if (strcmp(e->name, "cuda") != 0) skip(); /* the bf16 mode needs cuBLAS */
+    if (!e->cublas) skip(); /* the bf16 mode needs cuBLAS */
     const char *settings[2] = {"gemm_math = bf16\ngemm_copy_mib = 1\n", "gemm_copy_mib = 1\n"};
     const ex_dtype btype[2] = {EX_F32, EX_BF16};
     const double max_nmse[2] = {1e-4, 1e-9};
@@ -574,7 +579,7 @@ static void test_gemm_pieces(void **state) {
         ex_backend fast, keep = e->be[1];
         ex_err err;
         ex_err_clear(&err);
-        EXT_OK(open_backend(e->reg, "cuda", settings[mi], &fast, &err), &err);
+        EXT_OK(open_backend(e->reg, e->name, settings[mi], &fast, &err), &err);
         e->be[1] = fast;
         scope sc = {e, {{0}}, 0, {0}, 0}, *s = &sc;
         for (size_t ci = 0; ci < N_GEMM_CASES; ci++) {
@@ -1290,6 +1295,8 @@ int main(int argc, char **argv) {
     env.attn_bf16 = strstr(extra, "fused_bf16") != NULL || strstr(extra, "fused_fp16") != NULL || env.attn_cudnn;
     env.plain = extra[0] == '\0';
     env.emulated = strncmp(env.name, "gpu_emu", 7) == 0;
+    env.cublas = strcmp(env.name, "cuda") == 0 || strcmp(env.name, "gpu_emu_cuda") == 0;
+    env.cublas = strcmp(env.name, "cuda") == 0 || strcmp(env.name, "gpu_emu_cuda") == 0;
     if (open_backend(env.reg, env.name, settings, &env.be[1], &err) != EX_OK) {
         printf("test_backend_parity: SKIPPED: %s\n", err.msg);
         ex_registry_free(env.reg);

@@ -288,7 +288,7 @@ ex_status cu_init(const ex_cfg_section *cfg, void **out, ex_err *err) {
     snprintf(ctx->name, sizeof ctx->name, CU_VENDOR ": %.60s (%.20s, %d CUs)", prop.name, prop.gcnArchName,
              prop.multiProcessorCount);
 #else
-    snprintf(ctx->name, sizeof ctx->name, "cuda: %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
+    snprintf(ctx->name, sizeof ctx->name, CU_VENDOR ": %.80s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor,
              prop.multiProcessorCount);
     ctx->cc_major = prop.major;
     if (((fused == 2 || fused == 4) && prop.major < 8) || (fused == 3 && prop.major < 7)) {
@@ -676,10 +676,15 @@ static const ex_backend_vtable cu_vtable = {
 };
 
 #if defined(EXPLORA_GPU_EMU)
-/* tests/gpu_emu: the HIP build run by the host GPU emulator; EXPLORA_GPU_EMU is the plugin's name */
+/* tests/gpu_emu: the HIP or the CUDA build run by the host GPU emulator; EXPLORA_GPU_EMU is the plugin's name */
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, EXPLORA_GPU_EMU, "0.1.0",
+#ifdef EXPLORA_HIP
                                                   "the hip backend's kernels on the host GPU emulator (tests only: "
                                                   "slow, no GPU)",
+#else
+                                                  "the cuda backend on the host GPU emulator, cuBLAS/cuBLASLt/CUB "
+                                                  "as host stand-ins (tests only: slow, no GPU)",
+#endif
                                                   cu_keys, &cu_vtable);
 #elif defined(EXPLORA_HIP)
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "hip", "0.1.0",

@@ -74,7 +74,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#ifndef CU_VENDOR /* the GPU emulator's build (tests/gpu_emu) names itself */
 #define CU_VENDOR "cuda"
+#endif
 #define CU_WARP 32
 
 #endif

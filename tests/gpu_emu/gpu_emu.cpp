@@ -438,6 +438,7 @@ hipError_t hipGetDeviceProperties(hipDeviceProp_t *prop, int device) {
     snprintf(prop->gcnArchName, sizeof prop->gcnArchName, "emulated wave%d", EMU_WARP);
     prop->totalGlobalMem = (size_t)16 << 30;
     prop->sharedMemPerBlock = kMaxDynamicSmem;
+    prop->sharedMemPerBlockOptin = kMaxDynamicSmem;
     prop->warpSize = EMU_WARP;
     prop->maxThreadsPerBlock = kMaxThreads;
     prop->multiProcessorCount = 4;

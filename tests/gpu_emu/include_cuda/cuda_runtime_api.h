@@ -1,6 +1,6 @@
 /*
  * tests/gpu_emu/include_cuda/cuda_runtime_api.h — the GPU emulator under CUDA's names, for the
- * NVIDIA-only sources it runs (the tensor-core attention, cuda_attention_tc.cu): the emulator's
+ * CUDA build of backends/cuda it runs (the gpu_emu_cuda plugin, and test_gpu_emu_tc): the emulator's
  * HIP-named runtime (../include/hip) with the CUDA names mapped onto it, and, in C++, its device
  * side with CUDA's warp intrinsics. Only what those sources use is here.
  */
@@ -22,6 +22,20 @@
 #define cudaMemcpyHostToDevice hipMemcpyHostToDevice
 #define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
 #define cudaStreamSynchronize hipStreamSynchronize
+#define cudaGetDeviceCount hipGetDeviceCount
+#define cudaSetDevice hipSetDevice
+#define cudaDeviceProp hipDeviceProp_t
+#define cudaGetDeviceProperties hipGetDeviceProperties
+#define cudaMallocHost(p, n) hipHostMalloc((p), (n), 0)
+#define cudaFreeHost hipHostFree
+#define cudaMemGetInfo hipMemGetInfo
+#define cudaMemcpy2DAsync hipMemcpy2DAsync
+#define cudaMemcpyKind hipMemcpyKind
+#define cudaMemcpyDeviceToDevice hipMemcpyDeviceToDevice
+#define cudaErrorInvalidValue hipErrorInvalidValue
+#define cudaStreamCreateWithFlags hipStreamCreateWithFlags
+#define cudaStreamNonBlocking hipStreamNonBlocking
+#define cudaStreamDestroy hipStreamDestroy
 
 typedef enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
 struct cudaFuncAttributes {

@@ -103,11 +103,14 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 template <int M, int N, int K, typename T, typename LA, typename LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
                      const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
-    float out[M * N];
+    float wa[M * K], wbt[N * K], out[M * N]; /* the operands widened once; b transposed, so sums run along rows */
+    for (int e = 0; e < M * K; e++) wa[e] = emu_widen(a.x[e]);
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++) wbt[j * K + k] = emu_widen(b.x[k * N + j]);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float s = c.x[i * N + j];
-            for (int k = 0; k < K; k++) s += emu_widen(a.x[i * K + k]) * emu_widen(b.x[k * N + j]);
+            for (int k = 0; k < K; k++) s += wa[i * K + k] * wbt[j * K + k];
             out[i * N + j] = s;
         }
     for (int e = 0; e < M * N; e++) d.x[e] = out[e];

@@ -43,6 +43,7 @@ typedef struct hipDeviceProp_t {
     char gcnArchName[256];
     size_t totalGlobalMem;
     size_t sharedMemPerBlock;
+    size_t sharedMemPerBlockOptin; /* what a kernel may ask for after raising its limit (EMU_MAX_DYNAMIC_SMEM) */
     int warpSize;
     int maxThreadsPerBlock;
     int multiProcessorCount;
