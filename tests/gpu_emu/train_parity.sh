@@ -17,6 +17,10 @@
 #                gradients included: 1.6e-3 measured on the gradient norm)
 #   cuda-bf16-recompute   that with [backbone] recompute = true: a checkpoint identical byte for byte
 #                to cuda-bf16's (the rebuilt activations are the same bits)
+#   cuda-fp16    frozen weights in bf16, fp16 GEMMs with dynamic loss scaling and the fp16 tensor-core
+#                attention: within 5e-3 of the fp32 cpu (7e-4 measured)
+#   mae-cuda     the MAE example (configs/examples/mae_fashion_mnist.ini: masking, the decoder, the
+#                pixel loss) on gpu_emu_cuda against the same on the cpu (mae-cpu): within 1e-4
 #
 # usage: train_parity.sh EXPLORA_BIN EMU_PLUGIN_DIR SOURCE_DIR WORK_DIR
 # Exits 77 (skipped) when Fashion-MNIST (Debian's dataset-fashion-mnist) is not installed.
@@ -30,11 +34,11 @@ fi
 rm -rf "$work" && mkdir -p "$work" || exit 1
 status=0
 
-# run NAME SETTINGS...: 2 steps of the demo's ExPLoRA run into $work/NAME
+# run NAME CONFIG SETTINGS...: 2 steps of CONFIG (relative to the source tree) into $work/NAME
 run() {
-  local name=$1
-  shift
-  if ! EXPLORA_PLUGIN_PATH="$plugins" "$bin" pretrain "$src/configs/demo/explora.ini" \
+  local name=$1 config=$2
+  shift 2
+  if ! EXPLORA_PLUGIN_PATH="$plugins" "$bin" pretrain "$src/$config" \
       --set data.images="$fmnist/t10k-images-idx3-ubyte.gz" --set data.labels="$fmnist/t10k-labels-idx1-ubyte.gz" \
       --set optim.steps=2 --set optim.batch=4 --set optim.warmup_steps=0 --set run.log_every=1 \
       --set run.out="$work/$name" "$@" > "$work/$name.log" 2>&1; then
@@ -49,38 +53,46 @@ run() {
 # losses NAME: the loss and the gradient norm of each step, one value per line
 losses() { grep -o '"\(loss\|grad_norm\)": [^,}]*' "$work/$1/metrics.jsonl" | cut -d' ' -f2; }
 
-# compare NAME LIMIT: every step's loss within LIMIT (relative) of the cpu's
+# compare NAME LIMIT [REF]: every step's loss and gradient norm within LIMIT (relative) of run REF's (cpu)
 compare() {
-  local name=$1 limit=$2
-  [ -f "$work/$name/metrics.jsonl" ] || return
+  local name=$1 limit=$2 ref=${3:-cpu}
+  [ -f "$work/$name/metrics.jsonl" ] && [ -f "$work/$ref/metrics.jsonl" ] || return
   local n_ref n_got
-  n_ref=$(losses cpu | wc -l)
+  n_ref=$(losses "$ref" | wc -l)
   n_got=$(losses "$name" | wc -l)
   if [ "$n_ref" -ne 4 ] || [ "$n_got" -ne 4 ]; then
-    echo "train_parity: expected a loss and a gradient norm for each of 2 steps, found $n_ref (cpu) and $n_got ($name) values"
+    echo "train_parity: expected a loss and a gradient norm for each of 2 steps, found $n_ref ($ref) and $n_got ($name) values"
     status=1
     return
   fi
-  paste -d' ' <(losses cpu) <(losses "$name") |
-    awk -v name="$name" -v limit="$limit" '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
-      printf "  step %d %-9s  cpu %.6g  %s %.6g  relative difference %.2e (limit %g)\n", int((NR + 1) / 2),
-             NR % 2 ? "loss" : "|grad|", $1, name, $2, r, limit;
+  paste -d' ' <(losses "$ref") <(losses "$name") |
+    awk -v name="$name" -v ref="$ref" -v limit="$limit" '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+      printf "  step %d %-9s  %s %.6g  %s %.6g  relative difference %.2e (limit %g)\n", int((NR + 1) / 2),
+             NR % 2 ? "loss" : "|grad|", ref, $1, name, $2, r, limit;
       if (!(r <= limit)) bad = 1} END {exit bad}' ||
-    { echo "train_parity: $name's losses or gradient norms differ from the cpu's by more than $limit"; status=1; }
+    { echo "train_parity: $name's losses or gradient norms differ from $ref's by more than $limit"; status=1; }
 }
 
+demo=configs/demo/explora.ini mae=configs/examples/mae_fashion_mnist.ini
 bf16="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=fused_bf16"
-run cpu --set backend.name=cpu || exit 1
-run cuda --set backend.name=gpu_emu_cuda
-run hip --set backend.name=gpu_emu_wave64
+fp16="--set optim.frozen_dtype=bf16 --set backend.gemm_math=fp16 --set optim.loss_scale=dynamic --set backend.attention=fused_fp16"
+run cpu $demo --set backend.name=cpu || exit 1
+run cuda $demo --set backend.name=gpu_emu_cuda
+run hip $demo --set backend.name=gpu_emu_wave64
 # shellcheck disable=SC2086 # word splitting of the settings is intended
-run cuda-bf16 --set backend.name=gpu_emu_cuda $bf16
+run cuda-bf16 $demo --set backend.name=gpu_emu_cuda $bf16
 # shellcheck disable=SC2086
-run cuda-bf16-recompute --set backend.name=gpu_emu_cuda $bf16 --set backbone.recompute=true
+run cuda-bf16-recompute $demo --set backend.name=gpu_emu_cuda $bf16 --set backbone.recompute=true
+# shellcheck disable=SC2086
+run cuda-fp16 $demo --set backend.name=gpu_emu_cuda $fp16
+run mae-cpu $mae --set backend.name=cpu
+run mae-cuda $mae --set backend.name=gpu_emu_cuda
 
 compare cuda 1e-4
 compare hip 1e-4
 compare cuda-bf16 5e-3
+compare cuda-fp16 5e-3
+compare mae-cuda 1e-4 mae-cpu
 a=$work/cuda-bf16/checkpoint.safetensors b=$work/cuda-bf16-recompute/checkpoint.safetensors
 if [ -f "$a" ] && [ -f "$b" ]; then
   if cmp -s "$a" "$b"; then
