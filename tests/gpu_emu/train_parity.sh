@@ -21,6 +21,9 @@
 #                attention: within 5e-3 of the fp32 cpu (7e-4 measured)
 #   mae-cuda     the MAE example (configs/examples/mae_fashion_mnist.ini: masking, the decoder, the
 #                pixel loss) on gpu_emu_cuda against the same on the cpu (mae-cpu): within 1e-4
+#   finetune-cuda   the demo's LoRA fine-tuning (configs/demo/finetune.ini: classify objective) for 2
+#                steps at batch 8, then its evaluation on 32 images, against finetune-cpu: within 1e-4,
+#                and the same eval.json
 #
 # usage: train_parity.sh EXPLORA_BIN EMU_PLUGIN_DIR SOURCE_DIR WORK_DIR
 # Exits 77 (skipped) when Fashion-MNIST (Debian's dataset-fashion-mnist) is not installed.
@@ -34,11 +37,11 @@ fi
 rm -rf "$work" && mkdir -p "$work" || exit 1
 status=0
 
-# run NAME CONFIG SETTINGS...: 2 steps of CONFIG (relative to the source tree) into $work/NAME
+# run NAME VERB CONFIG SETTINGS...: 2 steps of `explora VERB CONFIG` (relative to the source tree) into $work/NAME
 run() {
-  local name=$1 config=$2
-  shift 2
-  if ! EXPLORA_PLUGIN_PATH="$plugins" "$bin" pretrain "$src/$config" \
+  local name=$1 verb=$2 config=$3
+  shift 3
+  if ! EXPLORA_PLUGIN_PATH="$plugins" "$bin" "$verb" "$src/$config" \
       --set data.images="$fmnist/t10k-images-idx3-ubyte.gz" --set data.labels="$fmnist/t10k-labels-idx1-ubyte.gz" \
       --set optim.steps=2 --set optim.batch=4 --set optim.warmup_steps=0 --set run.log_every=1 \
       --set run.out="$work/$name" "$@" > "$work/$name.log" 2>&1; then
@@ -73,26 +76,41 @@ compare() {
     { echo "train_parity: $name's losses or gradient norms differ from $ref's by more than $limit"; status=1; }
 }
 
-demo=configs/demo/explora.ini mae=configs/examples/mae_fashion_mnist.ini
+demo=configs/demo/explora.ini mae=configs/examples/mae_fashion_mnist.ini finetune=configs/demo/finetune.ini
 bf16="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=fused_bf16"
 fp16="--set optim.frozen_dtype=bf16 --set backend.gemm_math=fp16 --set optim.loss_scale=dynamic --set backend.attention=fused_fp16"
-run cpu $demo --set backend.name=cpu || exit 1
-run cuda $demo --set backend.name=gpu_emu_cuda
-run hip $demo --set backend.name=gpu_emu_wave64
+ft="--set data.limit=64 --set eval_data.limit=32 --set optim.batch=8"
+run cpu pretrain $demo --set backend.name=cpu || exit 1
+run cuda pretrain $demo --set backend.name=gpu_emu_cuda
+run hip pretrain $demo --set backend.name=gpu_emu_wave64
 # shellcheck disable=SC2086 # word splitting of the settings is intended
-run cuda-bf16 $demo --set backend.name=gpu_emu_cuda $bf16
+run cuda-bf16 pretrain $demo --set backend.name=gpu_emu_cuda $bf16
 # shellcheck disable=SC2086
-run cuda-bf16-recompute $demo --set backend.name=gpu_emu_cuda $bf16 --set backbone.recompute=true
+run cuda-bf16-recompute pretrain $demo --set backend.name=gpu_emu_cuda $bf16 --set backbone.recompute=true
 # shellcheck disable=SC2086
-run cuda-fp16 $demo --set backend.name=gpu_emu_cuda $fp16
-run mae-cpu $mae --set backend.name=cpu
-run mae-cuda $mae --set backend.name=gpu_emu_cuda
+run cuda-fp16 pretrain $demo --set backend.name=gpu_emu_cuda $fp16
+run mae-cpu pretrain $mae --set backend.name=cpu
+run mae-cuda pretrain $mae --set backend.name=gpu_emu_cuda
+# shellcheck disable=SC2086
+run finetune-cpu finetune $finetune --set backend.name=cpu $ft
+# shellcheck disable=SC2086
+run finetune-cuda finetune $finetune --set backend.name=gpu_emu_cuda $ft
 
 compare cuda 1e-4
 compare hip 1e-4
 compare cuda-bf16 5e-3
 compare cuda-fp16 5e-3
 compare mae-cuda 1e-4 mae-cpu
+compare finetune-cuda 1e-4 finetune-cpu
+a=$work/finetune-cpu/eval.json b=$work/finetune-cuda/eval.json
+if [ -f "$a" ] && [ -f "$b" ]; then
+  if cmp -s "$a" "$b"; then
+    echo "  finetune evaluation: the same top-1, top-5 and macro-F1 on both ($(cut -c1-60 "$a")...)"
+  else
+    echo "train_parity: the finetune evaluations differ: $(cat "$a") against $(cat "$b")"
+    status=1
+  fi
+fi
 a=$work/cuda-bf16/checkpoint.safetensors b=$work/cuda-bf16-recompute/checkpoint.safetensors
 if [ -f "$a" ] && [ -f "$b" ]; then
   if cmp -s "$a" "$b"; then
