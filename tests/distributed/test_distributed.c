@@ -5,7 +5,9 @@
  *   - MAE: two ranks at per-rank batch B give the same logged losses and the
  *     same final checkpoint (parameters and AdamW moments, within fp32
  *     tolerance) as one rank at batch 2B, with gradient accumulation;
- *   - DINOv2 likewise (global centring, Sinkhorn-Knopp and iBOT normalisation);
+ *   - DINOv2 likewise (global centring, Sinkhorn-Knopp and iBOT normalisation), and
+ *     with the two ranks on the CUDA build run by the GPU emulator (device buffers
+ *     reduced through host memory) against one rank on the cpu;
  *   - two ranks stopped with stop_at and resumed continue bit-identically;
  *   - a rank whose loss turns NaN makes every rank exit non-zero within a
  *     bounded time, with an error naming the rank, and the previous checkpoint
@@ -55,12 +57,15 @@ static int sh(char **out, const char *fmt, ...) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* `explora ARGS` alone, or under `mpirun -np N` (as root too; oversubscribed on small machines). */
-static int explora(char **out, int np, const char *args) {
-    if (np <= 1) return sh(out, "timeout 300 '%s' %s", ext_env("EXPLORA_BIN"), args);
-    return sh(out, "timeout 300 '%s' --allow-run-as-root --oversubscribe -np %d '%s' %s", ext_env("EXPLORA_MPIRUN"), np,
-              ext_env("EXPLORA_BIN"), args);
+/* `explora ARGS` alone, or under `mpirun -np N` (as root too; oversubscribed on small machines), with the shell
+ * assignments `env` ("" for none) in front: mpirun's local ranks inherit its environment. */
+static int explora_env(char **out, const char *env, int np, const char *args) {
+    if (np <= 1) return sh(out, "%s timeout 300 '%s' %s", env, ext_env("EXPLORA_BIN"), args);
+    return sh(out, "%s timeout 300 '%s' --allow-run-as-root --oversubscribe -np %d '%s' %s", env,
+              ext_env("EXPLORA_MPIRUN"), np, ext_env("EXPLORA_BIN"), args);
 }
+
+static int explora(char **out, int np, const char *args) { return explora_env(out, "", np, args); }
 
 #define EXPECT_RC(rc, expr, outp)                                                                     \
     do {                                                                                              \
@@ -217,31 +222,53 @@ static void test_two_ranks_resume_bit_identically(void **state) {
     compare_losses(dir[0], dir[1], 6, 0.0);
 }
 
-static void test_dinov2_two_ranks_match_one_rank(void **state) {
-    (void)state;
+static const char *k_dinov2_body =
+    "[backend]\nname = cpu\n"
+    "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
+    "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
+    "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
+    "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
+    "local_size = 8\nlocal_crops = 2\nwarmup_teacher_temp_iters = 4\n"
+    "koleo_weight = 0\n" /* KoLeo is per rank (as DINOv2): not equal to one rank at 2B */
+    "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
+    "[optim]\nbatch = 8\nsteps = 5\nlr = 1e-3\n";
+
+/* DINOv2: one rank at batch 8 on the cpu against two ranks at batch 4 on backend `be2` (shell assignments `env2`
+ * in front of mpirun); losses and checkpoint within 1e-5. */
+static void dinov2_two_ranks_match_one(const char *tag, const char *env2, const char *be2) {
     need_data();
-    const char *body =
-        "[backend]\nname = cpu\n"
-        "[backbone]\nname = vit\npatch = 4\ndim = 16\ndepth = 2\nheads = 2\nchannels = 1\npos_grid = 4\n"
-        "layerscale = on\nlayerscale_init = 0.1\nimage_size = 16\n"
-        "[peft]\nstack = unfreeze\n[peft.unfreeze]\nall = true\n"
-        "[objective]\nname = dinov2\nprototypes = 32\nbottleneck = 8\nhead_hidden = 16\nglobal_size = 16\n"
-        "local_size = 8\nlocal_crops = 2\nwarmup_teacher_temp_iters = 4\n"
-        "koleo_weight = 0\n" /* KoLeo is per rank (as DINOv2): not equal to one rank at 2B */
-        "[data]\nname = idx\nimages = " FMNIST "\nlimit = 256\n[transform]\nmean = 0.286\nstd = 0.353\n"
-        "[optim]\nbatch = 8\nsteps = 5\nlr = 1e-3\n";
     char ini[2][4096], dir[2][4096], args[9000], ck[2][4200], *out;
-    two_runs("dist-dino", body, 4, ini, dir);
+    two_runs(tag, k_dinov2_body, 4, ini, dir);
     snprintf(args, sizeof args, "pretrain '%s' --set optim.batch=8", ini[0]);
     EXPECT_RC(0, explora(&out, 1, args), &out);
     free(out);
-    snprintf(args, sizeof args, "pretrain '%s' --set optim.batch=4", ini[1]);
-    EXPECT_RC(0, explora(&out, 2, args), &out);
+    snprintf(args, sizeof args, "pretrain '%s' --set optim.batch=4 --set backend.name=%s", ini[1], be2);
+    EXPECT_RC(0, explora_env(&out, env2, 2, args), &out);
     free(out);
     compare_losses(dir[0], dir[1], 5, 1e-5);
     snprintf(ck[0], sizeof ck[0], "%s/checkpoint.safetensors", dir[0]);
     snprintf(ck[1], sizeof ck[1], "%s/checkpoint.safetensors", dir[1]);
     compare_checkpoints(ck[0], ck[1], 1e-5);
+}
+
+static void test_dinov2_two_ranks_match_one_rank(void **state) {
+    (void)state;
+    dinov2_two_ranks_match_one("dist-dino", "", "cpu");
+}
+
+/* The same two ranks on the CUDA build run by the GPU emulator (tests/gpu_emu; its folder in
+ * EXPLORA_TEST_GPU_EMU_DIR): parameters, gradients and the DINOv2 centring statistics live in device
+ * buffers, which a build without NCCL reduces by staging them through host memory. */
+static void test_dinov2_two_emulated_gpu_ranks_match_one_cpu_rank(void **state) {
+    (void)state;
+    const char *dir = getenv("EXPLORA_TEST_GPU_EMU_DIR");
+    if (!dir || !dir[0]) {
+        print_message("the GPU emulator is not built (-DEXPLORA_GPU_EMU=OFF); skipping\n");
+        skip();
+    }
+    char env[4200];
+    snprintf(env, sizeof env, "EXPLORA_PLUGIN_PATH='%s'", dir);
+    dinov2_two_ranks_match_one("dist-dino-emu", env, "gpu_emu_cuda");
 }
 
 /* A one-block MAE on the abi-good stand-in dataset (8 samples, 4 px): runs in milliseconds per step. `log_every`
@@ -341,6 +368,7 @@ int main(void) {
         cmocka_unit_test(test_mae_two_ranks_match_one_rank),
         cmocka_unit_test(test_two_ranks_resume_bit_identically),
         cmocka_unit_test(test_dinov2_two_ranks_match_one_rank),
+        cmocka_unit_test(test_dinov2_two_emulated_gpu_ranks_match_one_cpu_rank),
         cmocka_unit_test(test_failing_rank_stops_every_rank),
         cmocka_unit_test(test_interrupt_on_one_rank_stops_every_rank),
     };
