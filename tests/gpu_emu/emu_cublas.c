@@ -18,7 +18,8 @@
  * pointers are less aligned than the preference promised, or whose shapes differ from the ones its
  * algorithm was chosen for, fails (a device may fault with a misaligned address, or pick a kernel
  * that does not fit). Sums are in double, in order of the inner index. C of a type other than fp32 is
- * not supported (the backend never asks for it).
+ * not supported (the backend never asks for it). The computations read device memory inside
+ * emu_device_enter / emu_device_leave, as the emulator's kernels do (device_memory.cpp).
  */
 #include <math.h>
 #include <stdint.h>
@@ -242,6 +243,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
     if (m == 0 || n == 0 || batchCount == 0) return CUBLAS_STATUS_SUCCESS;
     if (!alpha || !beta || !C || (k > 0 && (!A || !B))) return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "a NULL pointer");
     const float al = *(const float *)alpha, be = *(const float *)beta;
+    emu_device_enter();
     for (int z = 0; z < batchCount && s == CUBLAS_STATUS_SUCCESS; z++) {
         float *c = (float *)C + (int64_t)z * strideC;
         s = product(transa == CUBLAS_OP_T, transb == CUBLAS_OP_T, m, n, k, al,
@@ -249,6 +251,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                     (const char *)B + (int64_t)z * strideB * type_size(Btype), Btype, ldb, be, c, ldc, c, ldc, NULL,
                     computeType);
     }
+    emu_device_leave();
     return s;
 }
 
@@ -266,13 +269,17 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t tran
     if (!alpha || !beta || !Carray || (k > 0 && (!Aarray || !Barray)))
         return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "a NULL pointer");
     const float al = *(const float *)alpha, be = *(const float *)beta;
+    emu_device_enter(); /* the pointer arrays are in device memory too */
     for (int z = 0; z < batchCount && s == CUBLAS_STATUS_SUCCESS; z++) {
-        if (!Carray[z] || (k > 0 && (!Aarray[z] || !Barray[z])))
+        if (!Carray[z] || (k > 0 && (!Aarray[z] || !Barray[z]))) {
+            emu_device_leave();
             return refuse(CUBLAS_STATUS_EXECUTION_FAILED, fn, "a NULL matrix pointer in the batch's arrays");
+        }
         float *c = (float *)Carray[z];
         s = product(transa == CUBLAS_OP_T, transb == CUBLAS_OP_T, m, n, k, al, Aarray[z], Atype, lda, Barray[z], Btype,
                     ldb, be, c, ldc, c, ldc, NULL, computeType);
     }
+    emu_device_leave();
     return s;
 }
 
@@ -499,6 +506,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (be != 0.0f && !C) return refuse(CUBLAS_STATUS_INVALID_VALUE, fn, "beta != 0 without C");
     if (C != D && be != 0.0f && Cdesc->ld != Ddesc->ld)
         return refuse(CUBLAS_STATUS_NOT_SUPPORTED, fn, "out-of-place C and D with different leading dimensions (not emulated)");
-    return product(desc->transa == CUBLAS_OP_T, desc->transb == CUBLAS_OP_T, m, n, k, al, A, Adesc->type, Adesc->ld, B,
-                   Bdesc->type, Bdesc->ld, be, (const float *)C, Cdesc->ld, (float *)D, Ddesc->ld, bias, desc->compute);
+    emu_device_enter();
+    s = product(desc->transa == CUBLAS_OP_T, desc->transb == CUBLAS_OP_T, m, n, k, al, A, Adesc->type, Adesc->ld, B,
+                Bdesc->type, Bdesc->ld, be, (const float *)C, Cdesc->ld, (float *)D, Ddesc->ld, bias, desc->compute);
+    emu_device_leave();
+    return s;
 }

@@ -6,11 +6,10 @@
  * It exists so that the CUDA/HIP backend's own kernels run in CI on machines without a GPU, through
  * the same parity suite as on a device (tests/CMakeLists.txt). It checks the kernels' logic, their
  * index arithmetic and memory accesses (AddressSanitizer in the Debug build sees device buffers as
- * the heap blocks they are here), barrier and shuffle use, and launch limits. It does not check
- * timing, memory coherence between unsynchronised threads, or anything of the vendor libraries.
+ * the heap blocks they are there), barrier and shuffle use, and launch limits. It does not check
+ * timing, memory coherence between unsynchronised threads, or the vendor libraries themselves.
  *
- * Device memory is filled with 0xFF bytes (NaN as floats) when allocated, so a kernel that reads
- * what nobody wrote shows NaN rather than a lucky zero.
+ * Device memory (allocation, copies, NaN fill, and keeping host code out of it): device_memory.cpp.
  *
  * The state below is the emulated device's (a GPU runtime's state is per process too): it is used
  * from one thread at a time, as the backend drives its stream from one thread.
@@ -332,6 +331,7 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
     dev.line = line;
     dev.smem.assign(smem ? smem : 1, 0xFF);
     emu_dynamic_smem = dev.smem.data();
+    emu_device_enter(); /* the kernel may touch device memory */
     emu_grid_dim = grid;
     emu_block_dim = block;
     const unsigned nthreads = block.x * block.y * block.z;
@@ -342,6 +342,7 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
                              (unsigned)(b / ((unsigned long long)grid.x * grid.y)));
         run_block(nthreads);
     }
+    emu_device_leave();
 }
 
 void emu_syncthreads(void) { wait_at(dev.block_bar, dev.live); }
@@ -444,60 +445,6 @@ hipError_t hipGetDeviceProperties(hipDeviceProp_t *prop, int device) {
     prop->multiProcessorCount = 4;
     prop->major = 9;
     prop->minor = 0;
-    return hipSuccess;
-}
-
-hipError_t hipMalloc(void **ptr, size_t bytes) {
-    if (!ptr) return hipErrorInvalidValue;
-    *ptr = nullptr;
-    if (bytes == 0) return hipSuccess;
-    if (posix_memalign(ptr, 256, bytes) != 0) {
-        *ptr = nullptr;
-        return hipErrorOutOfMemory;
-    }
-    memset(*ptr, 0xFF, bytes);
-    return hipSuccess;
-}
-
-hipError_t hipFree(void *ptr) {
-    free(ptr);
-    return hipSuccess;
-}
-
-hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags) {
-    (void)flags;
-    return hipMalloc(ptr, bytes);
-}
-
-hipError_t hipHostFree(void *ptr) { return hipFree(ptr); }
-
-hipError_t hipMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-    if (free_bytes) *free_bytes = (size_t)16 << 30;
-    if (total_bytes) *total_bytes = (size_t)16 << 30;
-    return hipSuccess;
-}
-
-hipError_t hipMemcpyAsync(void *dst, const void *src, size_t bytes, hipMemcpyKind kind, hipStream_t stream) {
-    (void)kind;
-    (void)stream;
-    if (bytes && (!dst || !src)) return hipErrorInvalidValue;
-    if (bytes) memmove(dst, src, bytes);
-    return hipSuccess;
-}
-
-hipError_t hipMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
-                            hipMemcpyKind kind, hipStream_t stream) {
-    (void)kind;
-    (void)stream;
-    if (width > dpitch || width > spitch) return hipErrorInvalidValue;
-    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
-    return hipSuccess;
-}
-
-hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream) {
-    (void)stream;
-    if (bytes && !dst) return hipErrorInvalidValue;
-    if (bytes) memset(dst, value, bytes);
     return hipSuccess;
 }
 

@@ -3,9 +3,9 @@
  *
  * The emulator runs the GPU backend's kernel sources on the CPU (tests only): the HIP build of
  * backends/cuda (EXPLORA_HIP) compiled by the host C/C++ compilers against these headers instead of
- * ROCm's, with kernel launches rewritten by launch_rewrite.c. "Device" memory is host memory from
- * aligned_alloc (so AddressSanitizer sees every out-of-bounds access of a kernel), every call is
- * synchronous, and there is one device.
+ * ROCm's, with kernel launches rewritten by launch_rewrite.c. "Device" memory is host memory that
+ * host code outside the emulator cannot touch (device_memory.cpp), every call is synchronous, and
+ * there is one device.
  *
  * Only what backends/cuda uses under EXPLORA_HIP is declared. Valid C and C++.
  */
@@ -68,6 +68,12 @@ hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream
 hipError_t hipStreamCreateWithFlags(hipStream_t *stream, unsigned int flags);
 hipError_t hipStreamSynchronize(hipStream_t stream);
 hipError_t hipStreamDestroy(hipStream_t stream);
+
+/* The emulator's own: device memory is open to host code only between these (kernels, copies, fills and
+ * the library stand-ins bracket their accesses; brackets nest). Elsewhere a touch of it is reported as
+ * host code dereferencing a device pointer (device_memory.cpp). */
+void emu_device_enter(void);
+void emu_device_leave(void);
 
 #ifdef __cplusplus
 }

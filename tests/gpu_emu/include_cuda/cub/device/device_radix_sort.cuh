@@ -39,6 +39,16 @@ struct DeviceRadixSort {
         if (temp_storage_bytes < need) return cudaErrorInvalidValue;
         if (num_items == 0) return cudaSuccess;
         if (!d_keys_in || !d_keys_out || !d_values_in || !d_values_out) return cudaErrorInvalidValue;
+        emu_device_enter(); /* the arrays are device memory */
+        sort(d_temp_storage, d_keys_in, d_keys_out, d_values_in, d_values_out, num_items, begin_bit, end_bit);
+        emu_device_leave();
+        return cudaSuccess;
+    }
+
+  private:
+    template <typename K, typename V>
+    static void sort(void *d_temp_storage, const K *d_keys_in, K *d_keys_out, const V *d_values_in, V *d_values_out,
+                     int num_items, int begin_bit, int end_bit) {
         const int width = end_bit - begin_bit;
         const uint64_t mask = width >= 32 ? 0xFFFFFFFFull : ((1ull << width) - 1);
         uint64_t *work = (uint64_t *)d_temp_storage;
@@ -50,7 +60,6 @@ struct DeviceRadixSort {
             d_keys_out[i] = d_keys_in[from];
             d_values_out[i] = d_values_in[from];
         }
-        return cudaSuccess;
     }
 };
 

@@ -1,0 +1,282 @@
+/*
+ * tests/gpu_emu/device_memory.cpp — the GPU emulator's device memory: allocation, copies, fills, and
+ * keeping host code out of it.
+ *
+ * On a machine with a discrete GPU, host code that dereferences a device pointer crashes (or reads
+ * garbage); on the emulator device memory is host memory, so such a bug would pass unseen. Unless
+ * EXPLORA_GPU_EMU_PROTECT=0, device allocations are therefore their own memory mappings, kept
+ * inaccessible (PROT_NONE) except while the emulator itself works on them: a kernel, a copy or fill,
+ * or a library stand-in, each bracketed by emu_device_enter() / emu_device_leave(). Inside such a
+ * bracket the first touch of an allocation faults, and the fault handler opens that allocation until
+ * the bracket closes. Outside, a touch is reported as host code reading or writing device memory,
+ * with the address, the allocation and a backtrace, and the process aborts. Each allocation ends at a
+ * guard page (its size rounded up to 256 bytes, the alignment cudaMalloc gives), with one before it,
+ * so an access past either end is reported too.
+ *
+ * The sanitizer build keeps plain heap blocks instead (AddressSanitizer checks every byte of them,
+ * which guard pages 256-byte-rounded cannot), so host access to device memory is checked by the
+ * Release build's tests.
+ *
+ * New allocations are filled with 0xFF bytes (NaN as floats), so a kernel that reads what nobody wrote
+ * shows NaN rather than a lucky zero. Pinned host memory (hipHostMalloc) is ordinary host memory.
+ */
+#include <execinfo.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <map>
+#include <vector>
+
+#include "hip/hip_runtime_api.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+
+namespace {
+
+struct region {
+    char *map;       /* the whole mapping: guard page, data pages, guard page */
+    size_t map_len;
+    char *user;      /* what hipMalloc returned */
+    size_t bytes;    /* what was asked for */
+    char *data;      /* the data pages (user lies inside, ending at the last guard page when rounded) */
+    size_t data_len;
+    bool open;
+};
+
+struct memory {
+    int protect = -1;            /* EXPLORA_GPU_EMU_PROTECT, read at the first allocation */
+    std::map<uintptr_t, region> regions; /* by mapping start */
+    std::vector<region *> opened; /* opened inside the current bracket */
+    int depth = 0;               /* open brackets */
+    bool handler = false;        /* installed once (and again when replaced) */
+    struct sigaction previous;
+    size_t page = 4096;
+};
+
+memory mem;
+
+/* The region whose mapping contains p, or nullptr. */
+region *find(const void *p) {
+    const uintptr_t a = (uintptr_t)p;
+    auto it = mem.regions.upper_bound(a);
+    if (it == mem.regions.begin()) return nullptr;
+    --it;
+    region &r = it->second;
+    return a < (uintptr_t)r.map + r.map_len ? &r : nullptr;
+}
+
+void say(const char *s) {
+    const ssize_t n = write(STDERR_FILENO, s, strlen(s));
+    (void)n;
+}
+
+void on_fault(int sig, siginfo_t *si, void *uc) {
+    region *r = find(si->si_addr);
+    if (!r) { /* not device memory: whoever handled it before (the default: a crash) */
+        if (mem.previous.sa_flags & SA_SIGINFO) {
+            mem.previous.sa_sigaction(sig, si, uc);
+            return;
+        }
+        if (mem.previous.sa_handler != SIG_DFL && mem.previous.sa_handler != SIG_IGN) {
+            mem.previous.sa_handler(sig);
+            return;
+        }
+        signal(sig, SIG_DFL); /* returning re-runs the access, which now takes the default action */
+        return;
+    }
+    const char *a = (const char *)si->si_addr;
+    const bool in_data = a >= r->data && a < r->data + r->data_len;
+    if (in_data && mem.depth > 0 && !r->open) { /* the emulator's own access: open the allocation */
+        if (mprotect(r->data, r->data_len, PROT_READ | PROT_WRITE) == 0) {
+            r->open = true;
+            mem.opened.push_back(r);
+            return;
+        }
+    }
+    char msg[512];
+    if (!in_data || a < r->user || a >= r->user + r->bytes)
+        snprintf(msg, sizeof msg,
+                 "gpu emulator: an access %s a %zu-byte device allocation at %p (address %p, %lld bytes from its "
+                 "start)%s\n",
+                 a < r->user ? "before the start of" : "past the end of", r->bytes, (void *)r->user, (void *)a,
+                 (long long)(a - r->user), mem.depth > 0 ? ", by a kernel, copy or library call" : "");
+    else
+        snprintf(msg, sizeof msg,
+                 "gpu emulator: host code read or wrote device memory at %p (offset %zu of a %zu-byte allocation at "
+                 "%p) outside any kernel, copy or library call: on a GPU this pointer is not host memory\n",
+                 (void *)a, (size_t)(a - r->user), r->bytes, (void *)r->user);
+    say(msg);
+    say("gpu emulator: the faulting code's stack:\n");
+    void *frames[48];
+    const int n = backtrace(frames, 48);
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+    abort();
+}
+
+bool protecting() {
+    if (mem.protect < 0) {
+#ifdef EMU_ASAN
+        mem.protect = 0;
+#else
+        const char *e = getenv("EXPLORA_GPU_EMU_PROTECT");
+        mem.protect = !(e && strcmp(e, "0") == 0);
+#endif
+        const long ps = sysconf(_SC_PAGESIZE);
+        if (ps > 0) mem.page = (size_t)ps;
+    }
+    if (mem.protect) {
+        /* (again whenever someone else took SIGSEGV over since: a test harness may install its own per test) */
+        struct sigaction now;
+        if (mem.handler && sigaction(SIGSEGV, nullptr, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+            now.sa_sigaction == on_fault)
+            return true;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSEGV, &sa, &mem.previous) != 0) {
+            fprintf(stderr, "gpu emulator: cannot install the device-memory fault handler; memory unprotected\n");
+            mem.protect = 0;
+        }
+        mem.handler = true;
+    }
+    return mem.protect;
+}
+
+size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
+} // namespace
+
+extern "C" {
+
+void emu_device_enter(void) {
+    if (mem.depth++ == 0 && mem.protect > 0) protecting(); /* our fault handler, in case it was replaced */
+}
+
+void emu_device_leave(void) {
+    if (mem.depth > 0 && --mem.depth == 0) {
+        for (region *r : mem.opened) {
+            mprotect(r->data, r->data_len, PROT_NONE);
+            r->open = false;
+        }
+        mem.opened.clear();
+    }
+}
+
+hipError_t hipMalloc(void **ptr, size_t bytes) {
+    if (!ptr) return hipErrorInvalidValue;
+    *ptr = nullptr;
+    if (bytes == 0) return hipSuccess;
+    if (!protecting()) {
+        if (posix_memalign(ptr, 256, bytes) != 0) {
+            *ptr = nullptr;
+            return hipErrorOutOfMemory;
+        }
+        memset(*ptr, 0xFF, bytes);
+        return hipSuccess;
+    }
+    if (bytes > ((size_t)1 << 40)) return hipErrorOutOfMemory;
+    const size_t data_len = round_up(bytes, mem.page), len = data_len + 2 * mem.page;
+    void *p = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return hipErrorOutOfMemory;
+    region r;
+    r.map = (char *)p;
+    r.map_len = len;
+    r.data = r.map + mem.page;
+    r.data_len = data_len;
+    r.user = r.data + data_len - round_up(bytes, 256); /* ends where the rounded size ends: at the guard page */
+    r.bytes = bytes;
+    r.open = false;
+    if (mprotect(r.data, data_len, PROT_READ | PROT_WRITE) != 0) {
+        munmap(p, len);
+        return hipErrorOutOfMemory;
+    }
+    memset(r.data, 0xFF, data_len);
+    mprotect(r.data, data_len, PROT_NONE);
+    mem.regions[(uintptr_t)r.map] = r;
+    *ptr = r.user;
+    return hipSuccess;
+}
+
+hipError_t hipFree(void *ptr) {
+    if (!ptr) return hipSuccess;
+    region *r = mem.protect > 0 ? find(ptr) : nullptr;
+    if (!r) {
+        free(ptr);
+        return hipSuccess;
+    }
+    if (ptr != r->user) return hipErrorInvalidValue;
+    for (size_t i = 0; i < mem.opened.size(); i++)
+        if (mem.opened[i] == r) mem.opened.erase(mem.opened.begin() + (long)i--);
+    munmap(r->map, r->map_len);
+    mem.regions.erase((uintptr_t)r->map);
+    return hipSuccess;
+}
+
+hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags) {
+    (void)flags;
+    if (!ptr) return hipErrorInvalidValue;
+    *ptr = nullptr;
+    if (bytes == 0) return hipSuccess;
+    if (posix_memalign(ptr, 256, bytes) != 0) {
+        *ptr = nullptr;
+        return hipErrorOutOfMemory;
+    }
+    memset(*ptr, 0xFF, bytes);
+    return hipSuccess;
+}
+
+hipError_t hipHostFree(void *ptr) {
+    free(ptr);
+    return hipSuccess;
+}
+
+hipError_t hipMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    if (free_bytes) *free_bytes = (size_t)16 << 30;
+    if (total_bytes) *total_bytes = (size_t)16 << 30;
+    return hipSuccess;
+}
+
+hipError_t hipMemcpyAsync(void *dst, const void *src, size_t bytes, hipMemcpyKind kind, hipStream_t stream) {
+    (void)kind;
+    (void)stream;
+    if (bytes && (!dst || !src)) return hipErrorInvalidValue;
+    emu_device_enter();
+    if (bytes) memmove(dst, src, bytes);
+    emu_device_leave();
+    return hipSuccess;
+}
+
+hipError_t hipMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                            hipMemcpyKind kind, hipStream_t stream) {
+    (void)kind;
+    (void)stream;
+    if (width > dpitch || width > spitch) return hipErrorInvalidValue;
+    emu_device_enter();
+    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    emu_device_leave();
+    return hipSuccess;
+}
+
+hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream) {
+    (void)stream;
+    if (bytes && !dst) return hipErrorInvalidValue;
+    emu_device_enter();
+    if (bytes) memset(dst, value, bytes);
+    emu_device_leave();
+    return hipSuccess;
+}
+
+} /* extern "C" */
