@@ -34,13 +34,7 @@
 
 #include "hip/hip_runtime_api.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EMU_ASAN 1
-#endif
-#endif
+#include "emu_asan.h"
 
 namespace {
 
