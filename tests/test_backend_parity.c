@@ -1295,8 +1295,7 @@ int main(int argc, char **argv) {
     env.attn_bf16 = strstr(extra, "fused_bf16") != NULL || strstr(extra, "fused_fp16") != NULL || env.attn_cudnn;
     env.plain = extra[0] == '\0';
     env.emulated = strncmp(env.name, "gpu_emu", 7) == 0;
-    env.cublas = strcmp(env.name, "cuda") == 0 || strcmp(env.name, "gpu_emu_cuda") == 0;
-    env.cublas = strcmp(env.name, "cuda") == 0 || strcmp(env.name, "gpu_emu_cuda") == 0;
+    env.cublas = strcmp(env.name, "cuda") == 0 || strncmp(env.name, "gpu_emu_cuda", 12) == 0;
     if (open_backend(env.reg, env.name, settings, &env.be[1], &err) != EX_OK) {
         printf("test_backend_parity: SKIPPED: %s\n", err.msg);
         ex_registry_free(env.reg);

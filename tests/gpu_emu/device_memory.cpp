@@ -33,6 +33,9 @@
 #include <vector>
 
 #include "hip/hip_runtime_api.h"
+#ifdef EMU_RACECHECK
+#include "race_check.h"
+#endif
 
 #include "emu_asan.h"
 
@@ -46,6 +49,9 @@ struct region {
     char *data;      /* the data pages (user lies inside, ending at the last guard page when rounded) */
     size_t data_len;
     bool open;
+#ifdef EMU_RACECHECK
+    emu_race_shadow *shadow; /* one per byte of the data pages (race_check.cpp) */
+#endif
 };
 
 struct memory {
@@ -56,6 +62,10 @@ struct memory {
     bool handler = false;        /* installed once (and again when replaced) */
     struct sigaction previous;
     size_t page = 4096;
+#ifdef EMU_RACECHECK
+    region *last = nullptr; /* the region of the last shadow lookup: most accesses stay in one */
+    uintptr_t lo = UINTPTR_MAX, hi = 0; /* the span of all mappings so far (a quick "not device memory") */
+#endif
 };
 
 memory mem;
@@ -199,7 +209,20 @@ hipError_t hipMalloc(void **ptr, size_t bytes) {
     }
     memset(r.data, 0xFF, data_len);
     mprotect(r.data, data_len, PROT_NONE);
+#ifdef EMU_RACECHECK
+    void *sh = mmap(nullptr, data_len * sizeof(emu_race_shadow), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (sh == MAP_FAILED) {
+        munmap(p, len);
+        return hipErrorOutOfMemory;
+    }
+    r.shadow = (emu_race_shadow *)sh;
+#endif
     mem.regions[(uintptr_t)r.map] = r;
+#ifdef EMU_RACECHECK
+    if ((uintptr_t)r.map < mem.lo) mem.lo = (uintptr_t)r.map;
+    if ((uintptr_t)r.map + len > mem.hi) mem.hi = (uintptr_t)r.map + len;
+#endif
     *ptr = r.user;
     return hipSuccess;
 }
@@ -214,6 +237,10 @@ hipError_t hipFree(void *ptr) {
     if (ptr != r->user) return hipErrorInvalidValue;
     for (size_t i = 0; i < mem.opened.size(); i++)
         if (mem.opened[i] == r) mem.opened.erase(mem.opened.begin() + (long)i--);
+#ifdef EMU_RACECHECK
+    munmap(r->shadow, r->data_len * sizeof(emu_race_shadow));
+    mem.last = nullptr;
+#endif
     munmap(r->map, r->map_len);
     mem.regions.erase((uintptr_t)r->map);
     return hipSuccess;
@@ -274,3 +301,22 @@ hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream
 }
 
 } /* extern "C" */
+
+#ifdef EMU_RACECHECK
+emu_race_shadow *emu_device_race_shadow(uintptr_t byte) {
+    if (byte < mem.lo || byte >= mem.hi) return nullptr;
+    region *r = mem.last;
+    if (!r || byte < (uintptr_t)r->data || byte >= (uintptr_t)r->data + r->data_len) {
+        r = find((const void *)byte);
+        if (!r || byte < (uintptr_t)r->data || byte >= (uintptr_t)r->data + r->data_len) return nullptr;
+        mem.last = r;
+    }
+    return r->shadow + (byte - (uintptr_t)r->data);
+}
+
+void emu_device_allocation_of(const void *p, size_t *offset, size_t *bytes) {
+    const region *r = find(p);
+    *offset = r ? (size_t)((const char *)p - r->user) : 0;
+    *bytes = r ? r->bytes : 0;
+}
+#endif

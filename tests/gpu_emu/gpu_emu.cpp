@@ -25,6 +25,9 @@
 #include "hip/hip_runtime.h"
 
 #include "emu_asan.h"
+#ifdef EMU_RACECHECK
+#include "race_check.h"
+#endif
 #ifdef EMU_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -326,6 +329,9 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
     dev.smem.assign(smem ? smem : 1, 0xFF);
     emu_dynamic_smem = dev.smem.data();
     emu_device_enter(); /* the kernel may touch device memory */
+#ifdef EMU_RACECHECK
+    emu_race_launch_begin(file, line);
+#endif
     emu_grid_dim = grid;
     emu_block_dim = block;
     const unsigned nthreads = block.x * block.y * block.z;
@@ -334,8 +340,14 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
         const unsigned long long b = dev.reverse ? blocks - 1 - k : k;
         emu_block_idx = dim3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
                              (unsigned)(b / ((unsigned long long)grid.x * grid.y)));
+#ifdef EMU_RACECHECK
+        emu_race_block(b);
+#endif
         run_block(nthreads);
     }
+#ifdef EMU_RACECHECK
+    emu_race_launch_end();
+#endif
     emu_device_leave();
 }
 

@@ -17,6 +17,8 @@
 #                gradients included: 1.6e-3 measured on the gradient norm)
 #   cuda-bf16-recompute   that with [backbone] recompute = true: a checkpoint identical byte for byte
 #                to cuda-bf16's (the rebuilt activations are the same bits)
+#   cuda-bf16-racecheck   cuda-bf16 on gpu_emu_cuda_racecheck (where it is built): no two blocks of a
+#                launch touch a byte one of them writes (race_check.cpp), and the same checkpoint
 #   cuda-fp16    frozen weights in bf16, fp16 GEMMs with dynamic loss scaling and the fp16 tensor-core
 #                attention: within 5e-3 of the fp32 cpu (7e-4 measured)
 #   mae-cuda     the MAE example (configs/examples/mae_fashion_mnist.ini: masking, the decoder, the
@@ -89,6 +91,10 @@ run cuda-bf16 pretrain $demo --set backend.name=gpu_emu_cuda $bf16
 run cuda-bf16-recompute pretrain $demo --set backend.name=gpu_emu_cuda $bf16 --set backbone.recompute=true
 # shellcheck disable=SC2086
 run cuda-fp16 pretrain $demo --set backend.name=gpu_emu_cuda $fp16
+if [ -e "$plugins/explora-backend-gpu_emu_cuda_racecheck.so" ]; then
+  # shellcheck disable=SC2086
+  run cuda-bf16-racecheck pretrain $demo --set backend.name=gpu_emu_cuda_racecheck $bf16
+fi
 run mae-cpu pretrain $mae --set backend.name=cpu
 run mae-cuda pretrain $mae --set backend.name=gpu_emu_cuda
 # shellcheck disable=SC2086
@@ -102,6 +108,15 @@ compare cuda-bf16 5e-3
 compare cuda-fp16 5e-3
 compare mae-cuda 1e-4 mae-cpu
 compare finetune-cuda 1e-4 finetune-cpu
+a=$work/cuda-bf16/checkpoint.safetensors b=$work/cuda-bf16-racecheck/checkpoint.safetensors
+if [ -f "$a" ] && [ -f "$b" ]; then
+  if cmp -s "$a" "$b"; then
+    echo "  cuda-bf16 under the race check: no race between blocks, and the same checkpoint"
+  else
+    echo "train_parity: the race-checking build wrote a different checkpoint from cuda-bf16's"
+    status=1
+  fi
+fi
 a=$work/finetune-cpu/eval.json b=$work/finetune-cuda/eval.json
 if [ -f "$a" ] && [ -f "$b" ]; then
   if cmp -s "$a" "$b"; then
