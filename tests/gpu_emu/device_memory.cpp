@@ -130,8 +130,10 @@ void on_fault(int sig, siginfo_t *si, void *uc) {
 
 bool protecting() {
     if (mem.protect < 0) {
-#ifdef EMU_ASAN
+#if defined(EMU_ASAN)
         mem.protect = 0;
+#elif defined(EMU_RACECHECK)
+        mem.protect = 1; /* the race check's shadows belong to the mapped allocations */
 #else
         const char *e = getenv("EXPLORA_GPU_EMU_PROTECT");
         mem.protect = !(e && strcmp(e, "0") == 0);
