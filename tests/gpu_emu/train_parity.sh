@@ -108,31 +108,23 @@ compare cuda-bf16 5e-3
 compare cuda-fp16 5e-3
 compare mae-cuda 1e-4 mae-cpu
 compare finetune-cuda 1e-4 finetune-cpu
-a=$work/cuda-bf16/checkpoint.safetensors b=$work/cuda-bf16-racecheck/checkpoint.safetensors
-if [ -f "$a" ] && [ -f "$b" ]; then
+# same A B SAID_WHEN_SAME SAID_WHEN_DIFFERENT: files $work/A and $work/B must be equal byte for byte (when both exist)
+same() {
+  local a=$work/$1 b=$work/$2
+  [ -f "$a" ] && [ -f "$b" ] || return
   if cmp -s "$a" "$b"; then
-    echo "  cuda-bf16 under the race check: no race between blocks, and the same checkpoint"
+    echo "  $3"
   else
-    echo "train_parity: the race-checking build wrote a different checkpoint from cuda-bf16's"
+    echo "train_parity: $4"
     status=1
   fi
-fi
-a=$work/finetune-cpu/eval.json b=$work/finetune-cuda/eval.json
-if [ -f "$a" ] && [ -f "$b" ]; then
-  if cmp -s "$a" "$b"; then
-    echo "  finetune evaluation: the same top-1, top-5 and macro-F1 on both ($(cut -c1-60 "$a")...)"
-  else
-    echo "train_parity: the finetune evaluations differ: $(cat "$a") against $(cat "$b")"
-    status=1
-  fi
-fi
-a=$work/cuda-bf16/checkpoint.safetensors b=$work/cuda-bf16-recompute/checkpoint.safetensors
-if [ -f "$a" ] && [ -f "$b" ]; then
-  if cmp -s "$a" "$b"; then
-    echo "  cuda-bf16 with and without recompute: identical checkpoints"
-  else
-    echo "train_parity: recompute changed the cuda-bf16 run's checkpoint"
-    status=1
-  fi
-fi
+}
+same cuda-bf16/checkpoint.safetensors cuda-bf16-recompute/checkpoint.safetensors \
+  "cuda-bf16 with and without recompute: identical checkpoints" "recompute changed the cuda-bf16 run's checkpoint"
+same cuda-bf16/checkpoint.safetensors cuda-bf16-racecheck/checkpoint.safetensors \
+  "cuda-bf16 under the race check: no race between blocks, and the same checkpoint" \
+  "the race-checking build wrote a different checkpoint from cuda-bf16's"
+same finetune-cpu/eval.json finetune-cuda/eval.json \
+  "finetune evaluation: the same top-1, top-5 and macro-F1 on both ($(cut -c1-60 "$work/finetune-cpu/eval.json" 2>/dev/null)...)" \
+  "the finetune evaluations differ: $(cat "$work/finetune-cpu/eval.json" "$work/finetune-cuda/eval.json" 2>/dev/null)"
 exit $status
