@@ -163,6 +163,17 @@ bool protecting() {
 
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
+/* A plain heap block of `bytes` (> 0), 256-byte aligned and filled with NaN bytes: pinned host memory, and
+ * device memory when it is not protected. */
+hipError_t heap_block(void **ptr, size_t bytes) {
+    if (posix_memalign(ptr, 256, bytes) != 0) {
+        *ptr = nullptr;
+        return hipErrorOutOfMemory;
+    }
+    memset(*ptr, 0xFF, bytes);
+    return hipSuccess;
+}
+
 } // namespace
 
 extern "C" {
@@ -185,14 +196,7 @@ hipError_t hipMalloc(void **ptr, size_t bytes) {
     if (!ptr) return hipErrorInvalidValue;
     *ptr = nullptr;
     if (bytes == 0) return hipSuccess;
-    if (!protecting()) {
-        if (posix_memalign(ptr, 256, bytes) != 0) {
-            *ptr = nullptr;
-            return hipErrorOutOfMemory;
-        }
-        memset(*ptr, 0xFF, bytes);
-        return hipSuccess;
-    }
+    if (!protecting()) return heap_block(ptr, bytes);
     if (bytes > ((size_t)1 << 40)) return hipErrorOutOfMemory;
     const size_t data_len = round_up(bytes, mem.page), len = data_len + 2 * mem.page;
     void *p = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -252,13 +256,7 @@ hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags) {
     (void)flags;
     if (!ptr) return hipErrorInvalidValue;
     *ptr = nullptr;
-    if (bytes == 0) return hipSuccess;
-    if (posix_memalign(ptr, 256, bytes) != 0) {
-        *ptr = nullptr;
-        return hipErrorOutOfMemory;
-    }
-    memset(*ptr, 0xFF, bytes);
-    return hipSuccess;
+    return bytes ? heap_block(ptr, bytes) : hipSuccess;
 }
 
 hipError_t hipHostFree(void *ptr) {
