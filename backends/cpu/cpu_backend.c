@@ -234,6 +234,7 @@ static const ex_backend_vtable cpu_vtable = {
     /* .attention_bwd_bf16 = */ cpu_attention_bwd_bf16,
     /* .residual_fwd = */ cpu_residual_fwd,
     /* .residual_bwd = */ cpu_residual_bwd,
+    /* .device_key = */ NULL, /* processes on one host share nothing that collectives mind */
 };
 
 static const ex_plugin_desc desc = EX_PLUGIN_DESC(EX_PLUGIN_BACKEND, "cpu", "0.1.0",

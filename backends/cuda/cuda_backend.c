@@ -381,6 +381,20 @@ ex_status cu_device_info(void *vctx, ex_device_info *out) {
     return EX_OK;
 }
 
+/* The GPU's PCI bus id ("0000:3b:00.0"), which two processes on one GPU share: NCCL takes one rank per GPU, so
+ * the core compares the ranks' keys before joining them (explora/comm.h). */
+int cu_device_key(void *vctx, char *key, size_t cap) {
+    cu_ctx *ctx = vctx;
+    char bus[64] = "";
+    if (!ctx || !key || cap < 8 || cudaDeviceGetPCIBusId(bus, (int)sizeof bus, ctx->device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    bus[sizeof bus - 1] = '\0';
+    snprintf(key, cap, "pci %s", bus);
+    return 0;
+}
+
 int cu_supports_op(void *vctx, ex_op op, ex_dtype dtype) {
     (void)vctx;
     if ((int)op < 0 || op >= EX_OP_COUNT) return 0;
@@ -673,6 +687,7 @@ static const ex_backend_vtable cu_vtable = {
     /* .attention_bwd_bf16 = */ cu_attention_bwd_bf16,
     /* .residual_fwd = */ cu_residual_fwd,
     /* .residual_bwd = */ cu_residual_bwd,
+    /* .device_key = */ cu_device_key,
 };
 
 #if defined(EXPLORA_GPU_EMU)

@@ -29,7 +29,7 @@
         ncclResult_t r__ = (expr);                                                                                   \
         if (r__ != ncclSuccess) {                                                                                    \
             snprintf((ctx)->last_error, sizeof (ctx)->last_error, "%s: %s", what, ncclGetErrorString(r__));          \
-            EX_FAIL(err, EX_E_DEVICE, "backend cuda (NCCL %d.%d.%d) on device %d: %s failed: %s%s%s", NCCL_MAJOR, \
+            EX_FAIL(err, EX_E_DEVICE, "backend " CU_VENDOR " (NCCL %d.%d.%d) on device %d: %s failed: %s%s%s", NCCL_MAJOR, \
                     NCCL_MINOR, NCCL_PATCH, (ctx)->device, what, ncclGetErrorString(r__),                            \
                     ncclGetLastError(NULL) ? " — " : "", ncclGetLastError(NULL) ? ncclGetLastError(NULL) : "");     \
         }                                                                                                            \

@@ -196,6 +196,7 @@ ex_status cu_read_flag(cu_ctx *ctx, int *value);
 ex_status cu_init(const ex_cfg_section *cfg, void **ctx, ex_err *err);
 void cu_shutdown(void *ctx);
 ex_status cu_device_info(void *ctx, ex_device_info *out);
+int cu_device_key(void *ctx, char *key, size_t cap);
 int cu_supports_op(void *ctx, ex_op op, ex_dtype dtype);
 ex_status cu_alloc(void *ctx, size_t bytes, void **ptr, ex_err *err);
 void cu_free(void *ctx, void *ptr);

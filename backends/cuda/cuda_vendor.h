@@ -46,6 +46,7 @@
 #define cudaSetDevice hipSetDevice
 #define cudaDeviceProp hipDeviceProp_t
 #define cudaGetDeviceProperties hipGetDeviceProperties
+#define cudaDeviceGetPCIBusId hipDeviceGetPCIBusId
 #define cudaMalloc hipMalloc
 #define cudaFree hipFree
 #define cudaMallocHost(p, n) hipHostMalloc((p), (n), 0)

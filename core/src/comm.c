@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "comm_internal.h"
 
@@ -80,6 +81,55 @@ static int single(const ex_comm *c) { return !c || c->kind == EX_COMM_SINGLE || 
 /* The id of a device communicator: NCCL's is 128 bytes; room to spare for other libraries. */
 #define EX_COMM_ID_MAX 4096
 
+/* FNV-1a over the host name and the device key; 0 is kept for "no key". */
+static int64_t device_hash(const char *host, const char *key) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = host; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ 0xFFu) * 1099511628211ull; /* a separator no name contains */
+    for (const char *p = key; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h == 0 ? 1 : (int64_t)h;
+}
+
+/* Collective: do two ranks run on one device of one host (the backend's device_key with the host name)? Device
+ * collectives cannot join them (NCCL refuses two ranks on one GPU), so *shared = 1 and c->device_note names them. */
+static ex_status ranks_share_a_device(ex_comm *c, ex_backend *be, int *shared, ex_err *err) {
+    *shared = 0;
+    c->device_note[0] = '\0';
+    if (!be->vt.device_key) return EX_OK; /* the same on every rank: one plugin, one vtable */
+    char host[256] = "", key[128] = "";
+    if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    const int named = be->vt.device_key(be->ctx, key, sizeof key) == 0 && key[0];
+    key[sizeof key - 1] = '\0';
+    int64_t *all = calloc((size_t)c->world, sizeof *all);
+    EX_ENSURE(all, err, EX_E_NOMEM, "comm: out of memory comparing the devices of %d ranks", c->world);
+    all[c->rank] = named ? device_hash(host, key) : 0; /* a sum in which each slot has one contributor: a gather */
+    ex_status st = ex_comm_allreduce_sum_i64(c, all, c->world, err);
+    int first = -1, second = -1;
+    for (int i = 0; st == EX_OK && first < 0 && i < c->world; i++)
+        for (int j = i + 1; all[i] != 0 && j < c->world; j++)
+            if (all[j] == all[i]) {
+                first = i, second = j;
+                break;
+            }
+    free(all);
+    EX_CHECK(st);
+    if (first < 0) return EX_OK;
+    /* the first of the two says which device and host, so every rank's note reads the same */
+    char named_by_first[sizeof host + sizeof key];
+    if (c->rank == first) snprintf(named_by_first, sizeof named_by_first, "%s\n%s", key, host);
+    EX_CHECK(ex_comm_broadcast(c, named_by_first, sizeof named_by_first, first, err));
+    named_by_first[sizeof named_by_first - 1] = '\0';
+    char *nl = strchr(named_by_first, '\n');
+    if (nl) *nl = '\0';
+    snprintf(c->device_note, sizeof c->device_note,
+             "ranks %d and %d share device '%.80s' on host '%.64s', which NCCL refuses; to sum in device memory, "
+             "give each rank of a host its own GPU (no more ranks per host than GPUs, or [backend] device per rank)",
+             first, second, named_by_first, nl ? nl + 1 : "?");
+    *shared = 1;
+    return EX_OK;
+}
+
 ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err) {
     return ex_comm_attach_device_if(c, be, 1, attached, err);
 }
@@ -91,6 +141,9 @@ ex_status ex_comm_attach_device_if(ex_comm *c, ex_backend *be, int want, int *at
     int64_t refuse = !(want && be->vt.comm_init && be->vt.comm_unique_id && be->vt.comm_allreduce_sum_f32);
     EX_CHECK(ex_comm_allreduce_max_i64(c, &refuse, 1, err));
     if (refuse) return EX_OK;
+    int shared = 0;
+    EX_CHECK(ranks_share_a_device(c, be, &shared, err));
+    if (shared) return EX_OK;
     unsigned char id[EX_COMM_ID_MAX];
     memset(id, 0, sizeof id);
     size_t len = 0;

@@ -186,8 +186,9 @@ void ex_trainer_print(const ex_trainer *t, FILE *out) {
                 t->comm.world, t->comm.world > 1 ? "es" : "", (long long)(t->batch * t->comm.world * t->accumulate),
                 t->lr_base, t->ocfg.lr);
     if (t->comm.world > 1)
-        fprintf(out, "gradients summed over processes %s\n",
-                t->comm.device ? "in device memory by the backend's collectives" : "through host memory by MPI");
+        fprintf(out, "gradients summed over processes %s%s%s\n",
+                t->comm.device ? "in device memory by the backend's collectives" : "through host memory by MPI",
+                t->comm.device_note[0] ? ": " : "", t->comm.device_note);
     if (t->scaler.enabled)
         fprintf(out, "loss scaling: dynamic, from %g, doubled after %lld finite steps, halved on overflow\n",
                 t->scaler.scale, (long long)t->scaler.growth_interval);

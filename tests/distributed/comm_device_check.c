@@ -10,7 +10,9 @@
  *   - a backend without the slots is not attached and still sums by staging;
  *   - ranks that disagree (one without the slots, or one that does not want them) all stay on the
  *     host path, none waiting in the id broadcast;
- *   - when rank 0 cannot make an id, every rank returns an error (no hang).
+ *   - when rank 0 cannot make an id, every rank returns an error (no hang);
+ *   - a backend that names its devices (device_key) is not joined when two ranks share one, with a note
+ *     naming them, and is joined when each rank has its own or one rank cannot name its device.
  * Prints "comm-device-check rank R: ok" and exits 0, or names the failed check
  * and exits 1. (NCCL itself needs GPUs: scripts/gpu_check.sh.)
  */
@@ -23,7 +25,7 @@
 
 typedef struct fake {
     ex_comm *comm; /* the host path the fake's all-reduce uses */
-    int ids_made, inits, reduces, fail_id;
+    int ids_made, inits, reduces, fail_id, key_mode;
     int rank_seen, world_seen;
     unsigned char id_seen[64];
     size_t id_len;
@@ -61,6 +63,15 @@ static ex_status fake_allreduce(void *ctx, float *buf, int64_t n, ex_err *err) {
     fake *f = ctx;
     f->reduces++;
     return ex_comm_allreduce_sum_f32_host(f->comm, buf, n, err);
+}
+
+/* device_key: fake.key_mode 0 names one device for every rank, 1 one device per rank, 2 cannot name it on rank 1 */
+static int fake_key(void *ctx, char *key, size_t cap) {
+    fake *f = ctx;
+    const int rank = f->comm->rank;
+    if (f->key_mode == 2 && rank == 1) return -1;
+    snprintf(key, cap, "fake-gpu-%d", f->key_mode == 1 ? rank : 0);
+    return 0;
 }
 
 static int rank_g = -1;
@@ -154,6 +165,33 @@ int main(void) {
     CHECK(ex_comm_attach_device(&c, &be, &attached, &err) != EX_OK, "attach succeeded without an id");
     CHECK(attached == 0 && !c.device && g.inits == 0, "joined without an id");
     CHECK(strstr(err.msg, c.rank == 0 ? "no id today" : "rank 0 could not create") != NULL, "error '%s'", err.msg);
+
+    /* 4. the backend names its device (device_key): ranks on one device of one host are not joined (NCCL refuses
+     * that) and every rank's note names them; a device per rank, or a rank that cannot name its device, joins */
+    be.vt.device_key = fake_key;
+    for (int mode = 0; mode < 3; mode++) {
+        fake k;
+        memset(&k, 0, sizeof k);
+        k.comm = &c;
+        k.key_mode = mode;
+        be.ctx = &k;
+        ex_err_clear(&err);
+        CHECK(ex_comm_attach_device(&c, &be, &attached, &err) == EX_OK, "keys %d: %s", mode, err.msg);
+        if (mode == 0) {
+            CHECK(attached == 0 && !c.device && k.ids_made == 0 && k.inits == 0, "joined on a shared device");
+            CHECK(strstr(c.device_note, "ranks 0 and 1 share device 'fake-gpu-0' on host '") != NULL, "note '%s'",
+                  c.device_note);
+            for (int i = 0; i < 5; i++) v[i] = c.rank ? 1.0f : 0.5f;
+            CHECK(ex_comm_allreduce_sum_f32(&c, &be, v, 5, &err) == EX_OK, "shared-device all-reduce: %s", err.msg);
+            for (int i = 0; i < 5; i++) CHECK(v[i] == 1.5f, "shared-device sum[%d] = %g", i, (double)v[i]);
+            CHECK(k.reduces == 0, "the slot was used on a shared device");
+        } else {
+            CHECK(attached == 1 && c.device == &be && k.inits == 1 && c.device_note[0] == '\0',
+                  "keys %d: attached %d, note '%s'", mode, attached, c.device_note);
+        }
+        c.device = NULL;
+    }
+    be.vt.device_key = NULL;
 
     CHECK(ex_comm_barrier(&c, 60.0, &err) == EX_OK, "barrier: %s", err.msg);
     printf("comm-device-check rank %d: ok\n", c.rank);

@@ -234,8 +234,9 @@ static const char *k_dinov2_body =
     "[optim]\nbatch = 8\nsteps = 5\nlr = 1e-3\n";
 
 /* DINOv2: one rank at batch 8 on the cpu against two ranks at batch 4 on backend `be2` (shell assignments `env2`
- * in front of mpirun); losses and checkpoint within 1e-5. */
-static void dinov2_two_ranks_match_one(const char *tag, const char *env2, const char *be2) {
+ * in front of mpirun); losses and checkpoint within 1e-5. The two-rank run's output must contain `said` (unless
+ * NULL): how it summed the gradients. */
+static void dinov2_two_ranks_match_one(const char *tag, const char *env2, const char *be2, const char *said) {
     need_data();
     char ini[2][4096], dir[2][4096], args[9000], ck[2][4200], *out;
     two_runs(tag, k_dinov2_body, 4, ini, dir);
@@ -244,6 +245,7 @@ static void dinov2_two_ranks_match_one(const char *tag, const char *env2, const 
     free(out);
     snprintf(args, sizeof args, "pretrain '%s' --set optim.batch=4 --set backend.name=%s", ini[1], be2);
     EXPECT_RC(0, explora_env(&out, env2, 2, args), &out);
+    if (said && !strstr(out, said)) fail_msg("the two-rank run did not say \"%s\":\n%s", said, out);
     free(out);
     compare_losses(dir[0], dir[1], 5, 1e-5);
     snprintf(ck[0], sizeof ck[0], "%s/checkpoint.safetensors", dir[0]);
@@ -253,22 +255,38 @@ static void dinov2_two_ranks_match_one(const char *tag, const char *env2, const 
 
 static void test_dinov2_two_ranks_match_one_rank(void **state) {
     (void)state;
-    dinov2_two_ranks_match_one("dist-dino", "", "cpu");
+    dinov2_two_ranks_match_one("dist-dino", "", "cpu", "gradients summed over processes through host memory by MPI");
 }
 
 /* The same two ranks on the CUDA build run by the GPU emulator (tests/gpu_emu; its folder in
- * EXPLORA_TEST_GPU_EMU_DIR): parameters, gradients and the DINOv2 centring statistics live in device
- * buffers, which a build without NCCL reduces by staging them through host memory. */
-static void test_dinov2_two_emulated_gpu_ranks_match_one_cpu_rank(void **state) {
-    (void)state;
+ * EXPLORA_TEST_GPU_EMU_DIR): parameters, gradients and the DINOv2 centring statistics live in device buffers.
+ * With MPI the emulated build has NCCL (a stand-in over MPI, tests/gpu_emu/emu_nccl.c), so:
+ *   - two emulated GPUs (EXPLORA_GPU_EMU_DEVICES=2; `device` defaults to the local rank): each rank joins the
+ *     NCCL communicator and the gradients and centre sums are reduced in device memory by cuda_comm.c;
+ *   - one emulated GPU for both ranks: NCCL would refuse (the stand-in does, as NCCL does), so the core sees the
+ *     shared device (its PCI bus id) first and both ranks stage through host memory, saying why.
+ * Both must match one cpu rank. */
+static void emulated_gpu_ranks(const char *tag, int devices, const char *said) {
     const char *dir = getenv("EXPLORA_TEST_GPU_EMU_DIR");
     if (!dir || !dir[0]) {
         print_message("the GPU emulator is not built (-DEXPLORA_GPU_EMU=OFF); skipping\n");
         skip();
     }
     char env[4200];
-    snprintf(env, sizeof env, "EXPLORA_PLUGIN_PATH='%s'", dir);
-    dinov2_two_ranks_match_one("dist-dino-emu", env, "gpu_emu_cuda");
+    snprintf(env, sizeof env, "EXPLORA_PLUGIN_PATH='%s' EXPLORA_GPU_EMU_DEVICES=%d", dir, devices);
+    dinov2_two_ranks_match_one(tag, env, "gpu_emu_cuda", said);
+}
+
+static void test_dinov2_two_emulated_gpus_match_one_cpu_rank(void **state) {
+    (void)state;
+    emulated_gpu_ranks("dist-dino-emu2", 2, "gradients summed over processes in device memory by the backend's collectives");
+}
+
+static void test_dinov2_two_ranks_on_one_emulated_gpu_stage_through_host(void **state) {
+    (void)state;
+    emulated_gpu_ranks("dist-dino-emu1", 1,
+                       "gradients summed over processes through host memory by MPI: ranks 0 and 1 share device "
+                       "'pci 0000:01:00.0' on host");
 }
 
 /* A one-block MAE on the abi-good stand-in dataset (8 samples, 4 px): runs in milliseconds per step. `log_every`
@@ -368,7 +386,8 @@ int main(void) {
         cmocka_unit_test(test_mae_two_ranks_match_one_rank),
         cmocka_unit_test(test_two_ranks_resume_bit_identically),
         cmocka_unit_test(test_dinov2_two_ranks_match_one_rank),
-        cmocka_unit_test(test_dinov2_two_emulated_gpu_ranks_match_one_cpu_rank),
+        cmocka_unit_test(test_dinov2_two_emulated_gpus_match_one_cpu_rank),
+        cmocka_unit_test(test_dinov2_two_ranks_on_one_emulated_gpu_stage_through_host),
         cmocka_unit_test(test_failing_rank_stops_every_rank),
         cmocka_unit_test(test_interrupt_on_one_rank_stops_every_rank),
     };

@@ -252,6 +252,14 @@ hipError_t hipFree(void *ptr) {
     return hipSuccess;
 }
 
+int emu_device_pointer(const void *p, size_t bytes) {
+    if (mem.protect <= 0) return -1; /* heap blocks: not told apart from host memory */
+    const region *r = find(p);
+    if (!r) return 0;
+    const uintptr_t a = (uintptr_t)p, u = (uintptr_t)r->user;
+    return a >= u && bytes <= r->bytes && a - u <= r->bytes - bytes;
+}
+
 hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags) {
     (void)flags;
     if (!ptr) return hipErrorInvalidValue;

@@ -1,6 +1,6 @@
 /*
- * tests/gpu_emu/gpu_emu.cpp — the GPU emulator's runtime: one emulated device whose memory is host
- * memory, and a scheduler that runs a kernel's threads as fibers, switching at barriers, warp
+ * tests/gpu_emu/gpu_emu.cpp — the GPU emulator's runtime: an emulated device (or several alike, which
+ * differ only in their PCI bus ids: EXPLORA_GPU_EMU_DEVICES) whose memory is host memory, and a scheduler that runs a kernel's threads as fibers, switching at barriers, warp
  * shuffles and warp-collective operations (the model: include/hip/hip_runtime.h).
  *
  * It exists so that the CUDA/HIP backend's own kernels run in CI on machines without a GPU, through
@@ -114,6 +114,8 @@ struct device {
     const char *file = "";
     int line = 0;
     int reverse = -1; /* EXPLORA_GPU_EMU_ORDER, read once */
+    int devices = 0;  /* EXPLORA_GPU_EMU_DEVICES, read once: how many devices the process sees (1 to 16) */
+    int current = 0;  /* hipSetDevice's */
     hipError_t last_error = hipSuccess;
     unsigned long long releases = 0; /* barriers and shuffles released so far (the scheduler's restarts) */
     std::vector<unsigned char> smem;
@@ -430,16 +432,48 @@ hipError_t hipGetLastError(void) {
     return e;
 }
 
+/* The devices a process sees: EXPLORA_GPU_EMU_DEVICES (1 to 16; default 1). They differ only in their PCI bus id
+ * (bus = index + 1), which is what lets several processes on one host be placed on distinct emulated GPUs, or on
+ * one shared GPU (the NCCL stand-in, emu_nccl.c, refuses that as NCCL does); all of them are the host's memory. */
+static int device_count(void) {
+    if (dev.devices == 0) {
+        const char *v = getenv("EXPLORA_GPU_EMU_DEVICES");
+        const int n = v && *v ? atoi(v) : 1;
+        if (n < 1 || n > 16) {
+            fprintf(stderr, "gpu emulator: EXPLORA_GPU_EMU_DEVICES=%s is not a device count from 1 to 16\n", v);
+            abort();
+        }
+        dev.devices = n;
+    }
+    return dev.devices;
+}
+
 hipError_t hipGetDeviceCount(int *count) {
     if (!count) return hipErrorInvalidValue;
-    *count = 1;
+    *count = device_count();
     return hipSuccess;
 }
 
-hipError_t hipSetDevice(int device) { return device == 0 ? hipSuccess : hipErrorInvalidValue; }
+hipError_t hipSetDevice(int device) {
+    if (device < 0 || device >= device_count()) return hipErrorInvalidValue;
+    dev.current = device;
+    return hipSuccess;
+}
+
+hipError_t hipGetDevice(int *device) {
+    if (!device) return hipErrorInvalidValue;
+    *device = dev.current;
+    return hipSuccess;
+}
+
+hipError_t hipDeviceGetPCIBusId(char *bus_id, int len, int device) {
+    if (!bus_id || len < 13 || device < 0 || device >= device_count()) return hipErrorInvalidValue;
+    snprintf(bus_id, (size_t)len, "0000:%02x:00.0", device + 1);
+    return hipSuccess;
+}
 
 hipError_t hipGetDeviceProperties(hipDeviceProp_t *prop, int device) {
-    if (!prop || device != 0) return hipErrorInvalidValue;
+    if (!prop || device < 0 || device >= device_count()) return hipErrorInvalidValue;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "GPU emulator on the host");
     snprintf(prop->gcnArchName, sizeof prop->gcnArchName, "emulated wave%d", EMU_WARP);

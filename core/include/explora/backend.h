@@ -357,6 +357,14 @@ typedef struct ex_backend_vtable {
      * dls is NULL); dbranch (b, t, c) = g * ls (g where ls is NULL), written. dbranch may alias dres. */
     ex_status (*residual_bwd)(void *ctx, float *dbranch, float *dls, const float *dres, const float *branch,
                               const float *ls, const float *drop, int64_t b, int64_t t, int64_t c);
+
+    /* --- which physical device a context computes on [opt; ABI 4.3] ------------------------------------------ */
+    /* key (NUL-terminated, at most cap bytes) = a name of this context's device that two contexts on the same
+     * device of one host share and two devices of a host do not (CUDA: "pci " and its PCI bus id). Before joining
+     * device collectives the core compares the ranks' keys and host names: NCCL refuses two ranks on one GPU, so
+     * such ranks sum through host memory instead (explora/comm.h). Returns 0, or -1 when the device cannot be
+     * named (that rank is left out of the comparison). NULL: nothing to compare (cpu). */
+    int (*device_key)(void *ctx, char *key, size_t cap);
 } ex_backend_vtable;
 
 /* A live backend: the vtable (copied into a zeroed struct of the core's size)

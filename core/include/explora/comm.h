@@ -52,6 +52,8 @@ typedef struct ex_comm {
     size_t scratch_cap;
     /* the backend whose collective slots reduce device buffers (ex_comm_attach_device); NULL: staging */
     ex_backend *device;
+    /* why a backend that has collective slots was not attached, for the run's summary ("" otherwise) */
+    char device_note[400];
 } ex_comm;
 
 /* The environment of a launcher that started several processes? Returns the world size it announces
@@ -75,7 +77,9 @@ EX_API int ex_comm_world(const ex_comm *c);
  * Otherwise (one rank, or a backend without the slots) nothing changes and *attached = 0. Collective: every
  * rank calls it, and the ranks first agree (an all-reduce) to attach only if every one of them wants to
  * (`want`) and its backend can, so ranks that differ (a per-rank setting, a backend without the slots) all
- * stay on the host path instead of waiting on each other. */
+ * stay on the host path instead of waiting on each other. A backend that names its device (the device_key
+ * slot) is also not attached when two ranks of one host share a device (NCCL refuses that): c->device_note then
+ * says which ranks and which device. */
 EX_API ex_status ex_comm_attach_device_if(ex_comm *c, ex_backend *be, int want, int *attached, ex_err *err);
 /* ex_comm_attach_device_if with want = 1. */
 EX_API ex_status ex_comm_attach_device(ex_comm *c, ex_backend *be, int *attached, ex_err *err);

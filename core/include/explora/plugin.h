@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define EX_ABI_MAJOR 4
-#define EX_ABI_MINOR 2
+#define EX_ABI_MINOR 3
 
 #define EX_PLUGIN_ENTRY_NAME "explora_plugin_entry"
 #define EX_PLUGIN_FILE_PREFIX "explora-"

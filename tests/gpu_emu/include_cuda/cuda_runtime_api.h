@@ -24,8 +24,10 @@
 #define cudaStreamSynchronize hipStreamSynchronize
 #define cudaGetDeviceCount hipGetDeviceCount
 #define cudaSetDevice hipSetDevice
+#define cudaGetDevice hipGetDevice
 #define cudaDeviceProp hipDeviceProp_t
 #define cudaGetDeviceProperties hipGetDeviceProperties
+#define cudaDeviceGetPCIBusId hipDeviceGetPCIBusId
 #define cudaMallocHost(p, n) hipHostMalloc((p), (n), 0)
 #define cudaFreeHost hipHostFree
 #define cudaMemGetInfo hipMemGetInfo

@@ -55,7 +55,10 @@ const char *hipGetErrorName(hipError_t e);
 hipError_t hipGetLastError(void);
 hipError_t hipGetDeviceCount(int *count);
 hipError_t hipSetDevice(int device);
+hipError_t hipGetDevice(int *device);
 hipError_t hipGetDeviceProperties(hipDeviceProp_t *prop, int device);
+/* "0000:BB:00.0", bus BB = device + 1 (at least 13 bytes of room) */
+hipError_t hipDeviceGetPCIBusId(char *bus_id, int len, int device);
 hipError_t hipMalloc(void **ptr, size_t bytes);
 hipError_t hipFree(void *ptr);
 hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags);
@@ -74,6 +77,9 @@ hipError_t hipStreamDestroy(hipStream_t stream);
  * host code dereferencing a device pointer (device_memory.cpp). */
 void emu_device_enter(void);
 void emu_device_leave(void);
+/* Whether [p, p + bytes) lies inside one device allocation: 1 yes, 0 no, -1 cannot tell (the sanitizer build's
+ * device memory is plain heap blocks). For the library stand-ins' checks of the pointers they are given. */
+int emu_device_pointer(const void *p, size_t bytes);
 
 #ifdef __cplusplus
 }
