@@ -65,10 +65,23 @@ struct memory {
 #ifdef EMU_RACECHECK
     region *last = nullptr; /* the region of the last shadow lookup: most accesses stay in one */
     uintptr_t lo = UINTPTR_MAX, hi = 0; /* the span of all mappings so far (a quick "not device memory") */
+    /* Spans between mappings that recent lookups fell into (a kernel's fiber stacks and shared memory lie
+     * there, and they take most accesses): a quick "not device memory" without searching the map. Emptied
+     * whenever a mapping comes or goes. */
+    uintptr_t gap_lo[4] = {0, 0, 0, 0}, gap_hi[4] = {0, 0, 0, 0};
+    unsigned gap_next = 0;
 #endif
 };
 
 memory mem;
+
+#ifdef EMU_RACECHECK
+/* Forget the spans between mappings (one came or went). */
+void forget_gaps() {
+    for (unsigned i = 0; i < 4; i++) mem.gap_lo[i] = mem.gap_hi[i] = 0;
+}
+
+#endif
 
 /* The region whose mapping contains p, or nullptr. */
 region *find(const void *p) {
@@ -228,6 +241,7 @@ hipError_t hipMalloc(void **ptr, size_t bytes) {
 #ifdef EMU_RACECHECK
     if ((uintptr_t)r.map < mem.lo) mem.lo = (uintptr_t)r.map;
     if ((uintptr_t)r.map + len > mem.hi) mem.hi = (uintptr_t)r.map + len;
+    forget_gaps();
 #endif
     *ptr = r.user;
     return hipSuccess;
@@ -246,6 +260,7 @@ hipError_t hipFree(void *ptr) {
 #ifdef EMU_RACECHECK
     munmap(r->shadow, r->data_len * sizeof(emu_race_shadow));
     mem.last = nullptr;
+    forget_gaps();
 #endif
     munmap(r->map, r->map_len);
     mem.regions.erase((uintptr_t)r->map);
@@ -314,11 +329,28 @@ hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream
 emu_race_shadow *emu_device_race_shadow(uintptr_t byte) {
     if (byte < mem.lo || byte >= mem.hi) return nullptr;
     region *r = mem.last;
-    if (!r || byte < (uintptr_t)r->data || byte >= (uintptr_t)r->data + r->data_len) {
-        r = find((const void *)byte);
-        if (!r || byte < (uintptr_t)r->data || byte >= (uintptr_t)r->data + r->data_len) return nullptr;
-        mem.last = r;
+    if (r && byte >= (uintptr_t)r->data && byte < (uintptr_t)r->data + r->data_len)
+        return r->shadow + (byte - (uintptr_t)r->data);
+    for (unsigned i = 0; i < 4; i++)
+        if (byte >= mem.gap_lo[i] && byte < mem.gap_hi[i]) return nullptr;
+    /* the mapping at or before byte, and the one after it */
+    auto next = mem.regions.upper_bound(byte);
+    r = nullptr;
+    uintptr_t gap_lo = 0;
+    if (next != mem.regions.begin()) {
+        region &before = std::prev(next)->second;
+        const uintptr_t end = (uintptr_t)before.map + before.map_len;
+        if (byte < end) r = &before;
+        gap_lo = end;
     }
+    if (!r) { /* between mappings: remember the whole span */
+        const unsigned i = mem.gap_next++ % 4;
+        mem.gap_lo[i] = gap_lo;
+        mem.gap_hi[i] = next == mem.regions.end() ? UINTPTR_MAX : next->first;
+        return nullptr;
+    }
+    if (byte < (uintptr_t)r->data || byte >= (uintptr_t)r->data + r->data_len) return nullptr; /* a guard page */
+    mem.last = r;
     return r->shadow + (byte - (uintptr_t)r->data);
 }
 

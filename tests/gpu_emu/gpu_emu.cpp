@@ -332,7 +332,8 @@ void emu_run(dim3 grid, dim3 block, size_t smem, hipStream_t stream, emu_body_fn
     emu_dynamic_smem = dev.smem.data();
     emu_device_enter(); /* the kernel may touch device memory */
 #ifdef EMU_RACECHECK
-    emu_race_launch_begin(file, line);
+    /* the fiber stacks and the dynamic shared memory take most accesses, and are never device memory */
+    emu_race_launch_begin(file, line, dev.stacks, kMaxThreads * kStackBytes, dev.smem.data(), dev.smem.size());
 #endif
     emu_grid_dim = grid;
     emu_block_dim = block;

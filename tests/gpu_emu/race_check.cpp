@@ -50,6 +50,7 @@ struct race_state {
     const char *file = "";
     int line = 0;
     std::vector<ww_conflict> conflicts;
+    uintptr_t own_lo[2] = {0, 0}, own_bytes[2] = {0, 0}; /* the launch's own memory: stacks, shared memory */
     unsigned long long checked = 0; /* device bytes checked, over the process */
 };
 
@@ -72,9 +73,12 @@ race_state rs;
 inline void on_access(const void *p, size_t size, bool write) {
     if (!rs.active || size == 0) return;
     const uintptr_t a = (uintptr_t)p;
-    for (uintptr_t w = a; w < a + size; w++) {
-        emu_race_shadow *s = emu_device_race_shadow(w);
-        if (!s) return; /* not device memory (an access never straddles two allocations) */
+    if (a - rs.own_lo[0] < rs.own_bytes[0] || a - rs.own_lo[1] < rs.own_bytes[1]) return;
+    /* not device memory: return. An access never straddles two allocations (past an allocation's data pages
+     * lies its guard page), so the bytes' shadows follow the first's. */
+    emu_race_shadow *s = emu_device_race_shadow(a);
+    if (!s) return;
+    for (uintptr_t w = a; w < a + size; w++, s++) {
         rs.checked++;
         if (!write) {
             if (s->w_epoch == rs.epoch && s->w_block != rs.block) report("reads", w, "wrote", s->w_block);
@@ -92,7 +96,10 @@ inline void on_access(const void *p, size_t size, bool write) {
 
 } // namespace
 
-void emu_race_launch_begin(const char *file, int line) {
+void emu_race_launch_begin(const char *file, int line, const void *own0, size_t own0_bytes, const void *own1,
+                           size_t own1_bytes) {
+    rs.own_lo[0] = (uintptr_t)own0, rs.own_bytes[0] = own0_bytes;
+    rs.own_lo[1] = (uintptr_t)own1, rs.own_bytes[1] = own1_bytes;
     rs.active = true;
     rs.epoch++;
     rs.file = file;

@@ -20,8 +20,10 @@ struct emu_race_shadow {
 emu_race_shadow *emu_device_race_shadow(uintptr_t byte);
 void emu_device_allocation_of(const void *p, size_t *offset, size_t *bytes);
 
-/* gpu_emu.cpp, around each launch and before each of its blocks. */
-void emu_race_launch_begin(const char *file, int line);
+/* gpu_emu.cpp, around each launch and before each of its blocks. The two spans (the fiber stacks, the
+ * dynamic shared memory) are the launch's own memory, which accesses skip without a lookup. */
+void emu_race_launch_begin(const char *file, int line, const void *own0, size_t own0_bytes, const void *own1,
+                           size_t own1_bytes);
 void emu_race_block(unsigned long long linear);
 void emu_race_launch_end(void);
 
