@@ -92,6 +92,7 @@ static void test_check_good_config(void **state) {
               "[run]\nseed = 3\n[backend]\nname = cpu\nthreads = 1\n[data]\nname = abi-good\ncount = 4\n");
     assert_int_equal(run(&out, "check '%s'", path), 0);
     expect_contains(out, "backend cpu");
+    expect_contains(out, "several processes (mpirun) would sum gradients through host memory by MPI");
     expect_contains(out, "is valid");
     expect_contains(out, "count = 4");
     free(out);

@@ -2,7 +2,8 @@
  * core/cli/cli_check.c — `explora check CONFIG`: validate the whole config
  * (unknown sections and keys, types, ranges, plugins), start its backend, and
  * build its backbone without weights or data to report the trainable
- * parameters and the memory plan of a step (nothing is allocated).
+ * parameters and the memory plan of a step (nothing is allocated). Also says
+ * which device the backend took and how several processes would reduce.
  */
 #include <stdio.h>
 
@@ -59,6 +60,14 @@ int cli_check(const cli_args *a) {
             printf("backend %s: %s\n", be.name, info.name);
         else
             printf("backend %s\n", be.name);
+        char key[128] = "";
+        if (be.vt.device_key && be.vt.device_key(be.ctx, key, sizeof key) == 0 && key[0]) {
+            key[sizeof key - 1] = '\0';
+            printf("device: %s\n", key);
+        }
+        printf("several processes (mpirun) would sum gradients %s\n",
+               be.vt.comm_init ? "in device memory by the backend's collectives, each process on its own device"
+                               : "through host memory by MPI");
         if (ex_config_has_section(s.config, "backbone")) rc = report_model(a, &s, &be);
         printf("effective config:\n");
         if (ex_config_write(s.config, stdout, &err) != EX_OK) rc = cli_report(a, &err);

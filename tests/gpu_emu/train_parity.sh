@@ -79,6 +79,18 @@ compare() {
 }
 
 demo=configs/demo/explora.ini mae=configs/examples/mae_fashion_mnist.ini finetune=configs/demo/finetune.ini
+
+# `explora check` names the device the backend took: the second of two emulated GPUs here
+if out=$(EXPLORA_GPU_EMU_DEVICES=2 EXPLORA_PLUGIN_PATH="$plugins" "$bin" check "$src/$demo" \
+           --set data.images="$fmnist/t10k-images-idx3-ubyte.gz" --set data.labels="$fmnist/t10k-labels-idx1-ubyte.gz" \
+           --set backend.name=gpu_emu_cuda --set backend.device=1 2>&1) &&
+   grep -q "^device: pci 0000:02:00.0$" <<<"$out"; then
+  echo "  explora check on emulated GPU 1 of 2: $(grep '^device:' <<<"$out")"
+else
+  echo "train_parity: explora check did not name emulated GPU 1 of 2 (pci 0000:02:00.0):"
+  echo "$out"
+  status=1
+fi
 bf16="--set optim.frozen_dtype=bf16 --set optim.activation_dtype=bf16 --set backend.gemm_math=bf16 --set backend.attention=fused_bf16"
 fp16="--set optim.frozen_dtype=bf16 --set backend.gemm_math=fp16 --set optim.loss_scale=dynamic --set backend.attention=fused_fp16"
 ft="--set data.limit=64 --set eval_data.limit=32 --set optim.batch=8"
