@@ -19,6 +19,13 @@
  *
  * New allocations are filled with 0xFF bytes (NaN as floats), so a kernel that reads what nobody wrote
  * shows NaN rather than a lucky zero. Pinned host memory (hipHostMalloc) is ordinary host memory.
+ *
+ * Copies from device to host land late. On a GPU, hipMemcpyAsync to the host only queues the copy: the host
+ * buffer holds the data once the stream is synchronised, and host code that reads it earlier reads what was
+ * there before. The emulator runs a stream's work as it is queued, so such a missing synchronisation would
+ * pass here unseen. Instead a device-to-host copy takes the device bytes at once (in stream order), fills the
+ * host buffer with 0xFF bytes (NaN), and writes the bytes into it only when the stream is synchronised or
+ * destroyed, memory is freed (both synchronise on a GPU), or a later copy of the stream may read host memory.
  */
 #include <execinfo.h>
 #include <signal.h>
@@ -30,6 +37,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "hip/hip_runtime_api.h"
@@ -54,8 +62,17 @@ struct region {
 #endif
 };
 
+/* A device-to-host copy waiting for the stream's synchronisation: height rows of width bytes for dst, dpitch
+ * apart, taken from the device when the copy was queued. */
+struct landing {
+    char *dst;
+    size_t dpitch, width, height;
+    std::vector<unsigned char> bytes;
+};
+
 struct memory {
     int protect = -1;            /* EXPLORA_GPU_EMU_PROTECT, read at the first allocation */
+    std::vector<landing> landings; /* queued device-to-host copies, in stream order */
     std::map<uintptr_t, region> regions; /* by mapping start */
     std::vector<region *> opened; /* opened inside the current bracket */
     int depth = 0;               /* open brackets */
@@ -187,9 +204,31 @@ hipError_t heap_block(void **ptr, size_t bytes) {
     return hipSuccess;
 }
 
+/* Queue a device-to-host copy: take the device rows now, poison the host rows until the copy lands. */
+hipError_t queue_landing(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height) {
+    landing l;
+    l.dst = (char *)dst;
+    l.dpitch = dpitch;
+    l.width = width;
+    l.height = height;
+    l.bytes.resize(width * height);
+    emu_device_enter();
+    for (size_t r = 0; r < height; r++) memcpy(l.bytes.data() + r * width, (const char *)src + r * spitch, width);
+    emu_device_leave();
+    for (size_t r = 0; r < height; r++) memset(l.dst + r * dpitch, 0xFF, width);
+    mem.landings.push_back(std::move(l));
+    return hipSuccess;
+}
+
 } // namespace
 
 extern "C" {
+
+void emu_stream_drain(void) {
+    for (const landing &l : mem.landings)
+        for (size_t r = 0; r < l.height; r++) memcpy(l.dst + r * l.dpitch, l.bytes.data() + r * l.width, l.width);
+    mem.landings.clear();
+}
 
 void emu_device_enter(void) {
     if (mem.depth++ == 0 && mem.protect > 0) protecting(); /* our fault handler, in case it was replaced */
@@ -248,6 +287,7 @@ hipError_t hipMalloc(void **ptr, size_t bytes) {
 }
 
 hipError_t hipFree(void *ptr) {
+    emu_stream_drain(); /* freeing synchronises */
     if (!ptr) return hipSuccess;
     region *r = mem.protect > 0 ? find(ptr) : nullptr;
     if (!r) {
@@ -283,6 +323,7 @@ hipError_t hipHostMalloc(void **ptr, size_t bytes, unsigned int flags) {
 }
 
 hipError_t hipHostFree(void *ptr) {
+    emu_stream_drain(); /* freeing synchronises, and a queued copy may be on its way into ptr */
     free(ptr);
     return hipSuccess;
 }
@@ -297,6 +338,8 @@ hipError_t hipMemcpyAsync(void *dst, const void *src, size_t bytes, hipMemcpyKin
     (void)kind;
     (void)stream;
     if (bytes && (!dst || !src)) return hipErrorInvalidValue;
+    if (bytes && kind == hipMemcpyDeviceToHost) return queue_landing(dst, bytes, src, bytes, bytes, 1);
+    emu_stream_drain(); /* this copy may read host memory that an earlier copy of the stream writes */
     emu_device_enter();
     if (bytes) memmove(dst, src, bytes);
     emu_device_leave();
@@ -308,6 +351,8 @@ hipError_t hipMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t sp
     (void)kind;
     (void)stream;
     if (width > dpitch || width > spitch) return hipErrorInvalidValue;
+    if (width && height && kind == hipMemcpyDeviceToHost) return queue_landing(dst, dpitch, src, spitch, width, height);
+    emu_stream_drain();
     emu_device_enter();
     for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
     emu_device_leave();

@@ -499,11 +499,13 @@ hipError_t hipStreamCreateWithFlags(hipStream_t *stream, unsigned int flags) {
 
 hipError_t hipStreamSynchronize(hipStream_t stream) {
     (void)stream;
+    emu_stream_drain(); /* device-to-host copies land (device_memory.cpp) */
     return hipSuccess;
 }
 
 hipError_t hipStreamDestroy(hipStream_t stream) {
     (void)stream;
+    emu_stream_drain();
     return hipSuccess;
 }
 

@@ -123,6 +123,7 @@ static void *dev_upload(const void *host, size_t bytes) {
 
 static void dev_download(void *host, const void *dev, size_t bytes) {
     assert_int_equal(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, NULL), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(NULL), cudaSuccess); /* the copy lands in host memory only then */
 }
 
 static cu_ctx *make_ctx(int attn_fused) {

@@ -80,6 +80,9 @@ void emu_device_leave(void);
 /* Whether [p, p + bytes) lies inside one device allocation: 1 yes, 0 no, -1 cannot tell (the sanitizer build's
  * device memory is plain heap blocks). For the library stand-ins' checks of the pointers they are given. */
 int emu_device_pointer(const void *p, size_t bytes);
+/* Device-to-host copies are queued until the stream is synchronised (their host buffers hold NaN bytes until
+ * then, so host code that reads one too early sees it); this lands them (device_memory.cpp). */
+void emu_stream_drain(void);
 
 #ifdef __cplusplus
 }
