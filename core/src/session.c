@@ -21,6 +21,9 @@ static const ex_key_spec k_run_keys[] = {
     {"loader_workers", EX_KEY_INT, "2", 0, 256, NULL,
      "threads decoding and augmenting images ahead of the training step (0: on the main thread); batches are "
      "the same whatever the number"},
+    {"stall_timeout_s", EX_KEY_FLOAT, "1800", 0, 1e7, NULL,
+     "several processes: end every rank when no training step finishes for this many seconds (a rank that hangs "
+     "without dying holds the others in the collectives forever); 0: never"},
     {"collectives", EX_KEY_ENUM, "auto", EX_NORANGE, "auto|host",
      "several processes: how gradients are summed. auto: in device memory by the backend's collectives when it "
      "has them (CUDA built with NCCL), else through host memory by MPI; host: always through host memory by MPI"},

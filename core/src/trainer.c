@@ -13,7 +13,9 @@
  * collectives (NCCL) when it has them ([run] collectives = auto), else packed
  * into one host buffer and summed by a single MPI all-reduce. The logged loss
  * terms are averaged over ranks. Rank 0 writes every file; a rank
- * that fails reports itself on stderr and aborts all ranks (report_abort).
+ * that fails reports itself on stderr and aborts all ranks (report_abort),
+ * and a rank in which no step finishes for [run] stall_timeout_s ends itself,
+ * and so the job (stall_watch.h): ranks that wait on a hung one cannot.
  */
 #include "explora/trainer.h"
 
@@ -30,6 +32,7 @@
 #include "explora/comm.h"
 #include "explora/fileio.h"
 #include "explora/safetensors.h"
+#include "stall_watch.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -608,6 +611,14 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     double t0 = now_s(), tlast = t0;
     const int tty = isatty(fileno(log));
     int64_t images_since = 0, seen_epoch = t->loader.epoch, reported_skips = 0;
+    ex_stall_watch *watch = NULL;
+    if (t->comm.world > 1) {
+        const ex_cfg_section run = {t->session->config, "run", ex_core_run_keys()};
+        double stall_s = 0;
+        EX_CHECK_GOTO(ex_cfg_float(&run, "stall_timeout_s", &stall_s, err), st, done);
+        if (stall_s > 0)
+            EX_CHECK_GOTO(ex_stall_watch_start(&watch, stall_s, t->comm.rank, t->comm.world, err), st, done);
+    }
     while (t->optim.step < t->ocfg.steps && st == EX_OK) {
         EX_CHECK_GOTO(ex_optim_zero_grads(&t->optim, err), st, done);
         ex_loss_terms sum;
@@ -695,6 +706,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
         if (writer && t->checkpoint_every > 0 && step % t->checkpoint_every == 0)
             EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
         if (t->after_step) EX_CHECK_GOTO(t->after_step(t->after_step_ctx, t, step, err), st, done);
+        ex_stall_watch_beat(watch, step);
         if (t->stop_at > 0 && step >= t->stop_at) {
             fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
             break;
@@ -713,6 +725,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,
             t->last_loss, t->out_dir);
 done:
+    ex_stall_watch_stop(watch);
     fclose(metrics);
     return st;
 }

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -338,6 +339,31 @@ static void test_failing_rank_stops_every_rank(void **state) {
     assert_memory_equal(now, good, good_len);
 }
 
+/* A rank that hangs without dying (its data source never answers sample 5) holds the other in the step's
+ * all-reduce; neither can return an error. The stall watchdog ([run] stall_timeout_s, here 3 s) of the stuck rank
+ * (or of the waiting one) ends its process, and mpirun ends the job: an error naming the rank, within seconds,
+ * not a hang until the launcher's timeout. */
+static void test_hung_rank_stops_every_rank(void **state) {
+    (void)state;
+    char ini[4096], dir[4096], args[9000], *out;
+    ext_tmp_path(dir, sizeof dir, "dist-stall");
+    write_tiny_mae(ini, sizeof ini, "dist-stall.ini", dir, 1, "batch = 2\nsteps = 4\n");
+    const char *abi = ext_env("EXPLORA_TEST_ABI_DIR");
+    snprintf(args, sizeof args, "pretrain '%s' --plugin-path '%s' --set data.stall=5 --set run.stall_timeout_s=3", ini,
+             abi);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int rc = explora(&out, 2, args);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double took = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (rc == 0 || rc == 124 || rc == -1) fail_msg("exit code %d after %.1f s (expected an error):\n%s", rc, took, out);
+    if (!strstr(out, "of 2: no training step finished in 3 s"))
+        fail_msg("no watchdog message after %.1f s:\n%s", took, out);
+    if (took > 120) fail_msg("the job took %.1f s to end", took);
+    print_message("a hung rank ended the job after %.1f s (watchdog 3 s), exit code %d\n", took, rc);
+    free(out);
+}
+
 /* Ctrl-C reaching one rank only (here rank 1, by `timeout -s INT`): every rank stops after the same step, the one
  * whose all-reduce first saw the request, and rank 0 writes that step's checkpoint; no rank is left waiting in a
  * collective the other never joins. */
@@ -390,6 +416,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_two_ranks_on_one_emulated_gpu_stage_through_host),
         cmocka_unit_test(test_failing_rank_stops_every_rank),
         cmocka_unit_test(test_interrupt_on_one_rank_stops_every_rank),
+        cmocka_unit_test(test_hung_rank_stops_every_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

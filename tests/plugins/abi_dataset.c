@@ -12,6 +12,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "explora/plugin.h"
 
@@ -32,6 +33,7 @@ typedef struct synth {
     int64_t channels;
     int64_t classes;
     int64_t poison;
+    int64_t stall;
 } synth;
 
 static const ex_key_spec synth_keys[] = {
@@ -39,6 +41,8 @@ static const ex_key_spec synth_keys[] = {
     {"channels", EX_KEY_INT, "3", 1, 16, NULL, "channels per image"},
     {"classes", EX_KEY_INT, "2", 1, 1000, NULL, "labels cycle through 0..classes-1"},
     {"poison", EX_KEY_INT, "-1", -1, 1000000, NULL, "index of a sample whose first pixel is NaN (trainer tests)"},
+    {"stall", EX_KEY_INT, "-1", -1, 1000000, NULL,
+     "index of a sample whose read never returns (an hour's sleep: the trainer's stall watchdog tests)"},
     EX_KEY_END,
 };
 
@@ -53,7 +57,8 @@ static ex_status synth_open(const ex_cfg_section *cfg, void **self, ex_err *err)
     if ((st = ex_cfg_int(cfg, "count", &s->count, err)) != EX_OK ||
         (st = ex_cfg_int(cfg, "channels", &s->channels, err)) != EX_OK ||
         (st = ex_cfg_int(cfg, "classes", &s->classes, err)) != EX_OK ||
-        (st = ex_cfg_int(cfg, "poison", &s->poison, err)) != EX_OK) {
+        (st = ex_cfg_int(cfg, "poison", &s->poison, err)) != EX_OK ||
+        (st = ex_cfg_int(cfg, "stall", &s->stall, err)) != EX_OK) {
         free(s);
         return st;
     }
@@ -72,6 +77,7 @@ __attribute__((unused)) static ex_status synth_get(void *self, int64_t index, ex
     synth *s = self;
     EX_ENSURE(index >= 0 && index < s->count, err, EX_E_RANGE, "index %lld outside [0, %lld)", (long long)index,
               (long long)s->count);
+    if (index == s->stall) sleep(3600); /* a data source that hangs */
     memset(out, 0, sizeof *out);
     out->width = 4;
     out->height = 4;
