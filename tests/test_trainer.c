@@ -789,6 +789,27 @@ static void test_dry_run_writes_nothing(void **state) {
     expect_in(out, "trainable");
     expect_in(out, "largest activations: "); /* what grows with the batch, by name */
     expect_in(out, " MiB, ");
+    /* the plan against the device's memory (the cpu backend's: the machine's RAM) */
+    const char *mp = strstr(out, "memory plan ("), *tot = mp ? strstr(mp, "  total ") : NULL,
+               *fit = strstr(out, "device memory: ");
+    if (!tot || !fit) fail_msg("no plan total or device memory line in:\n%s", out);
+    double total_mib = 0, dev_gib = 0, free_gib = 0, plan_gib = 0;
+    assert_int_equal(sscanf(tot, "  total %lf", &total_mib), 1);
+    assert_int_equal(sscanf(fit, "device memory: %lf GiB, %lf GiB free; the plans take %lf GiB", &dev_gib, &free_gib,
+                            &plan_gib),
+                     3);
+    assert_true(dev_gib > 0.1 && free_gib > 0.0 && free_gib <= dev_gib);
+    assert_true(fabs(plan_gib - total_mib / 1024.0) < 0.006);
+    free(out);
+    assert_int_equal(access(dir, F_OK), -1);
+    /* a batch whose plan the machine cannot hold (here 2^20 images: hundreds of GiB): a warning that says what to
+     * change, still before anything is allocated */
+    RUN_EXPECT(0, &out, "pretrain '%s' --dry-run --set optim.batch=1048576", ini);
+    const char *w = strstr(out, "warning: the plans take ");
+    if (!w) fail_msg("no warning for a plan beyond the machine's memory:\n%s", out);
+    assert_int_equal(sscanf(w, "warning: the plans take %lf GiB, more than the %lf GiB free", &plan_gib, &free_gib), 2);
+    assert_true(plan_gib > free_gib && plan_gib > 100.0);
+    expect_in(out, "allocation will fail. Lower [optim] batch, or set [backbone] recompute = true");
     free(out);
     assert_int_equal(access(dir, F_OK), -1);
 }
@@ -819,6 +840,10 @@ static void test_dry_run_plans_the_teacher(void **state) {
     double printed = 0;
     assert_int_equal(sscanf(st, "  total %lf", &printed), 1);
     assert_true(fabs(printed - ms) < 0.006); /* the student's plan as printed above */
+    const char *fit = strstr(tl, "the plans take "); /* both plans against the device's memory */
+    double fit_gib = 0;
+    assert_true(fit && sscanf(fit, "the plans take %lf GiB", &fit_gib) == 1);
+    assert_true(fabs(fit_gib - mall / 1024.0) < 0.006);
     /* a real start plans the same teacher */
     RUN_EXPECT(0, &real, "pretrain '%s'", r[1].ini);
     const char *td = strstr(dry, "teacher ("), *tr = strstr(real, "teacher (");

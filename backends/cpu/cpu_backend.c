@@ -109,6 +109,19 @@ ex_status cpu_device_info(void *vctx, ex_device_info *out) {
     long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
     if (pages > 0 && psize > 0) out->total_memory = (uint64_t)pages * (uint64_t)psize;
     if (avail > 0 && psize > 0) out->free_memory = (uint64_t)avail * (uint64_t)psize;
+    /* Linux: what can be allocated without swapping counts reclaimable page cache too (MemAvailable), which
+     * unused pages alone (above) leave out */
+    FILE *mi = fopen("/proc/meminfo", "r");
+    if (mi) {
+        char line[256];
+        unsigned long long kib = 0;
+        while (fgets(line, sizeof line, mi))
+            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+                out->free_memory = (uint64_t)kib * 1024u;
+                break;
+            }
+        fclose(mi);
+    }
     out->threads = ctx->threads;
     return EX_OK;
 }

@@ -40,6 +40,27 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* How `mib` of planned memory compares with the backend's device memory (device_info): one line, a warning when
+ * it exceeds what is free now (the run would fail to allocate), nothing when the backend does not say. */
+static void print_device_fit(const ex_trainer *t, double mib, FILE *out) {
+    ex_device_info di;
+    memset(&di, 0, sizeof di);
+    if (!t->be->vt.device_info || t->be->vt.device_info(t->be->ctx, &di) != EX_OK || di.total_memory == 0) return;
+    const double gib = mib / 1024.0, total = (double)di.total_memory / 1073741824.0,
+                 avail = (double)di.free_memory / 1073741824.0;
+    if (di.free_memory > 0 && gib > avail)
+        fprintf(out,
+                "warning: the plans take %.2f GiB, more than the %.2f GiB free of backend '%s' (%.1f GiB in all): "
+                "allocation will fail. Lower [optim] batch, or set [backbone] recompute = true, [optim] "
+                "activation_dtype = bf16 or frozen_dtype = bf16.\n",
+                gib, avail, t->be->name, total);
+    else if (di.free_memory > 0)
+        fprintf(out,
+                "device memory: %.1f GiB, %.1f GiB free; the plans take %.2f GiB (%.0f %% of the free memory) before "
+                "the backend's own context and library workspaces\n",
+                total, avail, gib, 100.0 * gib / avail);
+}
+
 /* Build and plan t->teacher (the backbone + PEFT stack again, frozen) for `max`, and print its plan and the
  * total planned memory; nothing is allocated. */
 static ex_status plan_teacher(ex_trainer *t, const ex_backbone_shape *max, FILE *out, ex_err *err) {
@@ -63,6 +84,7 @@ static ex_status plan_teacher(ex_trainer *t, const ex_backbone_shape *max, FILE 
             "planned memory in all: student %.2f + teacher %.2f = %.2f MiB on backend '%s' (its own context, "
             "library workspaces and scratch come on top)\n",
             ms, mt, ms + mt, t->be->name);
+    print_device_fit(t, ms + mt, out);
     return EX_OK;
 }
 
@@ -168,9 +190,11 @@ ex_status ex_trainer_print_teacher_plan(ex_trainer *t, FILE *out, ex_err *err) {
     ex_backbone_shape shape;
     memset(&shape, 0, sizeof shape);
     int has = 0;
-    if (!t->obj->teacher_shape || t->has_teacher) return EX_OK;
-    EX_CHECK(t->obj->teacher_shape(t->obj_self, &shape, &has));
-    if (!has) return EX_OK;
+    if (!t->has_teacher && t->obj->teacher_shape) EX_CHECK(t->obj->teacher_shape(t->obj_self, &shape, &has));
+    if (!has) { /* the student's plan alone */
+        print_device_fit(t, (double)ex_memory_plan_total(&t->model.plan) / 1048576.0, out);
+        return EX_OK;
+    }
     ex_status st = plan_teacher(t, &shape, out, err);
     ex_model_free(&t->teacher); /* planned only: the run, if one follows, builds its own */
     t->has_teacher = 0;
