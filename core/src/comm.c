@@ -5,6 +5,7 @@
  */
 #include "explora/comm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -81,29 +82,34 @@ static int single(const ex_comm *c) { return !c || c->kind == EX_COMM_SINGLE || 
 /* The id of a device communicator: NCCL's is 128 bytes; room to spare for other libraries. */
 #define EX_COMM_ID_MAX 4096
 
-/* FNV-1a over the host name and the device key; 0 is kept for "no key". */
-static int64_t device_hash(const char *host, const char *key) {
+/* FNV-1a over the machine's name and the device key; 0 is kept for "no key". */
+static int64_t device_hash(const char *machine, const char *key) {
     uint64_t h = 1469598103934665603ull;
-    for (const char *p = host; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = machine; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
     h = (h ^ 0xFFu) * 1099511628211ull; /* a separator no name contains */
     for (const char *p = key; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
     return h == 0 ? 1 : (int64_t)h;
 }
 
-/* Collective: do two ranks run on one device of one host (the backend's device_key with the host name)? Device
+/* Collective: do two ranks run on one device of one machine (the backend's device_key, with the boot id)? Device
  * collectives cannot join them (NCCL refuses two ranks on one GPU), so *shared = 1 and c->device_note names them. */
 static ex_status ranks_share_a_device(ex_comm *c, ex_backend *be, int *shared, ex_err *err) {
     *shared = 0;
     c->device_note[0] = '\0';
     if (!be->vt.device_key) return EX_OK; /* the same on every rank: one plugin, one vtable */
-    char host[256] = "", key[128] = "";
+    char host[256] = "", machine[64] = "", key[128] = "";
     if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
     host[sizeof host - 1] = '\0';
+    /* one machine is one running kernel: its boot id (as NCCL tells hosts apart), which containers on one machine
+     * share and machines whose containers have one host name do not; the host name where there is none */
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (!f || !fgets(machine, sizeof machine, f)) snprintf(machine, sizeof machine, "%s", host);
+    if (f) fclose(f);
     const int named = be->vt.device_key(be->ctx, key, sizeof key) == 0 && key[0];
     key[sizeof key - 1] = '\0';
     int64_t *all = calloc((size_t)c->world, sizeof *all);
     EX_ENSURE(all, err, EX_E_NOMEM, "comm: out of memory comparing the devices of %d ranks", c->world);
-    all[c->rank] = named ? device_hash(host, key) : 0; /* a sum in which each slot has one contributor: a gather */
+    all[c->rank] = named ? device_hash(machine, key) : 0; /* a sum in which each slot has one contributor: a gather */
     ex_status st = ex_comm_allreduce_sum_i64(c, all, c->world, err);
     int first = -1, second = -1;
     for (int i = 0; st == EX_OK && first < 0 && i < c->world; i++)
