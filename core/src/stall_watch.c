@@ -22,7 +22,7 @@ struct ex_stall_watch {
     double timeout_s;
     int rank, world;
     int stop;               /* under lock */
-    int64_t step;           /* under lock: the last step reached */
+    int64_t step;           /* under lock: the last step reached (-1: none yet) */
     struct timespec beaten; /* under lock: when (CLOCK_MONOTONIC) */
 };
 
@@ -54,12 +54,15 @@ static void *watch(void *arg) {
         const struct timespec deadline = plus(w->beaten, w->timeout_s);
         pthread_cond_timedwait(&w->wake, &w->lock, &deadline); /* a beat, a stop, the deadline or a spurious wake */
         if (w->stop || seconds_between(w->beaten, mono_now()) < w->timeout_s) continue;
+        char since[64];
+        if (w->step < 0) snprintf(since, sizeof since, "since the run started");
+        else snprintf(since, sizeof since, "since step %lld", (long long)w->step);
         fprintf(stderr,
-                "explora: error: rank %d of %d: no training step finished in %.0f s (since step %lld). A rank is "
-                "stuck: its data source or device hangs, or it no longer takes part in the collectives, and the "
-                "other ranks wait on it. Stopping every rank; checkpoints already written are intact (--resume). If a step "
-                "can take this long, raise [run] stall_timeout_s (0 turns the watchdog off).\n",
-                w->rank, w->world, w->timeout_s, (long long)w->step);
+                "explora: error: rank %d of %d: no training step finished in %.0f s (%s). A rank is stuck: "
+                "its data source or device hangs, or it no longer takes part in the collectives, and the other "
+                "ranks wait on it. Stopping every rank; checkpoints already written are intact (--resume). If a "
+                "step can take this long, raise [run] stall_timeout_s (0 turns the watchdog off).\n",
+                w->rank, w->world, w->timeout_s, since);
         fflush(stderr);
         _exit(3);
     }
@@ -75,6 +78,7 @@ ex_status ex_stall_watch_start(ex_stall_watch **out, double timeout_s, int rank,
     w->timeout_s = timeout_s;
     w->rank = rank;
     w->world = world;
+    w->step = -1; /* setting up */
     w->beaten = mono_now();
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_init(&w->attr);

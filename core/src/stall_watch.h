@@ -15,7 +15,7 @@
 
 #include "explora/status.h"
 
-typedef struct ex_stall_watch ex_stall_watch;
+typedef struct ex_stall_watch ex_stall_watch; /* (named in explora/trainer.h) */
 
 /* Start watching (timeout_s > 0); `rank` of `world` name the process in the message. */
 ex_status ex_stall_watch_start(ex_stall_watch **out, double timeout_s, int rank, int world, ex_err *err);

@@ -129,6 +129,16 @@ static ex_status setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err
 ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err) {
     memset(t, 0, sizeof *t);
     EX_CHECK(ex_comm_init(&t->comm, err));
+    if (t->comm.world > 1) { /* from here on ranks wait on each other: joining NCCL, loading, every step */
+        const ex_cfg_section run = {s->config, "run", ex_core_run_keys()};
+        double stall_s = 0;
+        ex_status st = ex_cfg_float(&run, "stall_timeout_s", &stall_s, err);
+        if (st == EX_OK && stall_s > 0) st = ex_stall_watch_start(&t->stall_watch, stall_s, t->comm.rank, t->comm.world, err);
+        if (st != EX_OK) {
+            report_abort(t, err);
+            return st;
+        }
+    }
     /* ranks other than 0 stay quiet: the setup summary, plans and progress come from rank 0 */
     if (t->comm.rank != 0 && !freopen("/dev/null", "w", stdout))
         EX_FAIL(err, EX_E_IO, "rank %d: cannot silence stdout", t->comm.rank);
@@ -635,14 +645,6 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     double t0 = now_s(), tlast = t0;
     const int tty = isatty(fileno(log));
     int64_t images_since = 0, seen_epoch = t->loader.epoch, reported_skips = 0;
-    ex_stall_watch *watch = NULL;
-    if (t->comm.world > 1) {
-        const ex_cfg_section run = {t->session->config, "run", ex_core_run_keys()};
-        double stall_s = 0;
-        EX_CHECK_GOTO(ex_cfg_float(&run, "stall_timeout_s", &stall_s, err), st, done);
-        if (stall_s > 0)
-            EX_CHECK_GOTO(ex_stall_watch_start(&watch, stall_s, t->comm.rank, t->comm.world, err), st, done);
-    }
     while (t->optim.step < t->ocfg.steps && st == EX_OK) {
         EX_CHECK_GOTO(ex_optim_zero_grads(&t->optim, err), st, done);
         ex_loss_terms sum;
@@ -730,7 +732,7 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
         if (writer && t->checkpoint_every > 0 && step % t->checkpoint_every == 0)
             EX_CHECK_GOTO(save_checkpoint(t, err), st, done);
         if (t->after_step) EX_CHECK_GOTO(t->after_step(t->after_step_ctx, t, step, err), st, done);
-        ex_stall_watch_beat(watch, step);
+        ex_stall_watch_beat(t->stall_watch, step);
         if (t->stop_at > 0 && step >= t->stop_at) {
             fprintf(log, "stopping at step %lld ([run] stop_at); continue with --resume\n", (long long)step);
             break;
@@ -749,12 +751,15 @@ static ex_status run_loop(ex_trainer *t, FILE *log, ex_err *err) {
     fprintf(log, "done: %lld steps in %.1f s, final loss %.5f; run directory %s\n", (long long)t->optim.step, now_s() - t0,
             t->last_loss, t->out_dir);
 done:
-    ex_stall_watch_stop(watch);
+    ex_stall_watch_stop(t->stall_watch); /* the ranks are done waiting on each other */
+    t->stall_watch = NULL;
     fclose(metrics);
     return st;
 }
 
 void ex_trainer_free(ex_trainer *t) {
+    ex_stall_watch_stop(t->stall_watch);
+    t->stall_watch = NULL;
     /* the memory plan points at tensors owned by the model, the objective and the optimiser: release it first */
     ex_memory_plan_release(&t->model.plan);
     for (int v = 0; v < EX_MAX_VIEWS; v++)

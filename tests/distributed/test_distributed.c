@@ -339,10 +339,10 @@ static void test_failing_rank_stops_every_rank(void **state) {
     assert_memory_equal(now, good, good_len);
 }
 
-/* A rank that hangs without dying (its data source never answers sample 5) holds the other in the step's
- * all-reduce; neither can return an error. The stall watchdog ([run] stall_timeout_s, here 3 s) of the stuck rank
- * (or of the waiting one) ends its process, and mpirun ends the job: an error naming the rank, within seconds,
- * not a hang until the launcher's timeout. */
+/* A rank that hangs without dying (its data source never answers sample 5, or never opens) holds the other in a
+ * collective; neither can return an error. The stall watchdog ([run] stall_timeout_s, here 3 s, running from the
+ * trainer's setup) of the stuck rank or of the waiting one ends its process, and mpirun ends the job: an error
+ * naming the rank, within seconds, not a hang until the launcher's timeout. */
 static void test_hung_rank_stops_every_rank(void **state) {
     (void)state;
     char ini[4096], dir[4096], args[9000], *out;
@@ -361,6 +361,17 @@ static void test_hung_rank_stops_every_rank(void **state) {
         fail_msg("no watchdog message after %.1f s:\n%s", took, out);
     if (took > 120) fail_msg("the job took %.1f s to end", took);
     print_message("a hung rank ended the job after %.1f s (watchdog 3 s), exit code %d\n", took, rc);
+    free(out);
+    /* the same before the first step: rank 1's data source never opens, while rank 0 waits in the first step */
+    snprintf(args, sizeof args, "pretrain '%s' --plugin-path '%s' --set data.stall_open_rank=1 --set run.stall_timeout_s=3",
+             ini, abi);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int rc2 = explora(&out, 2, args);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double took2 = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (rc2 == 0 || rc2 == 124 || rc2 == -1 || took2 > 120 ||
+        !strstr(out, "rank 1 of 2: no training step finished in 3 s (since the run started)"))
+        fail_msg("exit code %d after %.1f s (expected rank 1's watchdog):\n%s", rc2, took2, out);
     free(out);
 }
 

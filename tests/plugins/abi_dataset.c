@@ -34,6 +34,7 @@ typedef struct synth {
     int64_t classes;
     int64_t poison;
     int64_t stall;
+    int64_t stall_open_rank;
 } synth;
 
 static const ex_key_spec synth_keys[] = {
@@ -43,6 +44,8 @@ static const ex_key_spec synth_keys[] = {
     {"poison", EX_KEY_INT, "-1", -1, 1000000, NULL, "index of a sample whose first pixel is NaN (trainer tests)"},
     {"stall", EX_KEY_INT, "-1", -1, 1000000, NULL,
      "index of a sample whose read never returns (an hour's sleep: the trainer's stall watchdog tests)"},
+    {"stall_open_rank", EX_KEY_INT, "-1", -1, 1000000, NULL,
+     "the MPI rank (Open MPI's OMPI_COMM_WORLD_RANK) whose open never returns (the stall watchdog tests)"},
     EX_KEY_END,
 };
 
@@ -58,10 +61,13 @@ static ex_status synth_open(const ex_cfg_section *cfg, void **self, ex_err *err)
         (st = ex_cfg_int(cfg, "channels", &s->channels, err)) != EX_OK ||
         (st = ex_cfg_int(cfg, "classes", &s->classes, err)) != EX_OK ||
         (st = ex_cfg_int(cfg, "poison", &s->poison, err)) != EX_OK ||
-        (st = ex_cfg_int(cfg, "stall", &s->stall, err)) != EX_OK) {
+        (st = ex_cfg_int(cfg, "stall", &s->stall, err)) != EX_OK ||
+        (st = ex_cfg_int(cfg, "stall_open_rank", &s->stall_open_rank, err)) != EX_OK) {
         free(s);
         return st;
     }
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (s->stall_open_rank >= 0 && rank && atoll(rank) == s->stall_open_rank) sleep(3600); /* a data source that hangs */
 #if ABI_VARIANT == ABI_UNDEFINED
     s->count += explora_test_symbol_that_does_not_exist();
 #endif

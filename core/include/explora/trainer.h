@@ -79,6 +79,9 @@ typedef struct ex_trainer {
     int frozen_narrow;              /* frozen weights kept in bf16 ([optim] frozen_dtype): how many tensors */
     size_t frozen_saved;            /* and the bytes that saves */
     ex_loss_scaler scaler;          /* [optim] loss_scale (disabled: scale 1) */
+    /* several processes: the watchdog that ends a rank in which nothing progresses for [run] stall_timeout_s,
+     * from setup to the end of the run (core/src/stall_watch.h); NULL otherwise */
+    struct ex_stall_watch *stall_watch;
 } ex_trainer;
 
 EX_API ex_status ex_trainer_setup(ex_trainer *t, ex_session *s, ex_backend *be, ex_err *err);
