@@ -64,7 +64,7 @@ static ex_status grow(cu_ctx *ctx, void **buf, size_t *have, size_t want) {
     want = (want + CU_ALIGN - 1) / CU_ALIGN * CU_ALIGN;
     if (want == 0) want = CU_ALIGN;
     /* queued kernels may still read the old buffer */
-    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    EX_CHECK(cu_sync(ctx));
     if (*buf) cudaFree(*buf);
     *buf = NULL;
     *have = 0;
@@ -121,7 +121,7 @@ ex_status cu_ptr_scratch(cu_ctx *ctx, size_t n, void ***out) {
 
 ex_status cu_read_flag(cu_ctx *ctx, int *value) {
     CU_TRY(ctx, cudaMemcpyAsync(ctx->hflag, ctx->dflag, sizeof(int), cudaMemcpyDeviceToHost, ctx->stream));
-    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    EX_CHECK(cu_sync(ctx));
     *value = *ctx->hflag;
     return EX_OK;
 }
@@ -182,7 +182,7 @@ static const ex_key_spec cu_keys[] = {
 void cu_shutdown(void *vctx) {
     cu_ctx *ctx = vctx;
     if (!ctx) return;
-    if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    if (ctx->stream) (void)cu_sync(ctx); /* an NCCL failure aborts the communicator rather than wait */
     cu_comm_destroy(ctx);
 #ifndef EXPLORA_HIP
     cu_attention_dnn_close(ctx);
@@ -449,13 +449,13 @@ ex_status cu_copy(void *vctx, void *dst, const void *src, size_t bytes, ex_copy_
     }
     enum cudaMemcpyKind k = kind == EX_COPY_H2D ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
     CU_TRY(ctx, cudaMemcpyAsync(dst, src, bytes, k, ctx->stream));
-    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    EX_CHECK(cu_sync(ctx));
     return EX_OK;
 }
 
 ex_status cu_synchronize(void *vctx) {
     cu_ctx *ctx = vctx;
-    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    EX_CHECK(cu_sync(ctx));
     return EX_OK;
 }
 

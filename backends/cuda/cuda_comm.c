@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_internal.h"
 
@@ -80,6 +81,45 @@ void cu_comm_destroy(cu_ctx *ctx) {
         ctx->nccl = NULL;
     }
 }
+
+/* NCCL's asynchronous error of the communicator, if one struck: then abort the communicator (which also ends its
+ * kernels still waiting on a peer), report, and return EX_E_DEVICE; EX_OK otherwise. */
+static ex_status async_error(cu_ctx *ctx) {
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError((ncclComm_t)ctx->nccl, &async);
+    if (r == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) return EX_OK;
+    const ncclResult_t bad = r != ncclSuccess ? r : async;
+    const char *last = ncclGetLastError((ncclComm_t)ctx->nccl);
+    snprintf(ctx->last_error, sizeof ctx->last_error,
+             CU_VENDOR " (NCCL %d.%d.%d) on device %d: a collective failed: %s%s%s. The communicator is aborted; "
+             "another rank may have died (see its messages)",
+             NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH, ctx->device, ncclGetErrorString(bad), last ? " — " : "",
+             last ? last : "");
+    fprintf(stderr, "explora: %s\n", ctx->last_error);
+    ncclCommAbort((ncclComm_t)ctx->nccl);
+    ctx->nccl = NULL;
+    return ex_err_set(NULL, EX_E_DEVICE, __FILE__, __LINE__, "%s", ctx->last_error);
+}
+
+ex_status cu_sync(cu_ctx *ctx) {
+    if (!ctx->nccl) {
+        CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+        return EX_OK;
+    }
+    for (;;) {
+        const cudaError_t e = cudaStreamQuery(ctx->stream);
+        EX_CHECK(async_error(ctx)); /* before success too: work queued after a failed collective is not valid */
+        if (e == cudaSuccess) return EX_OK;
+        if (e != cudaErrorNotReady) CU_TRY(ctx, e);
+        const struct timespec pause = {0, 20000}; /* 20 us between polls */
+        nanosleep(&pause, NULL);
+    }
+}
 #else
 void cu_comm_destroy(cu_ctx *ctx) { (void)ctx; }
+
+ex_status cu_sync(cu_ctx *ctx) {
+    CU_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    return EX_OK;
+}
 #endif

@@ -119,6 +119,10 @@ typedef struct cu_ctx {
 
 /* cuda_comm.c: NCCL collectives when built with EXPLORA_HAVE_NCCL; cu_comm_destroy releases the communicator. */
 void cu_comm_destroy(cu_ctx *ctx);
+/* Wait for the backend's stream (cuda_comm.c). With an NCCL communicator the wait polls NCCL's asynchronous error,
+ * so a collective that can never complete (a peer died) ends in an error, with the communicator aborted, rather than
+ * a wait forever. */
+ex_status cu_sync(cu_ctx *ctx);
 #ifdef EXPLORA_HAVE_NCCL
 ex_status cu_comm_unique_id(void *ctx, void *id, size_t cap, size_t *len, ex_err *err);
 ex_status cu_comm_init(void *ctx, const void *id, size_t len, int rank, int world, ex_err *err);

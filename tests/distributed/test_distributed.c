@@ -290,6 +290,30 @@ static void test_dinov2_two_ranks_on_one_emulated_gpu_stage_through_host(void **
                        "'pci 0000:01:00.0' on host");
 }
 
+/* NCCL reports a failure that strikes a queued collective (a peer that died) only through its asynchronous error:
+ * a wait on the stream would otherwise never end. On two emulated GPUs the NCCL stand-in makes the third
+ * all-reduce fail that way (EXPLORA_GPU_EMU_NCCL_FAIL_AT); the backend, polling the error while it waits, aborts
+ * the communicator and fails, and the job ends at once with NCCL's reason. */
+static void test_nccl_async_error_ends_the_job(void **state) {
+    (void)state;
+    const char *emu = getenv("EXPLORA_TEST_GPU_EMU_DIR");
+    if (!emu || !emu[0]) {
+        print_message("the GPU emulator is not built (-DEXPLORA_GPU_EMU=OFF); skipping\n");
+        skip();
+    }
+    need_data();
+    char ini[2][4096], dir[2][4096], args[9000], env[4300], *out;
+    two_runs("dist-nccl-fail", k_dinov2_body, 4, ini, dir);
+    snprintf(env, sizeof env, "EXPLORA_PLUGIN_PATH='%s' EXPLORA_GPU_EMU_DEVICES=2 EXPLORA_GPU_EMU_NCCL_FAIL_AT=3", emu);
+    snprintf(args, sizeof args, "pretrain '%s' --set optim.batch=4 --set backend.name=gpu_emu_cuda", ini[1]);
+    const int rc = explora_env(&out, env, 2, args);
+    if (rc == 0 || rc == 124 || rc == -1) fail_msg("exit code %d (expected an error):\n%s", rc, out);
+    if (!strstr(out, "a collective failed: remote process exited or there was a network error"))
+        fail_msg("no NCCL asynchronous error reported:\n%s", out);
+    if (!strstr(out, "The communicator is aborted")) fail_msg("the communicator was not aborted:\n%s", out);
+    free(out);
+}
+
 /* A one-block MAE on the abi-good stand-in dataset (8 samples, 4 px): runs in milliseconds per step. `log_every`
  * and `optim` (the [optim] lines) vary; writes the config as `name` in the test folder. */
 static void write_tiny_mae(char *ini, size_t cap, const char *name, const char *dir, int log_every, const char *optim) {
@@ -425,6 +449,7 @@ int main(void) {
         cmocka_unit_test(test_dinov2_two_ranks_match_one_rank),
         cmocka_unit_test(test_dinov2_two_emulated_gpus_match_one_cpu_rank),
         cmocka_unit_test(test_dinov2_two_ranks_on_one_emulated_gpu_stage_through_host),
+        cmocka_unit_test(test_nccl_async_error_ends_the_job),
         cmocka_unit_test(test_failing_rank_stops_every_rank),
         cmocka_unit_test(test_interrupt_on_one_rank_stops_every_rank),
         cmocka_unit_test(test_hung_rank_stops_every_rank),

@@ -34,7 +34,10 @@
 
 struct ncclComm {
     int rank, nranks, device;
-    uint32_t magic; /* kLive while the communicator may be used */
+    uint32_t magic;       /* kLive while the communicator may be used */
+    ncclResult_t async;   /* the error that struck queued work (ncclCommGetAsyncError) */
+    long long reduces;    /* all-reduces queued so far */
+    long long fail_at;    /* EXPLORA_GPU_EMU_NCCL_FAIL_AT: the all-reduce that fails asynchronously (0: none) */
 };
 
 #define ID_MAGIC "explora gpu-emu nccl id"
@@ -144,7 +147,24 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     c->nranks = nranks;
     c->device = device;
     c->magic = kLive;
+    c->async = ncclSuccess;
+    const char *fa = getenv("EXPLORA_GPU_EMU_NCCL_FAIL_AT");
+    c->fail_at = fa && *fa ? atoll(fa) : 0;
     *comm = c;
+    return ncclSuccess;
+}
+
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+    if (!comm || comm->magic != kLive) return fail(ncclInvalidArgument, "ncclCommAbort: not a live communicator");
+    comm->magic = 0;
+    free(comm);
+    return ncclSuccess;
+}
+
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async) {
+    if (!comm || comm->magic != kLive || !async)
+        return fail(ncclInvalidArgument, "ncclCommGetAsyncError: not a live communicator, or no output");
+    *async = comm->async;
     return ncclSuccess;
 }
 
@@ -162,6 +182,14 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
     if (datatype != ncclFloat32 || op != ncclSum)
         return fail(ncclInvalidArgument, "ncclAllReduce: the stand-in sums fp32 only (datatype %d, op %d)",
                     (int)datatype, (int)op);
+    if (comm->async != ncclSuccess)
+        return fail(ncclInvalidUsage, "ncclAllReduce: the communicator failed (%s); abort it",
+                    ncclGetErrorString(comm->async));
+    if (++comm->reduces == comm->fail_at) { /* as when a peer dies: queued, never completed, the error pending */
+        comm->async = ncclRemoteError;
+        fail(ncclRemoteError, "all-reduce %lld: a peer is gone (EXPLORA_GPU_EMU_NCCL_FAIL_AT)", comm->reduces);
+        return ncclSuccess;
+    }
     if (count == 0) return ncclSuccess;
     const size_t bytes = count * sizeof(float);
     if (count > ((size_t)1 << 40) || !sendbuff || !recvbuff)

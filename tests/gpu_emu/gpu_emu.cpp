@@ -412,6 +412,7 @@ const char *hipGetErrorString(hipError_t e) {
     case hipErrorOutOfMemory: return "out of memory";
     case hipErrorInvalidConfiguration: return "invalid launch configuration (grid, block or shared memory)";
     case hipErrorNoDevice: return "no device";
+    case hipErrorNotReady: return "device not ready";
     default: return "unknown error";
     }
 }
@@ -423,6 +424,7 @@ const char *hipGetErrorName(hipError_t e) {
     case hipErrorOutOfMemory: return "hipErrorOutOfMemory";
     case hipErrorInvalidConfiguration: return "hipErrorInvalidConfiguration";
     case hipErrorNoDevice: return "hipErrorNoDevice";
+    case hipErrorNotReady: return "hipErrorNotReady";
     default: return "hipErrorUnknown";
     }
 }
@@ -500,6 +502,12 @@ hipError_t hipStreamCreateWithFlags(hipStream_t *stream, unsigned int flags) {
 hipError_t hipStreamSynchronize(hipStream_t stream) {
     (void)stream;
     emu_stream_drain(); /* device-to-host copies land (device_memory.cpp) */
+    return hipSuccess;
+}
+
+hipError_t hipStreamQuery(hipStream_t stream) {
+    (void)stream;
+    emu_stream_drain(); /* the stream is done: its copies have landed */
     return hipSuccess;
 }
 

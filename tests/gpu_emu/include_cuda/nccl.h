@@ -4,8 +4,10 @@
  * (../emu_nccl.c) runs the collectives over MPI_COMM_WORLD on host copies of the emulated device buffers, and
  * checks what NCCL's documentation asks of its callers: one rank per GPU (two ranks whose current devices have
  * one PCI bus id on one host fail init with ncclInvalidUsage, as NCCL's "Duplicate GPU detected" does), every
- * rank joining with the same unique id, buffers in device memory, communicators used only while alive. Enum
- * values are NVIDIA's (NCCL 2.x). Valid C and C++.
+ * rank joining with the same unique id, buffers in device memory, communicators used only while alive. A
+ * failure that strikes after a collective was queued (a peer that died) is reported as NCCL does, through
+ * ncclCommGetAsyncError: EXPLORA_GPU_EMU_NCCL_FAIL_AT=N makes the process's Nth all-reduce fail that way
+ * (nothing summed, ncclRemoteError pending). Enum values are NVIDIA's (NCCL 2.x). Valid C and C++.
  */
 #ifndef EXPLORA_GPU_EMU_NCCL_H
 #define EXPLORA_GPU_EMU_NCCL_H
@@ -61,6 +63,12 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *id);
 /* Collective over the nranks processes: join the communicator `id` as `rank`, on the current CUDA device. */
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
+/* End the communicator's work now (its pending collectives too) and free it: after an error, where a destroy
+ * could wait forever on a collective that cannot complete. */
+ncclResult_t ncclCommAbort(ncclComm_t comm);
+/* *async = the error that struck the communicator's queued work since (a peer that died, a network failure), or
+ * ncclSuccess; the caller polls it while waiting for the stream, and aborts on an error. */
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async);
 /* recvbuff (count) = the element-wise reduction of every rank's sendbuff, queued on `stream` (in place when
  * sendbuff == recvbuff). The stand-in takes fp32 sums only, the backend's one use. */
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,

@@ -24,6 +24,7 @@ typedef enum hipError_t {
     hipErrorOutOfMemory = 2,
     hipErrorInvalidConfiguration = 9,
     hipErrorNoDevice = 100,
+    hipErrorNotReady = 600,
     hipErrorLaunchFailure = 719,
 } hipError_t;
 
@@ -70,6 +71,8 @@ hipError_t hipMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t sp
 hipError_t hipMemsetAsync(void *dst, int value, size_t bytes, hipStream_t stream);
 hipError_t hipStreamCreateWithFlags(hipStream_t *stream, unsigned int flags);
 hipError_t hipStreamSynchronize(hipStream_t stream);
+/* hipSuccess: the emulator has run everything queued (copies to the host land, as at a synchronisation) */
+hipError_t hipStreamQuery(hipStream_t stream);
 hipError_t hipStreamDestroy(hipStream_t stream);
 
 /* The emulator's own: device memory is open to host code only between these (kernels, copies, fills and
