@@ -97,7 +97,7 @@ static ex_status ranks_share_a_device(ex_comm *c, ex_backend *be, int *shared, e
     *shared = 0;
     c->device_note[0] = '\0';
     if (!be->vt.device_key) return EX_OK; /* the same on every rank: one plugin, one vtable */
-    char host[256] = "", machine[64] = "", key[128] = "";
+    char host[256] = "", machine[256] = "", key[128] = "";
     if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
     host[sizeof host - 1] = '\0';
     /* one machine is one running kernel: its boot id (as NCCL tells hosts apart), which containers on one machine
