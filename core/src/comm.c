@@ -96,7 +96,6 @@ static int64_t device_hash(const char *machine, const char *key) {
 static ex_status ranks_share_a_device(ex_comm *c, ex_backend *be, int *shared, ex_err *err) {
     *shared = 0;
     c->device_note[0] = '\0';
-    if (!be->vt.device_key) return EX_OK; /* the same on every rank: one plugin, one vtable */
     char host[256] = "", machine[256] = "", key[128] = "";
     if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
     host[sizeof host - 1] = '\0';
@@ -105,7 +104,8 @@ static ex_status ranks_share_a_device(ex_comm *c, ex_backend *be, int *shared, e
     FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
     if (!f || !fgets(machine, sizeof machine, f)) snprintf(machine, sizeof machine, "%s", host);
     if (f) fclose(f);
-    const int named = be->vt.device_key(be->ctx, key, sizeof key) == 0 && key[0];
+    /* every rank takes part, with or without a name (a rank whose backend cannot name its device gives 0) */
+    const int named = be->vt.device_key && be->vt.device_key(be->ctx, key, sizeof key) == 0 && key[0];
     key[sizeof key - 1] = '\0';
     int64_t *all = calloc((size_t)c->world, sizeof *all);
     EX_ENSURE(all, err, EX_E_NOMEM, "comm: out of memory comparing the devices of %d ranks", c->world);
