@@ -173,6 +173,11 @@ compare_losses() {
           END {exit bad}' || { say "end to end: $run's first-step loss differs from the cpu's by more than $limit"; status=1; }
 }
 if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
+  # which GPU the backend takes (its PCI bus id, the key of the shared-GPU check before NCCL) and how processes
+  # would reduce
+  "$EXPLORA" check configs/demo/explora.ini --set backend.name=cuda \
+      --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" 2>&1 |
+    grep -E "^backend|^device:|^several processes|error" | sed 's/^/gpu-check: check: /'
   # cpu and cuda; cuda again (run-to-run determinism: the checkpoints must be equal byte for byte);
   # cuda with frozen weights in bf16 on bf16 tensor cores ([optim] frozen_dtype, gemm_math = bf16)
   for run in cpu cuda cuda-again cuda-bf16 cuda-bf16-acts cuda-cudnn cuda-cudnn-again; do
@@ -188,7 +193,7 @@ if [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ]; then
         --set data.images="$FMNIST/t10k-images-idx3-ubyte.gz" --set data.labels="$FMNIST/t10k-labels-idx1-ubyte.gz" \
         --set optim.steps=6 --set optim.warmup_steps=2 --set run.log_every=1 --set run.out="$LOGS/e2e-$run" > "$LOGS/e2e-$run.log" 2>&1
     erc=$?
-    grep -E "^step|done:|error|frozen weights|activations:" "$LOGS/e2e-$run.log" | tail -8
+    grep -E "^step|done:|error|frozen weights|activations:|^device memory|^warning" "$LOGS/e2e-$run.log" | tail -9
     if [ $erc -eq 124 ] && [ "$(left_s)" -lt 5 ]; then say "end to end ($run): cut off by the time budget"
     elif [ $erc -ne 0 ]; then say "end to end ($run): FAIL (exit status $erc)"; status=1; fi
   done
