@@ -154,12 +154,16 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     return ncclSuccess;
 }
 
-ncclResult_t ncclCommAbort(ncclComm_t comm) {
-    if (!comm || comm->magic != kLive) return fail(ncclInvalidArgument, "ncclCommAbort: not a live communicator");
+/* Free a live communicator (`fn` names the caller in the failure). Nothing of the stand-in's is ever pending
+ * (the emulator runs work as it is queued), so destroying and aborting end it alike. */
+static ncclResult_t release(ncclComm_t comm, const char *fn) {
+    if (!comm || comm->magic != kLive) return fail(ncclInvalidArgument, "%s: not a live communicator", fn);
     comm->magic = 0;
     free(comm);
     return ncclSuccess;
 }
+
+ncclResult_t ncclCommAbort(ncclComm_t comm) { return release(comm, "ncclCommAbort"); }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async) {
     if (!comm || comm->magic != kLive || !async)
@@ -168,12 +172,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async) {
     return ncclSuccess;
 }
 
-ncclResult_t ncclCommDestroy(ncclComm_t comm) {
-    if (!comm || comm->magic != kLive) return fail(ncclInvalidArgument, "ncclCommDestroy: not a live communicator");
-    comm->magic = 0;
-    free(comm);
-    return ncclSuccess;
-}
+ncclResult_t ncclCommDestroy(ncclComm_t comm) { return release(comm, "ncclCommDestroy"); }
 
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
